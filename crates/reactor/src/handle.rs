@@ -1,0 +1,148 @@
+//! Reaching a reactor from other threads.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use polling::Poller;
+
+use crate::reactor::Reactor;
+
+/// Work sent to the reactor's thread.
+pub(crate) type ThreadCall = Box<dyn FnOnce(&Reactor) + Send>;
+
+/// The part of a reactor that other threads may touch.
+pub(crate) struct Shared {
+    pub(crate) poller: Poller,
+    calls: Mutex<Vec<ThreadCall>>,
+    /// Set when calls are queued and the poller has been notified; cleared
+    /// by the reactor when it takes the queue. Coalesces wake-ups: one
+    /// notification per burst, not per call.
+    pending: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(poller: Poller) -> Shared {
+        Shared {
+            poller,
+            calls: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn calls(&self) -> MutexGuard<'_, Vec<ThreadCall>> {
+        // Nothing runs under this lock, so a poisoned lock is still sound.
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the reactor as gone: later calls are refused.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.calls().clear();
+    }
+
+    /// Takes every queued call, in the order they were queued.
+    pub(crate) fn take_calls(&self) -> Vec<ThreadCall> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.calls())
+    }
+}
+
+/// The reactor has been dropped, so the call was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactorClosed;
+
+impl fmt::Display for ReactorClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the reactor has been dropped")
+    }
+}
+
+impl std::error::Error for ReactorClosed {}
+
+/// A `Send + Sync` handle to a [`Reactor`], for other threads (Twisted's
+/// `IReactorThreads`).
+///
+/// Calls queued from one thread run on the reactor's thread in the order
+/// they were queued; calls from different threads interleave. A burst of
+/// calls wakes the reactor once.
+///
+/// ```
+/// use torsion_reactor::Reactor;
+///
+/// let reactor = Reactor::new()?;
+/// let handle = reactor.handle();
+/// let worker = std::thread::spawn(move || {
+///     handle.call_from_thread(|reactor| {
+///         reactor.stop().unwrap();
+///     })
+/// });
+/// reactor.run()?;
+/// worker.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[doc(alias = "IReactorThreads")]
+#[derive(Clone)]
+pub struct ReactorHandle {
+    shared: Arc<Shared>,
+}
+
+impl ReactorHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> ReactorHandle {
+        ReactorHandle { shared }
+    }
+
+    /// Queues `call` to run on the reactor's thread during its next turn,
+    /// and wakes the reactor if it is waiting (Twisted's
+    /// `callFromThread`).
+    ///
+    /// # Errors
+    /// [`ReactorClosed`] if the reactor has been dropped.
+    #[doc(alias = "callFromThread")]
+    pub fn call_from_thread<F>(&self, call: F) -> Result<(), ReactorClosed>
+    where
+        F: FnOnce(&Reactor) + Send + 'static,
+    {
+        {
+            let mut calls = self.shared.calls();
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(ReactorClosed);
+            }
+            calls.push(Box::new(call));
+        }
+        if !self.shared.pending.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Asks the reactor to stop, from any thread. Does nothing if it is not
+    /// running when the request arrives.
+    ///
+    /// # Errors
+    /// [`ReactorClosed`] if the reactor has been dropped.
+    pub fn stop(&self) -> Result<(), ReactorClosed> {
+        self.call_from_thread(|reactor| {
+            let _ = reactor.stop();
+        })
+    }
+
+    /// Wakes the reactor from its wait without queueing anything.
+    pub fn wake(&self) {
+        if let Err(e) = self.shared.poller.notify() {
+            tracing::warn!(error = %e, "could not wake the reactor");
+        }
+    }
+}
+
+impl fmt::Debug for ReactorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReactorHandle")
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}

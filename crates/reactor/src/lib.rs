@@ -1,0 +1,52 @@
+//! # torsion-reactor
+//!
+//! The bottom layer of Torsion: a single-threaded event loop in the style
+//! of Twisted's reactor, built on the [`polling`] crate.
+//!
+//! A [`Reactor`] waits for three kinds of events and runs the callbacks
+//! that belong to them, one at a time, on its own thread:
+//!
+//! - **I/O readiness** of registered sockets ([`Reactor::register`],
+//!   routed to a [`Handler`]). Sources are watched level-triggered where the
+//!   platform allows, so no re-arming system call is spent per event.
+//! - **Timers**: [`Reactor::call_later`] returns a [`DelayedCall`] that can
+//!   be cancelled, reset or delayed; [`Reactor::call_soon`] runs work on the
+//!   next turn.
+//! - **Calls from other threads** through a [`ReactorHandle`] (`Send +
+//!   Sync`), and results of blocking work run with
+//!   [`Reactor::defer_to_thread`].
+//!
+//! Time comes from the system's monotonic clock, or from a [`ManualClock`]
+//! that tests advance by hand.
+//!
+//! The layers above build on this one: `torsion-transport` turns sockets
+//! into byte pipes, `torsion-protocol` turns readiness into protocol events.
+//! See `docs/reactor.md` in the repository for the design.
+//!
+//! ```
+//! use std::time::Duration;
+//! use torsion_reactor::Reactor;
+//!
+//! let reactor = Reactor::new()?;
+//! let call = reactor.call_later(Duration::from_secs(3600), |_| unreachable!());
+//! call.cancel()?;
+//! reactor.call_soon(|reactor| reactor.stop().unwrap());
+//! reactor.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![cfg(unix)]
+
+mod clock;
+mod handle;
+mod pool;
+mod reactor;
+mod slab;
+mod timer;
+
+pub use crate::clock::ManualClock;
+pub use crate::handle::{ReactorClosed, ReactorHandle};
+pub use crate::reactor::{
+    Handler, Interest, Reactor, ReactorError, Readiness, Registration, WeakReactor,
+};
+pub use crate::timer::{DelayedCall, TimerError};

@@ -1,0 +1,861 @@
+//! The event loop itself: registration of I/O sources, the loop turn, and
+//! the scheduling entry points.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use polling::{Event, Events, PollMode, Poller};
+
+use crate::clock::{Clock, ManualClock};
+use crate::handle::{ReactorHandle, Shared};
+use crate::pool::ThreadPool;
+use crate::slab::Slab;
+use crate::timer::{duration_nanos, Callback, DelayedCall, TimerCell, TimerQueue};
+
+/// How many events one wait may return.
+const EVENT_CAPACITY: usize = 1024;
+
+/// How many worker threads [`Reactor::defer_to_thread`] may run at once.
+const DEFAULT_POOL_THREADS: usize = 8;
+
+/// What a registered source wants to hear about.
+///
+/// Interests combine with `|`: `Interest::READABLE | Interest::WRITABLE`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Interest {
+    readable: bool,
+    writable: bool,
+}
+
+impl Interest {
+    /// Neither readable nor writable: the source stays registered but
+    /// quiet (errors may still be reported).
+    pub const NONE: Interest = Interest {
+        readable: false,
+        writable: false,
+    };
+    /// Readiness to read (or to accept, for a listening socket).
+    pub const READABLE: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
+    /// Readiness to write (or a finished connect).
+    pub const WRITABLE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
+
+    /// True if readable readiness is wanted.
+    pub fn is_readable(self) -> bool {
+        self.readable
+    }
+
+    /// True if writable readiness is wanted.
+    pub fn is_writable(self) -> bool {
+        self.writable
+    }
+
+    /// This interest with readable readiness turned on or off.
+    #[must_use]
+    pub fn with_readable(self, readable: bool) -> Interest {
+        Interest { readable, ..self }
+    }
+
+    /// This interest with writable readiness turned on or off.
+    #[must_use]
+    pub fn with_writable(self, writable: bool) -> Interest {
+        Interest { writable, ..self }
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, rhs: Interest) -> Interest {
+        Interest {
+            readable: self.readable || rhs.readable,
+            writable: self.writable || rhs.writable,
+        }
+    }
+}
+
+/// What the reactor reports to a [`Handler`].
+///
+/// Readiness is a hint, not a promise: a handler must treat
+/// `WouldBlock` as "nothing after all" and must tolerate being called with
+/// nothing to do. An error or hang-up on the socket is reported as both
+/// readable and writable, so the next read or write surfaces it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Readiness {
+    readable: bool,
+    writable: bool,
+    woken: bool,
+}
+
+impl Readiness {
+    /// The source may be read (or accepted from) without blocking.
+    pub const READABLE: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        woken: false,
+    };
+    /// The source may be written (or its connect has finished).
+    pub const WRITABLE: Readiness = Readiness {
+        readable: false,
+        writable: true,
+        woken: false,
+    };
+    /// No I/O readiness: the handler was woken through
+    /// [`Registration::wake`] to look at its own state.
+    pub const WOKEN: Readiness = Readiness {
+        readable: false,
+        writable: false,
+        woken: true,
+    };
+
+    /// True if the source reported readable.
+    pub fn is_readable(self) -> bool {
+        self.readable
+    }
+
+    /// True if the source reported writable.
+    pub fn is_writable(self) -> bool {
+        self.writable
+    }
+
+    /// True if the handler was woken by [`Registration::wake`].
+    pub fn is_woken(self) -> bool {
+        self.woken
+    }
+}
+
+impl std::ops::BitOr for Readiness {
+    type Output = Readiness;
+    fn bitor(self, rhs: Readiness) -> Readiness {
+        Readiness {
+            readable: self.readable || rhs.readable,
+            writable: self.writable || rhs.writable,
+            woken: self.woken || rhs.woken,
+        }
+    }
+}
+
+/// Receives readiness for a registered I/O source (Twisted's
+/// `IReadDescriptor.doRead` and `IWriteDescriptor.doWrite` in one).
+///
+/// The reactor calls [`Handler::ready`] on its own thread, never
+/// re-entrantly for the same turn of the loop. The handler may use the
+/// reactor freely from inside the call: schedule timers, register or drop
+/// other sources, drop its own registration, stop the reactor.
+#[doc(alias = "IReadDescriptor")]
+#[doc(alias = "IWriteDescriptor")]
+pub trait Handler {
+    /// Called when the source is ready, or was woken.
+    fn ready(&self, reactor: &Reactor, readiness: Readiness);
+}
+
+/// Errors from running or stopping a reactor.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReactorError {
+    /// [`Reactor::stop`] was called on a reactor that is not running, or
+    /// that is already stopping (Twisted's `ReactorNotRunning`).
+    #[doc(alias = "ReactorNotRunning")]
+    NotRunning,
+    /// [`Reactor::run`] or [`Reactor::iterate`] was called while the
+    /// reactor was already running (Twisted's `ReactorAlreadyRunning`).
+    #[doc(alias = "ReactorAlreadyRunning")]
+    AlreadyRunning,
+    /// Waiting on the operating system's poller failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for ReactorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReactorError::NotRunning => f.write_str("the reactor is not running"),
+            ReactorError::AlreadyRunning => f.write_str("the reactor is already running"),
+            ReactorError::Io(e) => write!(f, "polling for events failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReactorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReactorError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A registered source, as the reactor sees it.
+struct Source {
+    handler: Rc<dyn Handler>,
+    fd: RawFd,
+    interest: Interest,
+    /// Tells this registration from a later one that reuses the key.
+    id: u64,
+}
+
+type Continuation = Box<dyn FnOnce(&Reactor, Box<dyn Any + Send>)>;
+
+pub(crate) struct Inner {
+    shared: Arc<Shared>,
+    mode: PollMode,
+    events: RefCell<Events>,
+    ready: RefCell<Vec<(usize, Readiness)>>,
+    sources: RefCell<Slab<Source>>,
+    next_source_id: Cell<u64>,
+    timers: RefCell<TimerQueue>,
+    soon: RefCell<VecDeque<Callback>>,
+    woken: RefCell<Vec<usize>>,
+    continuations: RefCell<Slab<Continuation>>,
+    pool: ThreadPool,
+    clock: Clock,
+    running: Cell<bool>,
+    stopping: Cell<bool>,
+    in_turn: Cell<bool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.close();
+        // Drop handlers and callbacks here, while the poller still exists:
+        // each handler's registrations remove themselves from it.
+        drop(self.sources.get_mut().drain());
+        drop(self.timers.get_mut().clear());
+        self.soon.get_mut().clear();
+        drop(self.continuations.get_mut().drain());
+    }
+}
+
+/// A single-threaded event loop (Twisted's reactor).
+///
+/// A reactor waits for readiness on registered sockets, for due
+/// [timers](Reactor::call_later) and for work sent from other threads
+/// through a [`ReactorHandle`], and runs the matching callbacks, one at a
+/// time, on the thread that calls [`Reactor::run`].
+///
+/// `Reactor` is a cheap, cloneable handle (`Rc` inside); clones refer to
+/// the same loop. It is neither `Send` nor `Sync`: one reactor belongs to
+/// one thread, and a process may run one per thread. Unlike Twisted's, a
+/// reactor is an ordinary value: it can be created, run, stopped and run
+/// again, and it is torn down — closing every registered source — when the
+/// last clone is dropped.
+///
+/// Objects the reactor owns (handlers, timer callbacks) should hold a
+/// [`WeakReactor`] or use the `&Reactor` they are given, not a `Reactor`
+/// clone, or the reactor and they keep each other alive.
+///
+/// ```
+/// use std::time::Duration;
+/// use torsion_reactor::Reactor;
+///
+/// let reactor = Reactor::new()?;
+/// reactor.call_later(Duration::from_millis(1), |reactor| {
+///     reactor.stop().expect("the reactor is running");
+/// });
+/// reactor.run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[doc(alias = "IReactorCore")]
+#[doc(alias = "IReactorTime")]
+#[derive(Clone)]
+pub struct Reactor {
+    inner: Rc<Inner>,
+}
+
+/// A non-owning reference to a [`Reactor`], for objects the reactor itself
+/// owns (see [`Reactor::downgrade`]).
+#[derive(Clone, Default)]
+pub struct WeakReactor {
+    inner: Weak<Inner>,
+}
+
+impl WeakReactor {
+    /// A reference that never upgrades.
+    pub fn new() -> WeakReactor {
+        WeakReactor { inner: Weak::new() }
+    }
+
+    /// The reactor, if it still exists.
+    pub fn upgrade(&self) -> Option<Reactor> {
+        self.inner.upgrade().map(|inner| Reactor { inner })
+    }
+}
+
+impl fmt::Debug for WeakReactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakReactor")
+    }
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("running", &self.is_running())
+            .field("sources", &self.source_count())
+            .field("pending_calls", &self.pending_call_count())
+            .finish()
+    }
+}
+
+impl Reactor {
+    /// Creates a reactor on the system's monotonic clock.
+    ///
+    /// # Errors
+    /// If the operating system's poller cannot be created (for example
+    /// when the process is out of file descriptors).
+    pub fn new() -> io::Result<Reactor> {
+        Reactor::with_clock(Clock::System(std::time::Instant::now()))
+    }
+
+    /// Creates a reactor whose time moves only when the returned
+    /// [`ManualClock`] is advanced, for deterministic tests of timed logic.
+    ///
+    /// # Errors
+    /// As for [`Reactor::new`].
+    pub fn with_manual_clock() -> io::Result<(Reactor, ManualClock)> {
+        let now = Rc::new(Cell::new(0));
+        let reactor = Reactor::with_clock(Clock::Manual(now.clone()))?;
+        let clock = ManualClock {
+            now,
+            reactor: reactor.downgrade(),
+        };
+        Ok((reactor, clock))
+    }
+
+    fn with_clock(clock: Clock) -> io::Result<Reactor> {
+        let poller = Poller::new()?;
+        // Level-triggered readiness needs no re-arming syscall per event;
+        // fall back to oneshot (re-armed before each dispatch) where the
+        // platform offers nothing else.
+        let mode = if poller.supports_level() {
+            PollMode::Level
+        } else {
+            PollMode::Oneshot
+        };
+        let capacity = NonZeroUsize::new(EVENT_CAPACITY).expect("non-zero");
+        Ok(Reactor {
+            inner: Rc::new(Inner {
+                shared: Arc::new(Shared::new(poller)),
+                mode,
+                events: RefCell::new(Events::with_capacity(capacity)),
+                ready: RefCell::new(Vec::with_capacity(EVENT_CAPACITY)),
+                sources: RefCell::new(Slab::new()),
+                next_source_id: Cell::new(0),
+                timers: RefCell::new(TimerQueue::new()),
+                soon: RefCell::new(VecDeque::new()),
+                woken: RefCell::new(Vec::new()),
+                continuations: RefCell::new(Slab::new()),
+                pool: ThreadPool::new(DEFAULT_POOL_THREADS),
+                clock,
+                running: Cell::new(false),
+                stopping: Cell::new(false),
+                in_turn: Cell::new(false),
+            }),
+        })
+    }
+
+    /// A non-owning reference to this reactor.
+    pub fn downgrade(&self) -> WeakReactor {
+        WeakReactor {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// A `Send + Sync` handle through which other threads can run code on
+    /// this reactor and wake it.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle::new(self.inner.shared.clone())
+    }
+
+    /// True if both handles refer to the same reactor.
+    pub fn ptr_eq(&self, other: &Reactor) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    // ----- running -------------------------------------------------------
+
+    /// Runs the loop until [`Reactor::stop`] is called (Twisted's
+    /// `reactor.run()`).
+    ///
+    /// With nothing to do the thread sleeps in the poller until the next
+    /// timer is due or a source becomes ready; it does not spin.
+    ///
+    /// # Errors
+    /// [`ReactorError::AlreadyRunning`] if called while the loop runs (for
+    /// example from one of its callbacks); [`ReactorError::Io`] if waiting
+    /// on the poller fails.
+    pub fn run(&self) -> Result<(), ReactorError> {
+        if self.inner.running.get() || self.inner.in_turn.get() {
+            return Err(ReactorError::AlreadyRunning);
+        }
+        self.inner.running.set(true);
+        self.inner.stopping.set(false);
+        let _running = RunGuard(&self.inner);
+        while !self.inner.stopping.get() {
+            self.turn(None).map_err(ReactorError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Asks a running loop to return from [`Reactor::run`] once the
+    /// current callback and the rest of this turn finish (Twisted's
+    /// `reactor.stop()`). Call it from any callback; from another thread use
+    /// [`ReactorHandle::stop`].
+    ///
+    /// # Errors
+    /// [`ReactorError::NotRunning`] if the reactor is not running or is
+    /// already stopping.
+    pub fn stop(&self) -> Result<(), ReactorError> {
+        if !self.inner.running.get() || self.inner.stopping.get() {
+            return Err(ReactorError::NotRunning);
+        }
+        self.inner.stopping.set(true);
+        Ok(())
+    }
+
+    /// True between [`Reactor::run`] being called and it returning.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Runs one turn of the loop: waits for events at most `max_wait`
+    /// (less if a timer is due sooner), then dispatches I/O, calls from
+    /// other threads, due timers and [`Reactor::call_soon`] work (Twisted's
+    /// `reactor.iterate`). Useful to drive a reactor step by step in tests.
+    ///
+    /// # Errors
+    /// [`ReactorError::AlreadyRunning`] if called from inside a callback of
+    /// this reactor; [`ReactorError::Io`] if waiting fails.
+    pub fn iterate(&self, max_wait: Duration) -> Result<(), ReactorError> {
+        if self.inner.in_turn.get() {
+            return Err(ReactorError::AlreadyRunning);
+        }
+        self.turn(Some(max_wait)).map_err(ReactorError::Io)
+    }
+
+    fn turn(&self, max_wait: Option<Duration>) -> io::Result<()> {
+        let inner = &*self.inner;
+        inner.in_turn.set(true);
+        let _turn = TurnGuard(inner);
+
+        let timeout = self.wait_timeout(max_wait);
+        let mut ready = inner.ready.take();
+        {
+            let mut events = inner.events.borrow_mut();
+            events.clear();
+            inner.shared.poller.wait(&mut events, timeout)?;
+            ready.extend(events.iter().map(|event| {
+                let readiness = Readiness {
+                    readable: event.readable,
+                    writable: event.writable,
+                    woken: false,
+                };
+                (event.key, readiness)
+            }));
+        }
+        for (key, readiness) in ready.drain(..) {
+            self.dispatch(key, readiness);
+        }
+        inner.ready.replace(ready);
+
+        self.run_thread_calls();
+        self.run_timers(false);
+        self.run_soon();
+        Ok(())
+    }
+
+    /// How long the next wait may block.
+    fn wait_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+        let inner = &*self.inner;
+        if inner.stopping.get()
+            || !inner.soon.borrow().is_empty()
+            || !inner.woken.borrow().is_empty()
+        {
+            return Some(Duration::ZERO);
+        }
+        let now = self.now_nanos();
+        let timer = self.timers_mut().next_deadline().and_then(|due| {
+            let wait = due.saturating_sub(now);
+            match inner.clock {
+                Clock::System(_) => Some(Duration::from_nanos(wait)),
+                // Virtual time does not pass while we sleep: only a call
+                // that is already due shortens the wait.
+                Clock::Manual(_) => (wait == 0).then_some(Duration::ZERO),
+            }
+        });
+        match (timer, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn dispatch(&self, key: usize, readiness: Readiness) {
+        let inner = &*self.inner;
+        let (handler, fd, interest) = match inner.sources.borrow().get(key) {
+            Some(source) => (source.handler.clone(), source.fd, source.interest),
+            None => return,
+        };
+        if inner.mode == PollMode::Oneshot && !readiness.woken {
+            // SAFETY: `fd` belongs to a live registration (it is still in
+            // the slab), and a registration removes its source from the
+            // poller and the slab before the source is closed.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            if let Err(e) =
+                inner
+                    .shared
+                    .poller
+                    .modify_with_mode(fd, event_for(key, interest), inner.mode)
+            {
+                tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
+            }
+        }
+        handler.ready(self, readiness);
+    }
+
+    fn run_thread_calls(&self) {
+        for job in self.inner.shared.take_calls() {
+            job(self);
+        }
+    }
+
+    /// Runs the delayed calls that are due. In a loop turn only calls
+    /// scheduled before the turn started run, so a callback that schedules
+    /// a zero-delay call cannot starve I/O; `all` lifts that limit (the
+    /// manual clock's `advance`).
+    fn run_timers(&self, all: bool) {
+        let now = self.now_nanos();
+        let limit = if all {
+            u64::MAX
+        } else {
+            self.timers_mut().next_seq()
+        };
+        let mut deferred: Vec<Rc<TimerCell>> = Vec::new();
+        loop {
+            let callback = self.timers_mut().pop_due(now, limit, &mut deferred);
+            match callback {
+                Some(callback) => callback(self),
+                None => break,
+            }
+        }
+        if !deferred.is_empty() {
+            self.timers_mut().requeue(&mut deferred);
+        }
+    }
+
+    fn run_soon(&self) {
+        let inner = &*self.inner;
+        let woken = std::mem::take(&mut *inner.woken.borrow_mut());
+        let mut last = None;
+        for key in woken {
+            if last != Some(key) {
+                self.dispatch(key, Readiness::WOKEN);
+            }
+            last = Some(key);
+        }
+        let count = inner.soon.borrow().len();
+        for _ in 0..count {
+            let job = inner.soon.borrow_mut().pop_front();
+            match job {
+                Some(job) => job(self),
+                None => break,
+            }
+        }
+    }
+
+    /// Runs every delayed call that is due now, including calls that those
+    /// callbacks schedule and that are already due (Twisted's
+    /// `runUntilCurrent`). The loop does this by itself every turn; tests
+    /// on a [`ManualClock`] get it from [`ManualClock::advance`].
+    pub fn run_until_current(&self) {
+        self.run_until_current_all();
+    }
+
+    pub(crate) fn run_until_current_all(&self) {
+        self.run_timers(true);
+    }
+
+    // ----- time ----------------------------------------------------------
+
+    /// The reactor's current time, measured from its clock's epoch (the
+    /// reactor's creation, or zero on a [`ManualClock`]); Twisted's
+    /// `reactor.seconds()`.
+    pub fn seconds(&self) -> Duration {
+        Duration::from_nanos(self.now_nanos())
+    }
+
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.inner.clock.now_nanos()
+    }
+
+    pub(crate) fn timers_mut(&self) -> RefMut<'_, TimerQueue> {
+        self.inner.timers.borrow_mut()
+    }
+
+    /// Schedules `callback` to run once, `delay` from now (Twisted's
+    /// `reactor.callLater`). Calls due at the same instant run in the order
+    /// they were scheduled (or last rescheduled).
+    ///
+    /// The returned [`DelayedCall`] cancels or moves the call; dropping it
+    /// does not cancel.
+    #[doc(alias = "callLater")]
+    pub fn call_later<F>(&self, delay: Duration, callback: F) -> DelayedCall
+    where
+        F: FnOnce(&Reactor) + 'static,
+    {
+        let when = self.now_nanos().saturating_add(duration_nanos(delay));
+        let cell = self.timers_mut().schedule(when, Box::new(callback));
+        DelayedCall {
+            cell,
+            reactor: self.downgrade(),
+        }
+    }
+
+    /// Schedules `callback` to run on the next turn of the loop, after the
+    /// current callback returns; such calls run in the order they were
+    /// made.
+    pub fn call_soon<F>(&self, callback: F)
+    where
+        F: FnOnce(&Reactor) + 'static,
+    {
+        self.inner.soon.borrow_mut().push_back(Box::new(callback));
+    }
+
+    /// Number of delayed calls that are pending.
+    pub fn pending_call_count(&self) -> usize {
+        self.inner.timers.borrow().len()
+    }
+
+    // ----- threads -------------------------------------------------------
+
+    /// Runs `work` on a worker thread of the reactor's bounded pool, then
+    /// hands its result (or its panic) to `then` on the reactor's thread
+    /// (Twisted's `deferToThread`). At most eight jobs run at once; the
+    /// rest wait in a queue.
+    ///
+    /// `then` runs during a later turn of the loop; if the reactor is
+    /// dropped first, it never runs.
+    #[doc(alias = "deferToThread")]
+    pub fn defer_to_thread<T, W, C>(&self, work: W, then: C)
+    where
+        T: Send + 'static,
+        W: FnOnce() -> T + Send + 'static,
+        C: FnOnce(&Reactor, std::thread::Result<T>) + 'static,
+    {
+        let continuation: Continuation = Box::new(move |reactor, result| {
+            let result = *result
+                .downcast::<std::thread::Result<T>>()
+                .expect("continuation receives the type its job produced");
+            then(reactor, result);
+        });
+        let id = self.inner.continuations.borrow_mut().insert(continuation);
+        let handle = self.handle();
+        self.inner.pool.submit(Box::new(move || {
+            let result = panic::catch_unwind(AssertUnwindSafe(work));
+            // If the reactor is gone there is nobody to tell.
+            let _ = handle.call_from_thread(move |reactor| {
+                let continuation = reactor.inner.continuations.borrow_mut().remove(id);
+                if let Some(continuation) = continuation {
+                    continuation(reactor, Box::new(result));
+                }
+            });
+        }));
+    }
+
+    // ----- I/O sources ---------------------------------------------------
+
+    /// Registers `source` with the poller and routes its readiness to
+    /// `handler` until the returned [`Registration`] is dropped.
+    ///
+    /// The registration owns the source: dropping it removes the source
+    /// from the poller first, then closes it. The reactor holds `handler`
+    /// (strongly) while the registration lives.
+    ///
+    /// # Errors
+    /// If the poller refuses the source.
+    pub fn register<S>(
+        &self,
+        source: S,
+        interest: Interest,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<Registration<S>>
+    where
+        S: AsFd + 'static,
+    {
+        let inner = &*self.inner;
+        let fd = source.as_fd().as_raw_fd();
+        let id = inner.next_source_id.get();
+        inner.next_source_id.set(id + 1);
+        let key = inner.sources.borrow_mut().insert(Source {
+            handler,
+            fd,
+            interest,
+            id,
+        });
+        // SAFETY: the `Registration` returned below owns `source` (which is
+        // `'static`, so no borrow can end before it), and its `Drop` deletes
+        // the source from the poller before the source itself is dropped.
+        let added = unsafe {
+            inner
+                .shared
+                .poller
+                .add_with_mode(fd, event_for(key, interest), inner.mode)
+        };
+        if let Err(e) = added {
+            let source = inner.sources.borrow_mut().remove(key);
+            drop(source);
+            return Err(e);
+        }
+        Ok(Registration {
+            source,
+            key,
+            id,
+            interest: Cell::new(interest),
+            shared: inner.shared.clone(),
+            reactor: self.downgrade(),
+        })
+    }
+
+    /// Number of sources currently registered.
+    pub fn source_count(&self) -> usize {
+        self.inner.sources.borrow().len()
+    }
+}
+
+fn event_for(key: usize, interest: Interest) -> Event {
+    match (interest.readable, interest.writable) {
+        (true, true) => Event::all(key),
+        (true, false) => Event::readable(key),
+        (false, true) => Event::writable(key),
+        (false, false) => Event::none(key),
+    }
+}
+
+struct RunGuard<'a>(&'a Inner);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.set(false);
+        self.0.stopping.set(false);
+    }
+}
+
+struct TurnGuard<'a>(&'a Inner);
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_turn.set(false);
+    }
+}
+
+/// A source registered with a reactor, owned together with its socket.
+///
+/// Dropping the registration removes the source from the poller, releases
+/// the reactor's reference to the handler, and then closes the source. This
+/// is the one place where Torsion upholds the poller's rule that a source
+/// must be removed before it is closed.
+pub struct Registration<S: AsFd> {
+    source: S,
+    key: usize,
+    id: u64,
+    interest: Cell<Interest>,
+    shared: Arc<Shared>,
+    reactor: WeakReactor,
+}
+
+impl<S: AsFd> Registration<S> {
+    /// The registered source.
+    pub fn get_ref(&self) -> &S {
+        &self.source
+    }
+
+    /// The key the reactor knows this source by.
+    pub fn key(&self) -> usize {
+        self.key
+    }
+
+    /// The current interest.
+    pub fn interest(&self) -> Interest {
+        self.interest.get()
+    }
+
+    /// Changes what the source is watched for. Does nothing (and makes no
+    /// system call) if the interest is unchanged.
+    ///
+    /// # Errors
+    /// If the poller refuses the change.
+    pub fn set_interest(&self, interest: Interest) -> io::Result<()> {
+        if interest == self.interest.get() {
+            return Ok(());
+        }
+        let mode = match self.reactor.upgrade() {
+            Some(reactor) => {
+                if let Some(source) = reactor.inner.sources.borrow_mut().get_mut(self.key) {
+                    if source.id == self.id {
+                        source.interest = interest;
+                    }
+                }
+                reactor.inner.mode
+            }
+            None => return Ok(()),
+        };
+        self.shared.poller.modify_with_mode(
+            self.source.as_fd(),
+            event_for(self.key, interest),
+            mode,
+        )?;
+        self.interest.set(interest);
+        Ok(())
+    }
+
+    /// Asks the reactor to call this source's handler with
+    /// [`Readiness::WOKEN`] later in the current turn (or early in the next
+    /// one), outside whatever callback is running now. Transports use it to
+    /// finish work that was requested from elsewhere, such as a close.
+    pub fn wake(&self) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            reactor.inner.woken.borrow_mut().push(self.key);
+        }
+    }
+}
+
+impl<S: AsFd> Drop for Registration<S> {
+    fn drop(&mut self) {
+        if let Err(e) = self.shared.poller.delete(self.source.as_fd()) {
+            tracing::debug!(error = %e, key = self.key, "could not remove a source from the poller");
+        }
+        if let Some(reactor) = self.reactor.upgrade() {
+            let removed = {
+                let mut sources = reactor.inner.sources.borrow_mut();
+                match sources.get(self.key) {
+                    Some(source) if source.id == self.id => sources.remove(self.key),
+                    _ => None,
+                }
+            };
+            // Drop the handler outside the borrow: dropping it may drop
+            // other registrations.
+            drop(removed);
+        }
+    }
+}
+
+impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .field("interest", &self.interest.get())
+            .finish()
+    }
+}

@@ -1,0 +1,218 @@
+//! Timer behaviour, driven on the manual clock: no sleeping.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use torsion_reactor::{Reactor, TimerError};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A log that callbacks append to.
+fn log() -> Rc<RefCell<Vec<&'static str>>> {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+fn push(log: &Rc<RefCell<Vec<&'static str>>>, name: &'static str) -> impl FnOnce(&Reactor) {
+    let log = log.clone();
+    move |_| log.borrow_mut().push(name)
+}
+
+#[test]
+fn calls_fire_in_time_order_and_fifo_at_the_same_instant() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    reactor.call_later(secs(2), push(&log, "c"));
+    reactor.call_later(secs(1), push(&log, "a"));
+    reactor.call_later(secs(1), push(&log, "b"));
+    reactor.call_later(secs(2), push(&log, "d"));
+
+    clock.advance(Duration::from_millis(999));
+    assert!(log.borrow().is_empty());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(*log.borrow(), ["a", "b"]);
+    clock.advance(secs(1));
+    assert_eq!(*log.borrow(), ["a", "b", "c", "d"]);
+    assert_eq!(reactor.pending_call_count(), 0);
+}
+
+#[test]
+fn delayed_call_reports_its_time_and_state() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    clock.advance(secs(10));
+    let call = reactor.call_later(secs(5), |_| {});
+    assert_eq!(call.time(), secs(15));
+    assert!(call.active());
+    clock.advance(secs(5));
+    assert!(!call.active());
+    assert!(call.called());
+    assert!(!call.cancelled());
+}
+
+#[test]
+fn cancel_prevents_the_call_and_twice_is_an_error() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    let call = reactor.call_later(secs(1), push(&log, "x"));
+    assert_eq!(call.cancel(), Ok(()));
+    assert!(call.cancelled());
+    assert_eq!(call.cancel(), Err(TimerError::AlreadyCancelled));
+    assert_eq!(call.reset(secs(1)), Err(TimerError::AlreadyCancelled));
+    assert_eq!(call.delay(secs(1)), Err(TimerError::AlreadyCancelled));
+    clock.advance(secs(5));
+    assert!(log.borrow().is_empty());
+    assert_eq!(reactor.pending_call_count(), 0);
+}
+
+#[test]
+fn cancel_after_firing_is_an_error() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let call = reactor.call_later(secs(1), |_| {});
+    clock.advance(secs(1));
+    assert_eq!(call.cancel(), Err(TimerError::AlreadyCalled));
+    assert_eq!(call.reset(secs(1)), Err(TimerError::AlreadyCalled));
+    assert_eq!(call.delay(secs(1)), Err(TimerError::AlreadyCalled));
+}
+
+#[test]
+fn reset_moves_the_call_later_and_earlier() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    let a = reactor.call_later(secs(2), push(&log, "a"));
+    reactor.call_later(secs(3), push(&log, "b"));
+
+    // Later: a now fires at 4, after b.
+    a.reset(secs(4)).unwrap();
+    assert_eq!(a.time(), secs(4));
+    clock.advance(secs(3));
+    assert_eq!(*log.borrow(), ["b"]);
+
+    // Earlier again: from t=3, fire one second later (t=4 is unchanged),
+    // then bring it forward to t=3.5.
+    a.reset(Duration::from_millis(500)).unwrap();
+    clock.advance(Duration::from_millis(499));
+    assert_eq!(*log.borrow(), ["b"]);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(*log.borrow(), ["b", "a"]);
+    // Its old heap entries are gone with it.
+    clock.advance(secs(10));
+    assert_eq!(*log.borrow(), ["b", "a"]);
+}
+
+#[test]
+fn delay_pushes_back_from_the_due_time() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    let a = reactor.call_later(secs(1), push(&log, "a"));
+    a.delay(secs(2)).unwrap();
+    assert_eq!(a.time(), secs(3));
+    clock.advance(secs(2));
+    assert!(log.borrow().is_empty());
+    clock.advance(secs(1));
+    assert_eq!(*log.borrow(), ["a"]);
+}
+
+#[test]
+fn a_rescheduled_call_goes_after_calls_already_due_at_that_instant() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    let a = reactor.call_later(secs(1), push(&log, "a"));
+    reactor.call_later(secs(2), push(&log, "b"));
+    a.delay(secs(1)).unwrap();
+    clock.advance(secs(2));
+    assert_eq!(*log.borrow(), ["b", "a"]);
+}
+
+#[test]
+fn a_callback_can_cancel_a_call_due_at_the_same_instant() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    let victim = Rc::new(RefCell::new(None));
+    let v = victim.clone();
+    let l = log.clone();
+    reactor.call_later(secs(1), move |_| {
+        l.borrow_mut().push("killer");
+        let call: torsion_reactor::DelayedCall = v.borrow_mut().take().unwrap();
+        assert_eq!(call.cancel(), Ok(()));
+    });
+    *victim.borrow_mut() = Some(reactor.call_later(secs(1), push(&log, "victim")));
+    clock.advance(secs(1));
+    assert_eq!(*log.borrow(), ["killer"]);
+}
+
+#[test]
+fn a_callback_can_cancel_itself_and_schedule_more() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    let me = Rc::new(RefCell::new(None));
+    let me2 = me.clone();
+    let l = log.clone();
+    let call = reactor.call_later(secs(1), move |reactor| {
+        let call: &torsion_reactor::DelayedCall = &me2.borrow().clone().unwrap();
+        assert_eq!(call.cancel(), Err(TimerError::AlreadyCalled));
+        l.borrow_mut().push("first");
+        let l = l.clone();
+        reactor.call_later(Duration::ZERO, move |_| l.borrow_mut().push("zero-delay"));
+    });
+    *me.borrow_mut() = Some(call);
+    clock.advance(secs(1));
+    assert_eq!(*log.borrow(), ["first", "zero-delay"]);
+}
+
+#[test]
+fn pump_advances_step_by_step() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    reactor.call_later(secs(1), push(&log, "1"));
+    reactor.call_later(secs(3), push(&log, "3"));
+    clock.pump(&[secs(1), secs(1)]);
+    assert_eq!(*log.borrow(), ["1"]);
+    clock.pump(&[secs(1)]);
+    assert_eq!(*log.borrow(), ["1", "3"]);
+    assert_eq!(clock.now(), secs(3));
+    assert_eq!(reactor.seconds(), secs(3));
+}
+
+#[test]
+fn many_cancelled_calls_do_not_accumulate() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    for _ in 0..100_000 {
+        let call = reactor.call_later(secs(60), |_| unreachable!());
+        call.cancel().unwrap();
+    }
+    assert_eq!(reactor.pending_call_count(), 0);
+    let log = log();
+    reactor.call_later(secs(1), push(&log, "survivor"));
+    clock.advance(secs(120));
+    assert_eq!(*log.borrow(), ["survivor"]);
+}
+
+#[test]
+fn dropping_the_reactor_drops_pending_callbacks() {
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let token = Rc::new(());
+    let held = token.clone();
+    let call = reactor.call_later(secs(1), move |_| drop(held));
+    assert_eq!(Rc::strong_count(&token), 2);
+    drop(reactor);
+    assert_eq!(Rc::strong_count(&token), 1);
+    assert!(call.cancelled());
+    assert_eq!(call.reset(secs(1)), Err(TimerError::AlreadyCancelled));
+}
+
+#[test]
+fn timers_on_the_manual_clock_fire_inside_a_running_loop_only_when_advanced() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let log = log();
+    reactor.call_later(secs(3600), push(&log, "late"));
+    // One turn with a zero wait: virtual time has not moved, nothing fires,
+    // and the loop does not sleep for an hour.
+    reactor.iterate(Duration::ZERO).unwrap();
+    assert!(log.borrow().is_empty());
+    let c = clock.clone();
+    reactor.call_soon(move |_| c.advance(secs(3600)));
+    reactor.iterate(Duration::ZERO).unwrap();
+    assert_eq!(*log.borrow(), ["late"]);
+}

@@ -1,0 +1,1 @@
+//! Runnable programs built on Torsion; see the `examples/` folder.
