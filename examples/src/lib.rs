@@ -1,1 +1,24 @@
-//! Runnable programs built on Torsion; see the `examples/` folder.
+//! Shared setup for the runnable programs in `examples/`.
+#![deny(missing_docs)]
+
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+/// Installs a `tracing` subscriber that writes to stderr, filtered by the
+/// `RUST_LOG` environment variable (`info` when unset or unreadable).
+///
+/// `RUST_LOG` takes a default level and per-target levels, as in
+/// `RUST_LOG=warn,torsion_protocol=debug`. Stdout is left to the program.
+pub fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .try_init();
+}

@@ -1,1 +1,174 @@
+//! # torsion-protocol
+//!
+//! The third layer of Torsion: protocols and factories, in the shape of
+//! Twisted's `twisted.internet.protocol`.
+//!
+//! - A [`Protocol`] handles one connection's events: `connection_made`,
+//!   `data_received`, `connection_lost`. It writes through the
+//!   [`Transport`] it is handed.
+//! - A [`Factory`] builds a protocol per connection and keeps what outlives
+//!   connections; a [`ClientFactory`] also hears how outgoing attempts end.
+//! - [`ReactorTcp`] adds Twisted's calls to the reactor:
+//!   `reactor.listen_tcp(8000, factory)` returns a [`ListeningPort`],
+//!   `reactor.connect_tcp(host, port, factory, timeout)` a [`Connector`].
+//!
+//! This layer owns the *meaning* of events: it turns the readiness the
+//! transport layer reports into protocol callbacks, and isolates panics so
+//! that one failing protocol costs one connection. It re-exports what
+//! protocols need from the layers below ([`Reactor`], [`Transport`],
+//! [`CloseReason`], ...), so an application depends on this crate alone.
+//!
+//! ```no_run
+//! use torsion_protocol::{Address, Factory, Protocol, Reactor, ReactorTcp, TransportRef};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+//!         transport.write(data);
+//!     }
+//! }
+//!
+//! struct EchoFactory;
+//! impl Factory for EchoFactory {
+//!     type Protocol = Echo;
+//!     fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+//!         Some(Echo)
+//!     }
+//! }
+//!
+//! let reactor = Reactor::new()?;
+//! reactor.listen_tcp(8000, EchoFactory)?;
+//! reactor.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `docs/protocol.md` in the repository for the design.
+#![deny(missing_docs)]
+#![cfg(unix)]
 
+mod connection;
+mod connector;
+mod factory;
+mod port;
+mod protocol;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+pub use torsion_transport as transport;
+pub use torsion_transport::reactor;
+pub use torsion_transport::{
+    Address, Bytes, CloseReason, ConnectError, DelayedCall, ManualClock, Reactor, ReactorError,
+    ReactorHandle, Transport, TransportRef,
+};
+
+pub use crate::connector::{Connector, ConnectorState};
+pub use crate::factory::{ClientFactory, Factory};
+pub use crate::port::ListeningPort;
+pub use crate::protocol::Protocol;
+
+use crate::connector::ConnectorInner;
+use crate::port::Port;
+
+/// The connect timeout Twisted uses by default: 30 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to listen: which interface, and how many connections the kernel may
+/// hold waiting to be accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// The local address to listen on. Default: every IPv4 interface
+    /// (`0.0.0.0`), as Twisted's `interface=''`.
+    pub interface: IpAddr,
+    /// The listen backlog (the kernel caps it at `somaxconn`). Default:
+    /// 1024.
+    pub backlog: i32,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            interface: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            backlog: torsion_transport::tcp::DEFAULT_BACKLOG,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// Options that listen on `interface`.
+    pub fn interface(interface: IpAddr) -> ListenOptions {
+        ListenOptions {
+            interface,
+            ..ListenOptions::default()
+        }
+    }
+}
+
+/// TCP listening and connecting on a [`Reactor`] (Twisted's
+/// `IReactorTCP`).
+#[doc(alias = "IReactorTCP")]
+pub trait ReactorTcp {
+    /// Listens on `port` of every IPv4 interface and serves each accepted
+    /// connection with a protocol from `factory` (Twisted's `listenTCP`).
+    /// Port 0 picks a free port: read it from
+    /// [`ListeningPort::get_host`].
+    ///
+    /// # Errors
+    /// If the port cannot be bound (in use, no permission) or registered.
+    #[doc(alias = "listenTCP")]
+    fn listen_tcp<F: Factory>(&self, port: u16, factory: F) -> io::Result<ListeningPort> {
+        self.listen_tcp_with(port, factory, ListenOptions::default())
+    }
+
+    /// Like [`ReactorTcp::listen_tcp`], with a chosen interface and
+    /// backlog.
+    ///
+    /// # Errors
+    /// As for [`ReactorTcp::listen_tcp`].
+    fn listen_tcp_with<F: Factory>(
+        &self,
+        port: u16,
+        factory: F,
+        options: ListenOptions,
+    ) -> io::Result<ListeningPort>;
+
+    /// Connects to `host` (a name or an IP address) on `port`, and runs a
+    /// protocol from `factory` on the connection (Twisted's `connectTCP`).
+    ///
+    /// Returns at once. Names are resolved on a worker thread, never on
+    /// the reactor's; each resolved address is tried in turn until one
+    /// accepts. If none does within `timeout`, the factory hears
+    /// [`ClientFactory::client_connection_failed`] with a reason that tells
+    /// a failed lookup, a refusal, a timeout and other failures apart.
+    #[doc(alias = "connectTCP")]
+    fn connect_tcp<F: ClientFactory>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: F,
+        timeout: Duration,
+    ) -> Connector;
+}
+
+impl ReactorTcp for Reactor {
+    fn listen_tcp_with<F: Factory>(
+        &self,
+        port: u16,
+        factory: F,
+        options: ListenOptions,
+    ) -> io::Result<ListeningPort> {
+        let addr = SocketAddr::new(options.interface, port);
+        Port::listen(self, addr, options.backlog, factory)
+    }
+
+    fn connect_tcp<F: ClientFactory>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: F,
+        timeout: Duration,
+    ) -> Connector {
+        ConnectorInner::start(self, host, port, factory, timeout)
+    }
+}

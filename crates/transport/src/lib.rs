@@ -1,1 +1,42 @@
+//! # torsion-transport
+//!
+//! The second layer of Torsion: transports, the byte pipes under every
+//! protocol (Twisted's `ITransport` and its TCP implementation).
+//!
+//! - [`Transport`] is the contract protocols write to: ordered writes that
+//!   are queued when the kernel is full, graceful
+//!   [`lose_connection`](Transport::lose_connection), immediate
+//!   [`abort_connection`](Transport::abort_connection), and the addresses
+//!   of both ends.
+//! - [`SocketTransport`] implements it over a non-blocking stream socket
+//!   registered with a [`Reactor`]. It owns the write queue and the read
+//!   mechanics; it knows nothing about what the bytes mean. The protocol
+//!   layer drives it by calling [`SocketTransport::process`] with each
+//!   readiness event.
+//! - [`tcp`] holds the socket mechanics for listening, accepting and
+//!   connecting, built on `socket2`.
+//! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
+//!   never began.
+//!
+//! This crate re-exports the reactor layer ([`reactor`] and its main
+//! types), so the layers above need only depend on this one.
+//! See `docs/transport.md` in the repository for the design.
+#![deny(missing_docs)]
+#![cfg(unix)]
 
+mod address;
+mod queue;
+mod reason;
+mod stream;
+pub mod tcp;
+mod transport;
+
+pub use bytes::{self, Bytes};
+pub use socket2;
+pub use torsion_reactor as reactor;
+pub use torsion_reactor::{DelayedCall, ManualClock, Reactor, ReactorError, ReactorHandle};
+
+pub use crate::address::Address;
+pub use crate::reason::{CloseReason, ConnectError};
+pub use crate::stream::{Progress, SocketTransport, READ_BUFFER_SIZE};
+pub use crate::transport::{Transport, TransportRef};

@@ -1,0 +1,123 @@
+//! The glue between a socket transport and a protocol: turns readiness
+//! into protocol events, and keeps a panicking protocol from taking the
+//! reactor down.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+use torsion_transport::reactor::{Handler, Readiness};
+use torsion_transport::{CloseReason, Progress, Reactor, SocketTransport, Transport, TransportRef};
+
+use crate::protocol::Protocol;
+
+/// Drives one protocol over one socket transport.
+pub(crate) struct Driver<P> {
+    pub(crate) transport: Rc<SocketTransport>,
+    handle: TransportRef,
+    protocol: RefCell<Option<P>>,
+}
+
+impl<P: Protocol> Driver<P> {
+    pub(crate) fn new(transport: Rc<SocketTransport>) -> Driver<P> {
+        let handle: TransportRef = transport.clone();
+        Driver {
+            transport,
+            handle,
+            protocol: RefCell::new(None),
+        }
+    }
+
+    /// Installs the protocol and tells it the connection is made.
+    pub(crate) fn attach(&self, protocol: P) {
+        *self.protocol.borrow_mut() = Some(protocol);
+        tracing::debug!(
+            conn = self.transport.id(),
+            peer = %self.transport.peer_addr(),
+            "connection made"
+        );
+        self.call("make_connection", |protocol, transport| {
+            protocol.make_connection(transport);
+        });
+    }
+
+    pub(crate) fn has_protocol(&self) -> bool {
+        self.protocol.borrow().is_some()
+    }
+
+    /// Runs one protocol callback; a panic aborts the connection.
+    fn call(&self, what: &str, f: impl FnOnce(&mut P, &TransportRef)) {
+        let mut slot = self.protocol.borrow_mut();
+        let Some(protocol) = slot.as_mut() else {
+            return;
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(protocol, &self.handle)));
+        if let Err(payload) = result {
+            tracing::error!(
+                conn = self.transport.id(),
+                peer = %self.transport.peer_addr(),
+                panic = panic_message(&*payload),
+                "protocol panicked in {what}; aborting its connection"
+            );
+            self.transport.abort_connection();
+        }
+    }
+
+    /// Handles readiness; returns what the transport reported.
+    pub(crate) fn ready(&self, readiness: Readiness) -> Progress {
+        self.transport.process(readiness, &mut |data| {
+            self.call("data_received", |protocol, transport| {
+                protocol.data_received(transport, data);
+            });
+        })
+    }
+
+    /// Delivers `connection_lost` and drops the protocol.
+    pub(crate) fn lost(&self, reason: &CloseReason) {
+        self.call("connection_lost", |protocol, _| {
+            protocol.connection_lost(reason)
+        });
+        let protocol = self.protocol.borrow_mut().take();
+        drop(protocol);
+    }
+}
+
+/// A panic payload as text, for the log.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-text panic payload)"
+    }
+}
+
+/// A connection accepted by a listening port.
+pub(crate) struct ServerConnection<P> {
+    pub(crate) driver: Driver<P>,
+}
+
+impl<P: Protocol> Handler for ServerConnection<P> {
+    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
+        if let Progress::Closed(reason) = self.driver.ready(readiness) {
+            self.driver.lost(&reason);
+        }
+    }
+}
+
+/// Runs a factory callback; a panic is logged and swallowed, and `None`
+/// returned.
+pub(crate) fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => Some(result),
+        Err(payload) => {
+            tracing::error!(
+                panic = panic_message(&*payload),
+                "factory panicked in {what}"
+            );
+            None
+        }
+    }
+}

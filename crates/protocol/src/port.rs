@@ -1,0 +1,228 @@
+//! Listening ports: accept connections and hand each to a new protocol.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use torsion_transport::reactor::{Handler, Interest, Readiness, Registration};
+use torsion_transport::socket2::Socket;
+use torsion_transport::{tcp, Address, Reactor, SocketTransport};
+
+use crate::connection::{panic_message, Driver, ServerConnection};
+use crate::factory::Factory;
+
+/// Connections accepted per readiness event before other sources get a
+/// turn.
+const ACCEPT_BATCH: usize = 64;
+
+/// How long accepting pauses when the process runs out of descriptors.
+const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A listening socket and the factory that serves it.
+pub(crate) struct Port<F: Factory> {
+    me: Weak<Port<F>>,
+    registration: RefCell<Option<Registration<Socket>>>,
+    factory: F,
+    host: SocketAddr,
+    /// True while accepting is paused after running out of descriptors.
+    backing_off: Cell<bool>,
+}
+
+impl<F: Factory> Port<F> {
+    pub(crate) fn listen(
+        reactor: &Reactor,
+        addr: SocketAddr,
+        backlog: i32,
+        factory: F,
+    ) -> io::Result<ListeningPort> {
+        let socket = tcp::bind_listener(addr, backlog)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let host = tcp::local_addr(&socket)?;
+        let port = Rc::new_cyclic(|me| Port {
+            me: me.clone(),
+            registration: RefCell::new(None),
+            factory,
+            host,
+            backing_off: Cell::new(false),
+        });
+        let registration = reactor.register(socket, Interest::READABLE, port.clone())?;
+        *port.registration.borrow_mut() = Some(registration);
+        port.factory.do_start();
+        tracing::info!(%host, "listening");
+        Ok(ListeningPort { port })
+    }
+
+    fn accept_batch(&self, reactor: &Reactor) {
+        for _ in 0..ACCEPT_BATCH {
+            let accepted = match &*self.registration.borrow() {
+                Some(registration) => tcp::accept(registration.get_ref()),
+                None => return,
+            };
+            match accepted {
+                Ok((socket, peer)) => self.start_connection(reactor, socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if tcp::is_out_of_descriptors(&e) => {
+                    self.back_off(reactor, &e);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(host = %self.host, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: SocketAddr) {
+        let address = Address::Tcp(peer);
+        let built = panic::catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&address)));
+        let protocol = match built {
+            Ok(Some(protocol)) => protocol,
+            Ok(None) => {
+                tracing::debug!(%peer, "factory refused the connection");
+                return;
+            }
+            Err(payload) => {
+                tracing::error!(%peer, panic = panic_message(&*payload), "factory panicked in build_protocol; connection closed");
+                return;
+            }
+        };
+        let mut created = None;
+        let registered = SocketTransport::accepted(reactor, socket, peer, |transport| {
+            let connection = Rc::new(ServerConnection {
+                driver: Driver::<F::Protocol>::new(transport),
+            });
+            created = Some(connection.clone());
+            connection
+        });
+        match registered {
+            Ok(_) => {
+                if let Some(connection) = created {
+                    connection.driver.attach(protocol);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not register an accepted connection");
+            }
+        }
+    }
+
+    /// Out of descriptors: the pending connection stays in the backlog and
+    /// the listener would report readable forever. Stop watching it for a
+    /// moment instead of spinning.
+    fn back_off(&self, reactor: &Reactor, error: &io::Error) {
+        if self.backing_off.replace(true) {
+            return;
+        }
+        tracing::warn!(host = %self.host, %error, "out of file descriptors; pausing accept for {DESCRIPTOR_BACKOFF:?}");
+        self.set_interest(Interest::NONE);
+        let me = self.me.clone();
+        reactor.call_later(DESCRIPTOR_BACKOFF, move |reactor| {
+            if let Some(port) = me.upgrade() {
+                port.backing_off.set(false);
+                port.set_interest(Interest::READABLE);
+                port.accept_batch(reactor);
+            }
+        });
+    }
+
+    fn set_interest(&self, interest: Interest) {
+        if let Some(registration) = &*self.registration.borrow() {
+            if let Err(e) = registration.set_interest(interest) {
+                tracing::warn!(host = %self.host, error = %e, "could not change accept interest");
+            }
+        }
+    }
+
+    fn stop(&self) {
+        let registration = self.registration.borrow_mut().take();
+        if let Some(registration) = registration {
+            drop(registration);
+            tracing::info!(host = %self.host, "stopped listening");
+            self.factory.do_stop();
+        }
+    }
+}
+
+impl<F: Factory> Handler for Port<F> {
+    fn ready(&self, reactor: &Reactor, readiness: Readiness) {
+        if readiness.is_readable() {
+            self.accept_batch(reactor);
+        }
+    }
+}
+
+impl<F: Factory> Drop for Port<F> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+trait PortControl {
+    fn host(&self) -> SocketAddr;
+    fn stop(&self);
+    fn is_listening(&self) -> bool;
+}
+
+impl<F: Factory> PortControl for Port<F> {
+    fn host(&self) -> SocketAddr {
+        self.host
+    }
+    fn stop(&self) {
+        Port::stop(self);
+    }
+    fn is_listening(&self) -> bool {
+        self.registration.borrow().is_some()
+    }
+}
+
+/// A listening port (Twisted's `IListeningPort`), returned by
+/// [`listen_tcp`](crate::ReactorTcp::listen_tcp).
+///
+/// The port keeps listening when this handle is dropped, until
+/// [`ListeningPort::stop_listening`] is called or the reactor is dropped.
+/// Stopping does not close connections already accepted.
+#[doc(alias = "IListeningPort")]
+#[derive(Clone)]
+pub struct ListeningPort {
+    port: Rc<dyn PortControl>,
+}
+
+impl ListeningPort {
+    /// The address the port listens on, with the real port number when 0
+    /// was asked for (Twisted's `getHost`).
+    #[doc(alias = "getHost")]
+    pub fn get_host(&self) -> Address {
+        Address::Tcp(self.port.host())
+    }
+
+    /// Stops accepting and closes the listening socket (Twisted's
+    /// `stopListening`). Does nothing if already stopped.
+    #[doc(alias = "stopListening")]
+    pub fn stop_listening(&self) {
+        self.port.stop();
+    }
+
+    /// True until [`ListeningPort::stop_listening`].
+    pub fn is_listening(&self) -> bool {
+        self.port.is_listening()
+    }
+}
+
+impl fmt::Debug for ListeningPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListeningPort")
+            .field("host", &self.port.host())
+            .field("listening", &self.port.is_listening())
+            .finish()
+    }
+}

@@ -1,0 +1,129 @@
+//! Why a connection ended, or never began.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Why a connection ended, as handed to `connection_lost` (Twisted's
+/// `ConnectionDone`, `ConnectionLost` and `ConnectionAborted` failures).
+///
+/// [`CloseReason::is_clean`] tells an orderly close from a failure; a
+/// failure carries the operating system's error.
+#[doc(alias = "ConnectionDone")]
+#[doc(alias = "ConnectionLost")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side closed the connection with `lose_connection`, after every
+    /// queued byte was handed to the kernel.
+    Closed,
+    /// The peer ended its side of the stream (end of file), and every byte
+    /// queued for it was handed to the kernel before the connection was
+    /// closed.
+    ClosedByPeer,
+    /// This side dropped the connection with `abort_connection`: queued
+    /// data was discarded and the peer was sent a reset.
+    #[doc(alias = "ConnectionAborted")]
+    Aborted,
+    /// The connection failed: a reset from the peer, a broken pipe, a
+    /// timeout, or another error from the operating system.
+    Lost(io::Error),
+}
+
+impl CloseReason {
+    /// True for an orderly close by either side ([`CloseReason::Closed`],
+    /// [`CloseReason::ClosedByPeer`]).
+    pub fn is_clean(&self) -> bool {
+        matches!(self, CloseReason::Closed | CloseReason::ClosedByPeer)
+    }
+
+    /// The operating system's error, for [`CloseReason::Lost`].
+    pub fn error(&self) -> Option<&io::Error> {
+        match self {
+            CloseReason::Lost(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Closed => f.write_str("connection was closed cleanly by this side"),
+            CloseReason::ClosedByPeer => f.write_str("connection was closed cleanly by the peer"),
+            CloseReason::Aborted => f.write_str("connection was aborted by this side"),
+            CloseReason::Lost(e) => write!(f, "connection was lost: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CloseReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error().map(|e| e as _)
+    }
+}
+
+/// Why an outgoing connection could not be made, as handed to
+/// `client_connection_failed` (Twisted's `ConnectError` family).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The host name could not be resolved to any address (Twisted's
+    /// `DNSLookupError`).
+    #[doc(alias = "DNSLookupError")]
+    Resolve {
+        /// The name that was looked up.
+        host: String,
+        /// What the resolver said.
+        error: io::Error,
+    },
+    /// Nothing answered within the timeout (Twisted's `TimeoutError`).
+    #[doc(alias = "TimeoutError")]
+    TimedOut(Duration),
+    /// The peer refused the connection: nothing listens there (Twisted's
+    /// `ConnectionRefusedError`).
+    #[doc(alias = "ConnectionRefusedError")]
+    Refused(io::Error),
+    /// The connection attempt failed for another reason (unreachable
+    /// network or host, no descriptors left, ...).
+    Failed(io::Error),
+    /// The attempt was cancelled with `stop_connecting` (Twisted's
+    /// `UserError`).
+    Cancelled,
+}
+
+impl ConnectError {
+    /// Classifies an error returned by a connect attempt.
+    pub fn from_io(error: io::Error) -> ConnectError {
+        match error.kind() {
+            io::ErrorKind::ConnectionRefused => ConnectError::Refused(error),
+            _ => ConnectError::Failed(error),
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve { host, error } => {
+                write!(f, "could not resolve host name {host:?}: {error}")
+            }
+            ConnectError::TimedOut(after) => {
+                write!(f, "connection attempt timed out after {after:?}")
+            }
+            ConnectError::Refused(e) => write!(f, "connection was refused: {e}"),
+            ConnectError::Failed(e) => write!(f, "connection attempt failed: {e}"),
+            ConnectError::Cancelled => f.write_str("connection attempt was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Resolve { error, .. } => Some(error),
+            ConnectError::Refused(e) | ConnectError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}

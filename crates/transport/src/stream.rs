@@ -1,0 +1,566 @@
+//! The stream-socket transport: a non-blocking connected socket, its write
+//! queue, and the readiness mechanics the protocol layer drives.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use socket2::Socket;
+use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration};
+
+use crate::address::Address;
+use crate::queue::WriteQueue;
+use crate::reason::CloseReason;
+use crate::tcp;
+use crate::transport::Transport;
+
+/// Size of the read buffer. One buffer serves every connection of a
+/// thread: connections hold no read memory between reads.
+pub const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+/// Reads per readiness event before yielding to other sources. Level
+/// triggering reports what is left on the next turn.
+const MAX_READS_PER_EVENT: usize = 8;
+
+/// Slices per vectored write (well under every platform's `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
+
+#[cfg(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "linux",
+    target_os = "netbsd",
+    target_os = "openbsd",
+))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "linux",
+    target_os = "netbsd",
+    target_os = "openbsd",
+)))]
+const SEND_FLAGS: libc::c_int = 0;
+
+thread_local! {
+    static READ_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
+
+/// Lends the thread's read buffer to `f`. A nested call (which the reactor
+/// never makes) gets a fresh buffer instead of panicking.
+fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buf = READ_BUFFER
+        .take()
+        .unwrap_or_else(|| vec![0; READ_BUFFER_SIZE].into_boxed_slice());
+    let result = f(&mut buf);
+    READ_BUFFER.set(Some(buf));
+    result
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// A connect is in flight.
+    Connecting,
+    /// Reading and writing.
+    Open,
+    /// No more reading; close once the queue is flushed.
+    Draining,
+    /// Close at the next step, queue discarded.
+    Closing,
+    Closed,
+}
+
+/// What [`SocketTransport::process`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Progress {
+    /// Nothing that changes the connection's state.
+    Pending,
+    /// A connect started with [`SocketTransport::connecting`] succeeded;
+    /// the transport is now open.
+    Connected,
+    /// A connect failed; the socket is closed.
+    ConnectFailed(io::Error),
+    /// The connection is closed (socket closed and removed from the
+    /// reactor); tell the protocol.
+    Closed(CloseReason),
+}
+
+/// A [`Transport`] over a connected, non-blocking stream socket.
+///
+/// The transport owns the socket through its reactor [`Registration`].
+/// Its `Transport` methods may be called from anywhere on the reactor's
+/// thread; the reactor-facing side is [`SocketTransport::process`], which
+/// the owning handler (in the protocol layer) calls with each readiness
+/// event and which reports the connection's progress.
+///
+/// # Write path
+/// A write first tries the socket directly; only what the kernel does not
+/// take is queued, as [`Bytes`] (copied once from a `&[u8]`, never copied
+/// from a `Bytes`). The queue is flushed with vectored writes when the
+/// socket becomes writable, and write interest is registered only while
+/// the queue is non-empty.
+///
+/// # Read path
+/// Reads go into one buffer per thread, and the bytes are lent to the
+/// protocol for the duration of its callback; an idle connection holds no
+/// read memory.
+pub struct SocketTransport {
+    id: u64,
+    io: RefCell<Option<Registration<Socket>>>,
+    queue: RefCell<WriteQueue>,
+    phase: Cell<Phase>,
+    reason: RefCell<Option<CloseReason>>,
+    /// Set once writes are no longer accepted (lose, abort, failure).
+    writes_closed: Cell<bool>,
+    /// True while `process` runs: state changes made then are finished by
+    /// `process` itself, not by a wake-up.
+    processing: Cell<bool>,
+    peer: SocketAddr,
+    host: OnceCell<Address>,
+}
+
+impl SocketTransport {
+    /// Registers a freshly accepted, non-blocking socket with `reactor`.
+    ///
+    /// `make_handler` receives the new transport and returns the handler
+    /// that will receive its readiness (typically an object that holds the
+    /// transport and a protocol, and calls [`SocketTransport::process`]).
+    ///
+    /// # Errors
+    /// If the reactor cannot register the socket (which is then closed).
+    pub fn accepted(
+        reactor: &Reactor,
+        socket: Socket,
+        peer: SocketAddr,
+        make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
+    ) -> io::Result<Rc<SocketTransport>> {
+        Self::register(reactor, socket, peer, Phase::Open, make_handler)
+    }
+
+    /// Registers a socket whose connect was started with
+    /// [`tcp::start_connect`]. [`SocketTransport::process`] reports
+    /// [`Progress::Connected`] or [`Progress::ConnectFailed`] when the
+    /// attempt ends.
+    ///
+    /// # Errors
+    /// As for [`SocketTransport::accepted`].
+    pub fn connecting(
+        reactor: &Reactor,
+        socket: Socket,
+        peer: SocketAddr,
+        make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
+    ) -> io::Result<Rc<SocketTransport>> {
+        Self::register(reactor, socket, peer, Phase::Connecting, make_handler)
+    }
+
+    fn register(
+        reactor: &Reactor,
+        socket: Socket,
+        peer: SocketAddr,
+        phase: Phase,
+        make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
+    ) -> io::Result<Rc<SocketTransport>> {
+        let transport = Rc::new(SocketTransport {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            io: RefCell::new(None),
+            queue: RefCell::new(WriteQueue::default()),
+            phase: Cell::new(phase),
+            reason: RefCell::new(None),
+            writes_closed: Cell::new(false),
+            processing: Cell::new(false),
+            peer,
+            host: OnceCell::new(),
+        });
+        let interest = match phase {
+            Phase::Connecting => Interest::WRITABLE,
+            _ => Interest::READABLE,
+        };
+        let handler = make_handler(transport.clone());
+        let registration = reactor.register(socket, interest, handler)?;
+        *transport.io.borrow_mut() = Some(registration);
+        Ok(transport)
+    }
+
+    /// A number that identifies this connection in logs, unique within the
+    /// process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// True once the socket is closed.
+    pub fn is_closed(&self) -> bool {
+        self.phase.get() == Phase::Closed
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on, for this connection.
+    ///
+    /// # Errors
+    /// If the socket is closed or the option cannot be set.
+    pub fn set_tcp_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.with_socket(|socket| socket.set_tcp_nodelay(nodelay))
+    }
+
+    /// Handles one readiness event: finishes a connect, flushes the write
+    /// queue, reads (handing each chunk to `on_data`), and closes the
+    /// socket if the connection is done. Call it from the handler's
+    /// [`Handler::ready`]; `on_data` must not call `process` again.
+    pub fn process(&self, readiness: Readiness, on_data: &mut dyn FnMut(&[u8])) -> Progress {
+        self.processing.set(true);
+        let _processing = ResetOnDrop(&self.processing);
+        match self.phase.get() {
+            Phase::Closed => return Progress::Pending,
+            Phase::Connecting => return self.finish_connect(readiness),
+            _ => {}
+        }
+        if readiness.is_writable() {
+            self.flush();
+        }
+        if readiness.is_readable() {
+            self.read(on_data);
+        }
+        self.finish()
+    }
+
+    /// Gives up a connect in flight (for a timeout or a cancel): closes the
+    /// socket without reporting anything.
+    pub fn cancel_connect(&self) {
+        if self.phase.get() == Phase::Connecting {
+            self.phase.set(Phase::Closed);
+            self.io.borrow_mut().take();
+        }
+    }
+
+    fn finish_connect(&self, readiness: Readiness) -> Progress {
+        if !readiness.is_writable() && !readiness.is_readable() {
+            return Progress::Pending;
+        }
+        match self.with_socket(tcp::finish_connect) {
+            Ok(()) => {
+                self.phase.set(Phase::Open);
+                self.update_interest();
+                Progress::Connected
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Progress::Pending,
+            Err(e) => {
+                self.phase.set(Phase::Closed);
+                self.io.borrow_mut().take();
+                Progress::ConnectFailed(e)
+            }
+        }
+    }
+
+    fn with_socket<R>(&self, f: impl FnOnce(&Socket) -> io::Result<R>) -> io::Result<R> {
+        match &*self.io.borrow() {
+            Some(registration) => f(registration.get_ref()),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    /// Sends what the kernel takes now; `WouldBlock` counts as zero.
+    fn send(&self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.with_socket(|s| s.send_with_flags(data, SEND_FLAGS)) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match self.with_socket(|s| s.send_vectored_with_flags(slices, SEND_FLAGS)) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn accepts_writes(&self) -> bool {
+        !self.writes_closed.get() && matches!(self.phase.get(), Phase::Open | Phase::Draining)
+    }
+
+    /// Writes `data` now if nothing is queued, and queues the rest through
+    /// `queue_rest` (which copies or slices as the caller can).
+    fn write_with(&self, data: &[u8], queue_rest: impl FnOnce(usize) -> Bytes) {
+        if data.is_empty() || !self.accepts_writes() {
+            return;
+        }
+        if !self.queue.borrow().is_empty() {
+            self.queue.borrow_mut().push(queue_rest(0));
+            return;
+        }
+        match self.send(data) {
+            Ok(sent) if sent == data.len() => {}
+            Ok(sent) => {
+                self.queue.borrow_mut().push(queue_rest(sent));
+                self.update_interest();
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn flush(&self) {
+        loop {
+            let result = {
+                let queue = self.queue.borrow();
+                if queue.is_empty() {
+                    break;
+                }
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let (count, bytes) = queue.fill(&mut slices);
+                self.send_vectored(&slices[..count])
+                    .map(|sent| (sent, bytes))
+            };
+            match result {
+                Ok((sent, bytes)) => {
+                    self.queue.borrow_mut().advance(sent);
+                    if sent < bytes {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+        self.update_interest();
+    }
+
+    fn read(&self, on_data: &mut dyn FnMut(&[u8])) {
+        with_read_buffer(|buf| {
+            for _ in 0..MAX_READS_PER_EVENT {
+                if self.phase.get() != Phase::Open {
+                    return;
+                }
+                let n = match self.with_socket(|mut s| s.read(buf)) {
+                    Ok(0) => {
+                        self.peer_closed();
+                        return;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                };
+                on_data(&buf[..n]);
+                if n < buf.len() {
+                    // Drained for now; level triggering tells us if more
+                    // arrives.
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The peer ended its stream: stop reading, flush what is queued, then
+    /// close.
+    fn peer_closed(&self) {
+        tracing::debug!(conn = self.id, peer = %self.peer, "peer closed its end");
+        self.phase.set(Phase::Draining);
+        self.reason
+            .borrow_mut()
+            .get_or_insert(CloseReason::ClosedByPeer);
+        self.update_interest();
+    }
+
+    /// The connection failed: drop the queue and close.
+    fn fail(&self, error: io::Error) {
+        if matches!(self.phase.get(), Phase::Closing | Phase::Closed) {
+            return;
+        }
+        tracing::debug!(conn = self.id, peer = %self.peer, %error, "connection failed");
+        *self.reason.borrow_mut() = Some(CloseReason::Lost(error));
+        self.close_soon();
+    }
+
+    /// Moves to `Closing` and makes sure a step runs to finish it.
+    fn close_soon(&self) {
+        self.phase.set(Phase::Closing);
+        self.writes_closed.set(true);
+        self.queue.borrow_mut().clear();
+        self.poke();
+    }
+
+    /// Makes sure `process` runs again soon, unless it is running now (it
+    /// finishes state changes itself before returning).
+    fn poke(&self) {
+        if !self.processing.get() {
+            if let Some(registration) = &*self.io.borrow() {
+                registration.wake();
+            }
+        }
+    }
+
+    fn update_interest(&self) {
+        let phase = self.phase.get();
+        let interest = Interest::NONE
+            .with_readable(phase == Phase::Open)
+            .with_writable(
+                matches!(phase, Phase::Open | Phase::Draining) && !self.queue.borrow().is_empty(),
+            );
+        let result = match &*self.io.borrow() {
+            Some(registration) => registration.set_interest(interest),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    /// Closes the socket if the connection is done.
+    fn finish(&self) -> Progress {
+        match self.phase.get() {
+            Phase::Closing => Progress::Closed(self.close()),
+            Phase::Draining if self.queue.borrow().is_empty() => Progress::Closed(self.close()),
+            _ => Progress::Pending,
+        }
+    }
+
+    fn close(&self) -> CloseReason {
+        let reason = self.reason.take().unwrap_or(CloseReason::Closed);
+        if matches!(reason, CloseReason::Aborted) {
+            // Linger zero: close sends a reset instead of a FIN.
+            let _ = self.with_socket(|s| s.set_linger(Some(std::time::Duration::ZERO)));
+        }
+        self.phase.set(Phase::Closed);
+        self.writes_closed.set(true);
+        self.queue.borrow_mut().clear();
+        // Dropping the registration removes the socket from the reactor
+        // and closes it.
+        let registration = self.io.borrow_mut().take();
+        drop(registration);
+        tracing::debug!(conn = self.id, peer = %self.peer, %reason, "connection closed");
+        reason
+    }
+}
+
+impl Transport for SocketTransport {
+    fn write(&self, data: &[u8]) {
+        self.write_with(data, |sent| Bytes::copy_from_slice(&data[sent..]));
+    }
+
+    fn write_bytes(&self, data: Bytes) {
+        self.write_with(&data, |sent| data.slice(sent..));
+    }
+
+    fn write_sequence(&self, data: &[&[u8]]) {
+        let total: usize = data.iter().map(|part| part.len()).sum();
+        if total == 0 || !self.accepts_writes() {
+            return;
+        }
+        let mut sent = 0;
+        if self.queue.borrow().is_empty() {
+            let slices: Vec<IoSlice<'_>> = data
+                .iter()
+                .filter(|part| !part.is_empty())
+                .take(MAX_IOVECS)
+                .map(|part| IoSlice::new(part))
+                .collect();
+            match self.send_vectored(&slices) {
+                Ok(n) if n == total => return,
+                Ok(n) => sent = n,
+                Err(e) => return self.fail(e),
+            }
+        }
+        // Queue the rest as one chunk.
+        let mut rest = BytesMut::with_capacity(total - sent);
+        let mut skip = sent;
+        for part in data {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            rest.extend_from_slice(&part[skip..]);
+            skip = 0;
+        }
+        self.queue.borrow_mut().push(rest.freeze());
+        self.update_interest();
+    }
+
+    fn lose_connection(&self) {
+        if self.writes_closed.get() || !matches!(self.phase.get(), Phase::Open | Phase::Draining) {
+            return;
+        }
+        self.writes_closed.set(true);
+        self.reason.borrow_mut().get_or_insert(CloseReason::Closed);
+        self.phase.set(Phase::Draining);
+        self.update_interest();
+        if self.queue.borrow().is_empty() {
+            self.poke();
+        }
+    }
+
+    fn abort_connection(&self) {
+        if matches!(
+            self.phase.get(),
+            Phase::Connecting | Phase::Closing | Phase::Closed
+        ) {
+            return;
+        }
+        *self.reason.borrow_mut() = Some(CloseReason::Aborted);
+        self.close_soon();
+    }
+
+    fn get_peer(&self) -> Address {
+        Address::Tcp(self.peer)
+    }
+
+    fn get_host(&self) -> Address {
+        if let Some(host) = self.host.get() {
+            return host.clone();
+        }
+        match self.with_socket(tcp::local_addr) {
+            Ok(addr) => self.host.get_or_init(|| Address::Tcp(addr)).clone(),
+            Err(_) => Address::Unknown,
+        }
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    fn is_closing(&self) -> bool {
+        !matches!(self.phase.get(), Phase::Open | Phase::Connecting) || self.writes_closed.get()
+    }
+}
+
+impl fmt::Debug for SocketTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketTransport")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("phase", &self.phase.get())
+            .field("queued", &self.queue.borrow().len())
+            .finish()
+    }
+}
+
+struct ResetOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
