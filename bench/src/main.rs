@@ -1,1 +1,301 @@
-fn main() {}
+//! `torsion-bench`: Torsion's echo server side by side with peers.
+//!
+//! ```text
+//! torsion-bench [--connections N] [--size BYTES] [--duration SECS]
+//!               [--warmup SECS] [--rounds N] [--servers a,b,...]
+//! torsion-bench serve KIND
+//! ```
+//!
+//! Each round starts every server in turn (interleaved, so drift on a noisy
+//! machine hits all of them alike) as a child process pinned to CPU 0, and
+//! drives it from this process, pinned to CPU 1, with ping-pong clients
+//! that verify every echoed byte. It prints the medians over the rounds:
+//! requests per second, latency percentiles, the server's CPU time per
+//! request, and each figure's ratio to Torsion's.
+
+mod loadgen;
+mod servers;
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const KINDS: &[&str] = &["torsion", "tokio-ct", "mio", "tokio-mt"];
+
+struct Options {
+    connections: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+    rounds: usize,
+    servers: Vec<String>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("serve") {
+        serve(args.get(1).map(String::as_str).unwrap_or(""))
+    } else {
+        parse(&args).and_then(|options| compare(&options))
+    };
+    if let Err(e) = result {
+        eprintln!("torsion-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(kind: &str) -> io::Result<()> {
+    match kind {
+        "torsion" => servers::torsion(),
+        "tokio-ct" => servers::tokio_current_thread(),
+        "tokio-mt" => servers::tokio_multi_thread(),
+        "mio" => servers::mio_loop(),
+        other => Err(invalid(format!(
+            "unknown server {other:?}; one of {KINDS:?}"
+        ))),
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+fn parse(args: &[String]) -> io::Result<Options> {
+    let mut options = Options {
+        connections: 64,
+        size: 1024,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(3),
+        rounds: 3,
+        servers: ["torsion", "tokio-ct", "mio"].map(String::from).to_vec(),
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| invalid(format!("{flag} needs a value")))?;
+        let number = || {
+            value
+                .parse::<f64>()
+                .map_err(|e| invalid(format!("{flag} {value}: {e}")))
+        };
+        match flag.as_str() {
+            "--connections" => options.connections = number()? as usize,
+            "--size" => options.size = number()? as usize,
+            "--warmup" => options.warmup = Duration::from_secs_f64(number()?),
+            "--duration" => options.duration = Duration::from_secs_f64(number()?),
+            "--rounds" => options.rounds = number()? as usize,
+            "--servers" => options.servers = value.split(',').map(String::from).collect(),
+            other => return Err(invalid(format!("unknown option {other}"))),
+        }
+    }
+    if options.connections == 0 || options.size == 0 || options.rounds == 0 {
+        return Err(invalid(
+            "connections, size and rounds must be positive".into(),
+        ));
+    }
+    Ok(options)
+}
+
+/// A server process that is killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(kind: &str) -> io::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", kind])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("{kind} did not report its port: {line:?}")))?;
+        Ok(Server { child, port })
+    }
+
+    /// User + system CPU time of the server process so far.
+    fn cpu(&self) -> io::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) start at
+        // field 3; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pins a process (0 = this one) to one CPU, if the machine has it.
+fn pin(pid: u32, cpu: usize) {
+    // SAFETY: the set is zeroed, then filled through libc's own macros;
+    // sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of_val(&set), &set);
+    }
+}
+
+/// One server's figures from one round.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    server_cpu_us: f64,
+    loadgen_cpu_pct: f64,
+}
+
+fn measure(kind: &str, options: &Options, two_cpus: bool) -> io::Result<Sample> {
+    let server = Server::start(kind)?;
+    if two_cpus {
+        pin(server.child.id(), 0);
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
+    let cpu_before = server.cpu()?;
+    let report = loadgen::run(
+        addr,
+        options.connections,
+        options.size,
+        options.warmup,
+        options.duration,
+    )?;
+    // The server's CPU covers warm-up too; scale by the share of requests
+    // in the measured window is not possible, so charge it all to the
+    // window's rate over the whole run time.
+    let server_cpu = server.cpu()?.saturating_sub(cpu_before);
+    let total_time = options.warmup + report.elapsed;
+    let total_requests = report.per_second() * total_time.as_secs_f64();
+    Ok(Sample {
+        rps: report.per_second(),
+        p50_us: report.percentile(0.50).as_secs_f64() * 1e6,
+        p99_us: report.percentile(0.99).as_secs_f64() * 1e6,
+        p999_us: report.percentile(0.999).as_secs_f64() * 1e6,
+        server_cpu_us: server_cpu.as_secs_f64() * 1e6 / total_requests.max(1.0),
+        loadgen_cpu_pct: report.cpu.as_secs_f64() * 100.0 / report.elapsed.as_secs_f64(),
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn compare(options: &Options) -> io::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let two_cpus = cpus >= 2;
+    if two_cpus {
+        pin(0, 1);
+    }
+    println!(
+        "echo ping-pong: {} connections x {} B, {} round(s) of {:?} (after {:?} warm-up), {} CPU(s){}",
+        options.connections,
+        options.size,
+        options.rounds,
+        options.duration,
+        options.warmup,
+        cpus,
+        if two_cpus { ", server on CPU 0, load on CPU 1" } else { "" }
+    );
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); options.servers.len()];
+    for round in 1..=options.rounds {
+        for (i, kind) in options.servers.iter().enumerate() {
+            let sample = measure(kind, options, two_cpus)?;
+            eprintln!(
+                "round {round} {kind:>9}: {:>9.0} req/s  p99 {:>7.1} us  server {:>5.2} us/req",
+                sample.rps, sample.p99_us, sample.server_cpu_us
+            );
+            samples[i].push(sample);
+        }
+    }
+    let medians: Vec<Sample> = samples
+        .iter()
+        .map(|runs| {
+            let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+            Sample {
+                rps: pick(|s| s.rps),
+                p50_us: pick(|s| s.p50_us),
+                p99_us: pick(|s| s.p99_us),
+                p999_us: pick(|s| s.p999_us),
+                server_cpu_us: pick(|s| s.server_cpu_us),
+                loadgen_cpu_pct: pick(|s| s.loadgen_cpu_pct),
+            }
+        })
+        .collect();
+    let base = options
+        .servers
+        .iter()
+        .position(|kind| kind == "torsion")
+        .map(|i| medians[i]);
+    println!();
+    println!(
+        "{:<9} {:>10} {:>8} {:>9} {:>9} {:>10} {:>14} {:>10} {:>10} {:>11}",
+        "server",
+        "req/s",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "server us",
+        "loadgen CPU %",
+        "req/s x",
+        "p99 x",
+        "CPU/req x"
+    );
+    for (kind, m) in options.servers.iter().zip(&medians) {
+        let ratio = |ours: f64, theirs: f64| {
+            if ours > 0.0 {
+                format!("{:.2}", theirs / ours)
+            } else {
+                "-".into()
+            }
+        };
+        let (rps_x, p99_x, cpu_x) = match base {
+            Some(b) => (
+                ratio(b.rps, m.rps),
+                ratio(b.p99_us, m.p99_us),
+                ratio(b.server_cpu_us, m.server_cpu_us),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<9} {:>10.0} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>14.0} {:>10} {:>10} {:>11}",
+            kind,
+            m.rps,
+            m.p50_us,
+            m.p99_us,
+            m.p999_us,
+            m.server_cpu_us,
+            m.loadgen_cpu_pct,
+            rps_x,
+            p99_x,
+            cpu_x
+        );
+    }
+    println!();
+    println!(
+        "medians of {} round(s); \"x\" columns are each server's figure divided by Torsion's",
+        options.rounds
+    );
+    println!(
+        "(req/s x above 1: faster than Torsion; p99 x and CPU/req x above 1: slower than Torsion)"
+    );
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! Shared setup for the runnable programs in `examples/`.
 #![deny(missing_docs)]
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -18,6 +20,7 @@ pub fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_filter(filter),
         )
         .try_init();

@@ -1,0 +1,204 @@
+//! The load generator: many ping-pong connections on one thread, over
+//! non-blocking sockets, verifying every echoed byte.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// What one run measured.
+pub struct Report {
+    /// Round trips completed.
+    pub requests: u64,
+    /// Wall time of the measured window.
+    pub elapsed: Duration,
+    /// Round-trip latencies in nanoseconds, sorted.
+    pub latencies: Vec<u32>,
+    /// CPU time the load generator used (user + system).
+    pub cpu: Duration,
+}
+
+impl Report {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        Duration::from_nanos(self.latencies[rank] as u64)
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// The message in flight.
+    message: Vec<u8>,
+    written: usize,
+    received: usize,
+    sent_at: Instant,
+    seq: u64,
+}
+
+/// Fills `message` with bytes that depend on the connection and the
+/// sequence number, so a misrouted or stale echo is caught.
+fn fill(message: &mut [u8], conn: usize, seq: u64) {
+    let mut x = (conn as u64) << 32 ^ seq ^ 0x9e37_79b9_7f4a_7c15;
+    for byte in message.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+}
+
+/// Runs `connections` ping-pong clients of `size`-byte messages against
+/// `addr` for `warmup` then `duration`, counting only the second window.
+pub fn run(
+    addr: SocketAddr,
+    connections: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> io::Result<Report> {
+    let mut poll = Poll::new()?;
+    let mut conns = Vec::with_capacity(connections);
+    for key in 0..connections {
+        let std_stream = std::net::TcpStream::connect(addr)?;
+        std_stream.set_nonblocking(true)?;
+        std_stream.set_nodelay(true)?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        conns.push(Conn {
+            stream,
+            message: vec![0; size],
+            written: 0,
+            received: 0,
+            sent_at: Instant::now(),
+            seq: 0,
+        });
+    }
+    let mut buf = vec![0u8; size.max(64 * 1024)];
+    let mut events = Events::with_capacity(1024);
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut requests = 0u64;
+    let cpu_start = cpu_time();
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut measuring = false;
+    let mut window_start = start;
+    let mut cpu_window_start = cpu_start;
+
+    for (key, conn) in conns.iter_mut().enumerate() {
+        fill(&mut conn.message, key, 0);
+        conn.sent_at = Instant::now();
+        send(conn)?;
+    }
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if !measuring && now >= measure_from {
+            measuring = true;
+            window_start = now;
+            cpu_window_start = cpu_time();
+            requests = 0;
+            latencies.clear();
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for event in events.iter() {
+            let key = event.token().0;
+            let conn = &mut conns[key];
+            if event.is_writable() && conn.written < size {
+                send(conn)?;
+            }
+            if event.is_readable() {
+                loop {
+                    let want = size - conn.received;
+                    if want == 0 {
+                        break;
+                    }
+                    match conn.stream.read(&mut buf[..want]) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "server closed a connection",
+                            ))
+                        }
+                        Ok(n) => {
+                            let at = conn.received;
+                            if buf[..n] != conn.message[at..at + n] {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "echoed bytes differ from those sent",
+                                ));
+                            }
+                            conn.received += n;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if conn.received == size {
+                    let rtt = conn.sent_at.elapsed();
+                    requests += 1;
+                    latencies.push(u32::try_from(rtt.as_nanos()).unwrap_or(u32::MAX));
+                    conn.seq += 1;
+                    fill(&mut conn.message, key, conn.seq);
+                    conn.written = 0;
+                    conn.received = 0;
+                    conn.sent_at = Instant::now();
+                    send(conn)?;
+                }
+            }
+        }
+    }
+    let elapsed = window_start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_window_start);
+    latencies.sort_unstable();
+    Ok(Report {
+        requests,
+        elapsed,
+        latencies,
+        cpu,
+    })
+}
+
+fn send(conn: &mut Conn) -> io::Result<()> {
+    while conn.written < conn.message.len() {
+        match conn.stream.write(&conn.message[conn.written..]) {
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// CPU time this thread has used.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_THREAD is
+    // valid on Linux, the only platform the benchmark runs on.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) != 0 {
+            return Duration::ZERO;
+        }
+        usage.assume_init()
+    };
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+}

@@ -1,0 +1,195 @@
+//! The example programs, end to end: our echo client and server against
+//! each other and against real Twisted (the book's examples in
+//! `examples/twisted/`, run with the Python of the project's virtualenv).
+//!
+//! The Twisted tests need a Python with Twisted: `TORSION_PYTHON`, or
+//! `.venv/bin/python` at the workspace root (`just test` creates it). When
+//! neither has Twisted they are skipped, unless `TORSION_REQUIRE_TWISTED=1`
+//! (set by `just test`), which makes a missing Twisted a failure.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Longest any program may take before the test fails (a guard against
+/// hanging, not a wait for an event).
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// An example program built by `cargo test` next to this test binary.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run through cargo test",
+        path.display()
+    );
+    path
+}
+
+/// The Python to run Twisted with, if there is one.
+fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("TORSION_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    let has_twisted = Command::new(&candidate)
+        .args(["-c", "import twisted"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
+    if has_twisted {
+        return Some(candidate);
+    }
+    if std::env::var("TORSION_REQUIRE_TWISTED").as_deref() == Ok("1") {
+        panic!(
+            "Twisted is required but {} cannot import it; run `just setup`",
+            candidate.display()
+        );
+    }
+    eprintln!("skipped: no Python with Twisted at {}", candidate.display());
+    None
+}
+
+/// Kills the child when dropped, so a failing test leaves no server behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server and reads the port it reports on `stream`, from the
+/// first line containing `marker`, up to the first non-digit.
+fn start_server(mut command: Command, marker: &str, from_stderr: bool) -> (Server, u16) {
+    command.stdin(Stdio::null());
+    if from_stderr {
+        command.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    }
+    let mut child = command.spawn().expect("server starts");
+    let stream: Box<dyn std::io::Read + Send> = if from_stderr {
+        Box::new(child.stderr.take().unwrap())
+    } else {
+        Box::new(child.stdout.take().unwrap())
+    };
+    let server = Server(child);
+    let (tx, rx) = mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stream).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if let Some(at) = line.find(&marker) {
+                let digits: String = line[at + marker.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let _ = tx.send(digits.parse::<u16>().ok());
+                break;
+            }
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let port = rx
+        .recv_timeout(LIMIT)
+        .expect("server reports its port")
+        .expect("port is a number");
+    (server, port)
+}
+
+/// Runs a client to completion, failing the test if it takes too long.
+fn run_client(mut command: Command) -> Output {
+    command.stdin(Stdio::null());
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client starts");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(LIMIT)
+        .expect("client finished in time")
+        .expect("client ran")
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn our_server() -> (Server, u16) {
+    let mut command = Command::new(example("echo_server"));
+    command.arg("0").env("RUST_LOG", "info");
+    start_server(command, "host=0.0.0.0:", true)
+}
+
+fn our_client(port: u16) -> Output {
+    let mut command = Command::new(example("echo_client"));
+    command.args(["127.0.0.1", &port.to_string()]);
+    run_client(command)
+}
+
+const BOOK_OUTPUT: &str = "Server said: Hello, world!\nConnection lost.\n";
+
+#[test]
+fn our_client_against_our_server() {
+    let (_server, port) = our_server();
+    let output = our_client(port);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), BOOK_OUTPUT);
+}
+
+#[test]
+fn our_client_without_a_server_reports_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = our_client(port);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), "Connection failed.\n");
+}
+
+#[test]
+fn twisted_client_against_our_server() {
+    let Some(python) = python() else { return };
+    let (_server, port) = our_server();
+    let mut command = Command::new(python);
+    command
+        .arg(workspace_root().join("examples/twisted/echo_client.py"))
+        .args(["127.0.0.1", &port.to_string()]);
+    let output = run_client(command);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), BOOK_OUTPUT);
+}
+
+#[test]
+fn our_client_against_a_twisted_server() {
+    let Some(python) = python() else { return };
+    let mut command = Command::new(python);
+    command
+        .arg(workspace_root().join("examples/twisted/echo_server.py"))
+        .arg("0");
+    let (_server, port) = start_server(command, "listening on ", false);
+    let output = our_client(port);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), BOOK_OUTPUT);
+}

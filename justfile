@@ -1,0 +1,46 @@
+# Torsion's tasks. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+
+# Run the whole test suite (the default task).
+default: test
+
+# Run the echo server, run the echo client against it, stop the server.
+demo port="8000":
+    cargo build --quiet -p torsion-examples --examples
+    ./target/debug/examples/echo_server {{port}} & server=$!; \
+    trap 'kill $server 2>/dev/null || true' EXIT; \
+    for _ in $(seq 100); do \
+        (exec 3<>/dev/tcp/127.0.0.1/{{port}}) 2>/dev/null && break; sleep 0.05; \
+    done; \
+    ./target/debug/examples/echo_client localhost {{port}}
+
+# Create .venv with Twisted (for the interoperability tests) if needed.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! "{{venv}}/bin/python" -c "import twisted" 2>/dev/null; then
+        python3 -m venv "{{venv}}"
+        "{{venv}}/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
+    fi
+
+# Lint, then every test: unit, loopback integration, Twisted interop, doc tests.
+test: setup lint
+    TORSION_PYTHON="{{venv}}/bin/python" TORSION_REQUIRE_TWISTED=1 cargo test --workspace --all-targets
+    cargo test --workspace --doc
+
+# Formatting and clippy, warnings denied.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Side-by-side echo benchmark: Torsion, tokio current-thread, a mio loop.
+bench *args:
+    cargo build --quiet --release -p torsion-bench
+    ./target/release/torsion-bench {{args}}
+
+# API documentation, with broken links and missing docs denied.
+doc:
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
