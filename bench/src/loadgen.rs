@@ -115,7 +115,11 @@ pub fn run(
             requests = 0;
             latencies.clear();
         }
-        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        match poll.poll(&mut events, Some(Duration::from_millis(10))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
         for event in events.iter() {
             let key = event.token().0;
             let conn = &mut conns[key];

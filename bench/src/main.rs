@@ -4,7 +4,12 @@
 //! torsion-bench [--connections N] [--size BYTES] [--duration SECS]
 //!               [--warmup SECS] [--rounds N] [--servers a,b,...]
 //! torsion-bench serve KIND
+//! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! ```
+//!
+//! `serve` runs one server (printing its port); `load` drives a server
+//! that is already running, for tracing it (`strace -c -f -p`) or
+//! profiling it.
 //!
 //! Each round starts every server in turn (interleaved, so drift on a noisy
 //! machine hits all of them alike) as a child process pinned to CPU 0, and
@@ -36,6 +41,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.first().map(String::as_str) == Some("serve") {
         serve(args.get(1).map(String::as_str).unwrap_or(""))
+    } else if args.first().map(String::as_str) == Some("load") {
+        load(&args[1..])
     } else {
         parse(&args).and_then(|options| compare(&options))
     };
@@ -55,6 +62,31 @@ fn serve(kind: &str) -> io::Result<()> {
             "unknown server {other:?}; one of {KINDS:?}"
         ))),
     }
+}
+
+fn load(args: &[String]) -> io::Result<()> {
+    let port: u16 = args
+        .first()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| invalid("load needs a port".into()))?;
+    let options = parse(&args[1..])?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let report = loadgen::run(
+        addr,
+        options.connections,
+        options.size,
+        options.warmup,
+        options.duration,
+    )?;
+    println!(
+        "{} requests in {:?}: {:.0} req/s, p50 {:?}, p99 {:?}",
+        report.requests,
+        report.elapsed,
+        report.per_second(),
+        report.percentile(0.5),
+        report.percentile(0.99)
+    );
+    Ok(())
 }
 
 fn invalid(message: String) -> io::Error {

@@ -87,7 +87,11 @@ pub fn mio_loop() -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = Events::with_capacity(1024);
     loop {
-        poll.poll(&mut events, None)?;
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
         for event in events.iter() {
             if event.token() == LISTENER {
                 loop {
