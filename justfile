@@ -28,8 +28,7 @@ setup:
 
 # Lint, then every test: unit, loopback integration, Twisted interop, doc tests.
 test: setup lint
-    TORSION_PYTHON="{{venv}}/bin/python" TORSION_REQUIRE_TWISTED=1 cargo test --workspace --all-targets
-    cargo test --workspace --doc
+    TORSION_PYTHON="{{venv}}/bin/python" TORSION_REQUIRE_TWISTED=1 cargo test --workspace
 
 # Formatting and clippy, warnings denied.
 lint:
