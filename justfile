@@ -9,8 +9,8 @@ default: test
 
 # Run the echo server, run the echo client against it, stop the server.
 demo port="8000":
-    cargo build --quiet -p torsion-examples --examples
-    ./target/debug/examples/echo_server {{port}} & server=$!; \
+    @cargo build --quiet -p torsion-examples --examples
+    @./target/debug/examples/echo_server {{port}} & server=$!; \
     trap 'kill $server 2>/dev/null || true' EXIT; \
     for _ in $(seq 100); do \
         (exec 3<>/dev/tcp/127.0.0.1/{{port}}) 2>/dev/null && break; sleep 0.05; \
@@ -28,7 +28,12 @@ setup:
 
 # Lint, then every test: unit, loopback integration, Twisted interop, doc tests.
 test: setup lint
-    TORSION_PYTHON="{{venv}}/bin/python" TORSION_REQUIRE_TWISTED=1 cargo test --workspace
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target
+    TORSION_PYTHON="{{venv}}/bin/python" TORSION_REQUIRE_TWISTED=1 \
+        cargo test --workspace 2>&1 | tee target/test.log
+    awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
 # Formatting and clippy, warnings denied.
 lint:

@@ -89,13 +89,13 @@ impl Factory for EchoClientFactory {
 
 impl ClientFactory for EchoClientFactory {
     fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
-        tracing::info!(%reason, "connection failed");
+        tracing::debug!(%reason, "connection failed");
         say("Connection failed.");
         stop(connector);
     }
 
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
-        tracing::info!(%reason, "connection lost");
+        tracing::debug!(%reason, "connection lost");
         say("Connection lost.");
         stop(connector);
     }
