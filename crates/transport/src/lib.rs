@@ -28,6 +28,7 @@ mod address;
 mod queue;
 mod reason;
 mod stream;
+mod sys;
 pub mod tcp;
 mod transport;
 

@@ -15,6 +15,7 @@ use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration};
 use crate::address::Address;
 use crate::queue::WriteQueue;
 use crate::reason::CloseReason;
+use crate::sys::SEND_FLAGS;
 use crate::tcp;
 use crate::transport::Transport;
 
@@ -28,25 +29,6 @@ const MAX_READS_PER_EVENT: usize = 8;
 
 /// Slices per vectored write (well under every platform's `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
-
-#[cfg(any(
-    target_os = "android",
-    target_os = "dragonfly",
-    target_os = "freebsd",
-    target_os = "linux",
-    target_os = "netbsd",
-    target_os = "openbsd",
-))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(
-    target_os = "android",
-    target_os = "dragonfly",
-    target_os = "freebsd",
-    target_os = "linux",
-    target_os = "netbsd",
-    target_os = "openbsd",
-)))]
-const SEND_FLAGS: libc::c_int = 0;
 
 thread_local! {
     static READ_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
@@ -272,19 +254,17 @@ impl SocketTransport {
 
     /// Sends what the kernel takes now; `WouldBlock` counts as zero.
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        loop {
-            match self.with_socket(|s| s.send_with_flags(data, SEND_FLAGS)) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.send_with(|socket| socket.send_with_flags(data, SEND_FLAGS))
     }
 
+    /// Sends the slices in one vectored system call, as [`Self::send`].
     fn send_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_with(|socket| socket.send_vectored_with_flags(slices, SEND_FLAGS))
+    }
+
+    fn send_with(&self, send: impl Fn(&Socket) -> io::Result<usize>) -> io::Result<usize> {
         loop {
-            match self.with_socket(|s| s.send_vectored_with_flags(slices, SEND_FLAGS)) {
+            match self.with_socket(&send) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -4,7 +4,9 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, Socket};
+
+use crate::sys;
 
 /// Default listen backlog: the kernel clamps it to `somaxconn`.
 pub const DEFAULT_BACKLOG: i32 = 1024;
@@ -37,29 +39,7 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
 /// `WouldBlock` when nothing is pending; `EMFILE`/`ENFILE` when the process
 /// or system is out of descriptors; others as `accept(2)` reports them.
 pub fn accept(listener: &Socket) -> io::Result<(Socket, SocketAddr)> {
-    #[cfg(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "linux",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    ))]
-    let (socket, addr) = listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
-    #[cfg(not(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "linux",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    )))]
-    let (socket, addr) = {
-        let (socket, addr) = listener.accept()?;
-        socket.set_nonblocking(true)?;
-        prepare(&socket)?;
-        (socket, addr)
-    };
+    let (socket, addr) = sys::accept(listener)?;
     Ok((socket, socket_addr(&addr)?))
 }
 
@@ -139,50 +119,7 @@ fn socket_addr(addr: &SockAddr) -> io::Result<SocketAddr> {
 }
 
 fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
-    #[cfg(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "linux",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    ))]
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    #[cfg(not(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "linux",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    )))]
-    let socket = {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_nonblocking(true)?;
-        prepare(&socket)?;
-        socket
-    };
-    Ok(socket)
-}
-
-/// Per-socket setup on platforms without `MSG_NOSIGNAL`.
-#[cfg(not(any(
-    target_os = "android",
-    target_os = "dragonfly",
-    target_os = "freebsd",
-    target_os = "linux",
-    target_os = "netbsd",
-    target_os = "openbsd",
-)))]
-fn prepare(socket: &Socket) -> io::Result<()> {
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    socket.set_nosigpipe(true)?;
-    let _ = socket;
-    Ok(())
+    sys::stream_socket(Domain::for_address(addr))
 }
 
 /// True for the errors that mean the process or the system has run out of

@@ -1,0 +1,70 @@
+//! The platform-specific corners of socket setup, in one place.
+//!
+//! Where the platform can create and accept sockets already non-blocking
+//! and close-on-exec, and suppress `SIGPIPE` per call, one system call does
+//! what otherwise takes three.
+
+use std::io;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+#[cfg(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "linux",
+    target_os = "netbsd",
+    target_os = "openbsd",
+))]
+mod imp {
+    use super::*;
+
+    /// Flags for every `send`: a dead peer is an `EPIPE` error, not a
+    /// `SIGPIPE` signal.
+    pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+
+    pub(crate) fn stream_socket(domain: Domain) -> io::Result<Socket> {
+        Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))
+    }
+
+    pub(crate) fn accept(listener: &Socket) -> io::Result<(Socket, SockAddr)> {
+        listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+    }
+}
+
+#[cfg(not(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "linux",
+    target_os = "netbsd",
+    target_os = "openbsd",
+)))]
+mod imp {
+    use super::*;
+
+    /// No per-call flag here: `prepare` sets `SO_NOSIGPIPE` where it
+    /// exists.
+    pub(crate) const SEND_FLAGS: libc::c_int = 0;
+
+    pub(crate) fn stream_socket(domain: Domain) -> io::Result<Socket> {
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        prepare(&socket)?;
+        Ok(socket)
+    }
+
+    pub(crate) fn accept(listener: &Socket) -> io::Result<(Socket, SockAddr)> {
+        let (socket, addr) = listener.accept()?;
+        prepare(&socket)?;
+        Ok((socket, addr))
+    }
+
+    fn prepare(socket: &Socket) -> io::Result<()> {
+        socket.set_nonblocking(true)?;
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        socket.set_nosigpipe(true)?;
+        Ok(())
+    }
+}
+
+pub(crate) use imp::{accept, stream_socket, SEND_FLAGS};
