@@ -19,10 +19,14 @@ use crate::clock::{Clock, ManualClock};
 use crate::handle::{ReactorHandle, Shared};
 use crate::pool::ThreadPool;
 use crate::slab::Slab;
-use crate::timer::{duration_nanos, Callback, DelayedCall, TimerCell, TimerQueue};
+use crate::timer::{duration_nanos, Callback, DelayedCall, TimerQueue};
 
 /// How many events one wait may return.
 const EVENT_CAPACITY: usize = 1024;
+
+/// Due timers run per turn before I/O gets its turn again; the rest run on
+/// the next turn, which does not wait.
+const MAX_TIMERS_PER_TURN: usize = 4096;
 
 /// How many worker threads [`Reactor::defer_to_thread`] may run at once.
 const DEFAULT_POOL_THREADS: usize = 8;
@@ -536,21 +540,17 @@ impl Reactor {
     /// manual clock's `advance`).
     fn run_timers(&self, all: bool) {
         let now = self.now_nanos();
-        let limit = if all {
-            u64::MAX
+        let (limit, budget) = if all {
+            (u64::MAX, usize::MAX)
         } else {
-            self.timers_mut().next_seq()
+            (self.timers_mut().next_seq(), MAX_TIMERS_PER_TURN)
         };
-        let mut deferred: Vec<Rc<TimerCell>> = Vec::new();
-        loop {
-            let callback = self.timers_mut().pop_due(now, limit, &mut deferred);
+        for _ in 0..budget {
+            let callback = self.timers_mut().pop_due(now, limit);
             match callback {
                 Some(callback) => callback(self),
                 None => break,
             }
-        }
-        if !deferred.is_empty() {
-            self.timers_mut().requeue(&mut deferred);
         }
     }
 
@@ -603,6 +603,12 @@ impl Reactor {
         self.inner.timers.borrow_mut()
     }
 
+    pub(crate) fn try_timers_mut(
+        &self,
+    ) -> Result<RefMut<'_, TimerQueue>, std::cell::BorrowMutError> {
+        self.inner.timers.try_borrow_mut()
+    }
+
     /// Schedules `callback` to run once, `delay` from now (Twisted's
     /// `reactor.callLater`). Calls due at the same instant run in the order
     /// they were scheduled (or last rescheduled).
@@ -615,9 +621,9 @@ impl Reactor {
         F: FnOnce(&Reactor) + 'static,
     {
         let when = self.now_nanos().saturating_add(duration_nanos(delay));
-        let cell = self.timers_mut().schedule(when, Box::new(callback));
+        let id = self.timers_mut().schedule(when, Box::new(callback));
         DelayedCall {
-            cell,
+            id,
             reactor: self.downgrade(),
         }
     }
@@ -635,6 +641,19 @@ impl Reactor {
     /// Number of delayed calls that are pending.
     pub fn pending_call_count(&self) -> usize {
         self.inner.timers.borrow().len()
+    }
+
+    /// Handles to every pending delayed call, earliest first (Twisted's
+    /// `getDelayedCalls`), so tests can see what a protocol has scheduled.
+    #[doc(alias = "getDelayedCalls")]
+    pub fn pending_calls(&self) -> Vec<DelayedCall> {
+        let ids = self.timers_mut().pending_ids();
+        ids.into_iter()
+            .map(|id| DelayedCall {
+                id,
+                reactor: self.downgrade(),
+            })
+            .collect()
     }
 
     // ----- threads -------------------------------------------------------

@@ -1,18 +1,17 @@
-//! Delayed calls: a binary heap ordered by (due time, sequence number) with
-//! lazy deletion.
+//! Delayed calls: an indexed binary heap over a slab of call slots.
 //!
-//! Cancelling marks the call and leaves its heap entry behind (O(1)); stale
-//! entries are skipped when they reach the top and the heap is compacted
-//! when they outnumber the live ones. Moving a call *later* (the common
-//! "reset the idle timeout on traffic" case) only updates the call; its old
-//! entry is re-pushed with the new time when it surfaces. Moving a call
-//! earlier pushes a fresh entry and leaves the old one stale.
+//! The heap holds `(due time, sequence, slot)` entries ordered by due time,
+//! then by sequence number (the order calls were scheduled or last
+//! rescheduled). Each slot knows where its entry sits in the heap, so
+//! cancelling removes the entry at once in O(log n) — no stale entries, no
+//! scans, no compaction — and rescheduling moves it in place.
+//!
+//! A pending call costs 64 bytes: a 24-byte heap entry and a 40-byte slot
+//! (plus whatever its closure captures). A slot is kept, with the call's
+//! outcome, while any [`DelayedCall`] handle to it exists, so a handle can
+//! always tell "already called" from "already cancelled".
 
-use std::cell::Cell;
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::fmt;
-use std::rc::Rc;
 use std::time::Duration;
 
 use crate::reactor::{Reactor, WeakReactor};
@@ -21,84 +20,72 @@ use crate::reactor::{Reactor, WeakReactor};
 pub(crate) type Callback = Box<dyn FnOnce(&Reactor)>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum TimerState {
+enum State {
     Pending,
     Called,
     Cancelled,
+    /// On the free list; `pos` links to the next free slot.
+    Free,
 }
 
-/// The shared state of one delayed call.
-pub(crate) struct TimerCell {
-    state: Cell<TimerState>,
-    /// When the call is due, in nanoseconds of reactor time.
-    when: Cell<u64>,
-    /// Tie-breaker among calls due at the same instant: the order in which
-    /// they were scheduled or last rescheduled.
-    seq: Cell<u64>,
-    /// The (when, seq) of the one heap entry that stands for this call.
-    queued_when: Cell<u64>,
-    queued_seq: Cell<u64>,
-    callback: Cell<Option<Callback>>,
+struct Slot {
+    callback: Option<Callback>,
+    /// When the call is (or was) due, for calls no longer in the heap.
+    when: u64,
+    /// The entry's index in the heap while pending; the next free slot
+    /// while free.
+    pos: u32,
+    /// Counts the lives of this slot, so a handle never touches a later
+    /// call that reuses it.
+    generation: u32,
+    /// Live `DelayedCall` handles.
+    handles: u16,
+    state: State,
 }
 
-struct HeapEntry {
+#[derive(Clone, Copy)]
+struct Entry {
     when: u64,
     seq: u64,
-    cell: Rc<TimerCell>,
+    key: u32,
 }
 
-impl HeapEntry {
-    fn key(&self) -> (u64, u64) {
-        (self.when, self.seq)
-    }
-
-    /// True if this entry still stands for a pending call.
-    fn is_live(&self) -> bool {
-        self.cell.state.get() == TimerState::Pending && self.cell.queued_seq.get() == self.seq
+impl Entry {
+    fn before(&self, other: &Entry) -> bool {
+        (self.when, self.seq) < (other.when, other.seq)
     }
 }
 
-impl PartialEq for HeapEntry {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
+/// Identifies one call: a slot and the life of that slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TimerId {
+    key: u32,
+    generation: u32,
 }
-impl Eq for HeapEntry {}
-impl PartialOrd for HeapEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // `BinaryHeap` is a max-heap; reverse to pop the earliest first.
-        other.key().cmp(&self.key())
-    }
-}
+
+const NO_SLOT: u32 = u32::MAX;
 
 /// The reactor's queue of delayed calls.
 pub(crate) struct TimerQueue {
-    heap: BinaryHeap<HeapEntry>,
+    heap: Vec<Entry>,
+    slots: Vec<Slot>,
+    free: u32,
     next_seq: u64,
-    /// Heap entries that no longer stand for a pending call.
-    stale: usize,
-    /// Calls that are pending (scheduled, neither called nor cancelled).
-    pending: usize,
 }
 
 impl TimerQueue {
     pub(crate) fn new() -> Self {
         TimerQueue {
-            heap: BinaryHeap::new(),
+            heap: Vec::new(),
+            slots: Vec::new(),
+            free: NO_SLOT,
             next_seq: 0,
-            stale: 0,
-            pending: 0,
         }
     }
 
     /// Number of pending calls.
     pub(crate) fn len(&self) -> usize {
-        self.pending
+        self.heap.len()
     }
 
     /// The sequence number the next scheduled call will get. Calls whose
@@ -114,158 +101,258 @@ impl TimerQueue {
         seq
     }
 
-    pub(crate) fn schedule(&mut self, when: u64, callback: Callback) -> Rc<TimerCell> {
+    /// Schedules `callback` at `when`; the returned id starts with one
+    /// handle counted.
+    pub(crate) fn schedule(&mut self, when: u64, callback: Callback) -> TimerId {
+        let key = if self.free != NO_SLOT {
+            let key = self.free;
+            let slot = &mut self.slots[key as usize];
+            self.free = slot.pos;
+            slot.callback = Some(callback);
+            slot.when = when;
+            slot.handles = 1;
+            slot.state = State::Pending;
+            key
+        } else {
+            let key = u32::try_from(self.slots.len())
+                .ok()
+                .filter(|&key| key != NO_SLOT)
+                .expect("fewer than 4 billion timers");
+            self.slots.push(Slot {
+                callback: Some(callback),
+                when,
+                pos: 0,
+                generation: 0,
+                handles: 1,
+                state: State::Pending,
+            });
+            key
+        };
         let seq = self.take_seq();
-        let cell = Rc::new(TimerCell {
-            state: Cell::new(TimerState::Pending),
-            when: Cell::new(when),
-            seq: Cell::new(seq),
-            queued_when: Cell::new(when),
-            queued_seq: Cell::new(seq),
-            callback: Cell::new(Some(callback)),
-        });
-        self.heap.push(HeapEntry {
-            when,
-            seq,
-            cell: cell.clone(),
-        });
-        self.pending += 1;
-        cell
+        let pos = self.heap.len();
+        self.heap.push(Entry { when, seq, key });
+        self.slots[key as usize].pos = pos as u32;
+        self.sift_up(pos);
+        TimerId {
+            key,
+            generation: self.slots[key as usize].generation,
+        }
+    }
+
+    /// The slot of `id`, if it still belongs to that call.
+    fn slot(&self, id: TimerId) -> Option<&Slot> {
+        self.slots
+            .get(id.key as usize)
+            .filter(|slot| slot.generation == id.generation && slot.state != State::Free)
+    }
+
+    fn check_pending(&self, id: TimerId) -> Result<u32, TimerError> {
+        match self.slot(id).map(|slot| (slot.state, slot.pos)) {
+            Some((State::Pending, pos)) => Ok(pos),
+            Some((State::Called, _)) => Err(TimerError::AlreadyCalled),
+            // A slot can only be missing for a handle that outlived its
+            // reactor's queue being cleared, which cancels everything.
+            _ => Err(TimerError::AlreadyCancelled),
+        }
+    }
+
+    pub(crate) fn state_of(&self, id: TimerId) -> (bool, bool, u64) {
+        match self.slot(id) {
+            Some(slot) => {
+                let when = match slot.state {
+                    State::Pending => self.heap[slot.pos as usize].when,
+                    _ => slot.when,
+                };
+                (
+                    slot.state == State::Pending,
+                    slot.state == State::Called,
+                    when,
+                )
+            }
+            None => (false, false, 0),
+        }
+    }
+
+    pub(crate) fn when(&self, id: TimerId) -> Option<u64> {
+        self.check_pending(id)
+            .ok()
+            .map(|pos| self.heap[pos as usize].when)
     }
 
     /// Cancels a pending call and returns its callback, which the caller
     /// must drop after releasing its borrow of the queue (dropping it may run
     /// arbitrary code).
-    pub(crate) fn cancel(&mut self, cell: &TimerCell) -> Result<Option<Callback>, TimerError> {
-        check_pending(cell)?;
-        cell.state.set(TimerState::Cancelled);
-        self.pending -= 1;
-        self.stale += 1;
-        self.maybe_compact();
-        Ok(cell.callback.take())
+    pub(crate) fn cancel(&mut self, id: TimerId) -> Result<Option<Callback>, TimerError> {
+        let pos = self.check_pending(id)?;
+        let entry = self.remove_at(pos as usize);
+        let slot = &mut self.slots[id.key as usize];
+        slot.state = State::Cancelled;
+        slot.when = entry.when;
+        Ok(slot.callback.take())
     }
 
-    /// Moves a pending call to `when`.
-    pub(crate) fn reschedule(&mut self, cell: &Rc<TimerCell>, when: u64) -> Result<(), TimerError> {
-        check_pending(cell)?;
+    /// Moves a pending call to `when`. It then runs after calls already
+    /// due at that instant.
+    pub(crate) fn reschedule(&mut self, id: TimerId, when: u64) -> Result<(), TimerError> {
+        let pos = self.check_pending(id)? as usize;
         let seq = self.take_seq();
-        cell.when.set(when);
-        cell.seq.set(seq);
-        if when < cell.queued_when.get() {
-            // The old entry would surface too late: push a new one.
-            cell.queued_when.set(when);
-            cell.queued_seq.set(seq);
-            self.heap.push(HeapEntry {
-                when,
-                seq,
-                cell: cell.clone(),
-            });
-            self.stale += 1;
-            self.maybe_compact();
+        let old = self.heap[pos];
+        self.heap[pos] = Entry {
+            when,
+            seq,
+            key: old.key,
+        };
+        if self.heap[pos].before(&old) {
+            self.sift_up(pos);
+        } else {
+            self.sift_down(pos);
         }
         Ok(())
     }
 
-    /// Drops stale entries from the top and re-queues calls that were moved
-    /// later, so the top entry (if any) is live and current.
-    fn settle_top(&mut self) {
-        while let Some(top) = self.heap.peek() {
-            if !top.is_live() {
-                self.heap.pop();
-                self.stale -= 1;
-                continue;
-            }
-            let cell = &top.cell;
-            if (cell.when.get(), cell.seq.get()) == top.key() {
-                return;
-            }
-            // Moved later since it was queued: re-queue at the new time.
-            let entry = self.heap.pop().expect("peeked");
-            let (when, seq) = (entry.cell.when.get(), entry.cell.seq.get());
-            entry.cell.queued_when.set(when);
-            entry.cell.queued_seq.set(seq);
-            self.heap.push(HeapEntry {
-                when,
-                seq,
-                cell: entry.cell,
-            });
-        }
-    }
-
     /// When the earliest pending call is due.
-    pub(crate) fn next_deadline(&mut self) -> Option<u64> {
-        self.settle_top();
-        self.heap.peek().map(|top| top.when)
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.heap.first().map(|entry| entry.when)
     }
 
-    /// Pops the earliest call due at or before `now` that was scheduled
-    /// before sequence `limit`, marks it called and returns its callback.
-    /// Calls that are due but scheduled at or after `limit` are moved to
-    /// `deferred`; the caller re-queues them with [`TimerQueue::requeue`].
-    pub(crate) fn pop_due(
-        &mut self,
-        now: u64,
-        limit: u64,
-        deferred: &mut Vec<Rc<TimerCell>>,
-    ) -> Option<Callback> {
-        loop {
-            self.settle_top();
-            let top = self.heap.peek()?;
-            if top.when > now {
-                return None;
-            }
-            let entry = self.heap.pop().expect("peeked");
-            if entry.seq >= limit {
-                deferred.push(entry.cell);
-                continue;
-            }
-            entry.cell.state.set(TimerState::Called);
-            self.pending -= 1;
-            return entry.cell.callback.take();
+    /// Pops the earliest call if it is due at or before `now` and was
+    /// scheduled before sequence `limit`; marks it called and returns its
+    /// callback. A due call scheduled at or after `limit` stops the pass:
+    /// it and those after it run in a later pass.
+    pub(crate) fn pop_due(&mut self, now: u64, limit: u64) -> Option<Callback> {
+        let top = *self.heap.first()?;
+        if top.when > now || top.seq >= limit {
+            return None;
+        }
+        self.remove_at(0);
+        let slot = &mut self.slots[top.key as usize];
+        slot.state = State::Called;
+        slot.when = top.when;
+        let callback = slot.callback.take();
+        if slot.handles == 0 {
+            self.release(top.key);
+        }
+        callback
+    }
+
+    /// Counts one more handle to `id`.
+    pub(crate) fn add_handle(&mut self, id: TimerId) {
+        if self.slot(id).is_some() {
+            let slot = &mut self.slots[id.key as usize];
+            slot.handles = slot.handles.saturating_add(1);
         }
     }
 
-    /// Puts back calls that [`TimerQueue::pop_due`] set aside.
-    pub(crate) fn requeue(&mut self, deferred: &mut Vec<Rc<TimerCell>>) {
-        for cell in deferred.drain(..) {
-            if cell.state.get() != TimerState::Pending {
-                continue;
-            }
-            let (when, seq) = (cell.when.get(), cell.seq.get());
-            cell.queued_when.set(when);
-            cell.queued_seq.set(seq);
-            self.heap.push(HeapEntry { when, seq, cell });
+    /// Counts one handle fewer; frees the slot once its call is over and
+    /// no handle remains.
+    pub(crate) fn drop_handle(&mut self, id: TimerId) {
+        if self.slot(id).is_none() {
+            return;
+        }
+        let slot = &mut self.slots[id.key as usize];
+        slot.handles = slot.handles.saturating_sub(1);
+        if slot.handles == 0 && slot.state != State::Pending {
+            self.release(id.key);
         }
     }
 
-    fn maybe_compact(&mut self) {
-        if self.stale > 64 && self.stale > self.heap.len() / 2 {
-            self.heap.retain(HeapEntry::is_live);
-            self.stale = 0;
-        }
+    fn release(&mut self, key: u32) {
+        let slot = &mut self.slots[key as usize];
+        slot.state = State::Free;
+        slot.callback = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.pos = self.free;
+        self.free = key;
     }
 
-    /// Removes every call, returning the callbacks so the caller can drop
+    /// Handles for every pending call, earliest first.
+    pub(crate) fn pending_ids(&mut self) -> Vec<TimerId> {
+        let mut entries = self.heap.clone();
+        entries.sort_by_key(|entry| (entry.when, entry.seq));
+        entries
+            .into_iter()
+            .map(|entry| {
+                let id = TimerId {
+                    key: entry.key,
+                    generation: self.slots[entry.key as usize].generation,
+                };
+                self.add_handle(id);
+                id
+            })
+            .collect()
+    }
+
+    /// Cancels every call, returning the callbacks so the caller can drop
     /// them outside its borrow.
     pub(crate) fn clear(&mut self) -> Vec<Callback> {
         let mut callbacks = Vec::new();
-        for entry in self.heap.drain() {
-            if entry.cell.state.get() == TimerState::Pending {
-                entry.cell.state.set(TimerState::Cancelled);
-            }
-            callbacks.extend(entry.cell.callback.take());
+        for entry in std::mem::take(&mut self.heap) {
+            let slot = &mut self.slots[entry.key as usize];
+            slot.state = State::Cancelled;
+            slot.when = entry.when;
+            callbacks.extend(slot.callback.take());
         }
-        self.pending = 0;
-        self.stale = 0;
         callbacks
     }
-}
 
-fn check_pending(cell: &TimerCell) -> Result<(), TimerError> {
-    match cell.state.get() {
-        TimerState::Pending => Ok(()),
-        TimerState::Called => Err(TimerError::AlreadyCalled),
-        TimerState::Cancelled => Err(TimerError::AlreadyCancelled),
+    // ----- heap mechanics ------------------------------------------------
+
+    fn place(&mut self, pos: usize, entry: Entry) {
+        self.heap[pos] = entry;
+        self.slots[entry.key as usize].pos = pos as u32;
+    }
+
+    fn sift_up(&mut self, mut pos: usize) {
+        let entry = self.heap[pos];
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if !entry.before(&self.heap[parent]) {
+                break;
+            }
+            let moved = self.heap[parent];
+            self.place(pos, moved);
+            pos = parent;
+        }
+        self.place(pos, entry);
+    }
+
+    fn sift_down(&mut self, mut pos: usize) {
+        let entry = self.heap[pos];
+        let len = self.heap.len();
+        loop {
+            let left = 2 * pos + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < len && self.heap[right].before(&self.heap[left]) {
+                right
+            } else {
+                left
+            };
+            if !self.heap[child].before(&entry) {
+                break;
+            }
+            let moved = self.heap[child];
+            self.place(pos, moved);
+            pos = child;
+        }
+        self.place(pos, entry);
+    }
+
+    /// Removes the entry at `pos`, keeping the heap ordered.
+    fn remove_at(&mut self, pos: usize) -> Entry {
+        let removed = self.heap[pos];
+        let last = self.heap.pop().expect("non-empty heap");
+        if pos < self.heap.len() {
+            self.place(pos, last);
+            if pos > 0 && last.before(&self.heap[(pos - 1) / 2]) {
+                self.sift_up(pos);
+            } else {
+                self.sift_down(pos);
+            }
+        }
+        removed
     }
 }
 
@@ -304,27 +391,29 @@ impl std::error::Error for TimerError {}
 /// Operations on a call that already ran or was cancelled return a
 /// [`TimerError`]; they never panic.
 #[doc(alias = "IDelayedCall")]
-#[derive(Clone)]
 pub struct DelayedCall {
-    pub(crate) cell: Rc<TimerCell>,
+    pub(crate) id: TimerId,
     pub(crate) reactor: WeakReactor,
 }
 
 impl DelayedCall {
+    fn with_queue<R>(&self, f: impl FnOnce(&mut TimerQueue) -> R) -> Option<R> {
+        let reactor = self.reactor.upgrade()?;
+        let result = f(&mut reactor.timers_mut());
+        Some(result)
+    }
+
     /// Cancels the call so that it never runs, and drops its callback.
     ///
     /// # Errors
     /// [`TimerError::AlreadyCalled`] if it already ran,
-    /// [`TimerError::AlreadyCancelled`] if it was cancelled before.
+    /// [`TimerError::AlreadyCancelled`] if it was cancelled before (or its
+    /// reactor was dropped, which cancels every call).
     pub fn cancel(&self) -> Result<(), TimerError> {
-        let callback = match self.reactor.upgrade() {
-            Some(reactor) => reactor.timers_mut().cancel(&self.cell)?,
-            None => {
-                check_pending(&self.cell)?;
-                self.cell.state.set(TimerState::Cancelled);
-                self.cell.callback.take()
-            }
-        };
+        let callback = self
+            .with_queue(|queue| queue.cancel(self.id))
+            .unwrap_or(Err(TimerError::AlreadyCancelled))?;
+        // Dropped here, outside the queue's borrow.
         drop(callback);
         Ok(())
     }
@@ -333,13 +422,11 @@ impl DelayedCall {
     ///
     /// # Errors
     /// [`TimerError::AlreadyCalled`] or [`TimerError::AlreadyCancelled`] if
-    /// the call is no longer pending; [`TimerError::ReactorGone`] if its
-    /// reactor was dropped.
+    /// the call is no longer pending.
     pub fn reset(&self, delay: Duration) -> Result<(), TimerError> {
-        check_pending(&self.cell)?;
-        let reactor = self.reactor.upgrade().ok_or(TimerError::ReactorGone)?;
+        let reactor = self.reactor.upgrade().ok_or(TimerError::AlreadyCancelled)?;
         let when = reactor.now_nanos().saturating_add(duration_nanos(delay));
-        let result = reactor.timers_mut().reschedule(&self.cell, when);
+        let result = reactor.timers_mut().reschedule(self.id, when);
         result
     }
 
@@ -349,41 +436,80 @@ impl DelayedCall {
     /// # Errors
     /// As for [`DelayedCall::reset`].
     pub fn delay(&self, by: Duration) -> Result<(), TimerError> {
-        check_pending(&self.cell)?;
-        let reactor = self.reactor.upgrade().ok_or(TimerError::ReactorGone)?;
-        let when = self.cell.when.get().saturating_add(duration_nanos(by));
-        let result = reactor.timers_mut().reschedule(&self.cell, when);
-        result
+        self.with_queue(|queue| {
+            let when = queue
+                .when(self.id)
+                .ok_or_else(|| queue.check_pending(self.id).unwrap_err())?;
+            queue.reschedule(self.id, when.saturating_add(duration_nanos(by)))
+        })
+        .unwrap_or(Err(TimerError::AlreadyCancelled))
+    }
+
+    fn state(&self) -> (bool, bool, u64) {
+        self.with_queue(|queue| queue.state_of(self.id))
+            .unwrap_or((false, false, 0))
     }
 
     /// True while the call has neither run nor been cancelled.
     pub fn active(&self) -> bool {
-        self.cell.state.get() == TimerState::Pending
+        self.state().0
     }
 
     /// True once the call has run.
     pub fn called(&self) -> bool {
-        self.cell.state.get() == TimerState::Called
+        self.state().1
     }
 
-    /// True once the call has been cancelled.
+    /// True once the call has been cancelled (or its reactor dropped).
     pub fn cancelled(&self) -> bool {
-        self.cell.state.get() == TimerState::Cancelled
+        let (pending, called, _) = self.state();
+        !pending && !called
     }
 
     /// The reactor time (see [`Reactor::seconds`]) at which the call is, or
-    /// was, due (Twisted's `getTime`).
+    /// was, due (Twisted's `getTime`). Zero once the reactor is dropped.
     #[doc(alias = "getTime")]
     pub fn time(&self) -> Duration {
-        Duration::from_nanos(self.cell.when.get())
+        Duration::from_nanos(self.state().2)
+    }
+}
+
+impl Clone for DelayedCall {
+    fn clone(&self) -> Self {
+        self.with_queue(|queue| queue.add_handle(self.id));
+        DelayedCall {
+            id: self.id,
+            reactor: self.reactor.clone(),
+        }
+    }
+}
+
+impl Drop for DelayedCall {
+    fn drop(&mut self) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            // A handle dropped while the queue is borrowed (by code running
+            // inside a queue operation) keeps its slot: a few bytes, never
+            // a wrong answer.
+            if let Ok(mut queue) = reactor.try_timers_mut() {
+                queue.drop_handle(self.id);
+            }
+        }
     }
 }
 
 impl fmt::Debug for DelayedCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (pending, called, _) = self.state();
+        let state = if pending {
+            "pending"
+        } else if called {
+            "called"
+        } else {
+            "cancelled"
+        };
         f.debug_struct("DelayedCall")
             .field("time", &self.time())
-            .field("state", &self.cell.state.get())
+            .field("state", &state)
             .finish()
     }
 }
@@ -392,4 +518,84 @@ impl fmt::Debug for DelayedCall {
 /// years).
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noop() -> Callback {
+        Box::new(|_| {})
+    }
+
+    /// Checks the heap order and the slots' back-pointers.
+    fn check(queue: &TimerQueue) {
+        for (pos, entry) in queue.heap.iter().enumerate() {
+            assert_eq!(queue.slots[entry.key as usize].pos as usize, pos);
+            if pos > 0 {
+                assert!(!entry.before(&queue.heap[(pos - 1) / 2]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_pending_call_costs_64_bytes() {
+        assert_eq!(
+            std::mem::size_of::<Entry>() + std::mem::size_of::<Slot>(),
+            64
+        );
+    }
+
+    #[test]
+    fn random_operations_keep_the_heap_consistent() {
+        let mut queue = TimerQueue::new();
+        let mut ids = Vec::new();
+        let mut x: u64 = 12345;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            match rand() % 4 {
+                0 | 1 => ids.push(queue.schedule(rand() % 1000, noop())),
+                2 if !ids.is_empty() => {
+                    let id = ids.swap_remove(rand() as usize % ids.len());
+                    let _ = queue.cancel(id);
+                    queue.drop_handle(id);
+                }
+                _ if !ids.is_empty() => {
+                    let id = ids[rand() as usize % ids.len()];
+                    let _ = queue.reschedule(id, rand() % 1000);
+                }
+                _ => {}
+            }
+            check(&queue);
+        }
+        let mut last = 0;
+        while let Some(entry) = queue.heap.first().copied() {
+            assert!(entry.when >= last);
+            last = entry.when;
+            assert!(queue.pop_due(u64::MAX, u64::MAX).is_some());
+            check(&queue);
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_only_after_every_handle_is_gone() {
+        let mut queue = TimerQueue::new();
+        let a = queue.schedule(1, noop());
+        assert!(queue.pop_due(1, u64::MAX).is_some());
+        // The handle still sees "called".
+        assert_eq!(queue.check_pending(a), Err(TimerError::AlreadyCalled));
+        let b = queue.schedule(2, noop());
+        assert_ne!(a.key, b.key);
+        queue.drop_handle(a);
+        let c = queue.schedule(3, noop());
+        assert_eq!(c.key, a.key);
+        assert_ne!(c.generation, a.generation);
+        assert_eq!(queue.check_pending(a), Err(TimerError::AlreadyCancelled));
+        assert!(queue.check_pending(c).is_ok());
+    }
 }
