@@ -39,6 +39,7 @@
 
 mod clock;
 mod handle;
+mod looping;
 mod pool;
 mod reactor;
 mod slab;
@@ -46,6 +47,7 @@ mod timer;
 
 pub use crate::clock::ManualClock;
 pub use crate::handle::{ReactorClosed, ReactorHandle};
+pub use crate::looping::{LoopingCall, LoopingCallError};
 pub use crate::reactor::{
     Handler, Interest, Reactor, ReactorError, Readiness, Registration, WeakReactor,
 };

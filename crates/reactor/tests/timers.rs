@@ -216,3 +216,83 @@ fn timers_on_the_manual_clock_fire_inside_a_running_loop_only_when_advanced() {
     reactor.iterate(Duration::ZERO).unwrap();
     assert_eq!(*log.borrow(), ["late"]);
 }
+
+// ----- looping calls ---------------------------------------------------------
+
+use torsion_reactor::{LoopingCall, LoopingCallError};
+
+/// (time in ms, elapsed intervals) of each run of a looping call.
+type Runs = Rc<RefCell<Vec<(u128, u64)>>>;
+
+/// A looping call that logs its runs.
+fn looping(reactor: &Reactor) -> (LoopingCall, Runs) {
+    let runs = Rc::new(RefCell::new(Vec::new()));
+    let log = runs.clone();
+    let call = LoopingCall::new(reactor, move |call| {
+        let now = call.reactor().unwrap().seconds().as_millis();
+        log.borrow_mut().push((now, call.elapsed_intervals()));
+    });
+    (call, runs)
+}
+
+#[test]
+fn looping_call_runs_now_then_every_interval() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let (call, runs) = looping(&reactor);
+    call.start(secs(1), true).unwrap();
+    assert!(call.running());
+    assert_eq!(call.interval(), Some(secs(1)));
+    clock.pump(&[secs(1), secs(1), secs(1)]);
+    assert_eq!(*runs.borrow(), [(0, 1), (1000, 1), (2000, 1), (3000, 1)]);
+    assert_eq!(
+        call.start(secs(1), true),
+        Err(LoopingCallError::AlreadyRunning)
+    );
+    call.stop().unwrap();
+    assert_eq!(call.stop(), Err(LoopingCallError::NotRunning));
+    clock.advance(secs(10));
+    assert_eq!(runs.borrow().len(), 4);
+    assert_eq!(reactor.pending_call_count(), 0);
+}
+
+#[test]
+fn looping_call_without_now_waits_one_interval() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let (call, runs) = looping(&reactor);
+    call.start(Duration::from_millis(500), false).unwrap();
+    assert!(runs.borrow().is_empty());
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(*runs.borrow(), [(500, 1)]);
+}
+
+#[test]
+fn a_looping_call_that_falls_behind_skips_and_counts_missed_intervals() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let (call, runs) = looping(&reactor);
+    call.start(secs(1), true).unwrap();
+    // Three and a half intervals pass at once: one run, not three, and it
+    // learns that three intervals elapsed.
+    clock.advance(Duration::from_millis(3500));
+    assert_eq!(*runs.borrow(), [(0, 1), (3500, 3)]);
+    // Back on the original grid: the next run is at 4 s, not at 4.5 s.
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(runs.borrow().last(), Some(&(4000, 1)));
+}
+
+#[test]
+fn a_looping_call_can_stop_itself() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let count = Rc::new(RefCell::new(0));
+    let c = count.clone();
+    let call = LoopingCall::new(&reactor, move |call| {
+        *c.borrow_mut() += 1;
+        if *c.borrow() == 3 {
+            call.stop().unwrap();
+        }
+    });
+    call.start(secs(1), false).unwrap();
+    drop(call); // the reactor keeps it running
+    clock.pump(&[secs(1); 10]);
+    assert_eq!(*count.borrow(), 3);
+    assert_eq!(reactor.pending_call_count(), 0);
+}
