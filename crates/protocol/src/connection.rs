@@ -105,6 +105,12 @@ impl<P: Protocol> Handler for ServerConnection<P> {
             self.driver.lost(&reason);
         }
     }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        if let Some(reason) = self.driver.transport.close_for_shutdown() {
+            self.driver.lost(&reason);
+        }
+    }
 }
 
 /// Runs a factory callback; a panic is logged and swallowed, and `None`

@@ -405,13 +405,25 @@ impl<F: ClientFactory> Handler for ClientConnection<F> {
             Progress::Pending => {}
             Progress::Connected => self.connector.connected(self),
             Progress::ConnectFailed(error) => self.connector.attempt_failed(reactor, error),
-            Progress::Closed(reason) => {
-                if self.driver.has_protocol() {
-                    self.driver.lost(&reason);
-                }
-                self.connector.lost(&reason);
-            }
+            Progress::Closed(reason) => self.closed(&reason),
             _ => {}
         }
+    }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        if self.driver.transport.is_connecting() {
+            self.connector.fail(ConnectError::Cancelled);
+        } else if let Some(reason) = self.driver.transport.close_for_shutdown() {
+            self.closed(&reason);
+        }
+    }
+}
+
+impl<F: ClientFactory> ClientConnection<F> {
+    fn closed(&self, reason: &CloseReason) {
+        if self.driver.has_protocol() {
+            self.driver.lost(reason);
+        }
+        self.connector.lost(reason);
     }
 }

@@ -159,6 +159,10 @@ impl<F: Factory> Handler for Port<F> {
             self.accept_batch(reactor);
         }
     }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        self.stop();
+    }
 }
 
 impl<F: Factory> Drop for Port<F> {

@@ -38,14 +38,17 @@
 #![cfg(unix)]
 
 mod clock;
+mod events;
 mod handle;
 mod looping;
 mod pool;
 mod reactor;
+mod signals;
 mod slab;
 mod timer;
 
 pub use crate::clock::ManualClock;
+pub use crate::events::{Phase, SystemEvent, TriggerId};
 pub use crate::handle::{ReactorClosed, ReactorHandle};
 pub use crate::looping::{LoopingCall, LoopingCallError};
 pub use crate::reactor::{

@@ -16,8 +16,10 @@ use std::time::Duration;
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::clock::{Clock, ManualClock};
+use crate::events::{Phase, SystemEvent, TriggerId, Triggers};
 use crate::handle::{ReactorHandle, Shared};
 use crate::pool::ThreadPool;
+use crate::signals::SignalGuard;
 use crate::slab::Slab;
 use crate::timer::{duration_nanos, Callback, DelayedCall, TimerQueue};
 
@@ -164,6 +166,14 @@ impl std::ops::BitOr for Readiness {
 pub trait Handler {
     /// Called when the source is ready, or was woken.
     fn ready(&self, reactor: &Reactor, readiness: Readiness);
+
+    /// Called once when the reactor shuts down, in the `During` phase of
+    /// [`SystemEvent::Shutdown`](crate::SystemEvent::Shutdown): a
+    /// listening port stops listening, a connection closes and tells its
+    /// protocol. The default does nothing.
+    fn shutdown(&self, reactor: &Reactor) {
+        let _ = reactor;
+    }
 }
 
 /// Errors from running or stopping a reactor.
@@ -225,6 +235,8 @@ pub(crate) struct Inner {
     continuations: RefCell<Slab<Continuation>>,
     pool: ThreadPool,
     clock: Clock,
+    triggers: Triggers,
+    handle_signals: Cell<bool>,
     running: Cell<bool>,
     stopping: Cell<bool>,
     in_turn: Cell<bool>,
@@ -239,6 +251,7 @@ impl Drop for Inner {
         drop(self.timers.get_mut().clear());
         self.soon.get_mut().clear();
         drop(self.continuations.get_mut().drain());
+        self.triggers.clear();
     }
 }
 
@@ -363,6 +376,8 @@ impl Reactor {
                 continuations: RefCell::new(Slab::new()),
                 pool: ThreadPool::new(DEFAULT_POOL_THREADS),
                 clock,
+                triggers: Triggers::default(),
+                handle_signals: Cell::new(true),
                 running: Cell::new(false),
                 stopping: Cell::new(false),
                 in_turn: Cell::new(false),
@@ -393,8 +408,20 @@ impl Reactor {
     /// Runs the loop until [`Reactor::stop`] is called (Twisted's
     /// `reactor.run()`).
     ///
+    /// In order: the [`Startup`](SystemEvent::Startup) triggers run
+    /// (`Before`, `During`, `After`), then the calls queued with
+    /// [`Reactor::call_when_running`]; then the loop turns until `stop()`.
     /// With nothing to do the thread sleeps in the poller until the next
-    /// timer is due or a source becomes ready; it does not spin.
+    /// timer is due or a source becomes ready; it does not spin. After
+    /// `stop()` the shutdown sequence runs: `Before` shutdown triggers;
+    /// every registered source's [`Handler::shutdown`] (ports stop
+    /// listening, connections close and their protocols hear
+    /// `connection_lost`) and the `During` triggers; the `After` triggers.
+    /// Then `run` returns. Timers still pending stay scheduled for the next
+    /// run.
+    ///
+    /// Unless turned off with [`Reactor::set_signal_handling`], SIGINT and
+    /// SIGTERM stop the reactor this way while it runs.
     ///
     /// # Errors
     /// [`ReactorError::AlreadyRunning`] if called while the loop runs (for
@@ -407,10 +434,88 @@ impl Reactor {
         self.inner.running.set(true);
         self.inner.stopping.set(false);
         let _running = RunGuard(&self.inner);
+        let _signals = if self.inner.handle_signals.get() {
+            match SignalGuard::install(self) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not install SIGINT/SIGTERM handling");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for phase in [Phase::Before, Phase::During, Phase::After] {
+            self.inner.triggers.fire(self, SystemEvent::Startup, phase);
+        }
         while !self.inner.stopping.get() {
             self.turn(None).map_err(ReactorError::Io)?;
         }
+        self.shut_down();
         Ok(())
+    }
+
+    fn shut_down(&self) {
+        let triggers = &self.inner.triggers;
+        triggers.fire(self, SystemEvent::Shutdown, Phase::Before);
+        let handlers: Vec<Rc<dyn Handler>> = self
+            .inner
+            .sources
+            .borrow()
+            .iter()
+            .map(|source| source.handler.clone())
+            .collect();
+        for handler in handlers {
+            handler.shutdown(self);
+        }
+        triggers.fire(self, SystemEvent::Shutdown, Phase::During);
+        triggers.fire(self, SystemEvent::Shutdown, Phase::After);
+    }
+
+    /// Turns the handling of SIGINT and SIGTERM by [`Reactor::run`] on
+    /// (the default) or off (Twisted's `installSignalHandlers=False`), for
+    /// programs that handle signals themselves.
+    pub fn set_signal_handling(&self, on: bool) {
+        self.inner.handle_signals.set(on);
+    }
+
+    /// Runs `call` once the reactor is running: at once if it is, or when
+    /// [`Reactor::run`] starts, after the startup triggers (Twisted's
+    /// `callWhenRunning`).
+    #[doc(alias = "callWhenRunning")]
+    pub fn call_when_running<F>(&self, call: F)
+    where
+        F: FnOnce(&Reactor) + 'static,
+    {
+        if self.inner.running.get() {
+            call(self);
+        } else {
+            self.inner.triggers.add_when_running(Box::new(call));
+        }
+    }
+
+    /// Adds a trigger that runs `function` in `phase` of `event`, every
+    /// time the event happens, until removed (Twisted's
+    /// `addSystemEventTrigger`). Triggers of one phase run in the order
+    /// they were added.
+    #[doc(alias = "addSystemEventTrigger")]
+    pub fn add_system_event_trigger<F>(
+        &self,
+        phase: Phase,
+        event: SystemEvent,
+        function: F,
+    ) -> TriggerId
+    where
+        F: FnMut(&Reactor) + 'static,
+    {
+        self.inner.triggers.add(phase, event, function)
+    }
+
+    /// Removes a trigger; returns false if it was already gone (Twisted's
+    /// `removeSystemEventTrigger`).
+    #[doc(alias = "removeSystemEventTrigger")]
+    pub fn remove_system_event_trigger(&self, id: TriggerId) -> bool {
+        self.inner.triggers.remove(id)
     }
 
     /// Asks a running loop to return from [`Reactor::run`] once the

@@ -76,6 +76,14 @@ impl<T> Slab<T> {
         }
     }
 
+    /// The stored values, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|entry| match entry {
+            Entry::Occupied(value) => Some(value),
+            Entry::Vacant { .. } => None,
+        })
+    }
+
     /// Removes every value, returning them so the caller can drop them
     /// outside any borrow.
     pub(crate) fn drain(&mut self) -> Vec<T> {

@@ -28,6 +28,10 @@ pub enum CloseReason {
     /// The connection failed: a reset from the peer, a broken pipe, a
     /// timeout, or another error from the operating system.
     Lost(io::Error),
+    /// The reactor shut down: what the kernel would take of the queue was
+    /// sent, then the connection was closed. Not clean: the rest of the
+    /// queue was dropped.
+    Shutdown,
 }
 
 impl CloseReason {
@@ -53,6 +57,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ClosedByPeer => f.write_str("connection was closed cleanly by the peer"),
             CloseReason::Aborted => f.write_str("connection was aborted by this side"),
             CloseReason::Lost(e) => write!(f, "connection was lost: {e}"),
+            CloseReason::Shutdown => f.write_str("connection was closed as the reactor shut down"),
         }
     }
 }

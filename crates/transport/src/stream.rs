@@ -217,6 +217,36 @@ impl SocketTransport {
         self.finish()
     }
 
+    /// Closes the connection because its reactor is shutting down: hands
+    /// the kernel what it takes of the queue now, then closes. Returns the
+    /// reason to report, or `None` if the connection was already closed or
+    /// still connecting (the connect is then simply abandoned).
+    pub fn close_for_shutdown(&self) -> Option<CloseReason> {
+        match self.phase.get() {
+            Phase::Closed => None,
+            Phase::Connecting => {
+                self.cancel_connect();
+                None
+            }
+            _ => {
+                if !self.queue.borrow().is_empty() {
+                    self.flush();
+                }
+                let mut reason = self.reason.borrow_mut();
+                if !matches!(*reason, Some(CloseReason::Lost(_))) {
+                    *reason = Some(CloseReason::Shutdown);
+                }
+                drop(reason);
+                Some(self.close())
+            }
+        }
+    }
+
+    /// True while a connect is in flight.
+    pub fn is_connecting(&self) -> bool {
+        self.phase.get() == Phase::Connecting
+    }
+
     /// Gives up a connect in flight (for a timeout or a cancel): closes the
     /// socket without reporting anything.
     pub fn cancel_connect(&self) {
