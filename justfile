@@ -40,9 +40,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Side-by-side echo benchmark: Torsion, tokio current-thread, a mio loop.
+# Benchmarks, side by side with peers: reactor (timers against tokio's),
+# then echo (Torsion, tokio current-thread, a mio loop).
 bench *args:
     cargo build --quiet --release -p torsion-bench
+    ./target/release/torsion-bench reactor
     ./target/release/torsion-bench {{args}}
 
 # API documentation, with broken links and missing docs denied.

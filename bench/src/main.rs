@@ -5,7 +5,12 @@
 //!               [--warmup SECS] [--rounds N] [--servers a,b,...]
 //! torsion-bench serve KIND
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
+//! torsion-bench reactor
 //! ```
+//!
+//! `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
+//! cancelled, 1,000,000 fired), the CPU an idle reactor uses, and
+//! `call_from_thread` throughput.
 //!
 //! `serve` runs one server (printing its port); `load` drives a server
 //! that is already running, for tracing it (`strace -c -f -p`) or
@@ -19,7 +24,11 @@
 //! request, and each figure's ratio to Torsion's.
 
 mod loadgen;
+mod reactor;
 mod servers;
+
+#[global_allocator]
+static ALLOCATOR: reactor::CountingAllocator = reactor::CountingAllocator;
 
 use std::io::{self, BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -43,6 +52,9 @@ fn main() {
         serve(args.get(1).map(String::as_str).unwrap_or(""))
     } else if args.first().map(String::as_str) == Some("load") {
         load(&args[1..])
+    } else if args.first().map(String::as_str) == Some("reactor") {
+        reactor::run(3);
+        Ok(())
     } else {
         parse(&args).and_then(|options| compare(&options))
     };

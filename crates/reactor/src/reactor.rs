@@ -646,9 +646,9 @@ impl Reactor {
     fn run_timers(&self, all: bool) {
         let now = self.now_nanos();
         let (limit, budget) = if all {
-            (u64::MAX, usize::MAX)
+            (None, usize::MAX)
         } else {
-            (self.timers_mut().next_seq(), MAX_TIMERS_PER_TURN)
+            (Some(self.timers_mut().next_seq()), MAX_TIMERS_PER_TURN)
         };
         for _ in 0..budget {
             let callback = self.timers_mut().pop_due(now, limit);
