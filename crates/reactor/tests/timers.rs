@@ -296,3 +296,21 @@ fn a_looping_call_can_stop_itself() {
     assert_eq!(*count.borrow(), 3);
     assert_eq!(reactor.pending_call_count(), 0);
 }
+
+#[test]
+fn pending_calls_lists_what_is_scheduled_earliest_first() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let late = reactor.call_later(secs(3), |_| {});
+    let early = reactor.call_later(secs(1), |_| {});
+    let cancelled = reactor.call_later(secs(2), |_| {});
+    cancelled.cancel().unwrap();
+    let pending = reactor.pending_calls();
+    let times: Vec<Duration> = pending.iter().map(|call| call.time()).collect();
+    assert_eq!(times, [secs(1), secs(3)]);
+    // The listed handles act on the calls.
+    pending[1].cancel().unwrap();
+    assert!(late.cancelled());
+    clock.advance(secs(5));
+    assert!(early.called());
+    assert!(reactor.pending_calls().is_empty());
+}
