@@ -593,3 +593,82 @@ fn connections_and_ports_leave_no_registration_behind() {
     port.stop_listening();
     assert_eq!(reactor.source_count(), 0);
 }
+
+// ----- shutdown --------------------------------------------------------------
+
+#[test]
+fn stopping_the_reactor_closes_ports_and_connections_in_order() {
+    use torsion_protocol::reactor::{Phase, SystemEvent};
+
+    struct Holder {
+        log: Rc<RefCell<Vec<String>>>,
+    }
+    impl Protocol for Holder {
+        fn connection_made(&mut self, transport: &TransportRef) {
+            self.log.borrow_mut().push("made".into());
+            // Sent at once; shutdown must not lose it.
+            transport.write(b"bye");
+        }
+        fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.log.borrow_mut().push(format!("lost: {reason:?}"));
+        }
+    }
+    struct HolderFactory {
+        log: Rc<RefCell<Vec<String>>>,
+    }
+    impl Factory for HolderFactory {
+        type Protocol = Holder;
+        fn build_protocol(&self, _peer: &Address) -> Option<Holder> {
+            Some(Holder {
+                log: self.log.clone(),
+            })
+        }
+        fn stop_factory(&self) {
+            self.log.borrow_mut().push("factory stopped".into());
+        }
+    }
+
+    let reactor = Reactor::new().unwrap();
+    reactor.set_signal_handling(false);
+    guard(&reactor);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (port, addr) = listen_local(&reactor, HolderFactory { log: log.clone() });
+    for phase in [Phase::Before, Phase::After] {
+        let log = log.clone();
+        let port = port.clone();
+        reactor.add_system_event_trigger(phase, SystemEvent::Shutdown, move |reactor| {
+            log.borrow_mut().push(format!(
+                "{phase:?} shutdown: listening={} sources={}",
+                port.is_listening(),
+                reactor.source_count()
+            ));
+        });
+    }
+    // A client connects and waits; once the server has the connection,
+    // the reactor is stopped.
+    let client = TcpStream::connect(addr).unwrap();
+    let l = log.clone();
+    let poll = torsion_protocol::reactor::LoopingCall::new(&reactor, move |call| {
+        if l.borrow().iter().any(|e| e == "made") {
+            call.stop().unwrap();
+            call.reactor().unwrap().stop().unwrap();
+        }
+    });
+    poll.start(Duration::ZERO, true).unwrap();
+    reactor.run().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        [
+            "made",
+            "Before shutdown: listening=true sources=2",
+            "factory stopped",
+            "lost: Shutdown",
+            "After shutdown: listening=false sources=0",
+        ]
+    );
+    // What was written reached the peer before the close.
+    let mut received = Vec::new();
+    (&client).read_to_end(&mut received).unwrap();
+    assert_eq!(received, b"bye");
+}

@@ -20,6 +20,9 @@ pub(crate) struct Shared {
     /// notification per burst, not per call.
     pending: AtomicBool,
     closed: AtomicBool,
+    /// Notifications sent, for the tests of coalescing.
+    #[cfg(test)]
+    pub(crate) notifies: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -29,6 +32,8 @@ impl Shared {
             calls: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            #[cfg(test)]
+            notifies: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -133,6 +138,8 @@ impl ReactorHandle {
 
     /// Wakes the reactor from its wait without queueing anything.
     pub fn wake(&self) {
+        #[cfg(test)]
+        self.shared.notifies.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.shared.poller.notify() {
             tracing::warn!(error = %e, "could not wake the reactor");
         }
@@ -144,5 +151,34 @@ impl fmt::Debug for ReactorHandle {
         f.debug_struct("ReactorHandle")
             .field("closed", &self.shared.closed.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::Reactor;
+
+    #[test]
+    fn a_burst_of_calls_wakes_the_reactor_once() {
+        let reactor = Reactor::new().unwrap();
+        let handle = reactor.handle();
+        let burst = |handle: crate::ReactorHandle| {
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    handle.call_from_thread(|_| {}).unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+        };
+        burst(handle.clone());
+        burst(handle.clone());
+        assert_eq!(handle.shared.notifies.load(Ordering::Relaxed), 1);
+        reactor.iterate(Duration::ZERO).unwrap();
+        burst(handle.clone());
+        assert_eq!(handle.shared.notifies.load(Ordering::Relaxed), 2);
     }
 }
