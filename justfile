@@ -33,6 +33,9 @@ test: setup lint
     mkdir -p target
     TORSION_PYTHON="{{venv}}/bin/python" TORSION_REQUIRE_TWISTED=1 \
         cargo test --workspace 2>&1 | tee target/test.log
+    # The portable backend (the `polling` crate), used off Linux, on Linux.
+    cargo test -p torsion-reactor -p torsion-transport -p torsion-protocol \
+        --features torsion-reactor/polling-backend 2>&1 | tee -a target/test.log
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
 # Formatting and clippy, warnings denied.

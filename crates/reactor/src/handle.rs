@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use polling::Poller;
+use crate::sys::Poller;
 
 use crate::reactor::Reactor;
 

@@ -45,6 +45,7 @@ mod pool;
 mod reactor;
 mod signals;
 mod slab;
+mod sys;
 mod timer;
 
 pub use crate::clock::ManualClock;

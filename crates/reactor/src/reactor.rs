@@ -6,14 +6,13 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use polling::{Event, Events, PollMode, Poller};
+use crate::sys::{Events, Poller};
 
 use crate::clock::{Clock, ManualClock};
 use crate::events::{Phase, SystemEvent, TriggerId, Triggers};
@@ -107,6 +106,14 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    pub(crate) fn from_flags(readable: bool, writable: bool) -> Readiness {
+        Readiness {
+            readable,
+            writable,
+            woken: false,
+        }
+    }
+
     /// The source may be read (or accepted from) without blocking.
     pub const READABLE: Readiness = Readiness {
         readable: true,
@@ -224,7 +231,6 @@ type Continuation = Box<dyn FnOnce(&Reactor, Box<dyn Any + Send>)>;
 
 pub(crate) struct Inner {
     shared: Arc<Shared>,
-    mode: PollMode,
     events: RefCell<Events>,
     ready: RefCell<Vec<(usize, Readiness)>>,
     sources: RefCell<Slab<Source>>,
@@ -353,20 +359,10 @@ impl Reactor {
 
     fn with_clock(clock: Clock) -> io::Result<Reactor> {
         let poller = Poller::new()?;
-        // Level-triggered readiness needs no re-arming syscall per event;
-        // fall back to oneshot (re-armed before each dispatch) where the
-        // platform offers nothing else.
-        let mode = if poller.supports_level() {
-            PollMode::Level
-        } else {
-            PollMode::Oneshot
-        };
-        let capacity = NonZeroUsize::new(EVENT_CAPACITY).expect("non-zero");
         Ok(Reactor {
             inner: Rc::new(Inner {
                 shared: Arc::new(Shared::new(poller)),
-                mode,
-                events: RefCell::new(Events::with_capacity(capacity)),
+                events: RefCell::new(Events::with_capacity(EVENT_CAPACITY)),
                 ready: RefCell::new(Vec::with_capacity(EVENT_CAPACITY)),
                 sources: RefCell::new(Slab::new()),
                 next_source_id: Cell::new(0),
@@ -563,16 +559,8 @@ impl Reactor {
         let mut ready = inner.ready.take();
         {
             let mut events = inner.events.borrow_mut();
-            events.clear();
             inner.shared.poller.wait(&mut events, timeout)?;
-            ready.extend(events.iter().map(|event| {
-                let readiness = Readiness {
-                    readable: event.readable,
-                    writable: event.writable,
-                    woken: false,
-                };
-                (event.key, readiness)
-            }));
+            ready.extend(events.iter());
         }
         for (key, readiness) in ready.drain(..) {
             self.dispatch(key, readiness);
@@ -616,17 +604,12 @@ impl Reactor {
             Some(source) => (source.handler.clone(), source.fd, source.interest),
             None => return,
         };
-        if inner.mode == PollMode::Oneshot && !readiness.woken {
+        if inner.shared.poller.needs_rearm() && !readiness.woken {
             // SAFETY: `fd` belongs to a live registration (it is still in
             // the slab), and a registration removes its source from the
             // poller and the slab before the source is closed.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            if let Err(e) =
-                inner
-                    .shared
-                    .poller
-                    .modify_with_mode(fd, event_for(key, interest), inner.mode)
-            {
+            if let Err(e) = inner.shared.poller.modify(fd, key, interest) {
                 tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
             }
         }
@@ -830,12 +813,7 @@ impl Reactor {
         // SAFETY: the `Registration` returned below owns `source` (which is
         // `'static`, so no borrow can end before it), and its `Drop` deletes
         // the source from the poller before the source itself is dropped.
-        let added = unsafe {
-            inner
-                .shared
-                .poller
-                .add_with_mode(fd, event_for(key, interest), inner.mode)
-        };
+        let added = unsafe { inner.shared.poller.add(fd, key, interest) };
         if let Err(e) = added {
             let source = inner.sources.borrow_mut().remove(key);
             drop(source);
@@ -854,15 +832,6 @@ impl Reactor {
     /// Number of sources currently registered.
     pub fn source_count(&self) -> usize {
         self.inner.sources.borrow().len()
-    }
-}
-
-fn event_for(key: usize, interest: Interest) -> Event {
-    match (interest.readable, interest.writable) {
-        (true, true) => Event::all(key),
-        (true, false) => Event::readable(key),
-        (false, true) => Event::writable(key),
-        (false, false) => Event::none(key),
     }
 }
 
@@ -923,22 +892,18 @@ impl<S: AsFd> Registration<S> {
         if interest == self.interest.get() {
             return Ok(());
         }
-        let mode = match self.reactor.upgrade() {
-            Some(reactor) => {
-                if let Some(source) = reactor.inner.sources.borrow_mut().get_mut(self.key) {
-                    if source.id == self.id {
-                        source.interest = interest;
-                    }
+        if let Some(reactor) = self.reactor.upgrade() {
+            if let Some(source) = reactor.inner.sources.borrow_mut().get_mut(self.key) {
+                if source.id == self.id {
+                    source.interest = interest;
                 }
-                reactor.inner.mode
             }
-            None => return Ok(()),
-        };
-        self.shared.poller.modify_with_mode(
-            self.source.as_fd(),
-            event_for(self.key, interest),
-            mode,
-        )?;
+        } else {
+            return Ok(());
+        }
+        self.shared
+            .poller
+            .modify(self.source.as_fd(), self.key, interest)?;
         self.interest.set(interest);
         Ok(())
     }

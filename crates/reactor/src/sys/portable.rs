@@ -1,0 +1,101 @@
+//! The `polling` crate, for every platform without a direct backend.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::Duration;
+
+use polling::{Event, PollMode};
+
+use crate::reactor::{Interest, Readiness};
+
+fn event(key: usize, interest: Interest) -> Event {
+    match (interest.is_readable(), interest.is_writable()) {
+        (true, true) => Event::all(key),
+        (true, false) => Event::readable(key),
+        (false, true) => Event::writable(key),
+        (false, false) => Event::none(key),
+    }
+}
+
+pub(crate) struct Poller {
+    poller: polling::Poller,
+    mode: PollMode,
+}
+
+impl Poller {
+    pub(crate) fn new() -> io::Result<Poller> {
+        let poller = polling::Poller::new()?;
+        // Level-triggered readiness needs no re-arming system call per
+        // event; fall back to oneshot (re-armed before each dispatch) where
+        // the platform offers nothing else.
+        let mode = if poller.supports_level() {
+            PollMode::Level
+        } else {
+            PollMode::Oneshot
+        };
+        Ok(Poller { poller, mode })
+    }
+
+    pub(crate) fn needs_rearm(&self) -> bool {
+        self.mode == PollMode::Oneshot
+    }
+
+    /// Registers `fd` under `key`.
+    ///
+    /// # Safety
+    /// `fd` must stay open until it is removed with [`Poller::delete`].
+    pub(crate) unsafe fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            self.poller
+                .add_with_mode(fd, event(key, interest), self.mode)
+        }
+    }
+
+    pub(crate) fn modify(
+        &self,
+        fd: BorrowedFd<'_>,
+        key: usize,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.poller
+            .modify_with_mode(fd, event(key, interest), self.mode)
+    }
+
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.poller.delete(fd)
+    }
+
+    pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.events.clear();
+        self.poller.wait(&mut events.events, timeout)?;
+        Ok(())
+    }
+
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        self.poller.notify()
+    }
+}
+
+pub(crate) struct Events {
+    events: polling::Events,
+}
+
+impl Events {
+    pub(crate) fn with_capacity(capacity: usize) -> Events {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Events {
+            events: polling::Events::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, Readiness)> + '_ {
+        self.events.iter().map(|event| {
+            (
+                event.key,
+                Readiness::from_flags(event.readable, event.writable),
+            )
+        })
+    }
+}
