@@ -1,7 +1,8 @@
 //! # torsion-reactor
 //!
 //! The bottom layer of Torsion: a single-threaded event loop in the style
-//! of Twisted's reactor, built on the [`polling`] crate.
+//! of Twisted's reactor. On Linux it drives epoll directly (one system call
+//! per wait); elsewhere it uses the [`polling`] crate.
 //!
 //! A [`Reactor`] waits for three kinds of events and runs the callbacks
 //! that belong to them, one at a time, on its own thread:
@@ -11,10 +12,14 @@
 //!   platform allows, so no re-arming system call is spent per event.
 //! - **Timers**: [`Reactor::call_later`] returns a [`DelayedCall`] that can
 //!   be cancelled, reset or delayed; [`Reactor::call_soon`] runs work on the
-//!   next turn.
+//!   next turn; a [`LoopingCall`] repeats work at an interval.
 //! - **Calls from other threads** through a [`ReactorHandle`] (`Send +
 //!   Sync`), and results of blocking work run with
 //!   [`Reactor::defer_to_thread`].
+//!
+//! - **Its own life**: startup and shutdown triggers
+//!   ([`Reactor::add_system_event_trigger`]), an orderly shutdown that
+//!   closes every source, and SIGINT/SIGTERM handling.
 //!
 //! Time comes from the system's monotonic clock, or from a [`ManualClock`]
 //! that tests advance by hand.
