@@ -29,7 +29,8 @@
 use std::io::Write;
 
 use torsion_protocol::{
-    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, TransportRef,
+    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, ReadThrottle,
+    TransportRef,
 };
 
 pub use torsion_protocol;
@@ -38,10 +39,20 @@ pub use torsion_protocol;
 pub const GREETING: &[u8] = b"Hello, world!";
 
 /// The echo protocol: every byte received is written back.
+///
+/// It registers a [`ReadThrottle`] on its transport, so a peer that sends
+/// without reading the echo cannot make the server buffer without bound:
+/// once the write buffer passes its high watermark the server stops
+/// reading from that peer until it drains.
 #[derive(Debug, Default)]
 pub struct Echo;
 
 impl Protocol for Echo {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        // The only producer of this transport: registration cannot fail.
+        let _ = transport.register_producer(ReadThrottle::for_transport(transport), true);
+    }
+
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
         transport.write(data);
     }

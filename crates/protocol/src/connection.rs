@@ -31,6 +31,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Installs the protocol and tells it the connection is made.
     pub(crate) fn attach(&self, protocol: P) {
+        self.transport.set_half_closeable(protocol.half_closeable());
         *self.protocol.borrow_mut() = Some(protocol);
         tracing::debug!(
             conn = self.transport.id(),
@@ -66,11 +67,32 @@ impl<P: Protocol> Driver<P> {
 
     /// Handles readiness; returns what the transport reported.
     pub(crate) fn ready(&self, readiness: Readiness) -> Progress {
-        self.transport.process(readiness, &mut |data| {
+        let progress = self.transport.process(readiness, &mut |data| {
             self.call("data_received", |protocol, transport| {
                 protocol.data_received(transport, data);
             });
-        })
+        });
+        let mut progress = progress;
+        loop {
+            let events = self.transport.take_half_close_events();
+            if !events.read_closed && !events.write_closed {
+                return progress;
+            }
+            if events.read_closed {
+                self.call("read_connection_lost", |protocol, transport| {
+                    protocol.read_connection_lost(transport);
+                });
+            }
+            if events.write_closed {
+                self.call("write_connection_lost", |protocol, transport| {
+                    protocol.write_connection_lost(transport);
+                });
+            }
+            // A half-close callback may have half-closed or closed in turn.
+            if let Progress::Pending = progress {
+                progress = self.transport.process(Readiness::WOKEN, &mut |_| {});
+            }
+        }
     }
 
     /// Delivers `connection_lost` and drops the protocol.

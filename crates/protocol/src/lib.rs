@@ -59,8 +59,8 @@ use std::time::Duration;
 pub use torsion_transport as transport;
 pub use torsion_transport::reactor;
 pub use torsion_transport::{
-    Address, Bytes, CloseReason, ConnectError, DelayedCall, ManualClock, Reactor, ReactorError,
-    ReactorHandle, Transport, TransportRef,
+    Address, Bytes, CloseReason, ConnectError, DelayedCall, Keepalive, ManualClock, Producer,
+    Reactor, ReactorError, ReactorHandle, ReadThrottle, Transport, TransportRef,
 };
 
 pub use crate::connector::{Connector, ConnectorState};
@@ -84,6 +84,10 @@ pub struct ListenOptions {
     /// The listen backlog (the kernel caps it at `somaxconn`). Default:
     /// 1024.
     pub backlog: i32,
+    /// Sets `SO_REUSEPORT`, so that several listeners — typically one
+    /// reactor per core, each on its own thread — share the port and the
+    /// kernel spreads connections among them. Default: off.
+    pub reuse_port: bool,
 }
 
 impl Default for ListenOptions {
@@ -91,6 +95,7 @@ impl Default for ListenOptions {
         ListenOptions {
             interface: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             backlog: torsion_transport::tcp::DEFAULT_BACKLOG,
+            reuse_port: false,
         }
     }
 }
@@ -159,7 +164,7 @@ impl ReactorTcp for Reactor {
         options: ListenOptions,
     ) -> io::Result<ListeningPort> {
         let addr = SocketAddr::new(options.interface, port);
-        Port::listen(self, addr, options.backlog, factory)
+        Port::listen(self, addr, &options, factory)
     }
 
     fn connect_tcp<F: ClientFactory>(

@@ -14,6 +14,7 @@ use torsion_transport::{tcp, Address, Reactor, SocketTransport};
 
 use crate::connection::{panic_message, Driver, ServerConnection};
 use crate::factory::Factory;
+use crate::ListenOptions;
 
 /// Connections accepted per readiness event before other sources get a
 /// turn.
@@ -36,10 +37,10 @@ impl<F: Factory> Port<F> {
     pub(crate) fn listen(
         reactor: &Reactor,
         addr: SocketAddr,
-        backlog: i32,
+        options: &ListenOptions,
         factory: F,
     ) -> io::Result<ListeningPort> {
-        let socket = tcp::bind_listener(addr, backlog)
+        let socket = tcp::bind_listener(addr, options.backlog, options.reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let host = tcp::local_addr(&socket)?;
         let port = Rc::new_cyclic(|me| Port {

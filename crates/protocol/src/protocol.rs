@@ -57,6 +57,32 @@ pub trait Protocol: 'static {
     #[doc(alias = "dataReceived")]
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]);
 
+    /// Opts in to half-closes (Twisted's `IHalfCloseableProtocol`).
+    ///
+    /// By default (`false`), the peer's end of stream ends the connection:
+    /// everything already queued is sent, then the connection closes and
+    /// `connection_lost` follows. A protocol that returns `true` instead
+    /// hears [`Protocol::read_connection_lost`] and keeps the connection
+    /// open for writing, until it closes it or also shuts its write side
+    /// ([`Transport::lose_write_connection`](torsion_transport::Transport::lose_write_connection)).
+    fn half_closeable(&self) -> bool {
+        false
+    }
+
+    /// The peer ended its stream; writing still works (half-closeable
+    /// protocols only; Twisted's `readConnectionLost`).
+    #[doc(alias = "readConnectionLost")]
+    fn read_connection_lost(&mut self, transport: &TransportRef) {
+        let _ = transport;
+    }
+
+    /// Our write side was shut down after everything queued was sent
+    /// (half-closeable protocols only; Twisted's `writeConnectionLost`).
+    #[doc(alias = "writeConnectionLost")]
+    fn write_connection_lost(&mut self, transport: &TransportRef) {
+        let _ = transport;
+    }
+
     /// The connection is closed (Twisted's `connectionLost`).
     /// [`CloseReason::is_clean`] tells an orderly close from a failure.
     #[doc(alias = "connectionLost")]
@@ -74,6 +100,15 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
         (**self).data_received(transport, data);
+    }
+    fn half_closeable(&self) -> bool {
+        (**self).half_closeable()
+    }
+    fn read_connection_lost(&mut self, transport: &TransportRef) {
+        (**self).read_connection_lost(transport);
+    }
+    fn write_connection_lost(&mut self, transport: &TransportRef) {
+        (**self).write_connection_lost(transport);
     }
     fn connection_lost(&mut self, reason: &CloseReason) {
         (**self).connection_lost(reason);

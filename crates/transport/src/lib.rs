@@ -39,5 +39,8 @@ pub use torsion_reactor::{DelayedCall, ManualClock, Reactor, ReactorError, React
 
 pub use crate::address::Address;
 pub use crate::reason::{CloseReason, ConnectError};
-pub use crate::stream::{Progress, SocketTransport, READ_BUFFER_SIZE};
-pub use crate::transport::{Transport, TransportRef};
+pub use crate::stream::{
+    HalfCloseEvents, Progress, SocketTransport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    READ_BUFFER_SIZE,
+};
+pub use crate::transport::{Keepalive, Producer, ReadThrottle, Transport, TransportRef};

@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use socket2::Socket;
-use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration};
+use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
 
 use crate::address::Address;
 use crate::queue::WriteQueue;
 use crate::reason::CloseReason;
 use crate::sys::SEND_FLAGS;
 use crate::tcp;
-use crate::transport::Transport;
+use crate::transport::{Keepalive, Producer, Transport};
 
 /// Size of the read buffer. One buffer serves every connection of a
 /// thread: connections hold no read memory between reads.
@@ -26,6 +26,13 @@ pub const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Reads per readiness event before yielding to other sources. Level
 /// triggering reports what is left on the next turn.
 const MAX_READS_PER_EVENT: usize = 8;
+
+/// Default high watermark of the write buffer: above it a streaming
+/// producer is paused.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// Default low watermark: at or below it a paused producer resumes.
+pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
 
 /// Slices per vectored write (well under every platform's `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
@@ -108,6 +115,41 @@ pub struct SocketTransport {
     processing: Cell<bool>,
     peer: SocketAddr,
     host: OnceCell<Address>,
+    reactor: WeakReactor,
+    /// Reading paused by `pause_reading` (or a producer throttling it).
+    reading_paused: Cell<bool>,
+    /// The protocol handles half-closes itself.
+    half_closeable: Cell<bool>,
+    /// The peer ended its stream (half-closeable protocols only).
+    read_closed: Cell<bool>,
+    write_shutdown: Cell<WriteShutdown>,
+    /// Half-close events not yet handed to the protocol.
+    half_close_events: Cell<HalfCloseEvents>,
+    producer: RefCell<Option<Rc<dyn Producer>>>,
+    streaming: Cell<bool>,
+    producer_paused: Cell<bool>,
+    /// A pull producer asked for more data and should be asked again.
+    pull_pending: Cell<bool>,
+    high_water: Cell<usize>,
+    low_water: Cell<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WriteShutdown {
+    No,
+    /// Shut the write side down once the queue is flushed.
+    Requested,
+    Done,
+}
+
+/// Half-close events for the protocol, from
+/// [`SocketTransport::take_half_close_events`].
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct HalfCloseEvents {
+    /// The peer ended its stream; the connection stays open for writing.
+    pub read_closed: bool,
+    /// Our write side was shut down after everything queued was sent.
+    pub write_closed: bool,
 }
 
 impl SocketTransport {
@@ -161,6 +203,18 @@ impl SocketTransport {
             processing: Cell::new(false),
             peer,
             host: OnceCell::new(),
+            reactor: reactor.downgrade(),
+            reading_paused: Cell::new(false),
+            half_closeable: Cell::new(false),
+            read_closed: Cell::new(false),
+            write_shutdown: Cell::new(WriteShutdown::No),
+            half_close_events: Cell::new(HalfCloseEvents::default()),
+            producer: RefCell::new(None),
+            streaming: Cell::new(false),
+            producer_paused: Cell::new(false),
+            pull_pending: Cell::new(false),
+            high_water: Cell::new(DEFAULT_HIGH_WATER),
+            low_water: Cell::new(DEFAULT_LOW_WATER),
         });
         let interest = match phase {
             Phase::Connecting => Interest::WRITABLE,
@@ -188,14 +242,6 @@ impl SocketTransport {
         self.phase.get() == Phase::Closed
     }
 
-    /// Turns Nagle's algorithm off (`true`) or on, for this connection.
-    ///
-    /// # Errors
-    /// If the socket is closed or the option cannot be set.
-    pub fn set_tcp_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.with_socket(|socket| socket.set_tcp_nodelay(nodelay))
-    }
-
     /// Handles one readiness event: finishes a connect, flushes the write
     /// queue, reads (handing each chunk to `on_data`), and closes the
     /// socket if the connection is done. Call it from the handler's
@@ -214,7 +260,22 @@ impl SocketTransport {
         if readiness.is_readable() {
             self.read(on_data);
         }
+        self.ask_pull_producer();
         self.finish()
+    }
+
+    /// Tells the transport whether its protocol handles half-closes
+    /// (Twisted's `IHalfCloseableProtocol`). If it does, the peer's end of
+    /// stream only closes the read side (reported through
+    /// [`SocketTransport::take_half_close_events`]); if not, everything
+    /// queued is sent and the connection closes.
+    pub fn set_half_closeable(&self, half_closeable: bool) {
+        self.half_closeable.set(half_closeable);
+    }
+
+    /// Takes the half-close events that happened since the last call.
+    pub fn take_half_close_events(&self) -> HalfCloseEvents {
+        self.half_close_events.take()
     }
 
     /// Closes the connection because its reactor is shutting down: hands
@@ -315,15 +376,89 @@ impl SocketTransport {
         }
         if !self.queue.borrow().is_empty() {
             self.queue.borrow_mut().push(queue_rest(0));
+            self.queue_grew();
             return;
         }
         match self.send(data) {
-            Ok(sent) if sent == data.len() => {}
+            Ok(sent) if sent == data.len() => self.wrote(),
             Ok(sent) => {
                 self.queue.borrow_mut().push(queue_rest(sent));
                 self.update_interest();
+                self.queue_grew();
             }
             Err(e) => self.fail(e),
+        }
+    }
+
+    /// Everything written went out at once: a pull producer may write more.
+    fn wrote(&self) {
+        if self.producer.borrow().is_some() && !self.streaming.get() {
+            self.pull_pending.set(true);
+            self.poke();
+        }
+    }
+
+    /// The queue grew: pause a streaming producer above the high
+    /// watermark.
+    fn queue_grew(&self) {
+        if self.queue.borrow().len() <= self.high_water.get()
+            || self.producer_paused.get()
+            || !self.streaming.get()
+        {
+            return;
+        }
+        let producer = self.producer.borrow().clone();
+        if let Some(producer) = producer {
+            tracing::debug!(
+                conn = self.id,
+                queued = self.queue.borrow().len(),
+                "write buffer above high watermark; pausing producer"
+            );
+            self.producer_paused.set(true);
+            producer.pause_producing();
+        }
+    }
+
+    /// The queue shrank: resume a paused streaming producer, or ask a pull
+    /// producer for more, once at or below the low watermark.
+    fn queue_shrank(&self) {
+        if self.queue.borrow().len() > self.low_water.get() {
+            return;
+        }
+        let producer = self.producer.borrow().clone();
+        let Some(producer) = producer else {
+            return;
+        };
+        if self.streaming.get() {
+            if self.producer_paused.replace(false) {
+                tracing::debug!(
+                    conn = self.id,
+                    "write buffer below low watermark; resuming producer"
+                );
+                producer.resume_producing();
+            }
+        } else {
+            self.pull_pending.set(false);
+            producer.resume_producing();
+        }
+    }
+
+    /// Asks a pull producer for more while what it writes goes straight
+    /// to the kernel; past a bound, the next turn continues, so one
+    /// connection cannot hold the loop.
+    fn ask_pull_producer(&self) {
+        for _ in 0..16 {
+            if !self.pull_pending.get()
+                || !matches!(self.phase.get(), Phase::Open | Phase::Draining)
+            {
+                return;
+            }
+            self.queue_shrank();
+        }
+        if self.pull_pending.get() {
+            if let Some(registration) = &*self.io.borrow() {
+                registration.wake();
+            }
         }
     }
 
@@ -352,13 +487,38 @@ impl SocketTransport {
                 }
             }
         }
+        if self.queue.borrow().is_empty() && self.write_shutdown.get() == WriteShutdown::Requested {
+            self.shutdown_write();
+        }
         self.update_interest();
+        self.queue_shrank();
+    }
+
+    /// Shuts the write side down (a FIN to the peer); the read side stays
+    /// open.
+    fn shutdown_write(&self) {
+        if let Err(e) = self.with_socket(|s| s.shutdown(std::net::Shutdown::Write)) {
+            self.fail(e);
+            return;
+        }
+        self.write_shutdown.set(WriteShutdown::Done);
+        let mut events = self.half_close_events.get();
+        events.write_closed = true;
+        self.half_close_events.set(events);
+        if self.read_closed.get() {
+            // Both directions are done.
+            self.reason.borrow_mut().get_or_insert(CloseReason::Closed);
+            self.close_soon();
+        }
     }
 
     fn read(&self, on_data: &mut dyn FnMut(&[u8])) {
         with_read_buffer(|buf| {
             for _ in 0..MAX_READS_PER_EVENT {
-                if self.phase.get() != Phase::Open {
+                if self.phase.get() != Phase::Open
+                    || self.reading_paused.get()
+                    || self.read_closed.get()
+                {
                     return;
                 }
                 let n = match self.with_socket(|mut s| s.read(buf)) {
@@ -388,6 +548,21 @@ impl SocketTransport {
     /// close.
     fn peer_closed(&self) {
         tracing::debug!(conn = self.id, peer = %self.peer, "peer closed its end");
+        if self.half_closeable.get() {
+            self.read_closed.set(true);
+            let mut events = self.half_close_events.get();
+            events.read_closed = true;
+            self.half_close_events.set(events);
+            if self.write_shutdown.get() == WriteShutdown::Done {
+                self.reason
+                    .borrow_mut()
+                    .get_or_insert(CloseReason::ClosedByPeer);
+                self.close_soon();
+            } else {
+                self.update_interest();
+            }
+            return;
+        }
         self.phase.set(Phase::Draining);
         self.reason
             .borrow_mut()
@@ -426,7 +601,9 @@ impl SocketTransport {
     fn update_interest(&self) {
         let phase = self.phase.get();
         let interest = Interest::NONE
-            .with_readable(phase == Phase::Open)
+            .with_readable(
+                phase == Phase::Open && !self.reading_paused.get() && !self.read_closed.get(),
+            )
             .with_writable(
                 matches!(phase, Phase::Open | Phase::Draining) && !self.queue.borrow().is_empty(),
             );
@@ -461,6 +638,11 @@ impl SocketTransport {
         // and closes it.
         let registration = self.io.borrow_mut().take();
         drop(registration);
+        // A registered producer hears that nothing more will be consumed.
+        let producer = self.producer.borrow_mut().take();
+        if let Some(producer) = producer {
+            producer.stop_producing();
+        }
         tracing::debug!(conn = self.id, peer = %self.peer, %reason, "connection closed");
         reason
     }
@@ -489,7 +671,7 @@ impl Transport for SocketTransport {
                 .map(|part| IoSlice::new(part))
                 .collect();
             match self.send_vectored(&slices) {
-                Ok(n) if n == total => return,
+                Ok(n) if n == total => return self.wrote(),
                 Ok(n) => sent = n,
                 Err(e) => return self.fail(e),
             }
@@ -507,10 +689,11 @@ impl Transport for SocketTransport {
         }
         self.queue.borrow_mut().push(rest.freeze());
         self.update_interest();
+        self.queue_grew();
     }
 
     fn lose_connection(&self) {
-        if self.writes_closed.get() || !matches!(self.phase.get(), Phase::Open | Phase::Draining) {
+        if !matches!(self.phase.get(), Phase::Open | Phase::Draining) {
             return;
         }
         self.writes_closed.set(true);
@@ -549,6 +732,83 @@ impl Transport for SocketTransport {
 
     fn get_write_buffer_size(&self) -> usize {
         self.queue.borrow().len()
+    }
+
+    fn lose_write_connection(&self) {
+        if self.writes_closed.get() || self.phase.get() != Phase::Open {
+            return;
+        }
+        self.writes_closed.set(true);
+        self.write_shutdown.set(WriteShutdown::Requested);
+        if self.queue.borrow().is_empty() {
+            self.shutdown_write();
+            self.poke();
+        }
+    }
+
+    fn pause_reading(&self) {
+        if !self.reading_paused.replace(true) {
+            self.update_interest();
+        }
+    }
+
+    fn resume_reading(&self) {
+        if self.reading_paused.replace(false) {
+            // Level-triggered readiness reports data that arrived meanwhile.
+            self.update_interest();
+        }
+    }
+
+    fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()> {
+        if self.producer.borrow().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a producer is already registered with this transport",
+            ));
+        }
+        if self.is_closed() {
+            producer.stop_producing();
+            return Ok(());
+        }
+        *self.producer.borrow_mut() = Some(producer.clone());
+        self.streaming.set(streaming);
+        self.producer_paused.set(false);
+        if streaming {
+            self.queue_grew();
+        } else {
+            // A pull producer writes when asked; ask now.
+            self.pull_pending.set(false);
+            producer.resume_producing();
+        }
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        self.producer.borrow_mut().take();
+        self.producer_paused.set(false);
+        self.pull_pending.set(false);
+    }
+
+    fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        self.high_water.set(high);
+        self.low_water.set(low.min(high));
+        self.queue_grew();
+        self.queue_shrank();
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade()
+    }
+
+    fn set_tcp_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.with_socket(|socket| socket.set_tcp_nodelay(nodelay))
+    }
+
+    fn set_tcp_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        self.with_socket(|socket| match keepalive {
+            None => socket.set_keepalive(false),
+            Some(keepalive) => socket.set_tcp_keepalive(&keepalive.to_socket2()),
+        })
     }
 
     fn is_closing(&self) -> bool {

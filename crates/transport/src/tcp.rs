@@ -13,15 +13,19 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 
 /// Creates a non-blocking TCP socket listening on `addr` with
 /// `SO_REUSEADDR` set, so a restarted server can bind while old
-/// connections linger in `TIME_WAIT`. Port 0 picks a free port; read it
-/// back with [`local_addr`].
+/// connections linger in `TIME_WAIT`, and `SO_REUSEPORT` if asked, so
+/// several listeners (one per reactor thread) can share the port. Port 0
+/// picks a free port; read it back with [`local_addr`].
 ///
 /// # Errors
 /// If the socket cannot be created, bound (address in use, permission) or
 /// put into listening state.
-pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Socket> {
     let socket = new_socket(addr)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         // Listen on IPv6 only, so an IPv4 listener on the same port can
         // coexist; the behaviour no longer depends on a system setting.

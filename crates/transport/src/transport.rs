@@ -1,6 +1,8 @@
 //! The `Transport` contract.
 
+use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -69,6 +71,180 @@ pub trait Transport {
     /// `lose_connection`, `abort_connection`, the peer's end of stream or a
     /// failure.
     fn is_closing(&self) -> bool;
+
+    /// Half-closes: sends everything queued, then shuts down the write side
+    /// (the peer reads end of stream) while reading goes on (Twisted's
+    /// `loseWriteConnection`). Later writes are ignored. A half-closeable
+    /// protocol hears `write_connection_lost`.
+    #[doc(alias = "loseWriteConnection")]
+    fn lose_write_connection(&self);
+
+    /// Stops reading until [`Transport::resume_reading`]: the kernel's
+    /// buffers fill and TCP flow control slows the peer down (Twisted's
+    /// `pauseProducing` on a transport).
+    fn pause_reading(&self);
+
+    /// Resumes reading after [`Transport::pause_reading`].
+    fn resume_reading(&self);
+
+    /// Registers the producer of what is written to this transport
+    /// (Twisted's `registerProducer`).
+    ///
+    /// A *streaming* (push) producer writes on its own; it is paused with
+    /// [`Producer::pause_producing`] when the write buffer goes above the
+    /// high watermark and resumed when it falls back to the low one. A
+    /// non-streaming (pull) producer writes only when asked through
+    /// [`Producer::resume_producing`]: once at registration, then whenever
+    /// the buffer is at or below the low watermark again. Either hears
+    /// [`Producer::stop_producing`] when the connection closes. Producer
+    /// callbacks may run inside a call to `write`.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if a producer is registered already.
+    #[doc(alias = "registerProducer")]
+    fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()>;
+
+    /// Drops the registered producer, if any (Twisted's
+    /// `unregisterProducer`).
+    #[doc(alias = "unregisterProducer")]
+    fn unregister_producer(&self);
+
+    /// Sets the write buffer's high and low watermarks, in bytes (asyncio's
+    /// `set_write_buffer_limits`). Defaults: 64 KiB and 16 KiB.
+    fn set_write_buffer_limits(&self, high: usize, low: usize);
+
+    /// The reactor this transport runs on, for scheduling timers from a
+    /// protocol (`None` for transports without one, such as in-memory test
+    /// transports, or once the reactor is gone).
+    fn reactor(&self) -> Option<torsion_reactor::Reactor> {
+        None
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on.
+    ///
+    /// # Errors
+    /// `Unsupported` for transports that are not TCP; the OS's error
+    /// otherwise.
+    fn set_tcp_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        let _ = nodelay;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// Turns TCP keep-alive probes on with the given timing, or off with
+    /// `None`.
+    ///
+    /// # Errors
+    /// As for [`Transport::set_tcp_nodelay`].
+    fn set_tcp_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        let _ = keepalive;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+/// The producer side of flow control (Twisted's `IPushProducer` and
+/// `IPullProducer`): something that writes to a transport and can be told
+/// to pause, resume or stop. See [`Transport::register_producer`].
+#[doc(alias = "IPushProducer")]
+#[doc(alias = "IPullProducer")]
+pub trait Producer {
+    /// Stop writing for now: the consumer's buffer is full (push
+    /// producers only).
+    #[doc(alias = "pauseProducing")]
+    fn pause_producing(&self) {}
+
+    /// Write again (push producers), or write the next piece now (pull
+    /// producers).
+    #[doc(alias = "resumeProducing")]
+    fn resume_producing(&self);
+
+    /// Stop for good: the connection closed.
+    #[doc(alias = "stopProducing")]
+    fn stop_producing(&self) {}
+}
+
+/// A producer that throttles a transport's own reading: registered as the
+/// streaming producer of the same transport, it pauses reading while the
+/// peer is not taking what is written back (Twisted's idiom of registering
+/// a transport as its own producer). An echo server stays bounded this way
+/// however much a peer that never reads sends it.
+///
+/// ```no_run
+/// # use torsion_transport::{ReadThrottle, TransportRef};
+/// # fn connection_made(transport: &TransportRef) {
+/// transport
+///     .register_producer(ReadThrottle::for_transport(transport), true)
+///     .expect("no other producer");
+/// # }
+/// ```
+pub struct ReadThrottle {
+    transport: std::rc::Weak<dyn Transport>,
+}
+
+impl ReadThrottle {
+    /// A producer that pauses and resumes reading on `transport`. It holds
+    /// the transport weakly, so registering it creates no cycle.
+    pub fn for_transport(transport: &TransportRef) -> Rc<dyn Producer> {
+        Rc::new(ReadThrottle {
+            transport: Rc::downgrade(transport),
+        })
+    }
+}
+
+impl Producer for ReadThrottle {
+    fn pause_producing(&self) {
+        if let Some(transport) = self.transport.upgrade() {
+            transport.pause_reading();
+        }
+    }
+
+    fn resume_producing(&self) {
+        if let Some(transport) = self.transport.upgrade() {
+            transport.resume_reading();
+        }
+    }
+}
+
+/// TCP keep-alive timing for [`Transport::set_tcp_keepalive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes, where the platform allows setting it.
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped, where the
+    /// platform allows setting it.
+    pub retries: Option<u32>,
+}
+
+impl Keepalive {
+    pub(crate) fn to_socket2(self) -> socket2::TcpKeepalive {
+        let keepalive = socket2::TcpKeepalive::new().with_time(self.idle);
+        #[cfg(any(
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "netbsd",
+        ))]
+        let keepalive = match self.interval {
+            Some(interval) => keepalive.with_interval(interval),
+            None => keepalive,
+        };
+        #[cfg(any(
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "netbsd",
+        ))]
+        let keepalive = match self.retries {
+            Some(retries) => keepalive.with_retries(retries),
+            None => keepalive,
+        };
+        keepalive
+    }
 }
 
 /// A shared handle to a transport, as protocols hold it.
