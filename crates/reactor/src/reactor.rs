@@ -246,6 +246,7 @@ pub(crate) struct Inner {
     running: Cell<bool>,
     stopping: Cell<bool>,
     in_turn: Cell<bool>,
+    turns: Cell<u64>,
 }
 
 impl Drop for Inner {
@@ -377,6 +378,7 @@ impl Reactor {
                 running: Cell::new(false),
                 stopping: Cell::new(false),
                 in_turn: Cell::new(false),
+                turns: Cell::new(0),
             }),
         })
     }
@@ -553,6 +555,7 @@ impl Reactor {
     fn turn(&self, max_wait: Option<Duration>) -> io::Result<()> {
         let inner = &*self.inner;
         inner.in_turn.set(true);
+        inner.turns.set(inner.turns.get() + 1);
         let _turn = TurnGuard(inner);
 
         let timeout = self.wait_timeout(max_wait);
@@ -827,6 +830,13 @@ impl Reactor {
             shared: inner.shared.clone(),
             reactor: self.downgrade(),
         })
+    }
+
+    /// Turns of the loop since the reactor was created: one wait for
+    /// events each. A diagnostic: an idle or backing-off reactor should
+    /// not be turning.
+    pub fn turn_count(&self) -> u64 {
+        self.inner.turns.get()
     }
 
     /// Number of sources currently registered.

@@ -89,8 +89,10 @@ pub enum ConnectError {
     /// `ConnectionRefusedError`).
     #[doc(alias = "ConnectionRefusedError")]
     Refused(io::Error),
-    /// The connection attempt failed for another reason (unreachable
-    /// network or host, no descriptors left, ...).
+    /// No route to the network or host (`ENETUNREACH`, `EHOSTUNREACH`).
+    Unreachable(io::Error),
+    /// The connection attempt failed for another reason (no descriptors
+    /// left, permission denied, ...).
     Failed(io::Error),
     /// The attempt was cancelled with `stop_connecting` (Twisted's
     /// `UserError`).
@@ -102,6 +104,9 @@ impl ConnectError {
     pub fn from_io(error: io::Error) -> ConnectError {
         match error.kind() {
             io::ErrorKind::ConnectionRefused => ConnectError::Refused(error),
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
+                ConnectError::Unreachable(error)
+            }
             _ => ConnectError::Failed(error),
         }
     }
@@ -117,6 +122,7 @@ impl fmt::Display for ConnectError {
                 write!(f, "connection attempt timed out after {after:?}")
             }
             ConnectError::Refused(e) => write!(f, "connection was refused: {e}"),
+            ConnectError::Unreachable(e) => write!(f, "destination is unreachable: {e}"),
             ConnectError::Failed(e) => write!(f, "connection attempt failed: {e}"),
             ConnectError::Cancelled => f.write_str("connection attempt was cancelled"),
         }
@@ -127,8 +133,46 @@ impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ConnectError::Resolve { error, .. } => Some(error),
-            ConnectError::Refused(e) | ConnectError::Failed(e) => Some(e),
+            ConnectError::Refused(e) | ConnectError::Unreachable(e) | ConnectError::Failed(e) => {
+                Some(e)
+            }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_are_classified() {
+        let classify = |errno| ConnectError::from_io(io::Error::from_raw_os_error(errno));
+        assert!(matches!(
+            classify(libc::ECONNREFUSED),
+            ConnectError::Refused(_)
+        ));
+        assert!(matches!(
+            classify(libc::ENETUNREACH),
+            ConnectError::Unreachable(_)
+        ));
+        assert!(matches!(
+            classify(libc::EHOSTUNREACH),
+            ConnectError::Unreachable(_)
+        ));
+        assert!(matches!(classify(libc::EMFILE), ConnectError::Failed(_)));
+        let text = classify(libc::EHOSTUNREACH).to_string();
+        assert!(text.starts_with("destination is unreachable"), "{text}");
+    }
+
+    #[test]
+    fn close_reasons_tell_clean_from_failed() {
+        assert!(CloseReason::Closed.is_clean());
+        assert!(CloseReason::ClosedByPeer.is_clean());
+        assert!(!CloseReason::Aborted.is_clean());
+        assert!(!CloseReason::Shutdown.is_clean());
+        let lost = CloseReason::Lost(io::Error::from_raw_os_error(libc::ECONNRESET));
+        assert!(!lost.is_clean());
+        assert_eq!(lost.error().unwrap().kind(), io::ErrorKind::ConnectionReset);
     }
 }
