@@ -137,7 +137,7 @@ fn stdout_of(output: &Output) -> String {
 fn our_server() -> (Server, u16) {
     let mut command = Command::new(example("echo_server"));
     command.arg("0").env("RUST_LOG", "info");
-    start_server(command, "host=0.0.0.0:", true)
+    start_server(command, "host=tcp:0.0.0.0:", true)
 }
 
 fn our_client(port: u16) -> Output {

@@ -35,7 +35,7 @@ impl<P: Protocol> Driver<P> {
         *self.protocol.borrow_mut() = Some(protocol);
         tracing::debug!(
             conn = self.transport.id(),
-            peer = %self.transport.peer_addr(),
+            peer = %self.transport.peer(),
             "connection made"
         );
         self.call("make_connection", |protocol, transport| {
@@ -57,7 +57,7 @@ impl<P: Protocol> Driver<P> {
         if let Err(payload) = result {
             tracing::error!(
                 conn = self.transport.id(),
-                peer = %self.transport.peer_addr(),
+                peer = %self.transport.peer(),
                 panic = panic_message(&*payload),
                 "protocol panicked in {what}; aborting its connection"
             );

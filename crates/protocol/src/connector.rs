@@ -6,12 +6,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use torsion_transport::reactor::{Handler, Readiness, WeakReactor};
+use torsion_transport::socket2::SockAddr;
 use torsion_transport::{
-    tcp, Address, CloseReason, ConnectError, DelayedCall, Progress, Reactor, SocketTransport,
+    net, tcp, Address, CloseReason, ConnectError, DelayedCall, Progress, Reactor, SocketTransport,
     Transport,
 };
 
@@ -34,7 +36,7 @@ enum State {
     Connecting {
         timer: Option<DelayedCall>,
         transport: Option<Rc<SocketTransport>>,
-        remaining: VecDeque<SocketAddr>,
+        remaining: VecDeque<SockAddr>,
         last_error: Option<io::Error>,
     },
     Connected {
@@ -45,8 +47,7 @@ enum State {
 pub(crate) struct ConnectorInner<F: ClientFactory> {
     me: Weak<ConnectorInner<F>>,
     factory: F,
-    host: String,
-    port: u16,
+    destination: Destination,
     timeout: Duration,
     reactor: WeakReactor,
     state: RefCell<State>,
@@ -58,16 +59,14 @@ pub(crate) struct ConnectorInner<F: ClientFactory> {
 impl<F: ClientFactory> ConnectorInner<F> {
     pub(crate) fn start(
         reactor: &Reactor,
-        host: &str,
-        port: u16,
+        destination: Destination,
         factory: F,
         timeout: Duration,
     ) -> Connector {
         let inner = Rc::new_cyclic(|me| ConnectorInner {
             me: me.clone(),
             factory,
-            host: host.to_owned(),
-            port,
+            destination,
             timeout,
             reactor: reactor.downgrade(),
             state: RefCell::new(State::Disconnected),
@@ -91,7 +90,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
 
     fn connect(&self) {
         if !matches!(*self.state.borrow(), State::Disconnected) {
-            tracing::debug!(host = %self.host, port = self.port, "connect() ignored: already connecting or connected");
+            tracing::debug!(destination = %self.destination, "connect() ignored: already connecting or connected");
             return;
         }
         let Some(reactor) = self.reactor.upgrade() else {
@@ -121,15 +120,24 @@ impl<F: ClientFactory> ConnectorInner<F> {
         // Results always arrive on a later turn, so the factory never hears
         // of a failure from inside `connect_tcp`.
         let me = self.strong();
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            let addr = SocketAddr::new(ip, self.port);
+        let known = match &self.destination {
+            Destination::Unix(path) => Some(SockAddr::unix(path)),
+            Destination::Tcp { host, port } => host
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| Ok(SockAddr::from(SocketAddr::new(ip, *port)))),
+        };
+        if let Some(addr) = known {
             reactor.call_soon(move |reactor| {
-                me.resolved(reactor, attempt, Ok(vec![addr]));
+                me.resolved(reactor, attempt, addr.map(|addr| vec![addr]));
             });
-        } else {
-            let (host, port) = (self.host.clone(), self.port);
+        } else if let Destination::Tcp { host, port } = &self.destination {
+            let (host, port) = (host.clone(), *port);
             reactor.defer_to_thread(
-                move || tcp::resolve(&host, port),
+                move || {
+                    tcp::resolve(&host, port)
+                        .map(|addrs| addrs.into_iter().map(SockAddr::from).collect())
+                },
                 move |reactor, result| {
                     let result =
                         result.unwrap_or_else(|_| Err(io::Error::other("the resolver panicked")));
@@ -143,7 +151,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
         self.attempt.get() == attempt && matches!(*self.state.borrow(), State::Connecting { .. })
     }
 
-    fn resolved(&self, reactor: &Reactor, attempt: u64, result: io::Result<Vec<SocketAddr>>) {
+    fn resolved(&self, reactor: &Reactor, attempt: u64, result: io::Result<Vec<SockAddr>>) {
         if !self.is_current(attempt) {
             return;
         }
@@ -155,7 +163,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
                 self.try_next(reactor);
             }
             Err(error) => self.fail(ConnectError::Resolve {
-                host: self.host.clone(),
+                host: self.destination.to_string(),
                 error,
             }),
         }
@@ -177,9 +185,10 @@ impl<F: ClientFactory> ConnectorInner<F> {
                 let error = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
                 return self.fail(ConnectError::from_io(error));
             };
-            let started = tcp::start_connect(addr).and_then(|socket| {
+            let peer = Address::from_sockaddr(&addr);
+            let started = net::start_connect(&addr).and_then(|socket| {
                 let connector = self.strong();
-                SocketTransport::connecting(reactor, socket, addr, move |transport| {
+                SocketTransport::connecting(reactor, socket, peer.clone(), move |transport| {
                     Rc::new(ClientConnection {
                         connector,
                         driver: Driver::new(transport),
@@ -197,12 +206,12 @@ impl<F: ClientFactory> ConnectorInner<F> {
             };
             match started {
                 Ok(started) => {
-                    tracing::debug!(%addr, "connecting");
+                    tracing::debug!(%peer, "connecting");
                     *transport = Some(started);
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(%addr, error = %e, "connect attempt failed");
+                    tracing::debug!(%peer, error = %e, "connect attempt failed");
                     *last_error = Some(e);
                 }
             }
@@ -236,7 +245,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
         {
             let _ = timer.cancel();
         }
-        let peer = Address::Tcp(connection.driver.transport.peer_addr());
+        let peer = connection.driver.transport.peer().clone();
         let built = guarded("build_protocol", || self.factory.build_protocol(&peer));
         match built.flatten() {
             Some(protocol) => connection.driver.attach(protocol),
@@ -275,7 +284,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
         if let Some(transport) = transport {
             transport.cancel_connect();
         }
-        tracing::debug!(host = %self.host, port = self.port, %error, "connection failed");
+        tracing::debug!(destination = %self.destination, %error, "connection failed");
         let connector = self.handle();
         guarded("client_connection_failed", || {
             self.factory.client_connection_failed(&connector, &error)
@@ -289,7 +298,7 @@ trait ConnectorControl {
     fn connect(&self);
     fn stop_connecting(&self);
     fn disconnect(&self);
-    fn destination(&self) -> (&str, u16);
+    fn destination(&self) -> &Destination;
     fn reactor(&self) -> Option<Reactor>;
     fn state(&self) -> ConnectorState;
 }
@@ -314,8 +323,8 @@ impl<F: ClientFactory> ConnectorControl for ConnectorInner<F> {
         }
     }
 
-    fn destination(&self) -> (&str, u16) {
-        (&self.host, self.port)
+    fn destination(&self) -> &Destination {
+        &self.destination
     }
 
     fn reactor(&self) -> Option<Reactor> {
@@ -363,12 +372,10 @@ impl Connector {
         self.inner.disconnect();
     }
 
-    /// The host (name or address) and port this connector connects to
-    /// (Twisted's `getDestination`).
+    /// Where this connector connects to (Twisted's `getDestination`).
     #[doc(alias = "getDestination")]
-    pub fn get_destination(&self) -> (String, u16) {
-        let (host, port) = self.inner.destination();
-        (host.to_owned(), port)
+    pub fn get_destination(&self) -> Destination {
+        self.inner.destination().clone()
     }
 
     /// The reactor this connector runs on, unless it has been dropped.
@@ -384,12 +391,36 @@ impl Connector {
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (host, port) = self.inner.destination();
         f.debug_struct("Connector")
-            .field("host", &host)
-            .field("port", &port)
+            .field("destination", self.inner.destination())
             .field("state", &self.inner.state())
             .finish()
+    }
+}
+
+/// Where a [`Connector`] connects to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// A TCP host (a name or an IP address) and port.
+    Tcp {
+        /// The host name or IP address, as given.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp:[{host}]:{port}")
+            }
+            Destination::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Destination::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
     }
 }
 

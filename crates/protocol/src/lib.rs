@@ -54,16 +54,18 @@ mod protocol;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 pub use torsion_transport as transport;
 pub use torsion_transport::reactor;
 pub use torsion_transport::{
-    Address, Bytes, CloseReason, ConnectError, DelayedCall, Keepalive, ManualClock, Producer,
-    Reactor, ReactorError, ReactorHandle, ReadThrottle, Transport, TransportRef,
+    Address, Bytes, CloseReason, ConnectError, DelayedCall, Keepalive, ManualClock,
+    PeerCredentials, Producer, Reactor, ReactorError, ReactorHandle, ReadThrottle, Transport,
+    TransportRef,
 };
 
-pub use crate::connector::{Connector, ConnectorState};
+pub use crate::connector::{Connector, ConnectorState, Destination};
 pub use crate::factory::{ClientFactory, Factory};
 pub use crate::port::ListeningPort;
 pub use crate::protocol::Protocol;
@@ -164,7 +166,7 @@ impl ReactorTcp for Reactor {
         options: ListenOptions,
     ) -> io::Result<ListeningPort> {
         let addr = SocketAddr::new(options.interface, port);
-        Port::listen(self, addr, &options, factory)
+        Port::listen_tcp(self, addr, &options, factory)
     }
 
     fn connect_tcp<F: ClientFactory>(
@@ -174,6 +176,82 @@ impl ReactorTcp for Reactor {
         factory: F,
         timeout: Duration,
     ) -> Connector {
-        ConnectorInner::start(self, host, port, factory, timeout)
+        let destination = Destination::Tcp {
+            host: host.to_owned(),
+            port,
+        };
+        ConnectorInner::start(self, destination, factory, timeout)
+    }
+}
+
+/// How to listen on a Unix socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixListenOptions {
+    /// Permission bits for the socket file (for example `0o660`); `None`
+    /// leaves them to the process's umask.
+    pub mode: Option<u32>,
+    /// The listen backlog. Default: 1024.
+    pub backlog: i32,
+}
+
+impl Default for UnixListenOptions {
+    fn default() -> Self {
+        UnixListenOptions {
+            mode: None,
+            backlog: torsion_transport::tcp::DEFAULT_BACKLOG,
+        }
+    }
+}
+
+/// Unix-domain stream sockets on a [`Reactor`] (Twisted's
+/// `IReactorUNIX`). The same protocols and factories work over TCP and
+/// Unix sockets.
+#[doc(alias = "IReactorUNIX")]
+pub trait ReactorUnix {
+    /// Listens on the socket file `path` (Twisted's `listenUNIX`). A stale
+    /// file left by a dead process is replaced; a file where a live server
+    /// listens is an `AddrInUse` error, never taken over. The file is
+    /// removed when the port stops listening.
+    ///
+    /// # Errors
+    /// As above, or if the socket cannot be created or bound.
+    #[doc(alias = "listenUNIX")]
+    fn listen_unix<F: Factory>(
+        &self,
+        path: impl AsRef<Path>,
+        factory: F,
+        options: UnixListenOptions,
+    ) -> io::Result<ListeningPort>;
+
+    /// Connects to the socket file `path` and runs a protocol from
+    /// `factory` on the connection (Twisted's `connectUNIX`). Returns at
+    /// once; failures reach the factory on a later turn.
+    #[doc(alias = "connectUNIX")]
+    fn connect_unix<F: ClientFactory>(
+        &self,
+        path: impl AsRef<Path>,
+        factory: F,
+        timeout: Duration,
+    ) -> Connector;
+}
+
+impl ReactorUnix for Reactor {
+    fn listen_unix<F: Factory>(
+        &self,
+        path: impl AsRef<Path>,
+        factory: F,
+        options: UnixListenOptions,
+    ) -> io::Result<ListeningPort> {
+        Port::listen_unix(self, path.as_ref(), &options, factory)
+    }
+
+    fn connect_unix<F: ClientFactory>(
+        &self,
+        path: impl AsRef<Path>,
+        factory: F,
+        timeout: Duration,
+    ) -> Connector {
+        let destination = Destination::Unix(path.as_ref().to_owned());
+        ConnectorInner::start(self, destination, factory, timeout)
     }
 }

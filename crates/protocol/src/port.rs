@@ -5,16 +5,18 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use torsion_transport::reactor::{Handler, Interest, Readiness, Registration};
 use torsion_transport::socket2::Socket;
-use torsion_transport::{tcp, Address, Reactor, SocketTransport};
+use torsion_transport::unix::{self, SocketFile};
+use torsion_transport::{net, tcp, Address, Reactor, SocketTransport};
 
 use crate::connection::{panic_message, Driver, ServerConnection};
 use crate::factory::Factory;
-use crate::ListenOptions;
+use crate::{ListenOptions, UnixListenOptions};
 
 /// Connections accepted per readiness event before other sources get a
 /// turn.
@@ -28,13 +30,15 @@ pub(crate) struct Port<F: Factory> {
     me: Weak<Port<F>>,
     registration: RefCell<Option<Registration<Socket>>>,
     factory: F,
-    host: SocketAddr,
+    host: Address,
+    /// The socket file of a Unix listener, removed when it stops.
+    file: Option<SocketFile>,
     /// True while accepting is paused after running out of descriptors.
     backing_off: Cell<bool>,
 }
 
 impl<F: Factory> Port<F> {
-    pub(crate) fn listen(
+    pub(crate) fn listen_tcp(
         reactor: &Reactor,
         addr: SocketAddr,
         options: &ListenOptions,
@@ -42,12 +46,40 @@ impl<F: Factory> Port<F> {
     ) -> io::Result<ListeningPort> {
         let socket = tcp::bind_listener(addr, options.backlog, options.reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        let host = tcp::local_addr(&socket)?;
+        let host = net::local_address(&socket)?;
+        Self::listen(reactor, socket, host, None, factory)
+    }
+
+    pub(crate) fn listen_unix(
+        reactor: &Reactor,
+        path: &Path,
+        options: &UnixListenOptions,
+        factory: F,
+    ) -> io::Result<ListeningPort> {
+        let (socket, file) =
+            unix::bind_listener(path, options.backlog, options.mode).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {e}", path.display()),
+                )
+            })?;
+        let host = Address::Unix(Some(path.to_owned()));
+        Self::listen(reactor, socket, host, Some(file), factory)
+    }
+
+    fn listen(
+        reactor: &Reactor,
+        socket: Socket,
+        host: Address,
+        file: Option<SocketFile>,
+        factory: F,
+    ) -> io::Result<ListeningPort> {
         let port = Rc::new_cyclic(|me| Port {
             me: me.clone(),
             registration: RefCell::new(None),
             factory,
-            host,
+            host: host.clone(),
+            file,
             backing_off: Cell::new(false),
         });
         let registration = reactor.register(socket, Interest::READABLE, port.clone())?;
@@ -60,7 +92,7 @@ impl<F: Factory> Port<F> {
     fn accept_batch(&self, reactor: &Reactor) {
         for _ in 0..ACCEPT_BATCH {
             let accepted = match &*self.registration.borrow() {
-                Some(registration) => tcp::accept(registration.get_ref()),
+                Some(registration) => net::accept(registration.get_ref()),
                 None => return,
             };
             match accepted {
@@ -71,7 +103,7 @@ impl<F: Factory> Port<F> {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
-                Err(e) if tcp::is_out_of_descriptors(&e) => {
+                Err(e) if net::is_out_of_descriptors(&e) => {
                     self.back_off(reactor, &e);
                     return;
                 }
@@ -83,9 +115,8 @@ impl<F: Factory> Port<F> {
         }
     }
 
-    fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: SocketAddr) {
-        let address = Address::Tcp(peer);
-        let built = panic::catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&address)));
+    fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: Address) {
+        let built = panic::catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&peer)));
         let protocol = match built {
             Ok(Some(protocol)) => protocol,
             Ok(None) => {
@@ -98,7 +129,7 @@ impl<F: Factory> Port<F> {
             }
         };
         let mut created = None;
-        let registered = SocketTransport::accepted(reactor, socket, peer, |transport| {
+        let registered = SocketTransport::accepted(reactor, socket, peer.clone(), |transport| {
             let connection = Rc::new(ServerConnection {
                 driver: Driver::<F::Protocol>::new(transport),
             });
@@ -148,6 +179,9 @@ impl<F: Factory> Port<F> {
         let registration = self.registration.borrow_mut().take();
         if let Some(registration) = registration {
             drop(registration);
+            if let Some(file) = &self.file {
+                file.remove();
+            }
             tracing::info!(host = %self.host, "stopped listening");
             self.factory.do_stop();
         }
@@ -173,14 +207,14 @@ impl<F: Factory> Drop for Port<F> {
 }
 
 trait PortControl {
-    fn host(&self) -> SocketAddr;
+    fn host(&self) -> &Address;
     fn stop(&self);
     fn is_listening(&self) -> bool;
 }
 
 impl<F: Factory> PortControl for Port<F> {
-    fn host(&self) -> SocketAddr {
-        self.host
+    fn host(&self) -> &Address {
+        &self.host
     }
     fn stop(&self) {
         Port::stop(self);
@@ -207,7 +241,7 @@ impl ListeningPort {
     /// was asked for (Twisted's `getHost`).
     #[doc(alias = "getHost")]
     pub fn get_host(&self) -> Address {
-        Address::Tcp(self.port.host())
+        self.port.host().clone()
     }
 
     /// Stops accepting and closes the listening socket (Twisted's

@@ -151,7 +151,10 @@ fn echo_round_trip_between_our_client_and_server() {
     );
     assert_eq!(
         connector.get_destination(),
-        ("127.0.0.1".to_owned(), addr.port())
+        torsion_protocol::Destination::Tcp {
+            host: "127.0.0.1".to_owned(),
+            port: addr.port()
+        }
     );
     reactor.run().unwrap();
     assert_eq!(

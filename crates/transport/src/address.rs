@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use socket2::{Domain, SockAddr};
 
 /// One end of a connection, as reported by [`Transport::get_peer`] and
 /// [`Transport::get_host`] (Twisted's `IAddress`: `IPv4Address`,
@@ -17,6 +20,10 @@ use std::net::SocketAddr;
 pub enum Address {
     /// A TCP endpoint, IPv4 or IPv6.
     Tcp(SocketAddr),
+    /// A Unix-domain socket: its path, or `None` for an unnamed socket
+    /// (such as the client end of a connection; Twisted's `UNIXAddress`).
+    #[doc(alias = "UNIXAddress")]
+    Unix(Option<PathBuf>),
     /// An endpoint whose address is not known (for example an in-memory
     /// transport in a test).
     Unknown,
@@ -27,7 +34,18 @@ impl Address {
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {
             Address::Tcp(addr) => Some(*addr),
-            Address::Unknown => None,
+            _ => None,
+        }
+    }
+
+    /// Converts an operating-system socket address.
+    pub fn from_sockaddr(addr: &SockAddr) -> Address {
+        if let Some(addr) = addr.as_socket() {
+            Address::Tcp(addr)
+        } else if addr.domain() == Domain::UNIX {
+            Address::Unix(addr.as_pathname().map(Into::into))
+        } else {
+            Address::Unknown
         }
     }
 
@@ -41,6 +59,8 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Tcp(addr) => write!(f, "tcp:{addr}"),
+            Address::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
+            Address::Unix(None) => f.write_str("unix:(unnamed)"),
             Address::Unknown => f.write_str("unknown"),
         }
     }

@@ -13,8 +13,10 @@
 //!   mechanics; it knows nothing about what the bytes mean. The protocol
 //!   layer drives it by calling [`SocketTransport::process`] with each
 //!   readiness event.
-//! - [`tcp`] holds the socket mechanics for listening, accepting and
-//!   connecting, built on `socket2`.
+//! - [`net`] holds the socket mechanics shared by TCP and Unix sockets
+//!   (accepting, connecting without blocking), [`tcp`] and [`unix`] what
+//!   is specific to each (listening, resolving names, socket files); all
+//!   built on `socket2`.
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
@@ -25,12 +27,14 @@
 #![cfg(unix)]
 
 mod address;
+pub mod net;
 mod queue;
 mod reason;
 mod stream;
 mod sys;
 pub mod tcp;
 mod transport;
+pub mod unix;
 
 pub use bytes::{self, Bytes};
 pub use socket2;
@@ -43,4 +47,6 @@ pub use crate::stream::{
     HalfCloseEvents, Progress, SocketTransport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
     READ_BUFFER_SIZE,
 };
-pub use crate::transport::{Keepalive, Producer, ReadThrottle, Transport, TransportRef};
+pub use crate::transport::{
+    Keepalive, PeerCredentials, Producer, ReadThrottle, Transport, TransportRef,
+};

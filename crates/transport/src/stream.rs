@@ -4,7 +4,6 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::io::{self, IoSlice, Read};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,11 +12,11 @@ use socket2::Socket;
 use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
 
 use crate::address::Address;
+use crate::net;
 use crate::queue::WriteQueue;
 use crate::reason::CloseReason;
 use crate::sys::SEND_FLAGS;
-use crate::tcp;
-use crate::transport::{Keepalive, Producer, Transport};
+use crate::transport::{Keepalive, PeerCredentials, Producer, Transport};
 
 /// Size of the read buffer. One buffer serves every connection of a
 /// thread: connections hold no read memory between reads.
@@ -113,7 +112,7 @@ pub struct SocketTransport {
     /// True while `process` runs: state changes made then are finished by
     /// `process` itself, not by a wake-up.
     processing: Cell<bool>,
-    peer: SocketAddr,
+    peer: Address,
     host: OnceCell<Address>,
     reactor: WeakReactor,
     /// Reading paused by `pause_reading` (or a producer throttling it).
@@ -164,14 +163,14 @@ impl SocketTransport {
     pub fn accepted(
         reactor: &Reactor,
         socket: Socket,
-        peer: SocketAddr,
+        peer: Address,
         make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
     ) -> io::Result<Rc<SocketTransport>> {
         Self::register(reactor, socket, peer, Phase::Open, make_handler)
     }
 
     /// Registers a socket whose connect was started with
-    /// [`tcp::start_connect`]. [`SocketTransport::process`] reports
+    /// [`net::start_connect`]. [`SocketTransport::process`] reports
     /// [`Progress::Connected`] or [`Progress::ConnectFailed`] when the
     /// attempt ends.
     ///
@@ -180,7 +179,7 @@ impl SocketTransport {
     pub fn connecting(
         reactor: &Reactor,
         socket: Socket,
-        peer: SocketAddr,
+        peer: Address,
         make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
     ) -> io::Result<Rc<SocketTransport>> {
         Self::register(reactor, socket, peer, Phase::Connecting, make_handler)
@@ -189,7 +188,7 @@ impl SocketTransport {
     fn register(
         reactor: &Reactor,
         socket: Socket,
-        peer: SocketAddr,
+        peer: Address,
         phase: Phase,
         make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
     ) -> io::Result<Rc<SocketTransport>> {
@@ -233,8 +232,8 @@ impl SocketTransport {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+    pub fn peer(&self) -> &Address {
+        &self.peer
     }
 
     /// True once the socket is closed.
@@ -321,7 +320,7 @@ impl SocketTransport {
         if !readiness.is_writable() && !readiness.is_readable() {
             return Progress::Pending;
         }
-        match self.with_socket(tcp::finish_connect) {
+        match self.with_socket(net::finish_connect) {
             Ok(()) => {
                 self.phase.set(Phase::Open);
                 self.update_interest();
@@ -717,15 +716,15 @@ impl Transport for SocketTransport {
     }
 
     fn get_peer(&self) -> Address {
-        Address::Tcp(self.peer)
+        self.peer.clone()
     }
 
     fn get_host(&self) -> Address {
         if let Some(host) = self.host.get() {
             return host.clone();
         }
-        match self.with_socket(tcp::local_addr) {
-            Ok(addr) => self.host.get_or_init(|| Address::Tcp(addr)).clone(),
+        match self.with_socket(net::local_address) {
+            Ok(addr) => self.host.get_or_init(|| addr).clone(),
             Err(_) => Address::Unknown,
         }
     }
@@ -800,6 +799,13 @@ impl Transport for SocketTransport {
         self.reactor.upgrade()
     }
 
+    fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        if !matches!(self.peer, Address::Unix(_)) {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        self.with_socket(peer_credentials)
+    }
+
     fn set_tcp_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.with_socket(|socket| socket.set_tcp_nodelay(nodelay))
     }
@@ -833,4 +839,39 @@ impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.set(false);
     }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_credentials(socket: &Socket) -> io::Result<PeerCredentials> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is
+    // exactly that large, and updates `len`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCredentials {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn peer_credentials(_socket: &Socket) -> io::Result<PeerCredentials> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }

@@ -23,8 +23,8 @@ mod imp {
     /// `SIGPIPE` signal.
     pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 
-    pub(crate) fn stream_socket(domain: Domain) -> io::Result<Socket> {
-        Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))
+    pub(crate) fn stream_socket(domain: Domain, protocol: Option<Protocol>) -> io::Result<Socket> {
+        Socket::new(domain, Type::STREAM.nonblocking(), protocol)
     }
 
     pub(crate) fn accept(listener: &Socket) -> io::Result<(Socket, SockAddr)> {
@@ -47,8 +47,8 @@ mod imp {
     /// exists.
     pub(crate) const SEND_FLAGS: libc::c_int = 0;
 
-    pub(crate) fn stream_socket(domain: Domain) -> io::Result<Socket> {
-        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    pub(crate) fn stream_socket(domain: Domain, protocol: Option<Protocol>) -> io::Result<Socket> {
+        let socket = Socket::new(domain, Type::STREAM, protocol)?;
         prepare(&socket)?;
         Ok(socket)
     }

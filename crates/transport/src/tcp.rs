@@ -1,12 +1,12 @@
-//! TCP socket mechanics: listening, accepting and connecting without
-//! blocking. The protocol layer turns these into ports and connectors.
+//! TCP specifics: listening sockets and name resolution. Accepting and
+//! connecting are shared with Unix sockets, in [`crate::net`].
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use socket2::{Domain, SockAddr, Socket};
+use socket2::{Domain, Socket};
 
-use crate::sys;
+use crate::net;
 
 /// Default listen backlog: the kernel clamps it to `somaxconn`.
 pub const DEFAULT_BACKLOG: i32 = 1024;
@@ -21,7 +21,7 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 /// If the socket cannot be created, bound (address in use, permission) or
 /// put into listening state.
 pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Socket> {
-    let socket = new_socket(addr)?;
+    let socket = net::stream_socket(Domain::for_address(addr))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
@@ -34,54 +34,6 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Re
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket)
-}
-
-/// Accepts one pending connection, already non-blocking and
-/// close-on-exec (one `accept4` call where the platform has it).
-///
-/// # Errors
-/// `WouldBlock` when nothing is pending; `EMFILE`/`ENFILE` when the process
-/// or system is out of descriptors; others as `accept(2)` reports them.
-pub fn accept(listener: &Socket) -> io::Result<(Socket, SocketAddr)> {
-    let (socket, addr) = sys::accept(listener)?;
-    Ok((socket, socket_addr(&addr)?))
-}
-
-/// Starts a non-blocking connect to `addr`. The connection completes (or
-/// fails) later: wait until the socket is writable, then call
-/// [`finish_connect`].
-///
-/// # Errors
-/// If the socket cannot be created, or the connect fails at once (for
-/// example with no route to the host).
-pub fn start_connect(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = new_socket(addr)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => Ok(socket),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(socket),
-        Err(e) => Err(e),
-    }
-}
-
-/// Tells whether a connect started by [`start_connect`] succeeded, once
-/// the socket has reported writable.
-///
-/// # Errors
-/// The connect's error (refused, unreachable, timed out by the kernel...).
-pub fn finish_connect(socket: &Socket) -> io::Result<()> {
-    if let Some(error) = socket.take_error()? {
-        return Err(error);
-    }
-    // A socket that reports writable without an error is connected, unless
-    // the readiness was spurious; asking for the peer tells them apart.
-    match socket.peer_addr() {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            Err(io::Error::from(io::ErrorKind::WouldBlock))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Resolves `host` and `port` to addresses, blocking. Run it off the
@@ -101,38 +53,14 @@ pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// The local address of a socket, as an IP address and port.
+/// The local address of an IP socket, with the real port when 0 was
+/// asked for.
 ///
 /// # Errors
 /// If the socket is not bound or not an IP socket.
 pub fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
-    socket_addr(&socket.local_addr()?)
-}
-
-/// The peer address of a connected socket.
-///
-/// # Errors
-/// If the socket is not connected or not an IP socket.
-pub fn peer_addr(socket: &Socket) -> io::Result<SocketAddr> {
-    socket_addr(&socket.peer_addr()?)
-}
-
-fn socket_addr(addr: &SockAddr) -> io::Result<SocketAddr> {
-    addr.as_socket()
+    socket
+        .local_addr()?
+        .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket address"))
-}
-
-fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
-    sys::stream_socket(Domain::for_address(addr))
-}
-
-/// True for the errors that mean the process or the system has run out of
-/// descriptors or socket memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`):
-/// an accept that fails this way leaves the connection pending, so a
-/// listener must stop watching for a while instead of retrying at once.
-pub fn is_out_of_descriptors(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }

@@ -120,6 +120,16 @@ pub trait Transport {
         None
     }
 
+    /// The identity of the process at the other end of a Unix socket
+    /// (`SO_PEERCRED`), as of when it connected.
+    ///
+    /// # Errors
+    /// `Unsupported` for transports that are not Unix sockets, or on
+    /// platforms without the option.
+    fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     /// Turns Nagle's algorithm off (`true`) or on.
     ///
     /// # Errors
@@ -252,3 +262,15 @@ impl Keepalive {
 /// Clone it to let other code (a timer, another connection) write to or
 /// close this connection.
 pub type TransportRef = Rc<dyn Transport>;
+
+/// The process at the other end of a Unix socket, from
+/// [`Transport::peer_credentials`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}

@@ -1,0 +1,95 @@
+//! Socket mechanics shared by every stream transport (TCP and Unix):
+//! accepting and connecting without blocking. The protocol layer turns
+//! these into ports and connectors.
+
+use std::io;
+
+use socket2::{Domain, Protocol, SockAddr, Socket};
+
+use crate::address::Address;
+use crate::sys;
+
+/// Accepts one pending connection, already non-blocking and close-on-exec
+/// (one `accept4` call where the platform has it), with the peer's
+/// address.
+///
+/// # Errors
+/// `WouldBlock` when nothing is pending; `EMFILE`/`ENFILE` when the process
+/// or system is out of descriptors (see [`is_out_of_descriptors`]); others
+/// as `accept(2)` reports them.
+pub fn accept(listener: &Socket) -> io::Result<(Socket, Address)> {
+    let (socket, addr) = sys::accept(listener)?;
+    Ok((socket, Address::from_sockaddr(&addr)))
+}
+
+/// A new non-blocking stream socket for `domain` (TCP for IP domains).
+///
+/// # Errors
+/// If the socket cannot be created (for example, out of descriptors).
+pub fn stream_socket(domain: Domain) -> io::Result<Socket> {
+    let protocol = if domain == Domain::UNIX {
+        None
+    } else {
+        Some(Protocol::TCP)
+    };
+    sys::stream_socket(domain, protocol)
+}
+
+/// Starts a non-blocking connect to `addr` (an IP address or a Unix socket
+/// path). The connection completes (or fails) later: wait until the socket
+/// is writable, then call [`finish_connect`].
+///
+/// # Errors
+/// If the socket cannot be created, or the connect fails at once (refused,
+/// no such socket file, no route to the host).
+pub fn start_connect(addr: &SockAddr) -> io::Result<Socket> {
+    let socket = stream_socket(addr.domain())?;
+    match socket.connect(addr) {
+        Ok(()) => Ok(socket),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+        // A Unix socket whose listener's backlog is full.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && addr.domain() != Domain::UNIX => {
+            Ok(socket)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Tells whether a connect started by [`start_connect`] succeeded, once
+/// the socket has reported writable.
+///
+/// # Errors
+/// The connect's error (refused, unreachable, timed out by the kernel...),
+/// or `WouldBlock` if the readiness was spurious and the connect is still in
+/// flight.
+pub fn finish_connect(socket: &Socket) -> io::Result<()> {
+    if let Some(error) = socket.take_error()? {
+        return Err(error);
+    }
+    match socket.peer_addr() {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            Err(io::Error::from(io::ErrorKind::WouldBlock))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The local address of a socket.
+///
+/// # Errors
+/// If the socket has no address (closed).
+pub fn local_address(socket: &Socket) -> io::Result<Address> {
+    Ok(Address::from_sockaddr(&socket.local_addr()?))
+}
+
+/// True for the errors that mean the process or the system has run out of
+/// descriptors or socket memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`):
+/// an accept that fails this way leaves the connection pending, so a
+/// listener must stop watching for a while instead of retrying at once.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
