@@ -113,3 +113,18 @@ fn shutdown_example_on_sigint() {
         ]
     );
 }
+
+#[test]
+fn unix_echo_example() {
+    let path = std::env::temp_dir().join(format!("torsion-example-{}.sock", std::process::id()));
+    let output = Command::new(example("unix_echo"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "Server said: Hello, world!\nConnection lost.\n"
+    );
+    assert!(!path.exists(), "the socket file is removed on shutdown");
+}

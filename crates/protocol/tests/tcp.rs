@@ -526,10 +526,12 @@ fn a_panicking_protocol_loses_its_connection_only() {
         let mut answer = [0u8; 10];
         healthy.read_exact(&mut answer).unwrap();
         handle.stop().unwrap();
-        (doomed_read, answer)
+        // Hand the healthy stream back, still open: closing it here would
+        // race with the stop.
+        (doomed_read, answer, healthy)
     });
     reactor.run().unwrap();
-    let (doomed_read, answer) = client.join().unwrap();
+    let (doomed_read, answer, _healthy) = client.join().unwrap();
     assert!(
         matches!(
             doomed_read,
