@@ -128,3 +128,39 @@ fn unix_echo_example() {
     );
     assert!(!path.exists(), "the socket file is removed on shutdown");
 }
+
+#[test]
+fn udp_echo_example() {
+    let mut server = Command::new(example("udp_echo"))
+        .args(["server", "0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server logs where it listens: "... host=udp:0.0.0.0:PORT".
+    let stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut port = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(at) = line.find("host=udp:0.0.0.0:") {
+            let digits: String = line[at + "host=udp:0.0.0.0:".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            port = digits.parse::<u16>().ok();
+            break;
+        }
+    }
+    let port = port.expect("the server reports its port").to_string();
+    let output = Command::new(example("udp_echo"))
+        .args(["client", "127.0.0.1", &port, "ping"])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "Server said: ping\n"
+    );
+}

@@ -48,6 +48,7 @@
 
 mod connection;
 mod connector;
+mod datagram;
 mod factory;
 mod port;
 mod protocol;
@@ -60,17 +61,19 @@ use std::time::Duration;
 pub use torsion_transport as transport;
 pub use torsion_transport::reactor;
 pub use torsion_transport::{
-    Address, Bytes, CloseReason, ConnectError, DelayedCall, Keepalive, ManualClock,
-    PeerCredentials, Producer, Reactor, ReactorError, ReactorHandle, ReadThrottle, Transport,
-    TransportRef,
+    Address, Bytes, CloseReason, ConnectError, DatagramTransport, DatagramTransportRef,
+    DelayedCall, Keepalive, ManualClock, PeerCredentials, Producer, Reactor, ReactorError,
+    ReactorHandle, ReadThrottle, Transport, TransportRef,
 };
 
 pub use crate::connector::{Connector, ConnectorState, Destination};
+pub use crate::datagram::DatagramProtocol;
 pub use crate::factory::{ClientFactory, Factory};
 pub use crate::port::ListeningPort;
 pub use crate::protocol::Protocol;
 
 use crate::connector::ConnectorInner;
+use crate::datagram::DatagramHandler;
 use crate::port::Port;
 
 /// The connect timeout Twisted uses by default: 30 seconds.
@@ -233,6 +236,36 @@ pub trait ReactorUnix {
         factory: F,
         timeout: Duration,
     ) -> Connector;
+
+    /// Receives datagrams on the socket file `path` (Twisted's
+    /// `listenUNIXDatagram`), with the file handled as for
+    /// [`ReactorUnix::listen_unix`]. The file is removed when the port
+    /// stops listening.
+    ///
+    /// # Errors
+    /// As for [`ReactorUnix::listen_unix`].
+    #[doc(alias = "listenUNIXDatagram")]
+    fn listen_unix_datagram<P: DatagramProtocol>(
+        &self,
+        path: impl AsRef<Path>,
+        protocol: P,
+        mode: Option<u32>,
+    ) -> io::Result<DatagramTransportRef>;
+
+    /// A datagram port connected to the socket file `path` (Twisted's
+    /// `connectUNIXDatagram`). To receive answers it binds `bind` (a path
+    /// of its own); without one it can only send.
+    ///
+    /// # Errors
+    /// If the socket cannot be created, bound or connected (no such file,
+    /// nobody listening).
+    #[doc(alias = "connectUNIXDatagram")]
+    fn connect_unix_datagram<P: DatagramProtocol>(
+        &self,
+        path: impl AsRef<Path>,
+        protocol: P,
+        bind: Option<&Path>,
+    ) -> io::Result<DatagramTransportRef>;
 }
 
 impl ReactorUnix for Reactor {
@@ -253,5 +286,120 @@ impl ReactorUnix for Reactor {
     ) -> Connector {
         let destination = Destination::Unix(path.as_ref().to_owned());
         ConnectorInner::start(self, destination, factory, timeout)
+    }
+
+    fn listen_unix_datagram<P: DatagramProtocol>(
+        &self,
+        path: impl AsRef<Path>,
+        protocol: P,
+        mode: Option<u32>,
+    ) -> io::Result<DatagramTransportRef> {
+        let path = path.as_ref();
+        let (socket, file) = torsion_transport::unix::bind_datagram(path, mode).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", path.display()),
+            )
+        })?;
+        let transport = DatagramHandler::start(self, socket, protocol, None, None)?;
+        // The file goes when the port stops: on stop_listening or shutdown.
+        transport.remove_on_close(file);
+        Ok(transport)
+    }
+
+    fn connect_unix_datagram<P: DatagramProtocol>(
+        &self,
+        path: impl AsRef<Path>,
+        protocol: P,
+        bind: Option<&Path>,
+    ) -> io::Result<DatagramTransportRef> {
+        let (socket, file) = match bind {
+            Some(bind) => {
+                let (socket, file) = torsion_transport::unix::bind_datagram(bind, None)?;
+                (socket, Some(file))
+            }
+            None => (torsion_transport::unix::unbound_datagram()?, None),
+        };
+        let peer = Address::Unix(Some(path.as_ref().to_owned()));
+        // Connect before the protocol starts, so it can write at once.
+        socket.connect(&torsion_transport::socket2::SockAddr::unix(path.as_ref())?)?;
+        let transport = DatagramHandler::start(self, socket, protocol, None, Some(peer))?;
+        if let Some(file) = file {
+            transport.remove_on_close(file);
+        }
+        Ok(transport)
+    }
+}
+
+/// How to listen for UDP datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// The local address. Default: every IPv4 interface.
+    pub interface: IpAddr,
+    /// The largest datagram received whole; larger ones reach the
+    /// protocol's `datagram_truncated` instead (Twisted's
+    /// `maxPacketSize`). Default: 65,536 bytes, enough for any UDP
+    /// datagram.
+    pub max_datagram_size: usize,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions {
+            interface: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            max_datagram_size: torsion_transport::DEFAULT_MAX_DATAGRAM,
+        }
+    }
+}
+
+/// UDP on a [`Reactor`] (Twisted's `IReactorUDP`).
+#[doc(alias = "IReactorUDP")]
+pub trait ReactorUdp {
+    /// Receives datagrams on `port` of every IPv4 interface and hands them
+    /// to `protocol` (Twisted's `listenUDP`). Port 0 picks a free port. The
+    /// returned transport sends datagrams, connects, reports its address
+    /// and stops listening.
+    ///
+    /// # Errors
+    /// If the port cannot be bound.
+    #[doc(alias = "listenUDP")]
+    fn listen_udp<P: DatagramProtocol>(
+        &self,
+        port: u16,
+        protocol: P,
+    ) -> io::Result<DatagramTransportRef> {
+        self.listen_udp_with(port, protocol, UdpOptions::default())
+    }
+
+    /// Like [`ReactorUdp::listen_udp`], with a chosen interface and maximum
+    /// datagram size.
+    ///
+    /// # Errors
+    /// As for [`ReactorUdp::listen_udp`].
+    fn listen_udp_with<P: DatagramProtocol>(
+        &self,
+        port: u16,
+        protocol: P,
+        options: UdpOptions,
+    ) -> io::Result<DatagramTransportRef>;
+}
+
+impl ReactorUdp for Reactor {
+    fn listen_udp_with<P: DatagramProtocol>(
+        &self,
+        port: u16,
+        protocol: P,
+        options: UdpOptions,
+    ) -> io::Result<DatagramTransportRef> {
+        let addr = SocketAddr::new(options.interface, port);
+        let socket = torsion_transport::net::bind_datagram(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp:{addr}: {e}")))?;
+        DatagramHandler::start(
+            self,
+            socket,
+            protocol,
+            Some(options.max_datagram_size),
+            None,
+        )
     }
 }

@@ -20,6 +20,8 @@ use socket2::{Domain, SockAddr};
 pub enum Address {
     /// A TCP endpoint, IPv4 or IPv6.
     Tcp(SocketAddr),
+    /// A UDP endpoint, IPv4 or IPv6.
+    Udp(SocketAddr),
     /// A Unix-domain socket: its path, or `None` for an unnamed socket
     /// (such as the client end of a connection; Twisted's `UNIXAddress`).
     #[doc(alias = "UNIXAddress")]
@@ -30,10 +32,10 @@ pub enum Address {
 }
 
 impl Address {
-    /// The IP address and port, for TCP endpoints.
+    /// The IP address and port, for TCP and UDP endpoints.
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {
-            Address::Tcp(addr) => Some(*addr),
+            Address::Tcp(addr) | Address::Udp(addr) => Some(*addr),
             _ => None,
         }
     }
@@ -49,7 +51,7 @@ impl Address {
         }
     }
 
-    /// The port, for TCP endpoints.
+    /// The port, for TCP and UDP endpoints.
     pub fn port(&self) -> Option<u16> {
         self.socket_addr().map(|addr| addr.port())
     }
@@ -59,6 +61,7 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Tcp(addr) => write!(f, "tcp:{addr}"),
+            Address::Udp(addr) => write!(f, "udp:{addr}"),
             Address::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
             Address::Unix(None) => f.write_str("unix:(unnamed)"),
             Address::Unknown => f.write_str("unknown"),

@@ -27,6 +27,7 @@
 #![cfg(unix)]
 
 mod address;
+mod datagram;
 pub mod net;
 mod queue;
 mod reason;
@@ -42,6 +43,9 @@ pub use torsion_reactor as reactor;
 pub use torsion_reactor::{DelayedCall, ManualClock, Reactor, ReactorError, ReactorHandle};
 
 pub use crate::address::Address;
+pub use crate::datagram::{
+    DatagramEvent, DatagramTransport, DatagramTransportRef, DEFAULT_MAX_DATAGRAM,
+};
 pub use crate::reason::{CloseReason, ConnectError};
 pub use crate::stream::{
     HalfCloseEvents, Progress, SocketTransport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,

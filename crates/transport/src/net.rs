@@ -93,3 +93,27 @@ pub fn is_out_of_descriptors(error: &io::Error) -> bool {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
+
+/// A non-blocking datagram socket bound to `addr` (an IP address and port,
+/// 0 for any free port, or a Unix socket path), with `SO_REUSEADDR` for IP
+/// sockets.
+///
+/// # Errors
+/// If the socket cannot be created or bound.
+pub fn bind_datagram(addr: &SockAddr) -> io::Result<Socket> {
+    let domain = addr.domain();
+    let protocol = if domain == Domain::UNIX {
+        None
+    } else {
+        Some(Protocol::UDP)
+    };
+    let socket = sys::datagram_socket(domain, protocol)?;
+    if domain != Domain::UNIX {
+        socket.set_reuse_address(true)?;
+        if domain == Domain::IPV6 {
+            socket.set_only_v6(true)?;
+        }
+    }
+    socket.bind(addr)?;
+    Ok(socket)
+}

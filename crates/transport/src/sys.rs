@@ -27,6 +27,13 @@ mod imp {
         Socket::new(domain, Type::STREAM.nonblocking(), protocol)
     }
 
+    pub(crate) fn datagram_socket(
+        domain: Domain,
+        protocol: Option<Protocol>,
+    ) -> io::Result<Socket> {
+        Socket::new(domain, Type::DGRAM.nonblocking(), protocol)
+    }
+
     pub(crate) fn accept(listener: &Socket) -> io::Result<(Socket, SockAddr)> {
         listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
     }
@@ -53,6 +60,15 @@ mod imp {
         Ok(socket)
     }
 
+    pub(crate) fn datagram_socket(
+        domain: Domain,
+        protocol: Option<Protocol>,
+    ) -> io::Result<Socket> {
+        let socket = Socket::new(domain, Type::DGRAM, protocol)?;
+        prepare(&socket)?;
+        Ok(socket)
+    }
+
     pub(crate) fn accept(listener: &Socket) -> io::Result<(Socket, SockAddr)> {
         let (socket, addr) = listener.accept()?;
         prepare(&socket)?;
@@ -67,4 +83,4 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{accept, stream_socket, SEND_FLAGS};
+pub(crate) use imp::{accept, datagram_socket, stream_socket, SEND_FLAGS};

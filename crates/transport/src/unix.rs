@@ -103,3 +103,64 @@ fn remove_if_stale(path: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// A non-blocking Unix datagram socket bound to `path`, with the socket
+/// file handled as for [`bind_listener`] (stale files replaced, live ones
+/// refused).
+///
+/// # Errors
+/// As for [`bind_listener`].
+pub fn bind_datagram(path: &Path, mode: Option<u32>) -> io::Result<(Socket, SocketFile)> {
+    remove_if_stale_datagram(path)?;
+    let socket = net::bind_datagram(&SockAddr::unix(path)?)?;
+    let meta = std::fs::symlink_metadata(path)?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        device: meta.dev(),
+        inode: meta.ino(),
+    };
+    if let Some(mode) = mode {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            file.remove();
+            return Err(e);
+        }
+    }
+    Ok((socket, file))
+}
+
+/// A non-blocking Unix datagram socket with no name: it can send, but
+/// nobody can answer it.
+///
+/// # Errors
+/// If the socket cannot be created.
+pub fn unbound_datagram() -> io::Result<Socket> {
+    crate::sys::datagram_socket(Domain::UNIX, None)
+}
+
+/// As `remove_if_stale`, for datagram sockets: a live one answers a
+/// connect of a datagram socket.
+fn remove_if_stale_datagram(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    let probe = std::os::unix::net::UnixDatagram::unbound()?;
+    match probe.connect(path) {
+        Ok(()) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another server is listening on {}", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "replacing a stale socket file");
+            std::fs::remove_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
