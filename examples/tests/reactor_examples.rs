@@ -164,3 +164,13 @@ fn udp_echo_example() {
         "Server said: ping\n"
     );
 }
+
+#[test]
+fn producer_example() {
+    let out = run("producer");
+    assert!(
+        out.starts_with("received 8 MiB in ")
+            && out.ends_with("connection ended: connection was closed cleanly by the peer\n"),
+        "{out}"
+    );
+}
