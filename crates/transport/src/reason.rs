@@ -163,6 +163,18 @@ mod tests {
         assert!(matches!(classify(libc::EMFILE), ConnectError::Failed(_)));
         let text = classify(libc::EHOSTUNREACH).to_string();
         assert!(text.starts_with("destination is unreachable"), "{text}");
+        let resolve = ConnectError::Resolve {
+            host: "example.invalid".into(),
+            error: io::Error::new(io::ErrorKind::NotFound, "Name or service not known"),
+        };
+        assert_eq!(
+            resolve.to_string(),
+            "could not resolve host name \"example.invalid\": Name or service not known"
+        );
+        assert_eq!(
+            ConnectError::TimedOut(std::time::Duration::from_secs(5)).to_string(),
+            "connection attempt timed out after 5s"
+        );
     }
 
     #[test]
