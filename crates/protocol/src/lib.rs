@@ -46,12 +46,14 @@
 #![deny(missing_docs)]
 #![cfg(unix)]
 
+pub mod basic;
 mod connection;
 mod connector;
 mod datagram;
 mod factory;
 mod port;
 mod protocol;
+pub mod testing;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -32,6 +32,10 @@ pub enum CloseReason {
     /// sent, then the connection was closed. Not clean: the rest of the
     /// queue was dropped.
     Shutdown,
+    /// This side closed the connection because the peer broke the protocol
+    /// (an oversized or malformed frame); the text names the fault. What
+    /// was queued before was still sent.
+    ProtocolError(String),
 }
 
 impl CloseReason {
@@ -58,6 +62,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Aborted => f.write_str("connection was aborted by this side"),
             CloseReason::Lost(e) => write!(f, "connection was lost: {e}"),
             CloseReason::Shutdown => f.write_str("connection was closed as the reactor shut down"),
+            CloseReason::ProtocolError(fault) => {
+                write!(f, "connection was closed for a protocol error: {fault}")
+            }
         }
     }
 }

@@ -704,6 +704,14 @@ impl Transport for SocketTransport {
         }
     }
 
+    fn lose_connection_with_error(&self, fault: String) {
+        if matches!(self.phase.get(), Phase::Open | Phase::Draining) {
+            tracing::debug!(conn = self.id, peer = %self.peer, %fault, "closing for a protocol error");
+            *self.reason.borrow_mut() = Some(CloseReason::ProtocolError(fault));
+            self.lose_connection();
+        }
+    }
+
     fn abort_connection(&self) {
         if matches!(
             self.phase.get(),

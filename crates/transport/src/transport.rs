@@ -51,6 +51,17 @@ pub trait Transport {
     #[doc(alias = "loseConnection")]
     fn lose_connection(&self);
 
+    /// Closes the connection because the peer broke the protocol: as
+    /// [`Transport::lose_connection`] (queued data, such as an error reply,
+    /// is still sent), but the protocol hears
+    /// [`CloseReason::ProtocolError`](crate::CloseReason::ProtocolError)
+    /// with `fault`. Framing receivers use it
+    /// for oversized or malformed frames.
+    fn lose_connection_with_error(&self, fault: String) {
+        let _ = fault;
+        self.lose_connection();
+    }
+
     /// Closes the connection now, discarding queued data and resetting the
     /// connection (Twisted's `abortConnection`).
     #[doc(alias = "abortConnection")]

@@ -1,0 +1,289 @@
+//! Testing protocols without sockets (Twisted's `twisted.internet.testing`).
+//!
+//! [`StringTransport`] is an in-memory [`Transport`]: it records what is
+//! written and what the protocol asked for (closing, aborting, pausing),
+//! and does nothing else. [`ProtocolHarness`] connects a protocol to one
+//! and drives it: feed it bytes, close it from the peer's side, read back
+//! what it wrote. Together with a reactor on a
+//! [`ManualClock`](crate::ManualClock) for its timers, a protocol's whole
+//! behaviour can be tested deterministically, in microseconds.
+//!
+//! ```
+//! use torsion_protocol::testing::ProtocolHarness;
+//! use torsion_protocol::{Protocol, TransportRef};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+//!         transport.write(data);
+//!     }
+//! }
+//!
+//! let mut harness = ProtocolHarness::new(Echo);
+//! harness.receive(b"hello");
+//! assert_eq!(harness.transport.take_written(), b"hello");
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+
+use torsion_transport::reactor::WeakReactor;
+use torsion_transport::{Address, CloseReason, Producer, Reactor, Transport, TransportRef};
+
+use crate::protocol::Protocol;
+
+/// What a protocol asked its [`StringTransport`] to do about the
+/// connection.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Closing {
+    /// Nothing: the connection is open.
+    #[default]
+    Open,
+    /// `lose_connection` was called.
+    Lost,
+    /// `lose_connection_with_error` was called, with this fault.
+    LostWithError(String),
+    /// `abort_connection` was called.
+    Aborted,
+}
+
+/// An in-memory transport that records everything (Twisted's
+/// `StringTransport`).
+pub struct StringTransport {
+    written: RefCell<Vec<u8>>,
+    closing: RefCell<Closing>,
+    write_closed: Cell<bool>,
+    reading_paused: Cell<bool>,
+    producer: RefCell<Option<(Rc<dyn Producer>, bool)>>,
+    peer: Address,
+    host: Address,
+    reactor: RefCell<WeakReactor>,
+}
+
+impl StringTransport {
+    /// A transport between two unknown addresses.
+    pub fn new() -> Rc<StringTransport> {
+        StringTransport::with_addresses(Address::Unknown, Address::Unknown)
+    }
+
+    /// A transport that reports these addresses.
+    pub fn with_addresses(peer: Address, host: Address) -> Rc<StringTransport> {
+        Rc::new(StringTransport {
+            written: RefCell::new(Vec::new()),
+            closing: RefCell::new(Closing::Open),
+            write_closed: Cell::new(false),
+            reading_paused: Cell::new(false),
+            producer: RefCell::new(None),
+            peer,
+            host,
+            reactor: RefCell::new(WeakReactor::new()),
+        })
+    }
+
+    /// Makes [`Transport::reactor`] return `reactor` (for protocols that
+    /// schedule timers; use one on a manual clock).
+    pub fn set_reactor(&self, reactor: &Reactor) {
+        *self.reactor.borrow_mut() = reactor.downgrade();
+    }
+
+    /// Everything written so far (Twisted's `value()`).
+    pub fn written(&self) -> Vec<u8> {
+        self.written.borrow().clone()
+    }
+
+    /// Everything written so far, emptying the record (Twisted's `value()`
+    /// then `clear()`).
+    pub fn take_written(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.written.borrow_mut())
+    }
+
+    /// What the protocol asked for about the connection.
+    pub fn closing(&self) -> Closing {
+        self.closing.borrow().clone()
+    }
+
+    /// True after `lose_write_connection`.
+    pub fn write_closed(&self) -> bool {
+        self.write_closed.get()
+    }
+
+    /// True while reading is paused.
+    pub fn reading_paused(&self) -> bool {
+        self.reading_paused.get()
+    }
+
+    /// The registered producer, and whether it streams.
+    pub fn producer(&self) -> Option<(Rc<dyn Producer>, bool)> {
+        self.producer.borrow().clone()
+    }
+
+    fn open(&self) -> bool {
+        *self.closing.borrow() == Closing::Open && !self.write_closed.get()
+    }
+}
+
+impl Transport for StringTransport {
+    fn write(&self, data: &[u8]) {
+        if self.open() {
+            self.written.borrow_mut().extend_from_slice(data);
+        }
+    }
+
+    fn write_sequence(&self, data: &[&[u8]]) {
+        for part in data {
+            self.write(part);
+        }
+    }
+
+    fn lose_connection(&self) {
+        let mut closing = self.closing.borrow_mut();
+        if *closing == Closing::Open {
+            *closing = Closing::Lost;
+        }
+    }
+
+    fn lose_connection_with_error(&self, fault: String) {
+        let mut closing = self.closing.borrow_mut();
+        if *closing == Closing::Open {
+            *closing = Closing::LostWithError(fault);
+        }
+    }
+
+    fn abort_connection(&self) {
+        *self.closing.borrow_mut() = Closing::Aborted;
+    }
+
+    fn get_peer(&self) -> Address {
+        self.peer.clone()
+    }
+
+    fn get_host(&self) -> Address {
+        self.host.clone()
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        0
+    }
+
+    fn is_closing(&self) -> bool {
+        !self.open()
+    }
+
+    fn lose_write_connection(&self) {
+        self.write_closed.set(true);
+    }
+
+    fn pause_reading(&self) {
+        self.reading_paused.set(true);
+    }
+
+    fn resume_reading(&self) {
+        self.reading_paused.set(false);
+    }
+
+    fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()> {
+        let mut slot = self.producer.borrow_mut();
+        if slot.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a producer is already registered with this transport",
+            ));
+        }
+        *slot = Some((producer, streaming));
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        self.producer.borrow_mut().take();
+    }
+
+    fn set_write_buffer_limits(&self, _high: usize, _low: usize) {}
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.borrow().upgrade()
+    }
+}
+
+/// A protocol connected to a [`StringTransport`], driven by hand.
+pub struct ProtocolHarness<P> {
+    /// The in-memory transport the protocol writes to.
+    pub transport: Rc<StringTransport>,
+    handle: TransportRef,
+    protocol: P,
+    lost: bool,
+}
+
+impl<P: Protocol> ProtocolHarness<P> {
+    /// Connects `protocol` to a new [`StringTransport`] (calling
+    /// `make_connection`).
+    pub fn new(protocol: P) -> ProtocolHarness<P> {
+        ProtocolHarness::with_transport(protocol, StringTransport::new())
+    }
+
+    /// Connects `protocol` to `transport`.
+    pub fn with_transport(mut protocol: P, transport: Rc<StringTransport>) -> ProtocolHarness<P> {
+        let handle: TransportRef = transport.clone();
+        protocol.make_connection(&handle);
+        ProtocolHarness {
+            transport,
+            handle,
+            protocol,
+            lost: false,
+        }
+    }
+
+    /// Delivers `data` to the protocol, as one `data_received` call.
+    pub fn receive(&mut self, data: &[u8]) {
+        self.protocol.data_received(&self.handle, data);
+    }
+
+    /// Delivers `data` split into the given chunk sizes (the last chunk
+    /// takes what is left), to test a protocol against any fragmentation.
+    pub fn receive_in_chunks(&mut self, data: &[u8], sizes: &[usize]) {
+        let mut at = 0;
+        for &size in sizes {
+            let end = (at + size).min(data.len());
+            if at < end {
+                self.receive(&data[at..end]);
+            }
+            at = end;
+        }
+        if at < data.len() {
+            self.receive(&data[at..]);
+        }
+    }
+
+    /// The peer ends its stream: a half-closeable protocol hears
+    /// `read_connection_lost`, any other `connection_lost` with
+    /// [`CloseReason::ClosedByPeer`].
+    pub fn peer_closes(&mut self) {
+        if self.protocol.half_closeable() {
+            self.protocol.read_connection_lost(&self.handle);
+        } else {
+            self.lose(CloseReason::ClosedByPeer);
+        }
+    }
+
+    /// Ends the connection with `reason` (`connection_lost`), once.
+    pub fn lose(&mut self, reason: CloseReason) {
+        if !std::mem::replace(&mut self.lost, true) {
+            self.protocol.connection_lost(&reason);
+        }
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> &P {
+        &self.protocol
+    }
+
+    /// The protocol, mutably.
+    pub fn protocol_mut(&mut self) -> &mut P {
+        &mut self.protocol
+    }
+
+    /// The transport as the protocol sees it.
+    pub fn transport_ref(&self) -> &TransportRef {
+        &self.handle
+    }
+}

@@ -1,0 +1,251 @@
+//! The framing receivers, on an in-memory transport: the same frames for
+//! every split of the input, limits, malformed input, and mode switches.
+
+use proptest::prelude::*;
+use torsion_protocol::basic::{
+    send_netstring, send_prefixed, Int16StringReceiver, Int32StringReceiver, Int8StringReceiver,
+    LineHandler, LineReceiver, LineState, NetstringReceiver, StringHandler,
+};
+use torsion_protocol::testing::{Closing, ProtocolHarness, StringTransport};
+use torsion_protocol::{Protocol, TransportRef};
+
+/// Records every line and raw chunk; `RAW n` switches to raw mode for `n`
+/// bytes, then back to line mode.
+#[derive(Default)]
+struct Lines {
+    events: Vec<String>,
+    raw_left: usize,
+}
+
+impl LineHandler for Lines {
+    fn line_received(&mut self, lines: &mut LineState, _t: &TransportRef, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).into_owned();
+        if let Some(n) = line.strip_prefix("RAW ") {
+            self.raw_left = n.parse().unwrap();
+            lines.set_raw_mode();
+        }
+        self.events.push(format!("line {line}"));
+    }
+
+    fn raw_data_received(&mut self, lines: &mut LineState, _t: &TransportRef, data: &[u8]) {
+        let take = self.raw_left.min(data.len());
+        self.raw_left -= take;
+        // Raw chunks are split however the input was; record bytes only.
+        for &byte in &data[..take] {
+            self.events.push(format!("raw {}", byte as char));
+        }
+        if self.raw_left == 0 {
+            lines.set_line_mode(&data[take..]);
+        }
+    }
+}
+
+fn feed<P: Protocol>(protocol: P, input: &[u8], cuts: &[usize]) -> ProtocolHarness<P> {
+    let mut harness = ProtocolHarness::new(protocol);
+    harness.receive_in_chunks(input, cuts);
+    harness
+}
+
+fn line_events(input: &[u8], cuts: &[usize]) -> Vec<String> {
+    let harness = feed(LineReceiver::new(Lines::default()), input, cuts);
+    harness.protocol().handler().events.clone()
+}
+
+proptest! {
+    // A fixed seed: the same cases on every run, so a failure is
+    // reproducible and a pass means the same thing everywhere.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7015_1011),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn lines_are_the_same_for_every_chunking(
+        lines in prop::collection::vec("[a-z ]{0,20}", 0..20),
+        cuts in prop::collection::vec(1usize..10, 0..40),
+    ) {
+        let input: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+        let whole = line_events(&input, &[]);
+        prop_assert_eq!(whole.len(), lines.len());
+        prop_assert_eq!(line_events(&input, &cuts), whole);
+    }
+
+    #[test]
+    fn raw_mode_switches_lose_and_repeat_nothing(
+        cuts in prop::collection::vec(1usize..7, 0..40),
+    ) {
+        let input = b"one\r\nRAW 5\r\nab\r\ncdtwo\r\nRAW 1\r\nxthree\r\n";
+        let expected = [
+            "line one", "line RAW 5", "raw a", "raw b", "raw \r", "raw \n", "raw c",
+            "line dtwo", "line RAW 1", "raw x", "line three",
+        ];
+        prop_assert_eq!(line_events(input, &cuts), expected);
+    }
+
+    #[test]
+    fn netstrings_are_the_same_for_every_chunking(
+        strings in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..50), 0..10),
+        cuts in prop::collection::vec(1usize..10, 0..40),
+    ) {
+        let transport = StringTransport::new();
+        let handle: TransportRef = transport.clone();
+        for s in &strings {
+            send_netstring(&handle, s);
+        }
+        let input = transport.take_written();
+        let harness = feed(NetstringReceiver::new(Strings::default()), &input, &cuts);
+        prop_assert_eq!(&harness.protocol().handler().0, &strings);
+    }
+
+    #[test]
+    fn prefixed_strings_are_the_same_for_every_chunking(
+        strings in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..10),
+        cuts in prop::collection::vec(1usize..10, 0..40),
+    ) {
+        let transport = StringTransport::new();
+        let handle: TransportRef = transport.clone();
+        for s in &strings {
+            send_prefixed::<4>(&handle, s).unwrap();
+        }
+        let input = transport.take_written();
+        let harness = feed(Int32StringReceiver::new(Strings::default()), &input, &cuts);
+        prop_assert_eq!(&harness.protocol().handler().0, &strings);
+        for s in &strings {
+            send_prefixed::<2>(&handle, s).unwrap();
+        }
+        let input = transport.take_written();
+        let harness = feed(Int16StringReceiver::new(Strings::default()), &input, &cuts);
+        prop_assert_eq!(&harness.protocol().handler().0, &strings);
+    }
+}
+
+#[derive(Default)]
+struct Strings(Vec<Vec<u8>>);
+
+impl StringHandler for Strings {
+    fn string_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+        self.0.push(data.to_vec());
+    }
+}
+
+#[test]
+fn an_overlong_line_closes_the_connection_with_a_reason() {
+    let mut receiver = LineReceiver::new(Lines::default());
+    receiver.state_mut().set_max_length(10);
+    let mut harness = ProtocolHarness::new(receiver);
+    harness.receive(b"short\r\n0123456789");
+    assert_eq!(
+        harness.transport.closing(),
+        Closing::Open,
+        "10 bytes may still end"
+    );
+    harness.receive(b"ABC");
+    assert_eq!(
+        harness.transport.closing(),
+        Closing::LostWithError("line of at least 13 bytes exceeds the maximum of 10".into())
+    );
+    assert_eq!(harness.protocol().handler().events, ["line short"]);
+    // A complete overlong line is refused as well.
+    let mut receiver = LineReceiver::new(Lines::default());
+    receiver.state_mut().set_max_length(3);
+    let mut harness = ProtocolHarness::new(receiver);
+    harness.receive(b"abcd\r\n");
+    assert!(matches!(
+        harness.transport.closing(),
+        Closing::LostWithError(_)
+    ));
+}
+
+#[test]
+fn other_delimiters_and_send_line() {
+    struct Answer;
+    impl LineHandler for Answer {
+        fn line_received(&mut self, lines: &mut LineState, transport: &TransportRef, line: &[u8]) {
+            lines.send_line(transport, &[b"re: ", line].concat());
+        }
+    }
+    let mut harness = ProtocolHarness::new(LineReceiver::with_delimiter(Answer, b"\n"));
+    harness.receive(b"a\nb\n");
+    assert_eq!(harness.transport.take_written(), b"re: a\nre: b\n");
+}
+
+fn netstring_fault(input: &[u8]) -> String {
+    let mut harness = ProtocolHarness::new(NetstringReceiver::new(Strings::default()));
+    harness.receive(input);
+    match harness.transport.closing() {
+        Closing::LostWithError(fault) => fault,
+        other => panic!("{input:?} was accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_netstrings_name_their_fault() {
+    assert_eq!(
+        netstring_fault(b"3x:abc,"),
+        "netstring length contains 'x', not a digit"
+    );
+    assert_eq!(
+        netstring_fault(b"03:abc,"),
+        "netstring length has a leading zero"
+    );
+    assert_eq!(netstring_fault(b":abc,"), "netstring length is empty");
+    assert_eq!(
+        netstring_fault(b"3:abcd"),
+        "netstring of 3 bytes is not followed by ','"
+    );
+    assert_eq!(
+        netstring_fault(b"-3:abc,"),
+        "netstring length contains '-', not a digit"
+    );
+    assert_eq!(
+        netstring_fault(b"99999999999999999999999"),
+        "netstring length has too many digits"
+    );
+    assert_eq!(
+        netstring_fault(b"2000000:"),
+        "string of 2000000 bytes exceeds the maximum of 1048576"
+    );
+}
+
+#[test]
+fn huge_length_prefixes_are_refused_before_buffering() {
+    let mut harness = ProtocolHarness::new(Int32StringReceiver::new(Strings::default()));
+    harness.receive(&[0xff, 0xff, 0xff, 0xff, b'x']);
+    assert_eq!(
+        harness.transport.closing(),
+        Closing::LostWithError("string of 4294967295 bytes exceeds the maximum of 1048576".into())
+    );
+    let mut harness = ProtocolHarness::new(Int8StringReceiver::new(Strings::default()));
+    harness.receive(&[3, b'a', b'b', b'c', 0, 1]);
+    harness.receive(b"z");
+    assert_eq!(
+        harness.protocol().handler().0,
+        [b"abc".to_vec(), vec![], b"z".to_vec()]
+    );
+}
+
+#[test]
+fn send_prefixed_refuses_what_does_not_fit() {
+    let transport = StringTransport::new();
+    let handle: TransportRef = transport.clone();
+    assert!(send_prefixed::<1>(&handle, &[0u8; 256]).is_err());
+    send_prefixed::<1>(&handle, &[7u8; 255]).unwrap();
+    assert_eq!(transport.written().len(), 256);
+}
+
+#[test]
+fn a_megabyte_line_a_byte_at_a_time() {
+    let mut receiver = LineReceiver::new(Lines::default());
+    receiver.state_mut().set_max_length(2 << 20);
+    let mut harness = ProtocolHarness::new(receiver);
+    let line = vec![b'a'; 1 << 20];
+    for byte in line.iter() {
+        harness.receive(std::slice::from_ref(byte));
+    }
+    harness.receive(b"\r\n");
+    let events = &harness.protocol().handler().events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].len(), "line ".len() + (1 << 20));
+}
