@@ -7,35 +7,17 @@
 //! neither has Twisted they are skipped, unless `TORSION_REQUIRE_TWISTED=1`
 //! (set by `just test`), which makes a missing Twisted a failure.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+use common::{example, start_logging_port, workspace_root, Reports};
+
 /// Longest any program may take before the test fails (a guard against
 /// hanging, not a wait for an event).
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// An example program built by `cargo test` next to this test binary.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run through cargo test",
-        path.display()
-    );
-    path
-}
 
 /// The Python to run Twisted with, if there is one.
 fn python() -> Option<PathBuf> {
@@ -72,47 +54,6 @@ impl Drop for Server {
     }
 }
 
-/// Starts a server and reads the port it reports on `stream`, from the
-/// first line containing `marker`, up to the first non-digit.
-fn start_server(mut command: Command, marker: &str, from_stderr: bool) -> (Server, u16) {
-    command.stdin(Stdio::null());
-    if from_stderr {
-        command.stderr(Stdio::piped()).stdout(Stdio::null());
-    } else {
-        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    }
-    let mut child = command.spawn().expect("server starts");
-    let stream: Box<dyn std::io::Read + Send> = if from_stderr {
-        Box::new(child.stderr.take().unwrap())
-    } else {
-        Box::new(child.stdout.take().unwrap())
-    };
-    let server = Server(child);
-    let (tx, rx) = mpsc::channel();
-    let marker = marker.to_owned();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stream).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap_or_default();
-            if let Some(at) = line.find(&marker) {
-                let digits: String = line[at + marker.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                let _ = tx.send(digits.parse::<u16>().ok());
-                break;
-            }
-        }
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let port = rx
-        .recv_timeout(LIMIT)
-        .expect("server reports its port")
-        .expect("port is a number");
-    (server, port)
-}
-
 /// Runs a client to completion, failing the test if it takes too long.
 fn run_client(mut command: Command) -> Output {
     command.stdin(Stdio::null());
@@ -137,7 +78,8 @@ fn stdout_of(output: &Output) -> String {
 fn our_server() -> (Server, u16) {
     let mut command = Command::new(example("echo_server"));
     command.arg("0").env("RUST_LOG", "info");
-    start_server(command, "host=tcp:0.0.0.0:", true)
+    let (child, port) = start_logging_port(command, "host=tcp:0.0.0.0:", Reports::Stderr);
+    (Server(child), port)
 }
 
 fn our_client(port: u16) -> Output {
@@ -188,7 +130,8 @@ fn our_client_against_a_twisted_server() {
     command
         .arg(workspace_root().join("examples/twisted/echo_server.py"))
         .arg("0");
-    let (_server, port) = start_server(command, "listening on ", false);
+    let (server, port) = start_logging_port(command, "listening on ", Reports::Stdout);
+    let _server = Server(server);
     let output = our_client(port);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout_of(&output), BOOK_OUTPUT);

@@ -1,30 +1,10 @@
 //! The reactor examples run and print what they promise.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    if !path.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "torsion-examples", "--examples"])
-            .current_dir(root)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
-}
+mod common;
+use common::{example, start_logging_port, Reports};
 
 fn run(name: &str) -> String {
     let output = Command::new(example(name)).output().unwrap();
@@ -131,27 +111,10 @@ fn unix_echo_example() {
 
 #[test]
 fn udp_echo_example() {
-    let mut server = Command::new(example("udp_echo"))
-        .args(["server", "0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server logs where it listens: "... host=udp:0.0.0.0:PORT".
-    let stderr = BufReader::new(server.stderr.take().unwrap());
-    let mut port = None;
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if let Some(at) = line.find("host=udp:0.0.0.0:") {
-            let digits: String = line[at + "host=udp:0.0.0.0:".len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            port = digits.parse::<u16>().ok();
-            break;
-        }
-    }
-    let port = port.expect("the server reports its port").to_string();
+    let mut command = Command::new(example("udp_echo"));
+    command.args(["server", "0"]).env("RUST_LOG", "info");
+    let (mut server, port) = start_logging_port(command, "host=udp:0.0.0.0:", Reports::Stderr);
+    let port = port.to_string();
     let output = Command::new(example("udp_echo"))
         .args(["client", "127.0.0.1", &port, "ping"])
         .output()
@@ -172,5 +135,106 @@ fn producer_example() {
         out.starts_with("received 8 MiB in ")
             && out.ends_with("connection ended: connection was closed cleanly by the peer\n"),
         "{out}"
+    );
+}
+
+/// Starts an example server on port 0 and returns it with its port.
+fn start_tcp_server(name: &str) -> (std::process::Child, u16) {
+    let mut command = Command::new(example(name));
+    command.arg("0").env("RUST_LOG", "info");
+    start_logging_port(command, "host=tcp:0.0.0.0:", Reports::Stderr)
+}
+
+#[test]
+fn chat_server_example_with_three_clients() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let (mut server, port) = start_tcp_server("chat_server");
+    let join = |name: &str| {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "What's your name?\r\n");
+        (&stream)
+            .write_all(format!("{name}\r\n").as_bytes())
+            .unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("Welcome, {name}!\r\n"));
+        (stream, reader)
+    };
+    let next = |reader: &mut BufReader<TcpStream>| {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    };
+    let (alice, mut alice_in) = join("alice");
+    let (_bob, mut bob_in) = join("bob");
+    assert_eq!(next(&mut alice_in), "bob has joined.\r\n");
+    let (carol, mut carol_in) = join("carol");
+    assert_eq!(next(&mut alice_in), "carol has joined.\r\n");
+    assert_eq!(next(&mut bob_in), "carol has joined.\r\n");
+
+    (&alice).write_all(b"hello all\r\n").unwrap();
+    assert_eq!(next(&mut bob_in), "<alice> hello all\r\n");
+    assert_eq!(next(&mut carol_in), "<alice> hello all\r\n");
+
+    drop(carol);
+    drop(carol_in);
+    assert_eq!(next(&mut alice_in), "carol has left.\r\n");
+    assert_eq!(next(&mut bob_in), "carol has left.\r\n");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn reconnecting_client_survives_a_server_restart() {
+    let (mut server, port) = start_tcp_server("echo_server");
+    let mut client = Command::new(example("reconnecting_client"))
+        .args(["127.0.0.1", &port.to_string(), "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut restarted = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let echoed = line.starts_with("server said");
+        seen.push(line);
+        if echoed && restarted.is_none() {
+            // Restart the server on the same port.
+            let _ = server.kill();
+            let _ = server.wait();
+            let new = Command::new(example("echo_server"))
+                .arg(port.to_string())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            restarted = Some(new);
+        }
+    }
+    assert!(client.wait().unwrap().success());
+    if let Some(mut server) = restarted {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    assert_eq!(
+        seen,
+        [
+            "connected (1)",
+            "server said: hello again",
+            "connection lost",
+            "connected (2)",
+            "server said: hello again",
+            "connection lost"
+        ]
     );
 }

@@ -53,6 +53,7 @@ mod datagram;
 mod factory;
 mod port;
 mod protocol;
+mod reconnecting;
 pub mod testing;
 
 use std::io;
@@ -73,6 +74,7 @@ pub use crate::datagram::DatagramProtocol;
 pub use crate::factory::{ClientFactory, Factory};
 pub use crate::port::ListeningPort;
 pub use crate::protocol::Protocol;
+pub use crate::reconnecting::ReconnectingClientFactory;
 
 use crate::connector::ConnectorInner;
 use crate::datagram::DatagramHandler;

@@ -1,0 +1,186 @@
+//! ReconnectingClientFactory on the manual clock: the exact delays.
+
+use std::cell::Cell;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use torsion_protocol::{
+    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
+    Reactor, ReactorTcp, ReconnectingClientFactory, TransportRef,
+};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Hangs up as soon as it is connected.
+struct HangUp;
+impl Protocol for HangUp {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        transport.lose_connection();
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+}
+
+#[derive(Default)]
+struct Counts {
+    failed: Cell<u32>,
+    lost: Cell<u32>,
+}
+
+/// Counts a factory's events.
+struct Watch(Rc<Counts>);
+
+impl Factory for Watch {
+    type Protocol = HangUp;
+    fn build_protocol(&self, _peer: &Address) -> Option<HangUp> {
+        Some(HangUp)
+    }
+}
+
+impl ClientFactory for Watch {
+    fn client_connection_failed(&self, _connector: &Connector, _reason: &ConnectError) {
+        self.0.failed.set(self.0.failed.get() + 1);
+    }
+    fn client_connection_lost(&self, _connector: &Connector, _reason: &CloseReason) {
+        self.0.lost.set(self.0.lost.get() + 1);
+    }
+}
+
+fn listener(reactor: &Reactor) -> u16 {
+    struct Idle;
+    impl Protocol for Idle {
+        fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    }
+    struct IdleFactory;
+    impl Factory for IdleFactory {
+        type Protocol = Idle;
+        fn build_protocol(&self, _peer: &Address) -> Option<Idle> {
+            Some(Idle)
+        }
+    }
+    reactor
+        .listen_tcp_with(
+            0,
+            IdleFactory,
+            ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
+        )
+        .unwrap()
+        .get_host()
+        .port()
+        .unwrap()
+}
+
+/// The delay of the one pending call (the scheduled retry), if any.
+fn scheduled_retry(reactor: &Reactor) -> Option<Duration> {
+    let pending = reactor.pending_calls();
+    assert!(pending.len() <= 1, "{pending:?}");
+    pending.first().map(|call| call.time() - reactor.seconds())
+}
+
+#[test]
+fn failed_attempts_back_off_exponentially_up_to_the_cap_and_the_retry_limit() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let port = listener(&reactor);
+    let counts = Rc::new(Counts::default());
+    let factory = Rc::new(
+        ReconnectingClientFactory::new(Watch(counts.clone()))
+            .initial_delay(secs(1))
+            .factor(2.0)
+            .jitter(0.0)
+            .max_delay(secs(10))
+            .max_retries(Some(5)),
+    );
+    // The loop never turns: every attempt times out on the manual clock.
+    reactor.connect_tcp("127.0.0.1", port, factory.clone(), secs(5));
+    let mut delays = Vec::new();
+    loop {
+        clock.advance(secs(5));
+        match scheduled_retry(&reactor) {
+            Some(delay) => {
+                delays.push(delay);
+                clock.advance(delay);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(delays, [secs(2), secs(4), secs(8), secs(10), secs(10)]);
+    assert_eq!(counts.failed.get(), 6);
+    assert_eq!(factory.retries(), 6);
+}
+
+#[test]
+fn a_successful_connection_resets_the_delay_and_stop_trying_ends_it() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    reactor.set_signal_handling(false);
+    let port = listener(&reactor);
+    let counts = Rc::new(Counts::default());
+    let factory = Rc::new(
+        ReconnectingClientFactory::new(Watch(counts.clone()))
+            .initial_delay(secs(1))
+            .factor(3.0)
+            .jitter(0.0),
+    );
+    let connector = reactor.connect_tcp("127.0.0.1", port, factory.clone(), secs(5));
+    for round in 1..=3 {
+        // Real I/O: turn the loop until the connection is made and lost.
+        for _ in 0..1000 {
+            if counts.lost.get() == round {
+                break;
+            }
+            reactor.iterate(Duration::from_millis(10)).unwrap();
+        }
+        assert_eq!(counts.lost.get(), round);
+        // Each loss follows a success, so the delay starts over each time.
+        assert_eq!(scheduled_retry(&reactor), Some(secs(3)));
+        assert_eq!(factory.retries(), 1);
+        clock.advance(secs(3));
+    }
+    factory.stop_trying();
+    for _ in 0..1000 {
+        if counts.lost.get() + counts.failed.get() == 4 {
+            break;
+        }
+        reactor.iterate(Duration::from_millis(10)).unwrap();
+    }
+    assert_eq!(scheduled_retry(&reactor), None);
+    assert_eq!(
+        counts.failed.get(),
+        1,
+        "the attempt in progress was cancelled"
+    );
+    let _ = connector;
+}
+
+#[test]
+fn jitter_is_bounded_and_reproducible_with_a_seed() {
+    let delays = |seed| {
+        let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+        let port = listener(&reactor);
+        let factory = ReconnectingClientFactory::new(Watch(Rc::default()))
+            .initial_delay(secs(10))
+            .factor(1.0)
+            .jitter(0.5)
+            .max_retries(Some(20))
+            .jitter_seed(seed);
+        reactor.connect_tcp("127.0.0.1", port, factory, secs(1));
+        let mut delays = Vec::new();
+        loop {
+            clock.advance(secs(1));
+            let Some(delay) = scheduled_retry(&reactor) else {
+                break;
+            };
+            delays.push(delay);
+            clock.advance(delay);
+        }
+        delays
+    };
+    let first = delays(42);
+    assert_eq!(first.len(), 20);
+    assert_eq!(first, delays(42));
+    assert_ne!(first, delays(7));
+    // With factor 1 each delay is 10 s moved by at most half, but the
+    // jitter compounds on the previous delay: check the first one.
+    assert!(first[0] >= secs(5) && first[0] <= secs(15), "{first:?}");
+}

@@ -1,0 +1,90 @@
+//! Helpers shared by the tests that run the example programs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// An example program, freshly built: the first call per test run builds
+/// the examples, so a test never runs a stale program (a filtered
+/// `cargo test` does not rebuild examples by itself).
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "torsion-examples", "--examples"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the examples failed");
+    });
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Which output a server reports its port on.
+#[allow(dead_code)] // each test binary uses what it needs
+pub enum Reports {
+    /// On standard output.
+    Stdout,
+    /// On standard error (where the examples log).
+    Stderr,
+}
+
+/// Starts `command` and returns it with the port it prints after `marker`
+/// (as in "listening host=tcp:0.0.0.0:PORT"), waiting at most a minute.
+/// The rest of that output is drained on a thread, so the server never
+/// blocks on a full pipe.
+pub fn start_logging_port(mut command: Command, marker: &str, reports: Reports) -> (Child, u16) {
+    command.stdin(Stdio::null());
+    match reports {
+        Reports::Stdout => command.stdout(Stdio::piped()).stderr(Stdio::inherit()),
+        Reports::Stderr => command.stderr(Stdio::piped()).stdout(Stdio::null()),
+    };
+    let mut child = command.spawn().expect("server starts");
+    let stream: Box<dyn std::io::Read + Send> = match reports {
+        Reports::Stdout => Box::new(child.stdout.take().unwrap()),
+        Reports::Stderr => Box::new(child.stderr.take().unwrap()),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stream).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if let Some(at) = line.find(&marker) {
+                let digits: String = line[at + marker.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let _ = tx.send(digits.parse::<u16>().ok());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Some(port)) => (child, port),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not report its port");
+        }
+    }
+}
