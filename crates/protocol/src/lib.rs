@@ -51,6 +51,7 @@ mod connection;
 mod connector;
 mod datagram;
 mod factory;
+pub mod policies;
 mod port;
 mod protocol;
 mod reconnecting;
