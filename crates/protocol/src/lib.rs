@@ -50,6 +50,7 @@ pub mod basic;
 mod connection;
 mod connector;
 mod datagram;
+pub mod endpoints;
 mod factory;
 pub mod policies;
 mod port;
