@@ -17,20 +17,27 @@ pub(crate) struct Driver<P> {
     pub(crate) transport: Rc<SocketTransport>,
     handle: TransportRef,
     protocol: RefCell<Option<P>>,
+    /// The connection's span: everything logged while its events run
+    /// carries its id and peer.
+    span: tracing::Span,
 }
 
 impl<P: Protocol> Driver<P> {
     pub(crate) fn new(transport: Rc<SocketTransport>) -> Driver<P> {
         let handle: TransportRef = transport.clone();
+        let span =
+            tracing::debug_span!("connection", id = transport.id(), peer = %transport.peer());
         Driver {
             transport,
             handle,
             protocol: RefCell::new(None),
+            span,
         }
     }
 
     /// Installs the protocol and tells it the connection is made.
     pub(crate) fn attach(&self, protocol: P) {
+        let _span = self.span.enter();
         self.transport.set_half_closeable(protocol.half_closeable());
         *self.protocol.borrow_mut() = Some(protocol);
         tracing::debug!(
@@ -67,6 +74,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Handles readiness; returns what the transport reported.
     pub(crate) fn ready(&self, readiness: Readiness) -> Progress {
+        let _span = self.span.enter();
         let progress = self.transport.process(readiness, &mut |data| {
             self.call("data_received", |protocol, transport| {
                 protocol.data_received(transport, data);
@@ -97,6 +105,8 @@ impl<P: Protocol> Driver<P> {
 
     /// Delivers `connection_lost` and drops the protocol.
     pub(crate) fn lost(&self, reason: &CloseReason) {
+        let _span = self.span.enter();
+        tracing::debug!(%reason, "connection lost");
         self.call("connection_lost", |protocol, _| {
             protocol.connection_lost(reason)
         });

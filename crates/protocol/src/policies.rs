@@ -1,6 +1,10 @@
 //! Policies that wrap protocols and factories (Twisted's
-//! `twisted.protocols.policies`): idle timeouts.
+//! `twisted.protocols.policies`): idle timeouts and connection limits.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use torsion_transport::{Address, CloseReason, DelayedCall, TransportRef};
@@ -144,5 +148,164 @@ impl<F: Factory> Factory for TimeoutFactory<F> {
 
     fn stop_factory(&self) {
         self.inner.stop_factory();
+    }
+}
+
+/// Wraps a factory with connection limits: in total, and per peer (per IP
+/// address, or per socket path). A connection over a limit is refused —
+/// closed at once, its protocol never built — and counted (Twisted's
+/// `LimitTotalConnectionsFactory` and `LimitConnectionsByPeer`).
+pub struct LimitedFactory<F> {
+    inner: F,
+    max_total: Option<usize>,
+    max_per_peer: Option<usize>,
+    counts: Rc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    open: Cell<usize>,
+    per_peer: RefCell<HashMap<PeerKey, usize>>,
+    refused: Cell<u64>,
+}
+
+/// What "the same peer" means: the IP address, or the whole address.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum PeerKey {
+    Ip(IpAddr),
+    Other(Address),
+}
+
+impl PeerKey {
+    fn of(peer: &Address) -> PeerKey {
+        match peer.socket_addr() {
+            Some(addr) => PeerKey::Ip(addr.ip()),
+            None => PeerKey::Other(peer.clone()),
+        }
+    }
+}
+
+impl<F: Factory> LimitedFactory<F> {
+    /// `inner` without limits yet.
+    pub fn new(inner: F) -> LimitedFactory<F> {
+        LimitedFactory {
+            inner,
+            max_total: None,
+            max_per_peer: None,
+            counts: Rc::default(),
+        }
+    }
+
+    /// At most `max` connections open at once.
+    #[must_use]
+    pub fn max_total(mut self, max: usize) -> Self {
+        self.max_total = Some(max);
+        self
+    }
+
+    /// At most `max` connections open at once from one peer address.
+    #[must_use]
+    pub fn max_per_peer(mut self, max: usize) -> Self {
+        self.max_per_peer = Some(max);
+        self
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.counts.open.get()
+    }
+
+    /// Connections refused so far.
+    pub fn refused(&self) -> u64 {
+        self.counts.refused.get()
+    }
+}
+
+impl<F: Factory> Factory for LimitedFactory<F> {
+    type Protocol = Limited<F::Protocol>;
+
+    fn build_protocol(&self, peer: &Address) -> Option<Limited<F::Protocol>> {
+        let counts = &self.counts;
+        let key = PeerKey::of(peer);
+        let from_peer = counts.per_peer.borrow().get(&key).copied().unwrap_or(0);
+        let over_total = self.max_total.is_some_and(|max| counts.open.get() >= max);
+        let over_peer = self.max_per_peer.is_some_and(|max| from_peer >= max);
+        if over_total || over_peer {
+            counts.refused.set(counts.refused.get() + 1);
+            tracing::info!(%peer, over_total, over_peer, "connection refused by limit");
+            return None;
+        }
+        let inner = self.inner.build_protocol(peer)?;
+        counts.open.set(counts.open.get() + 1);
+        *counts.per_peer.borrow_mut().entry(key.clone()).or_insert(0) += 1;
+        Some(Limited {
+            inner,
+            counts: self.counts.clone(),
+            key,
+        })
+    }
+
+    fn start_factory(&self) {
+        self.inner.start_factory();
+    }
+
+    fn stop_factory(&self) {
+        self.inner.stop_factory();
+    }
+}
+
+/// A protocol counted by a [`LimitedFactory`]; it gives its place back
+/// when its connection ends.
+pub struct Limited<P> {
+    inner: P,
+    counts: Rc<Counts>,
+    key: PeerKey,
+}
+
+impl<P> Limited<P> {
+    /// The wrapped protocol.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+}
+
+impl<P: Protocol> Protocol for Limited<P> {
+    fn make_connection(&mut self, transport: &TransportRef) {
+        self.inner.make_connection(transport);
+    }
+
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        self.inner.data_received(transport, data);
+    }
+
+    fn half_closeable(&self) -> bool {
+        self.inner.half_closeable()
+    }
+
+    fn read_connection_lost(&mut self, transport: &TransportRef) {
+        self.inner.read_connection_lost(transport);
+    }
+
+    fn write_connection_lost(&mut self, transport: &TransportRef) {
+        self.inner.write_connection_lost(transport);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.inner.connection_lost(reason);
+    }
+}
+
+impl<P> Drop for Limited<P> {
+    /// The place is given back when the protocol goes, which follows
+    /// `connection_lost` (or a failed start).
+    fn drop(&mut self) {
+        self.counts.open.set(self.counts.open.get() - 1);
+        let mut per_peer = self.counts.per_peer.borrow_mut();
+        if let Some(count) = per_peer.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&self.key);
+            }
+        }
     }
 }

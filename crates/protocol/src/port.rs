@@ -35,6 +35,7 @@ pub(crate) struct Port<F: Factory> {
     file: Option<SocketFile>,
     /// True while accepting is paused after running out of descriptors.
     backing_off: Cell<bool>,
+    span: tracing::Span,
 }
 
 impl<F: Factory> Port<F> {
@@ -81,6 +82,7 @@ impl<F: Factory> Port<F> {
             host: host.clone(),
             file,
             backing_off: Cell::new(false),
+            span: tracing::info_span!("port", host = %host),
         });
         let registration = reactor.register(socket, Interest::READABLE, port.clone())?;
         *port.registration.borrow_mut() = Some(registration);
@@ -90,6 +92,7 @@ impl<F: Factory> Port<F> {
     }
 
     fn accept_batch(&self, reactor: &Reactor) {
+        let _span = self.span.enter();
         for _ in 0..ACCEPT_BATCH {
             let accepted = match &*self.registration.borrow() {
                 Some(registration) => net::accept(registration.get_ref()),
@@ -118,7 +121,10 @@ impl<F: Factory> Port<F> {
     fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: Address) {
         let built = panic::catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&peer)));
         let protocol = match built {
-            Ok(Some(protocol)) => protocol,
+            Ok(Some(protocol)) => {
+                tracing::debug!(%peer, "accepted");
+                protocol
+            }
             Ok(None) => {
                 tracing::debug!(%peer, "factory refused the connection");
                 return;

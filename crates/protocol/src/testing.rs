@@ -287,3 +287,118 @@ impl<P: Protocol> ProtocolHarness<P> {
         &self.handle
     }
 }
+
+/// A server and a client protocol connected back to back in memory, with
+/// no socket (Twisted's `loopbackAsync` and `IOPump`): what one writes,
+/// the other receives when [`Loopback::pump`] runs.
+///
+/// ```
+/// use torsion_protocol::testing::Loopback;
+/// use torsion_protocol::{Protocol, TransportRef};
+///
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+///         transport.write(data);
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct Greeter(Vec<u8>);
+/// impl Protocol for Greeter {
+///     fn connection_made(&mut self, transport: &TransportRef) {
+///         transport.write(b"hi");
+///     }
+///     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+///         self.0.extend_from_slice(data);
+///         transport.lose_connection();
+///     }
+/// }
+///
+/// let mut pair = Loopback::new(Echo, Greeter::default());
+/// pair.pump();
+/// assert_eq!(pair.client.protocol().0, b"hi");
+/// assert!(pair.is_closed());
+/// ```
+pub struct Loopback<S, C> {
+    /// The server side.
+    pub server: ProtocolHarness<S>,
+    /// The client side.
+    pub client: ProtocolHarness<C>,
+    server_eof_sent: bool,
+    client_eof_sent: bool,
+    closed: bool,
+}
+
+impl<S: Protocol, C: Protocol> Loopback<S, C> {
+    /// Connects `server` then `client` (each hears `make_connection`).
+    pub fn new(server: S, client: C) -> Loopback<S, C> {
+        Loopback {
+            server: ProtocolHarness::new(server),
+            client: ProtocolHarness::new(client),
+            server_eof_sent: false,
+            client_eof_sent: false,
+            closed: false,
+        }
+    }
+
+    /// Moves bytes both ways until neither side has anything to send, then
+    /// carries out closes: a side that lost or aborted its connection ends
+    /// it for both, and a half-close reaches the other side as end of
+    /// stream. Returns the number of bytes moved.
+    pub fn pump(&mut self) -> usize {
+        let mut moved = 0;
+        loop {
+            let to_server = self.client.transport.take_written();
+            let to_client = self.server.transport.take_written();
+            if to_server.is_empty() && to_client.is_empty() {
+                break;
+            }
+            moved += to_server.len() + to_client.len();
+            if !to_server.is_empty() && !self.closed {
+                self.server.receive(&to_server);
+            }
+            if !to_client.is_empty() && !self.closed {
+                self.client.receive(&to_client);
+            }
+        }
+        self.carry_out_closes();
+        moved
+    }
+
+    fn carry_out_closes(&mut self) {
+        if self.closed {
+            return;
+        }
+        let server = self.server.transport.closing();
+        let client = self.client.transport.closing();
+        let reason_for = |own: &Closing, other: &Closing| match (own, other) {
+            (Closing::Aborted, _) => CloseReason::Aborted,
+            (Closing::LostWithError(fault), _) => CloseReason::ProtocolError(fault.clone()),
+            (Closing::Lost, _) => CloseReason::Closed,
+            (Closing::Open, Closing::Aborted) => {
+                CloseReason::Lost(io::Error::from(io::ErrorKind::ConnectionReset))
+            }
+            (Closing::Open, _) => CloseReason::ClosedByPeer,
+        };
+        if server != Closing::Open || client != Closing::Open {
+            self.closed = true;
+            self.server.lose(reason_for(&server, &client));
+            self.client.lose(reason_for(&client, &server));
+            return;
+        }
+        if self.server.transport.write_closed() && !self.server_eof_sent {
+            self.server_eof_sent = true;
+            self.client.peer_closes();
+        }
+        if self.client.transport.write_closed() && !self.client_eof_sent {
+            self.client_eof_sent = true;
+            self.server.peer_closes();
+        }
+    }
+
+    /// True once both sides heard `connection_lost`.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+}

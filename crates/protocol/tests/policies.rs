@@ -52,3 +52,50 @@ fn a_closed_connection_leaves_no_timer_behind() {
     harness.lose(torsion_protocol::CloseReason::ClosedByPeer);
     assert_eq!(reactor.pending_call_count(), 0);
 }
+
+#[test]
+fn connection_limits_refuse_and_count() {
+    use std::net::{Ipv4Addr, TcpStream};
+    use torsion_protocol::policies::LimitedFactory;
+    use torsion_protocol::{Address, Factory, ListenOptions, ReactorTcp};
+
+    struct EchoFactory;
+    impl Factory for EchoFactory {
+        type Protocol = Echo;
+        fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+            Some(Echo)
+        }
+    }
+    let reactor = Reactor::new().unwrap();
+    reactor.set_signal_handling(false);
+    let factory = std::rc::Rc::new(
+        LimitedFactory::new(EchoFactory)
+            .max_total(3)
+            .max_per_peer(2),
+    );
+    let port = reactor
+        .listen_tcp_with(
+            0,
+            factory.clone(),
+            ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
+        )
+        .unwrap();
+    let addr = port.get_host().socket_addr().unwrap();
+    // Three connections from 127.0.0.1: the third is over the per-peer
+    // limit.
+    let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    while factory.open() + (factory.refused() as usize) < 3 {
+        reactor.iterate(Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!((factory.open(), factory.refused()), (2, 1));
+    // Closing one frees its place.
+    drop(clients);
+    while factory.open() > 0 {
+        reactor.iterate(Duration::from_millis(100)).unwrap();
+    }
+    let _again = TcpStream::connect(addr).unwrap();
+    while factory.open() < 1 {
+        reactor.iterate(Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!((factory.open(), factory.refused()), (1, 1));
+}
