@@ -48,6 +48,7 @@ lint:
 bench *args:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench reactor
+    ./target/release/torsion-bench framing
     ./target/release/torsion-bench {{args}}
 
 # API documentation, with broken links and missing docs denied.

@@ -6,11 +6,13 @@
 //! torsion-bench serve KIND
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! torsion-bench reactor
+//! torsion-bench framing
 //! ```
 //!
 //! `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
 //! cancelled, 1,000,000 fired), the CPU an idle reactor uses, and
-//! `call_from_thread` throughput.
+//! `call_from_thread` throughput. `framing` shows that a line receiver's
+//! cost per byte stays flat as lines grow.
 //!
 //! `serve` runs one server (printing its port); `load` drives a server
 //! that is already running, for tracing it (`strace -c -f -p`) or
@@ -23,6 +25,7 @@
 //! requests per second, latency percentiles, the server's CPU time per
 //! request, and each figure's ratio to Torsion's.
 
+mod framing;
 mod loadgen;
 mod reactor;
 mod servers;
@@ -54,6 +57,9 @@ fn main() {
         load(&args[1..])
     } else if args.first().map(String::as_str) == Some("reactor") {
         reactor::run(3);
+        Ok(())
+    } else if args.first().map(String::as_str) == Some("framing") {
+        framing::run();
         Ok(())
     } else {
         parse(&args).and_then(|options| compare(&options))

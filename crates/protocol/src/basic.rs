@@ -339,6 +339,12 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     }
 }
 
+/// Twisted's `LineOnlyReceiver` is a `LineReceiver` without raw mode, kept
+/// for speed; Torsion's [`LineReceiver`] costs nothing extra for raw mode,
+/// so this is the same type. A handler that never switches modes is a line-
+/// only receiver.
+pub type LineOnlyReceiver<H> = LineReceiver<H>;
+
 // ----- strings ----------------------------------------------------------------
 
 /// What a netstring or length-prefixed receiver tells its handler.

@@ -294,7 +294,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
 }
 
 /// The operations a [`Connector`] forwards to its typed connector.
-trait ConnectorControl {
+pub(crate) trait ConnectorControl {
     fn connect(&self);
     fn stop_connecting(&self);
     fn disconnect(&self);
@@ -347,7 +347,7 @@ impl<F: ClientFactory> ConnectorControl for ConnectorInner<F> {
 #[doc(alias = "IConnector")]
 #[derive(Clone)]
 pub struct Connector {
-    inner: Rc<dyn ConnectorControl>,
+    pub(crate) inner: Rc<dyn ConnectorControl>,
 }
 
 impl Connector {

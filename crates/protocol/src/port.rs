@@ -212,7 +212,7 @@ impl<F: Factory> Drop for Port<F> {
     }
 }
 
-trait PortControl {
+pub(crate) trait PortControl {
     fn host(&self) -> &Address;
     fn stop(&self);
     fn is_listening(&self) -> bool;
@@ -239,7 +239,7 @@ impl<F: Factory> PortControl for Port<F> {
 #[doc(alias = "IListeningPort")]
 #[derive(Clone)]
 pub struct ListeningPort {
-    port: Rc<dyn PortControl>,
+    pub(crate) port: Rc<dyn PortControl>,
 }
 
 impl ListeningPort {

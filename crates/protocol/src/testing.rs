@@ -261,14 +261,14 @@ impl<P: Protocol> ProtocolHarness<P> {
         if self.protocol.half_closeable() {
             self.protocol.read_connection_lost(&self.handle);
         } else {
-            self.lose(CloseReason::ClosedByPeer);
+            self.lose(&CloseReason::ClosedByPeer);
         }
     }
 
     /// Ends the connection with `reason` (`connection_lost`), once.
-    pub fn lose(&mut self, reason: CloseReason) {
+    pub fn lose(&mut self, reason: &CloseReason) {
         if !std::mem::replace(&mut self.lost, true) {
-            self.protocol.connection_lost(&reason);
+            self.protocol.connection_lost(reason);
         }
     }
 
@@ -383,8 +383,8 @@ impl<S: Protocol, C: Protocol> Loopback<S, C> {
         };
         if server != Closing::Open || client != Closing::Open {
             self.closed = true;
-            self.server.lose(reason_for(&server, &client));
-            self.client.lose(reason_for(&client, &server));
+            self.server.lose(&reason_for(&server, &client));
+            self.client.lose(&reason_for(&client, &server));
             return;
         }
         if self.server.transport.write_closed() && !self.server_eof_sent {
@@ -400,5 +400,263 @@ impl<S: Protocol, C: Protocol> Loopback<S, C> {
     /// True once both sides heard `connection_lost`.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+}
+
+/// A reactor stand-in that records `listen_tcp` and `connect_tcp` calls
+/// instead of opening sockets (Twisted's `MemoryReactor`), so factories are
+/// tested without a network. It carries a real reactor on a
+/// [`ManualClock`](crate::ManualClock) for timers.
+///
+/// ```
+/// use torsion_protocol::testing::MemoryReactor;
+/// use torsion_protocol::{Address, Factory, Protocol, ReactorTcp, TransportRef};
+///
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+///         transport.write(data);
+///     }
+/// }
+/// struct EchoFactory;
+/// impl Factory for EchoFactory {
+///     type Protocol = Echo;
+///     fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+///         Some(Echo)
+///     }
+/// }
+///
+/// let memory = MemoryReactor::new()?;
+/// memory.listen_tcp(8000, EchoFactory)?;
+/// let listen = &memory.listens()[0];
+/// assert_eq!(listen.port, 8000);
+/// let mut connection = listen.accept(&Address::Unknown).unwrap();
+/// connection.receive(b"ping");
+/// assert_eq!(connection.transport.take_written(), b"ping");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct MemoryReactor {
+    reactor: Reactor,
+    clock: crate::ManualClock,
+    listens: RefCell<Vec<Rc<MemoryListen>>>,
+    connects: RefCell<Vec<Rc<MemoryConnect>>>,
+}
+
+type BuildFn = Box<dyn Fn(&Address) -> Option<Box<dyn Protocol>>>;
+
+/// A recorded `listen_tcp` call.
+pub struct MemoryListen {
+    /// The port asked for.
+    pub port: u16,
+    /// The options asked for.
+    pub options: crate::ListenOptions,
+    build: BuildFn,
+    stop: Box<dyn Fn()>,
+    listening: Cell<bool>,
+}
+
+impl MemoryListen {
+    /// Builds a protocol with the recorded factory, as an accepted
+    /// connection from `peer` would, and connects it to a
+    /// [`StringTransport`]; `None` if the factory refused.
+    pub fn accept(&self, peer: &Address) -> Option<ProtocolHarness<Box<dyn Protocol>>> {
+        let protocol = (self.build)(peer)?;
+        let transport = StringTransport::with_addresses(peer.clone(), Address::Unknown);
+        Some(ProtocolHarness::with_transport(protocol, transport))
+    }
+
+    /// True until the port's `stop_listening`.
+    pub fn is_listening(&self) -> bool {
+        self.listening.get()
+    }
+}
+
+impl crate::port::PortControl for MemoryListen {
+    fn host(&self) -> &Address {
+        &Address::Unknown
+    }
+    fn stop(&self) {
+        if self.listening.replace(false) {
+            (self.stop)();
+        }
+    }
+    fn is_listening(&self) -> bool {
+        self.listening.get()
+    }
+}
+
+/// The client-factory events of a recorded connect, type-erased.
+trait ClientEvents {
+    fn build(&self, peer: &Address) -> Option<Box<dyn Protocol>>;
+    fn failed(&self, connector: &crate::Connector, reason: &torsion_transport::ConnectError);
+    fn lost(&self, connector: &crate::Connector, reason: &CloseReason);
+}
+
+impl<F: crate::ClientFactory> ClientEvents for F {
+    fn build(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
+        self.build_protocol(peer)
+            .map(|p| Box::new(p) as Box<dyn Protocol>)
+    }
+    fn failed(&self, connector: &crate::Connector, reason: &torsion_transport::ConnectError) {
+        self.client_connection_failed(connector, reason);
+    }
+    fn lost(&self, connector: &crate::Connector, reason: &CloseReason) {
+        self.client_connection_lost(connector, reason);
+    }
+}
+
+/// A recorded `connect_tcp` call. Play the network's part with
+/// [`MemoryConnect::succeed`] or [`MemoryConnect::fail`].
+pub struct MemoryConnect {
+    /// Where the connection was to go.
+    pub destination: crate::Destination,
+    /// The timeout asked for.
+    pub timeout: std::time::Duration,
+    factory: Box<dyn ClientEvents>,
+    me: std::rc::Weak<MemoryConnect>,
+    state: Cell<crate::ConnectorState>,
+    reactor: WeakReactor,
+    /// How many times the connector was told to connect again.
+    pub reconnects: Cell<u32>,
+}
+
+impl MemoryConnect {
+    /// The connector the factory sees.
+    pub fn connector(&self) -> crate::Connector {
+        crate::Connector {
+            inner: self.me.upgrade().expect("recorded by the memory reactor"),
+        }
+    }
+
+    /// The connection succeeds: the factory builds a protocol, connected to
+    /// a [`StringTransport`]; `None` if it refused.
+    pub fn succeed(&self) -> Option<ProtocolHarness<Box<dyn Protocol>>> {
+        self.state.set(crate::ConnectorState::Connected);
+        let protocol = self.factory.build(&Address::Unknown)?;
+        Some(ProtocolHarness::new(protocol))
+    }
+
+    /// The attempt fails: the factory hears `client_connection_failed`.
+    pub fn fail(&self, reason: torsion_transport::ConnectError) {
+        self.state.set(crate::ConnectorState::Disconnected);
+        self.factory.failed(&self.connector(), &reason);
+    }
+
+    /// The connection made by `succeed` ends: the protocol hears
+    /// `connection_lost`, then the factory `client_connection_lost`.
+    pub fn lose(&self, harness: &mut ProtocolHarness<Box<dyn Protocol>>, reason: CloseReason) {
+        self.state.set(crate::ConnectorState::Disconnected);
+        harness.lose(&reason);
+        self.factory.lost(&self.connector(), &reason);
+    }
+}
+
+impl crate::connector::ConnectorControl for MemoryConnect {
+    fn connect(&self) {
+        self.reconnects.set(self.reconnects.get() + 1);
+        self.state.set(crate::ConnectorState::Connecting);
+    }
+    fn stop_connecting(&self) {
+        if self.state.get() == crate::ConnectorState::Connecting {
+            self.fail(torsion_transport::ConnectError::Cancelled);
+        }
+    }
+    fn disconnect(&self) {
+        self.state.set(crate::ConnectorState::Disconnected);
+    }
+    fn destination(&self) -> &crate::Destination {
+        &self.destination
+    }
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade()
+    }
+    fn state(&self) -> crate::ConnectorState {
+        self.state.get()
+    }
+}
+
+impl MemoryReactor {
+    /// A memory reactor whose timers run on a manual clock.
+    ///
+    /// # Errors
+    /// If the underlying reactor cannot be created.
+    pub fn new() -> io::Result<MemoryReactor> {
+        let (reactor, clock) = Reactor::with_manual_clock()?;
+        Ok(MemoryReactor {
+            reactor,
+            clock,
+            listens: RefCell::new(Vec::new()),
+            connects: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// The real reactor behind it (for timers).
+    pub fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    /// Its manual clock.
+    pub fn clock(&self) -> &crate::ManualClock {
+        &self.clock
+    }
+
+    /// The `listen_tcp` calls so far.
+    pub fn listens(&self) -> Vec<Rc<MemoryListen>> {
+        self.listens.borrow().clone()
+    }
+
+    /// The `connect_tcp` calls so far.
+    pub fn connects(&self) -> Vec<Rc<MemoryConnect>> {
+        self.connects.borrow().clone()
+    }
+}
+
+impl crate::ReactorTcp for MemoryReactor {
+    fn listen_tcp_with<F: crate::Factory>(
+        &self,
+        port: u16,
+        factory: F,
+        options: crate::ListenOptions,
+    ) -> io::Result<crate::ListeningPort> {
+        factory.do_start();
+        let factory = Rc::new(factory);
+        let (build, stop) = (factory.clone(), factory);
+        let listen = Rc::new(MemoryListen {
+            port,
+            options,
+            build: Box::new(move |peer| {
+                build
+                    .build_protocol(peer)
+                    .map(|p| Box::new(p) as Box<dyn Protocol>)
+            }),
+            stop: Box::new(move || stop.do_stop()),
+            listening: Cell::new(true),
+        });
+        self.listens.borrow_mut().push(listen.clone());
+        Ok(crate::ListeningPort { port: listen })
+    }
+
+    fn connect_tcp<F: crate::ClientFactory>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: F,
+        timeout: std::time::Duration,
+    ) -> crate::Connector {
+        let record = Rc::new_cyclic(|me| MemoryConnect {
+            destination: crate::Destination::Tcp {
+                host: host.to_owned(),
+                port,
+            },
+            timeout,
+            factory: Box::new(factory),
+            me: me.clone(),
+            state: Cell::new(crate::ConnectorState::Connecting),
+            reactor: self.reactor.downgrade(),
+            reconnects: Cell::new(0),
+        });
+        let connector = record.connector();
+        self.connects.borrow_mut().push(record);
+        connector
     }
 }

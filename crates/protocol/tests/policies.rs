@@ -49,7 +49,7 @@ fn a_closed_connection_leaves_no_timer_behind() {
         transport,
     );
     assert_eq!(reactor.pending_call_count(), 1);
-    harness.lose(torsion_protocol::CloseReason::ClosedByPeer);
+    harness.lose(&torsion_protocol::CloseReason::ClosedByPeer);
     assert_eq!(reactor.pending_call_count(), 0);
 }
 
