@@ -21,10 +21,26 @@ use crate::protocol::Protocol;
 /// `connection_lost`. Timers come from the transport's reactor, so on a
 /// [`ManualClock`](crate::ManualClock) they are tested without sleeping.
 #[doc(alias = "TimeoutMixin")]
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct IdleTimeout {
     timeout: Option<Duration>,
     call: Option<DelayedCall>,
+    action: Option<TimeoutAction>,
+}
+
+/// What an [`IdleTimeout`] does when it fires.
+type TimeoutAction = Rc<dyn Fn(&TransportRef)>;
+
+impl std::fmt::Debug for IdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleTimeout")
+            .field("timeout", &self.timeout)
+            .field(
+                "pending",
+                &self.call.as_ref().is_some_and(DelayedCall::active),
+            )
+            .finish()
+    }
 }
 
 impl IdleTimeout {
@@ -43,10 +59,21 @@ impl IdleTimeout {
             return;
         };
         let transport = transport.clone();
+        let action = self.action.clone();
         self.call = Some(reactor.call_later(timeout, move |_| {
             tracing::debug!(?timeout, "idle timeout");
-            transport.lose_connection_with_error(format!("no traffic for {timeout:?}"));
+            match action {
+                Some(action) => action(&transport),
+                None => transport.lose_connection_with_error(format!("no traffic for {timeout:?}")),
+            }
         }));
+    }
+
+    /// Replaces what happens when the timer fires (Twisted's
+    /// `timeoutConnection`): for example, send a goodbye before closing.
+    #[doc(alias = "timeoutConnection")]
+    pub fn on_timeout(&mut self, action: impl Fn(&TransportRef) + 'static) {
+        self.action = Some(Rc::new(action));
     }
 
     /// Restarts the countdown (Twisted's `resetTimeout`): call it on

@@ -99,3 +99,21 @@ fn connection_limits_refuse_and_count() {
     }
     assert_eq!((factory.open(), factory.refused()), (1, 1));
 }
+
+#[test]
+fn a_custom_timeout_action() {
+    use torsion_protocol::policies::IdleTimeout;
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let transport = StringTransport::new();
+    transport.set_reactor(&reactor);
+    let handle: TransportRef = transport.clone();
+    let mut idle = IdleTimeout::new();
+    idle.on_timeout(|transport| {
+        transport.write(b"bye\r\n");
+        transport.lose_connection();
+    });
+    idle.set(&handle, Some(Duration::from_secs(5)));
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(transport.take_written(), b"bye\r\n");
+    assert_eq!(transport.closing(), Closing::Lost);
+}
