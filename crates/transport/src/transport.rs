@@ -240,6 +240,7 @@ pub struct Keepalive {
 impl Keepalive {
     pub(crate) fn to_socket2(self) -> socket2::TcpKeepalive {
         let keepalive = socket2::TcpKeepalive::new().with_time(self.idle);
+        // Interval and retries can be set on these platforms only.
         #[cfg(any(
             target_os = "android",
             target_os = "freebsd",
@@ -248,21 +249,15 @@ impl Keepalive {
             target_os = "ios",
             target_os = "netbsd",
         ))]
-        let keepalive = match self.interval {
-            Some(interval) => keepalive.with_interval(interval),
-            None => keepalive,
-        };
-        #[cfg(any(
-            target_os = "android",
-            target_os = "freebsd",
-            target_os = "linux",
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "netbsd",
-        ))]
-        let keepalive = match self.retries {
-            Some(retries) => keepalive.with_retries(retries),
-            None => keepalive,
+        let keepalive = {
+            let keepalive = match self.interval {
+                Some(interval) => keepalive.with_interval(interval),
+                None => keepalive,
+            };
+            match self.retries {
+                Some(retries) => keepalive.with_retries(retries),
+                None => keepalive,
+            }
         };
         keepalive
     }

@@ -56,7 +56,7 @@ pub fn bind_listener(
     backlog: i32,
     mode: Option<u32>,
 ) -> io::Result<(Socket, SocketFile)> {
-    remove_if_stale(path)?;
+    remove_if_stale(path, probe_stream)?;
     let socket = net::stream_socket(Domain::UNIX)?;
     socket.bind(&SockAddr::unix(path)?)?;
     let meta = std::fs::symlink_metadata(path)?;
@@ -79,7 +79,9 @@ pub fn bind_listener(
 }
 
 /// Removes `path` if it is a socket file nobody listens on any more.
-fn remove_if_stale(path: &Path) -> io::Result<()> {
+/// `probe` connects to it the way its kind of socket is connected to: an
+/// answer means a live server, a refusal a stale file.
+fn remove_if_stale(path: &Path, probe: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -91,8 +93,8 @@ fn remove_if_stale(path: &Path) -> io::Result<()> {
             format!("{} exists and is not a socket", path.display()),
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
+    match probe(path) {
+        Ok(()) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("another server is listening on {}", path.display()),
         )),
@@ -104,6 +106,14 @@ fn remove_if_stale(path: &Path) -> io::Result<()> {
     }
 }
 
+fn probe_stream(path: &Path) -> io::Result<()> {
+    std::os::unix::net::UnixStream::connect(path).map(drop)
+}
+
+fn probe_datagram(path: &Path) -> io::Result<()> {
+    std::os::unix::net::UnixDatagram::unbound()?.connect(path)
+}
+
 /// A non-blocking Unix datagram socket bound to `path`, with the socket
 /// file handled as for [`bind_listener`] (stale files replaced, live ones
 /// refused).
@@ -111,7 +121,7 @@ fn remove_if_stale(path: &Path) -> io::Result<()> {
 /// # Errors
 /// As for [`bind_listener`].
 pub fn bind_datagram(path: &Path, mode: Option<u32>) -> io::Result<(Socket, SocketFile)> {
-    remove_if_stale_datagram(path)?;
+    remove_if_stale(path, probe_datagram)?;
     let socket = net::bind_datagram(&SockAddr::unix(path)?)?;
     let meta = std::fs::symlink_metadata(path)?;
     let file = SocketFile {
@@ -135,32 +145,4 @@ pub fn bind_datagram(path: &Path, mode: Option<u32>) -> io::Result<(Socket, Sock
 /// If the socket cannot be created.
 pub fn unbound_datagram() -> io::Result<Socket> {
     crate::sys::datagram_socket(Domain::UNIX, None)
-}
-
-/// As `remove_if_stale`, for datagram sockets: a live one answers a
-/// connect of a datagram socket.
-fn remove_if_stale_datagram(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket", path.display()),
-        ));
-    }
-    let probe = std::os::unix::net::UnixDatagram::unbound()?;
-    match probe.connect(path) {
-        Ok(()) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("another server is listening on {}", path.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "replacing a stale socket file");
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(e),
-    }
 }
