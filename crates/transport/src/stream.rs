@@ -292,8 +292,18 @@ impl SocketTransport {
                 if !self.queue.borrow().is_empty() {
                     self.flush();
                 }
+                // A connection that was already closing cleanly and has
+                // now sent everything keeps its clean reason.
+                let flushed = self.queue.borrow().is_empty();
                 let mut reason = self.reason.borrow_mut();
-                if !matches!(*reason, Some(CloseReason::Lost(_))) {
+                let keep = match &*reason {
+                    Some(CloseReason::Lost(_)) => true,
+                    Some(CloseReason::Closed | CloseReason::ClosedByPeer) => {
+                        flushed && self.phase.get() == Phase::Draining
+                    }
+                    _ => false,
+                };
+                if !keep {
                     *reason = Some(CloseReason::Shutdown);
                 }
                 drop(reason);
