@@ -44,11 +44,13 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Benchmarks, side by side with peers: reactor (timers against tokio's),
-# then echo (Torsion, tokio current-thread, a mio loop).
+# framing, memory per idle connection, then echo (Torsion, tokio
+# current-thread, a mio loop).
 bench *args:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench reactor
     ./target/release/torsion-bench framing
+    ./target/release/torsion-bench idle 2000
     ./target/release/torsion-bench {{args}}
 
 # API documentation, with broken links and missing docs denied.

@@ -7,6 +7,7 @@
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! torsion-bench reactor
 //! torsion-bench framing
+//! torsion-bench idle [CONNECTIONS]
 //! ```
 //!
 //! `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
@@ -26,6 +27,7 @@
 //! request, and each figure's ratio to Torsion's.
 
 mod framing;
+mod idle;
 mod loadgen;
 mod reactor;
 mod servers;
@@ -60,6 +62,9 @@ fn main() {
         Ok(())
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
+        Ok(())
+    } else if args.first().map(String::as_str) == Some("idle") {
+        idle::run(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(400));
         Ok(())
     } else {
         parse(&args).and_then(|options| compare(&options))

@@ -31,7 +31,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
     }
 }
 
-fn allocated() -> isize {
+pub fn allocated() -> isize {
     ALLOCATED.load(Ordering::Relaxed)
 }
 
