@@ -40,7 +40,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const KINDS: &[&str] = &["torsion", "tokio-ct", "mio", "tokio-mt"];
+const KINDS: &[&str] = &["torsion", "torsion-2t", "tokio-ct", "mio", "tokio-mt"];
 
 struct Options {
     connections: usize,
@@ -78,6 +78,7 @@ fn main() {
 fn serve(kind: &str) -> io::Result<()> {
     match kind {
         "torsion" => servers::torsion(),
+        "torsion-2t" => servers::torsion_threads(2),
         "tokio-ct" => servers::tokio_current_thread(),
         "tokio-mt" => servers::tokio_multi_thread(),
         "mio" => servers::mio_loop(),
@@ -212,6 +213,7 @@ fn pin(pid: u32, cpu: usize) {
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rps: f64,
+    mib_s: f64,
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
@@ -221,7 +223,10 @@ struct Sample {
 
 fn measure(kind: &str, options: &Options, two_cpus: bool) -> io::Result<Sample> {
     let server = Server::start(kind)?;
-    if two_cpus {
+    // Single-threaded servers get CPU 0 to themselves; multi-threaded ones
+    // are left free to use both CPUs (and compete with the load).
+    let multi_threaded = kind.ends_with("-2t") || kind.ends_with("-mt");
+    if two_cpus && !multi_threaded {
         pin(server.child.id(), 0);
     }
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
@@ -241,6 +246,7 @@ fn measure(kind: &str, options: &Options, two_cpus: bool) -> io::Result<Sample> 
     let total_requests = report.per_second() * total_time.as_secs_f64();
     Ok(Sample {
         rps: report.per_second(),
+        mib_s: report.per_second() * options.size as f64 / (1 << 20) as f64,
         p50_us: report.percentile(0.50).as_secs_f64() * 1e6,
         p99_us: report.percentile(0.99).as_secs_f64() * 1e6,
         p999_us: report.percentile(0.999).as_secs_f64() * 1e6,
@@ -287,6 +293,7 @@ fn compare(options: &Options) -> io::Result<()> {
             let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
             Sample {
                 rps: pick(|s| s.rps),
+                mib_s: pick(|s| s.mib_s),
                 p50_us: pick(|s| s.p50_us),
                 p99_us: pick(|s| s.p99_us),
                 p999_us: pick(|s| s.p999_us),
@@ -302,9 +309,10 @@ fn compare(options: &Options) -> io::Result<()> {
         .map(|i| medians[i]);
     println!();
     println!(
-        "{:<9} {:>10} {:>8} {:>9} {:>9} {:>10} {:>14} {:>10} {:>10} {:>11}",
+        "{:<10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>10} {:>14} {:>10} {:>10} {:>11}",
         "server",
         "req/s",
+        "MiB/s",
         "p50 us",
         "p99 us",
         "p99.9 us",
@@ -331,9 +339,10 @@ fn compare(options: &Options) -> io::Result<()> {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<9} {:>10.0} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>14.0} {:>10} {:>10} {:>11}",
+            "{:<10} {:>10.0} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>14.0} {:>10} {:>10} {:>11}",
             kind,
             m.rps,
+            m.mib_s,
             m.p50_us,
             m.p99_us,
             m.p999_us,

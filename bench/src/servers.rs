@@ -12,6 +12,38 @@ fn announce(port: u16) {
     let _ = io::stdout().flush();
 }
 
+/// Torsion's echo server on `threads` reactors, one per thread, sharing
+/// the port through `SO_REUSEPORT` (as `echo_server --threads N`).
+pub fn torsion_threads(threads: usize) -> io::Result<()> {
+    let options = ListenOptions {
+        reuse_port: true,
+        ..ListenOptions::interface(Ipv4Addr::LOCALHOST.into())
+    };
+    let reactor = Reactor::new()?;
+    let port = reactor
+        .listen_tcp_with(0, EchoFactory, options)?
+        .get_host()
+        .port()
+        .unwrap_or(0);
+    let workers: Vec<_> = (1..threads)
+        .map(|_| {
+            std::thread::spawn(move || -> io::Result<()> {
+                let reactor = Reactor::new()?;
+                reactor.listen_tcp_with(port, EchoFactory, options)?;
+                reactor.run().map_err(io::Error::other)
+            })
+        })
+        .collect();
+    announce(port);
+    reactor.run().map_err(io::Error::other)?;
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| io::Error::other("a reactor thread panicked"))??;
+    }
+    Ok(())
+}
+
 /// Torsion's echo server: the library's `EchoFactory`, nothing tuned.
 pub fn torsion() -> io::Result<()> {
     let reactor = Reactor::new()?;
