@@ -18,8 +18,9 @@ pub(crate) struct Driver<P> {
     handle: TransportRef,
     protocol: RefCell<Option<P>>,
     /// The connection's span: everything logged while its events run
-    /// carries its id and peer.
-    span: tracing::Span,
+    /// carries its id and peer. Kept only when a subscriber wants it, so a
+    /// connection costs no span memory otherwise.
+    span: Option<Box<tracing::Span>>,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -27,6 +28,7 @@ impl<P: Protocol> Driver<P> {
         let handle: TransportRef = transport.clone();
         let span =
             tracing::debug_span!("connection", id = transport.id(), peer = %transport.peer());
+        let span = (!span.is_disabled()).then(|| Box::new(span));
         Driver {
             transport,
             handle,
@@ -37,7 +39,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Installs the protocol and tells it the connection is made.
     pub(crate) fn attach(&self, protocol: P) {
-        let _span = self.span.enter();
+        let _span = self.span.as_deref().map(tracing::Span::enter);
         self.transport.set_half_closeable(protocol.half_closeable());
         *self.protocol.borrow_mut() = Some(protocol);
         tracing::debug!(
@@ -74,7 +76,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Handles readiness; returns what the transport reported.
     pub(crate) fn ready(&self, readiness: Readiness) -> Progress {
-        let _span = self.span.enter();
+        let _span = self.span.as_deref().map(tracing::Span::enter);
         let progress = self.transport.process(readiness, &mut |data| {
             self.call("data_received", |protocol, transport| {
                 protocol.data_received(transport, data);
@@ -105,7 +107,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Delivers `connection_lost` and drops the protocol.
     pub(crate) fn lost(&self, reason: &CloseReason) {
-        let _span = self.span.enter();
+        let _span = self.span.as_deref().map(tracing::Span::enter);
         tracing::debug!(%reason, "connection lost");
         self.call("connection_lost", |protocol, _| {
             protocol.connection_lost(reason)

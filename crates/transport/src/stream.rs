@@ -1,7 +1,7 @@
 //! The stream-socket transport: a non-blocking connected socket, its write
 //! queue, and the readiness mechanics the protocol layer drives.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, IoSlice, Read};
 use std::rc::Rc;
@@ -113,7 +113,6 @@ pub struct SocketTransport {
     /// `process` itself, not by a wake-up.
     processing: Cell<bool>,
     peer: Address,
-    host: OnceCell<Address>,
     reactor: WeakReactor,
     /// Reading paused by `pause_reading` (or a producer throttling it).
     reading_paused: Cell<bool>,
@@ -129,8 +128,9 @@ pub struct SocketTransport {
     producer_paused: Cell<bool>,
     /// A pull producer asked for more data and should be asked again.
     pull_pending: Cell<bool>,
-    high_water: Cell<usize>,
-    low_water: Cell<usize>,
+    /// Watermarks, in bytes (u32: 4 GiB is beyond any sane buffer).
+    high_water: Cell<u32>,
+    low_water: Cell<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -201,7 +201,6 @@ impl SocketTransport {
             writes_closed: Cell::new(false),
             processing: Cell::new(false),
             peer,
-            host: OnceCell::new(),
             reactor: reactor.downgrade(),
             reading_paused: Cell::new(false),
             half_closeable: Cell::new(false),
@@ -212,8 +211,8 @@ impl SocketTransport {
             streaming: Cell::new(false),
             producer_paused: Cell::new(false),
             pull_pending: Cell::new(false),
-            high_water: Cell::new(DEFAULT_HIGH_WATER),
-            low_water: Cell::new(DEFAULT_LOW_WATER),
+            high_water: Cell::new(DEFAULT_HIGH_WATER as u32),
+            low_water: Cell::new(DEFAULT_LOW_WATER as u32),
         });
         let interest = match phase {
             Phase::Connecting => Interest::WRITABLE,
@@ -410,7 +409,7 @@ impl SocketTransport {
     /// The queue grew: pause a streaming producer above the high
     /// watermark.
     fn queue_grew(&self) {
-        if self.queue.borrow().len() <= self.high_water.get()
+        if self.queue.borrow().len() <= self.high_water.get() as usize
             || self.producer_paused.get()
             || !self.streaming.get()
         {
@@ -431,7 +430,7 @@ impl SocketTransport {
     /// The queue shrank: resume a paused streaming producer, or ask a pull
     /// producer for more, once at or below the low watermark.
     fn queue_shrank(&self) {
-        if self.queue.borrow().len() > self.low_water.get() {
+        if self.queue.borrow().len() > self.low_water.get() as usize {
             return;
         }
         let producer = self.producer.borrow().clone();
@@ -738,11 +737,10 @@ impl Transport for SocketTransport {
     }
 
     fn get_host(&self) -> Address {
-        if let Some(host) = self.host.get() {
-            return host.clone();
-        }
+        // Asked rarely: one getsockname each time rather than a cached
+        // copy in every connection.
         match self.with_socket(net::local_address) {
-            Ok(addr) => self.host.get_or_init(|| addr).clone(),
+            Ok(addr) => addr,
             Err(_) => Address::Unknown,
         }
     }
@@ -807,6 +805,8 @@ impl Transport for SocketTransport {
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        let high = u32::try_from(high).unwrap_or(u32::MAX);
+        let low = u32::try_from(low).unwrap_or(u32::MAX);
         self.high_water.set(high);
         self.low_water.set(low.min(high));
         self.queue_grew();
