@@ -94,14 +94,7 @@ fn load(args: &[String]) -> io::Result<()> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| invalid("load needs a port".into()))?;
     let options = parse(&args[1..])?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let report = loadgen::run(
-        addr,
-        options.connections,
-        options.size,
-        options.warmup,
-        options.duration,
-    )?;
+    let report = drive(port, &options)?;
     println!(
         "{} requests in {:?}: {:.0} req/s, p50 {:?}, p99 {:?}",
         report.requests,
@@ -111,6 +104,18 @@ fn load(args: &[String]) -> io::Result<()> {
         report.percentile(0.99)
     );
     Ok(())
+}
+
+/// Runs the load generator against the server on `port`.
+fn drive(port: u16, options: &Options) -> io::Result<loadgen::Report> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    loadgen::run(
+        addr,
+        options.connections,
+        options.size,
+        options.warmup,
+        options.duration,
+    )
 }
 
 fn invalid(message: String) -> io::Error {
@@ -229,18 +234,10 @@ fn measure(kind: &str, options: &Options, two_cpus: bool) -> io::Result<Sample> 
     if two_cpus && !multi_threaded {
         pin(server.child.id(), 0);
     }
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
     let cpu_before = server.cpu()?;
-    let report = loadgen::run(
-        addr,
-        options.connections,
-        options.size,
-        options.warmup,
-        options.duration,
-    )?;
-    // The server's CPU covers warm-up too; scale by the share of requests
-    // in the measured window is not possible, so charge it all to the
-    // window's rate over the whole run time.
+    let report = drive(server.port, options)?;
+    // The server's CPU is read around the whole run, warm-up included, so
+    // divide it by the requests of the whole run at the measured rate.
     let server_cpu = server.cpu()?.saturating_sub(cpu_before);
     let total_time = options.warmup + report.elapsed;
     let total_requests = report.per_second() * total_time.as_secs_f64();
