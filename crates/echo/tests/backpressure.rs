@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
+use torsion_echo::torsion_protocol::testing::DescriptorGuard;
 
 use torsion_echo::torsion_protocol::transport::DEFAULT_HIGH_WATER;
 use torsion_echo::torsion_protocol::{
@@ -65,6 +66,7 @@ impl Factory for ProbeFactory {
 
 #[test]
 fn a_peer_that_sends_a_gibibyte_without_reading_cannot_grow_the_server() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
     reactor.call_later(Duration::from_secs(120), |_| panic!("test timed out"));

@@ -33,6 +33,8 @@ use torsion_transport::{Address, CloseReason, Producer, Reactor, Transport, Tran
 
 use crate::protocol::Protocol;
 
+pub use torsion_transport::reactor::testing::{open_descriptors, DescriptorGuard};
+
 /// What a protocol asked its [`StringTransport`] to do about the
 /// connection.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -1,21 +1,16 @@
 //! No descriptor leaks: the process holds as many descriptors after 1,000
-//! connections that end in every way as it did before. Alone in its own
-//! test binary, so no other test opens descriptors meanwhile.
+//! connections that end in every way as it did before.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
+use torsion_protocol::testing::DescriptorGuard;
 use torsion_protocol::transport::socket2::SockRef;
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
     Reactor, ReactorTcp, TransportRef,
 };
-
-fn open_descriptors() -> usize {
-    // The directory listing holds one descriptor of its own while open.
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count()) - 1
-}
 
 /// Ends its connection the way the first byte says.
 struct Ender;
@@ -55,11 +50,7 @@ impl ClientFactory for EnderFactory {
 
 #[test]
 fn a_thousand_connections_ending_every_way_leave_no_descriptor_behind() {
-    if !std::path::Path::new("/proc/self/fd").exists() {
-        eprintln!("skipped: no /proc/self/fd to count descriptors");
-        return;
-    }
-    let before = open_descriptors();
+    let guard = DescriptorGuard::new();
     {
         let reactor = Reactor::new().unwrap();
         reactor.call_later(Duration::from_secs(60), |_| panic!("test timed out"));
@@ -125,5 +116,5 @@ fn a_thousand_connections_ending_every_way_leave_no_descriptor_behind() {
         reactor.run().unwrap();
         clients.join().unwrap();
     }
-    assert_eq!(open_descriptors(), before);
+    guard.check();
 }

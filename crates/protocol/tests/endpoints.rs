@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::endpoints::{
     client_from_string, server_from_string, ClientEndpoint, ServerEndpoint,
@@ -11,6 +12,7 @@ use torsion_protocol::{ListenOptions, UnixListenOptions, DEFAULT_CONNECT_TIMEOUT
 
 #[test]
 fn server_strings() {
+    let _fds = DescriptorGuard::new();
     assert_eq!(
         server_from_string("tcp:8000").unwrap(),
         ServerEndpoint::Tcp {
@@ -63,6 +65,7 @@ fn server_strings() {
 
 #[test]
 fn client_strings() {
+    let _fds = DescriptorGuard::new();
     assert_eq!(
         client_from_string("tcp:host=example.org:port=80").unwrap(),
         ClientEndpoint::Tcp {
@@ -100,6 +103,7 @@ fn error(
 
 #[test]
 fn bad_strings_point_at_the_bad_part() {
+    let _fds = DescriptorGuard::new();
     assert_eq!(
         error(server_from_string("tcp:80x")),
         ("port \"80x\" is not a number from 0 to 65535".into(), 4)
@@ -147,6 +151,7 @@ fn bad_strings_point_at_the_bad_part() {
 
 #[test]
 fn an_endpoint_listens_and_connects() {
+    let _fds = DescriptorGuard::new();
     use torsion_protocol::{
         Address, ClientFactory, CloseReason, Connector, Factory, Protocol, Reactor, TransportRef,
     };

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, CloseReason, Factory, Keepalive, ListenOptions, Producer, Protocol, Reactor,
@@ -71,6 +72,7 @@ impl Protocol for Counter {
 
 #[test]
 fn a_half_closeable_protocol_answers_after_the_peer_half_closes() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
@@ -119,6 +121,7 @@ impl Protocol for Greeter {
 
 #[test]
 fn lose_write_connection_keeps_reading() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
@@ -166,6 +169,7 @@ impl Protocol for Sleeper {
 
 #[test]
 fn paused_reading_delivers_nothing_until_resumed() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
@@ -232,6 +236,7 @@ impl Protocol for Pager {
 
 #[test]
 fn a_pull_producer_is_asked_for_each_piece_as_the_buffer_drains() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let asked = Rc::new(Cell::new(0));
     let a = asked.clone();
@@ -278,6 +283,7 @@ impl Protocol for Options {
 
 #[test]
 fn socket_options_and_reuse_port() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let results: Rc<RefCell<Vec<bool>>> = Rc::default();
     let r = results.clone();
@@ -314,6 +320,7 @@ fn socket_options_and_reuse_port() {
 
 #[test]
 fn ipv6_listen_and_connect() {
+    let _fds = DescriptorGuard::new();
     use torsion_protocol::{ClientFactory, Connector};
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback on this machine");

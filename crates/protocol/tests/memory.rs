@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::testing::MemoryReactor;
 use torsion_protocol::{
@@ -40,6 +41,7 @@ impl ClientFactory for EchoFactory {}
 
 #[test]
 fn listening_is_recorded_and_connections_are_served_in_memory() {
+    let _fds = DescriptorGuard::new();
     let memory = MemoryReactor::new().unwrap();
     let factory = Rc::new(EchoFactory::default());
     let port = memory.listen_tcp(8000, factory.clone()).unwrap();
@@ -57,6 +59,7 @@ fn listening_is_recorded_and_connections_are_served_in_memory() {
 
 #[test]
 fn a_reconnecting_factory_retries_on_the_manual_clock() {
+    let _fds = DescriptorGuard::new();
     let memory = MemoryReactor::new().unwrap();
     let factory = ReconnectingClientFactory::new(EchoFactory::default())
         .initial_delay(Duration::from_secs(1))

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::reactor::LoopingCall;
 use torsion_protocol::{
@@ -79,6 +80,7 @@ const PLACES: [Where; 4] = [
 
 #[test]
 fn a_panic_in_any_callback_costs_one_connection() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
     reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
@@ -129,6 +131,7 @@ fn a_panic_in_any_callback_costs_one_connection() {
 }
 #[test]
 fn a_panic_in_a_client_factory_callback_is_contained() {
+    let _fds = DescriptorGuard::new();
     struct Grumpy;
     impl Factory for Grumpy {
         type Protocol = Touchy;

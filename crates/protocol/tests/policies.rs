@@ -1,6 +1,7 @@
 //! Idle timeouts, on the manual clock and the in-memory transport.
 
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::policies::TimeoutProtocol;
 use torsion_protocol::testing::{Closing, ProtocolHarness, StringTransport};
@@ -15,6 +16,7 @@ impl Protocol for Echo {
 
 #[test]
 fn an_idle_connection_is_closed_and_traffic_postpones_it() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let transport = StringTransport::new();
     transport.set_reactor(&reactor);
@@ -41,6 +43,7 @@ fn an_idle_connection_is_closed_and_traffic_postpones_it() {
 
 #[test]
 fn a_closed_connection_leaves_no_timer_behind() {
+    let _fds = DescriptorGuard::new();
     let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
     let transport = StringTransport::new();
     transport.set_reactor(&reactor);
@@ -55,6 +58,7 @@ fn a_closed_connection_leaves_no_timer_behind() {
 
 #[test]
 fn connection_limits_refuse_and_count() {
+    let _fds = DescriptorGuard::new();
     use std::net::{Ipv4Addr, TcpStream};
     use torsion_protocol::policies::LimitedFactory;
     use torsion_protocol::{Address, Factory, ListenOptions, ReactorTcp};
@@ -102,6 +106,7 @@ fn connection_limits_refuse_and_count() {
 
 #[test]
 fn a_custom_timeout_action() {
+    let _fds = DescriptorGuard::new();
     use torsion_protocol::policies::IdleTimeout;
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let transport = StringTransport::new();

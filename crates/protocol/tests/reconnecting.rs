@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
@@ -81,6 +82,7 @@ fn scheduled_retry(reactor: &Reactor) -> Option<Duration> {
 
 #[test]
 fn failed_attempts_back_off_exponentially_up_to_the_cap_and_the_retry_limit() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let port = listener(&reactor);
     let counts = Rc::new(Counts::default());
@@ -112,6 +114,7 @@ fn failed_attempts_back_off_exponentially_up_to_the_cap_and_the_retry_limit() {
 
 #[test]
 fn a_successful_connection_resets_the_delay_and_stop_trying_ends_it() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     reactor.set_signal_handling(false);
     let port = listener(&reactor);
@@ -155,6 +158,7 @@ fn a_successful_connection_resets_the_delay_and_stop_trying_ends_it() {
 
 #[test]
 fn jitter_is_bounded_and_reproducible_with_a_seed() {
+    let _fds = DescriptorGuard::new();
     let delays = |seed| {
         let (reactor, clock) = Reactor::with_manual_clock().unwrap();
         let port = listener(&reactor);

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, ConnectorState, Factory,
@@ -137,6 +138,7 @@ impl ClientFactory for GreeterFactory {
 
 #[test]
 fn echo_round_trip_between_our_client_and_server() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
     let factory = Rc::new(EchoFactory::default());
@@ -175,6 +177,7 @@ fn echo_round_trip_between_our_client_and_server() {
 
 #[test]
 fn connecting_by_name_resolves_off_the_loop() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
@@ -194,6 +197,7 @@ fn connecting_by_name_resolves_off_the_loop() {
 
 #[test]
 fn sixteen_mib_in_random_chunks_comes_back_identical() {
+    let _fds = DescriptorGuard::new();
     const TOTAL: usize = 16 << 20;
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
@@ -314,6 +318,7 @@ fn blast(abort: bool) -> (Result<Vec<u8>, std::io::Error>, Vec<String>, usize) {
 
 #[test]
 fn lose_connection_delivers_everything_queued_before_closing() {
+    let _fds = DescriptorGuard::new();
     let (result, reasons, queued) = blast(false);
     assert!(queued > 0, "the test needs data left in the queue");
     let received = result.unwrap();
@@ -324,6 +329,7 @@ fn lose_connection_delivers_everything_queued_before_closing() {
 
 #[test]
 fn abort_connection_drops_the_queue_and_resets() {
+    let _fds = DescriptorGuard::new();
     let (result, reasons, queued) = blast(true);
     assert!(queued > 0, "the test needs data left in the queue");
     match result {
@@ -335,6 +341,7 @@ fn abort_connection_drops_the_queue_and_resets() {
 
 #[test]
 fn peer_end_of_stream_still_flushes_what_is_queued() {
+    let _fds = DescriptorGuard::new();
     const SIZE: usize = 1 << 20;
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
@@ -366,6 +373,7 @@ fn peer_end_of_stream_still_flushes_what_is_queued() {
 
 #[test]
 fn connection_refused_reaches_client_connection_failed() {
+    let _fds = DescriptorGuard::new();
     // Take a free port, then close it: nothing listens there.
     let port = std::net::TcpListener::bind((LOCALHOST, 0))
         .unwrap()
@@ -389,6 +397,7 @@ fn connection_refused_reaches_client_connection_failed() {
 
 #[test]
 fn connect_timeout_is_reported_as_such() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = Rc::new(RefCell::new(Vec::new()));
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
@@ -407,6 +416,7 @@ fn connect_timeout_is_reported_as_such() {
 
 #[test]
 fn stop_connecting_cancels_the_attempt() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let log = Rc::new(RefCell::new(Vec::new()));
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
@@ -426,6 +436,7 @@ fn stop_connecting_cancels_the_attempt() {
 
 #[test]
 fn a_shared_factory_starts_with_its_first_port_and_stops_with_its_last() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let factory = Rc::new(EchoFactory::default());
     let (a, _) = listen_local(&reactor, factory.clone());
@@ -440,6 +451,7 @@ fn a_shared_factory_starts_with_its_first_port_and_stops_with_its_last() {
 
 #[test]
 fn a_stopped_port_refuses_connections() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let (port, addr) = listen_local(&reactor, EchoFactory::default());
     assert_eq!(reactor.source_count(), 1);
@@ -451,6 +463,7 @@ fn a_stopped_port_refuses_connections() {
 
 #[test]
 fn a_refusing_factory_closes_the_connection() {
+    let _fds = DescriptorGuard::new();
     struct Refuser;
     impl Factory for Refuser {
         type Protocol = Echo;
@@ -511,6 +524,7 @@ impl Factory for FragileFactory {
 
 #[test]
 fn a_panicking_protocol_loses_its_connection_only() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
     let lost = Rc::new(RefCell::new(Vec::new()));
@@ -547,6 +561,7 @@ fn a_panicking_protocol_loses_its_connection_only() {
 
 #[test]
 fn connections_and_ports_leave_no_registration_behind() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
     let (port, addr) = listen_local(&reactor, EchoFactory::default());
@@ -603,6 +618,7 @@ fn connections_and_ports_leave_no_registration_behind() {
 
 #[test]
 fn stopping_the_reactor_closes_ports_and_connections_in_order() {
+    let _fds = DescriptorGuard::new();
     use torsion_protocol::reactor::{Phase, SystemEvent};
 
     struct Holder {

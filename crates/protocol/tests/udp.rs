@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, DatagramProtocol, DatagramTransportRef, Reactor, ReactorUdp, ReactorUnix, UdpOptions,
@@ -72,6 +73,7 @@ fn client() -> UdpSocket {
 
 #[test]
 fn udp_echo_and_truncation() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log: Log = Rc::default();
     let options = UdpOptions {
@@ -151,6 +153,7 @@ impl DatagramProtocol for Lonely {
 
 #[test]
 fn connected_udp_hears_refusals_and_bad_writes_are_errors() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let target = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
@@ -201,6 +204,7 @@ impl DatagramProtocol for Asker {
 
 #[test]
 fn unix_datagrams_both_ways() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let server_path = socket_path("dgram-server");
     let client_path = socket_path("dgram-client");

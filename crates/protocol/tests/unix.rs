@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, Reactor,
@@ -109,6 +110,7 @@ impl ClientFactory for ClientFactoryImpl {
 
 #[test]
 fn echo_over_a_unix_socket_with_mode_and_credentials() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let path = socket_path();
     let log: Log = Rc::default();
@@ -146,6 +148,7 @@ fn echo_over_a_unix_socket_with_mode_and_credentials() {
 
 #[test]
 fn a_stale_socket_file_is_replaced() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let path = socket_path();
     drop(UnixListener::bind(&path).unwrap()); // leaves the file, nobody listening
@@ -163,6 +166,7 @@ fn a_stale_socket_file_is_replaced() {
 
 #[test]
 fn a_live_server_is_never_taken_over() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let path = socket_path();
     let live = UnixListener::bind(&path).unwrap();
@@ -187,6 +191,7 @@ fn a_live_server_is_never_taken_over() {
 
 #[test]
 fn a_path_that_is_not_a_socket_is_refused() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let path = socket_path();
     std::fs::write(&path, b"not a socket").unwrap();
@@ -204,6 +209,7 @@ fn a_path_that_is_not_a_socket_is_refused() {
 
 #[test]
 fn connecting_to_a_missing_socket_fails_with_a_reason() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log: Log = Rc::default();
     reactor.connect_unix(

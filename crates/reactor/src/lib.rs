@@ -51,6 +51,7 @@ mod reactor;
 mod signals;
 mod slab;
 mod sys;
+pub mod testing;
 mod timer;
 
 pub use crate::clock::ManualClock;

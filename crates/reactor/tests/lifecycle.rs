@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_reactor::testing::DescriptorGuard;
 
 use torsion_reactor::{Handler, Interest, Phase, Reactor, Readiness, Registration, SystemEvent};
 
@@ -44,6 +45,7 @@ impl Handler for Noter {
 
 #[test]
 fn startup_then_shutdown_in_phase_order() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log = log();
     for (phase, event, name) in [
@@ -97,6 +99,7 @@ fn startup_then_shutdown_in_phase_order() {
 
 #[test]
 fn triggers_fire_on_every_run_until_removed() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log = log();
     let l = log.clone();
@@ -116,6 +119,7 @@ fn triggers_fire_on_every_run_until_removed() {
 
 #[test]
 fn a_trigger_removed_by_an_earlier_one_does_not_run() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log = log();
     let victim = Rc::new(RefCell::new(None));
@@ -138,6 +142,7 @@ fn a_trigger_removed_by_an_earlier_one_does_not_run() {
 
 #[test]
 fn several_reactors_run_independently_on_their_own_threads() {
+    let _fds = DescriptorGuard::new();
     let threads: Vec<_> = (0..4u64)
         .map(|i| {
             std::thread::spawn(move || {
@@ -192,6 +197,7 @@ fn flooder(reactor: &Reactor, log: &Log, readable: bool) -> UnixStream {
 
 #[test]
 fn a_flood_of_due_timers_does_not_starve_io() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log = log();
     let peer = flooder(&reactor, &log, false);
@@ -224,6 +230,7 @@ fn a_flood_of_due_timers_does_not_starve_io() {
 
 #[test]
 fn a_flood_of_ready_sockets_does_not_delay_due_timers() {
+    let _fds = DescriptorGuard::new();
     let reactor = reactor();
     let log = log();
     let _peers: Vec<UnixStream> = (0..100).map(|_| flooder(&reactor, &log, true)).collect();

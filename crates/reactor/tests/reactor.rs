@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use torsion_reactor::testing::DescriptorGuard;
 
 use torsion_reactor::{
     Handler, Interest, Reactor, ReactorError, Readiness, Registration, WeakReactor,
@@ -18,12 +19,14 @@ fn guard(reactor: &Reactor, limit: Duration) {
 
 #[test]
 fn stop_when_not_running_is_an_error() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     assert!(matches!(reactor.stop(), Err(ReactorError::NotRunning)));
 }
 
 #[test]
 fn run_returns_after_stop_and_can_run_again() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     for _ in 0..2 {
         reactor.call_soon(|r| {
@@ -39,6 +42,7 @@ fn run_returns_after_stop_and_can_run_again() {
 
 #[test]
 fn run_inside_a_callback_is_refused() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let result = Rc::new(RefCell::new(None));
     let r2 = result.clone();
@@ -56,6 +60,7 @@ fn run_inside_a_callback_is_refused() {
 
 #[test]
 fn the_loop_waits_for_the_next_timer() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let start = Instant::now();
     reactor.call_later(Duration::from_millis(30), |r| r.stop().unwrap());
@@ -70,6 +75,7 @@ thread_local! {
 
 #[test]
 fn call_from_thread_wakes_the_loop_and_keeps_per_thread_order() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor, Duration::from_secs(10));
     let threads: Vec<_> = (0..2)
@@ -111,6 +117,7 @@ fn call_from_thread_wakes_the_loop_and_keeps_per_thread_order() {
 
 #[test]
 fn stop_from_another_thread() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor, Duration::from_secs(10));
     let handle = reactor.handle();
@@ -121,6 +128,7 @@ fn stop_from_another_thread() {
 
 #[test]
 fn call_from_thread_after_drop_is_refused() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let handle = reactor.handle();
     drop(reactor);
@@ -129,6 +137,7 @@ fn call_from_thread_after_drop_is_refused() {
 
 #[test]
 fn defer_to_thread_returns_results_and_panics_to_the_loop() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor, Duration::from_secs(10));
     let results = Rc::new(RefCell::new(Vec::new()));
@@ -207,6 +216,7 @@ fn reader(reactor: &Reactor, stream: UnixStream, interest: Interest) -> Rc<Reade
 
 #[test]
 fn readiness_reaches_the_handler_until_the_registration_is_dropped() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor, Duration::from_secs(10));
     let (ours, mut theirs) = UnixStream::pair().unwrap();
@@ -221,6 +231,7 @@ fn readiness_reaches_the_handler_until_the_registration_is_dropped() {
 
 #[test]
 fn interest_changes_and_wake() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor, Duration::from_secs(10));
     let (ours, theirs) = UnixStream::pair().unwrap();
@@ -254,6 +265,7 @@ fn interest_changes_and_wake() {
 
 #[test]
 fn dropping_the_reactor_closes_registered_sources() {
+    let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     let reader = reader(&reactor, ours, Interest::READABLE);

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_reactor::testing::DescriptorGuard;
 
 use torsion_reactor::{Reactor, TimerError};
 
@@ -22,6 +23,7 @@ fn push(log: &Rc<RefCell<Vec<&'static str>>>, name: &'static str) -> impl FnOnce
 
 #[test]
 fn calls_fire_in_time_order_and_fifo_at_the_same_instant() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     reactor.call_later(secs(2), push(&log, "c"));
@@ -40,6 +42,7 @@ fn calls_fire_in_time_order_and_fifo_at_the_same_instant() {
 
 #[test]
 fn delayed_call_reports_its_time_and_state() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     clock.advance(secs(10));
     let call = reactor.call_later(secs(5), |_| {});
@@ -53,6 +56,7 @@ fn delayed_call_reports_its_time_and_state() {
 
 #[test]
 fn cancel_prevents_the_call_and_twice_is_an_error() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     let call = reactor.call_later(secs(1), push(&log, "x"));
@@ -68,6 +72,7 @@ fn cancel_prevents_the_call_and_twice_is_an_error() {
 
 #[test]
 fn cancel_after_firing_is_an_error() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let call = reactor.call_later(secs(1), |_| {});
     clock.advance(secs(1));
@@ -78,6 +83,7 @@ fn cancel_after_firing_is_an_error() {
 
 #[test]
 fn reset_moves_the_call_later_and_earlier() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     let a = reactor.call_later(secs(2), push(&log, "a"));
@@ -103,6 +109,7 @@ fn reset_moves_the_call_later_and_earlier() {
 
 #[test]
 fn delay_pushes_back_from_the_due_time() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     let a = reactor.call_later(secs(1), push(&log, "a"));
@@ -116,6 +123,7 @@ fn delay_pushes_back_from_the_due_time() {
 
 #[test]
 fn a_rescheduled_call_goes_after_calls_already_due_at_that_instant() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     let a = reactor.call_later(secs(1), push(&log, "a"));
@@ -127,6 +135,7 @@ fn a_rescheduled_call_goes_after_calls_already_due_at_that_instant() {
 
 #[test]
 fn a_callback_can_cancel_a_call_due_at_the_same_instant() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     let victim = Rc::new(RefCell::new(None));
@@ -144,6 +153,7 @@ fn a_callback_can_cancel_a_call_due_at_the_same_instant() {
 
 #[test]
 fn a_callback_can_cancel_itself_and_schedule_more() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     let me = Rc::new(RefCell::new(None));
@@ -163,6 +173,7 @@ fn a_callback_can_cancel_itself_and_schedule_more() {
 
 #[test]
 fn pump_advances_step_by_step() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     reactor.call_later(secs(1), push(&log, "1"));
@@ -177,6 +188,7 @@ fn pump_advances_step_by_step() {
 
 #[test]
 fn many_cancelled_calls_do_not_accumulate() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     for _ in 0..100_000 {
         let call = reactor.call_later(secs(60), |_| unreachable!());
@@ -191,6 +203,7 @@ fn many_cancelled_calls_do_not_accumulate() {
 
 #[test]
 fn dropping_the_reactor_drops_pending_callbacks() {
+    let _fds = DescriptorGuard::new();
     let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
     let token = Rc::new(());
     let held = token.clone();
@@ -204,6 +217,7 @@ fn dropping_the_reactor_drops_pending_callbacks() {
 
 #[test]
 fn timers_on_the_manual_clock_fire_inside_a_running_loop_only_when_advanced() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let log = log();
     reactor.call_later(secs(3600), push(&log, "late"));
@@ -237,6 +251,7 @@ fn looping(reactor: &Reactor) -> (LoopingCall, Runs) {
 
 #[test]
 fn looping_call_runs_now_then_every_interval() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let (call, runs) = looping(&reactor);
     call.start(secs(1), true).unwrap();
@@ -257,6 +272,7 @@ fn looping_call_runs_now_then_every_interval() {
 
 #[test]
 fn looping_call_without_now_waits_one_interval() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let (call, runs) = looping(&reactor);
     call.start(Duration::from_millis(500), false).unwrap();
@@ -267,6 +283,7 @@ fn looping_call_without_now_waits_one_interval() {
 
 #[test]
 fn a_looping_call_that_falls_behind_skips_and_counts_missed_intervals() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let (call, runs) = looping(&reactor);
     call.start(secs(1), true).unwrap();
@@ -281,6 +298,7 @@ fn a_looping_call_that_falls_behind_skips_and_counts_missed_intervals() {
 
 #[test]
 fn a_looping_call_can_stop_itself() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let count = Rc::new(RefCell::new(0));
     let c = count.clone();
@@ -299,6 +317,7 @@ fn a_looping_call_can_stop_itself() {
 
 #[test]
 fn pending_calls_lists_what_is_scheduled_earliest_first() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let late = reactor.call_later(secs(3), |_| {});
     let early = reactor.call_later(secs(1), |_| {});
