@@ -209,6 +209,12 @@ impl<H: LineHandler> LineReceiver<H> {
         &mut self.state
     }
 
+    /// Bytes held waiting for the end of a line: never more than the
+    /// maximum line length plus the delimiter.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len() + self.state.extra.len()
+    }
+
     /// Parses `data` (appended to what is buffered) in the current mode.
     fn feed(&mut self, transport: &TransportRef, data: &[u8]) {
         if self.state.raw {
@@ -409,6 +415,12 @@ impl<H: StringHandler> NetstringReceiver<H> {
         &self.handler
     }
 
+    /// Bytes held waiting for the rest of a netstring: never more than
+    /// the maximum length plus its 20-digit length and two separators.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     fn fail(&mut self, transport: &TransportRef, fault: String) {
         self.failed = true;
         self.buffer = Vec::new();
@@ -452,10 +464,15 @@ impl<H: StringHandler> NetstringReceiver<H> {
                     if digits.len() > 1 && digits[0] == b'0' {
                         return self.fail(transport, "netstring length has a leading zero".into());
                     }
-                    let value: u64 = std::str::from_utf8(digits)
+                    // Only ASCII digits remain, so parsing fails only on
+                    // overflow.
+                    let Some(value) = std::str::from_utf8(digits)
                         .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(u64::MAX);
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
+                        return self
+                            .fail(transport, "netstring length does not fit in 64 bits".into());
+                    };
                     if value > self.max_length as u64 {
                         self.failed = true;
                         self.buffer = Vec::new();
@@ -553,6 +570,12 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// Bytes held waiting for the rest of a string: never more than the
+    /// maximum length plus the prefix.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
     }
 }
 
