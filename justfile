@@ -41,6 +41,7 @@ test: setup lint
 # Formatting and clippy, warnings denied.
 lint:
     cargo fmt --all -- --check
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Benchmarks, side by side with peers: reactor (timers against tokio's),
@@ -52,6 +53,20 @@ bench *args:
     ./target/release/torsion-bench framing
     ./target/release/torsion-bench idle 2000
     ./target/release/torsion-bench {{args}}
+
+# Fuzz every parser (each framing receiver, the endpoint strings) for
+# `seconds` each. Needs the nightly toolchain; installs cargo-fuzz if
+# missing. Crashes land in fuzz/artifacts/ and become regression tests in
+# crates/protocol/tests/hostile.rs.
+fuzz seconds="60":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd fuzz
+    for target in line netstring prefixed endpoint; do
+        echo "== $target ({{seconds}} s)"
+        cargo +nightly fuzz run -O "$target" -- -max_total_time={{seconds}} -max_len=4096
+    done
 
 # API documentation, with broken links and missing docs denied.
 doc:

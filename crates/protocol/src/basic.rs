@@ -116,8 +116,12 @@ pub trait LineHandler: 'static {
     }
 
     /// A line longer than the maximum arrived (or is arriving); it is
-    /// dropped (Twisted's `lineLengthExceeded`). The default closes the
-    /// connection with a [`CloseReason::ProtocolError`].
+    /// dropped (Twisted's `lineLengthExceeded`). `length` is how much of it
+    /// has been seen: the whole line if its delimiter came in the same
+    /// read, otherwise at least the maximum plus one, depending on how the
+    /// network split the stream. The default closes the connection with a
+    /// [`CloseReason::ProtocolError`] that names the maximum only, so the
+    /// reason is the same however the stream was split.
     #[doc(alias = "lineLengthExceeded")]
     fn line_length_exceeded(
         &mut self,
@@ -125,8 +129,9 @@ pub trait LineHandler: 'static {
         transport: &TransportRef,
         length: usize,
     ) {
+        let _ = length;
         transport.lose_connection_with_error(format!(
-            "line of at least {length} bytes exceeds the maximum of {}",
+            "line exceeds the maximum of {} bytes",
             lines.max_length()
         ));
     }
@@ -435,8 +440,10 @@ impl<H: StringHandler> NetstringReceiver<H> {
                 Some(length) => length,
                 None => {
                     // Digits of the length are at most 20 (u64::MAX).
+                    // Only the first 21 bytes are examined, so the fault
+                    // named is the same however the stream was split.
                     let Some(colon) = available.iter().take(21).position(|&b| b == b':') else {
-                        if let Some(bad) = available.iter().find(|b| !b.is_ascii_digit()) {
+                        if let Some(bad) = available.iter().take(21).find(|b| !b.is_ascii_digit()) {
                             return self.fail(
                                 transport,
                                 format!(

@@ -278,7 +278,8 @@ impl Parser<'_> {
         let seconds: Option<f64> = self.number(field, "timeout")?;
         match seconds {
             None => Ok(DEFAULT_CONNECT_TIMEOUT),
-            Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) if s > 0.0 => Duration::try_from_secs_f64(s)
+                .map_err(|_| self.error(field.map_or(0, |f| f.value_start), "timeout is too long")),
             Some(_) => Err(self.error(
                 field.map_or(0, |f| f.value_start),
                 "timeout must be positive",

@@ -144,7 +144,7 @@ fn an_overlong_line_closes_the_connection_with_a_reason() {
     harness.receive(b"ABC");
     assert_eq!(
         harness.transport.closing(),
-        Closing::LostWithError("line of at least 13 bytes exceeds the maximum of 10".into())
+        Closing::LostWithError("line exceeds the maximum of 10 bytes".into())
     );
     assert_eq!(harness.protocol().handler().events, ["line short"]);
     // A complete overlong line is refused as well.

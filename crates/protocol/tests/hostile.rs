@@ -234,3 +234,37 @@ proptest! {
         survives::<Int8StringReceiver<Strings>>(&chunks)?;
     }
 }
+
+/// Inputs the fuzzers (`just fuzz`) found; each once made two splits of the
+/// same stream end differently, or panicked.
+#[test]
+fn fuzz_regressions() {
+    // An overlong line once reported a length that depended on the split.
+    let stream = [0x00, 0xf5, 0x01, b'l'];
+    let close = |chunk: usize| {
+        let mut receiver = LineReceiver::new(Lines::default());
+        receiver.state_mut().set_max_length(0);
+        let mut harness = ProtocolHarness::new(receiver);
+        for piece in stream.chunks(chunk) {
+            harness.receive(piece);
+        }
+        harness.transport.closing()
+    };
+    assert_eq!(close(1), close(4));
+    // A non-digit after 21 digits was named in one split and "too many
+    // digits" in another.
+    let stream = b"1111111111111111111111111111111A0:11A0:\x01";
+    let close = |chunk: usize| {
+        let mut harness = ProtocolHarness::new(NetstringReceiver::new(Strings::default()));
+        for piece in stream.chunks(chunk) {
+            harness.receive(piece);
+        }
+        harness.transport.closing()
+    };
+    assert_eq!(close(3), close(stream.len()));
+    // An endpoint timeout too long for a Duration panicked.
+    let error =
+        torsion_protocol::endpoints::client_from_string(&format!("unix:c1:{}", "9".repeat(300)))
+            .unwrap_err();
+    assert_eq!(error.message, "timeout is too long");
+}

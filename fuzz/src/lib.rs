@@ -1,0 +1,160 @@
+//! What the fuzz targets share: an input is a one-byte maximum length, a
+//! one-byte chunk size and a byte stream. Each target feeds the stream to a
+//! receiver twice — whole, and cut into chunks — and checks that
+//!
+//! - nothing panics;
+//! - both deliveries give the same frames and end in the same state (the
+//!   parsers do not depend on how the network splits the stream);
+//! - no delivered frame is over the maximum, and the bytes a receiver holds
+//!   between calls stay under its bound.
+
+use torsion_protocol::basic::{
+    LineHandler, LineReceiver, LineState, NetstringReceiver, PrefixedStringReceiver, StringHandler,
+};
+use torsion_protocol::testing::{Closing, ProtocolHarness};
+use torsion_protocol::{Protocol, TransportRef};
+
+/// A receiver as the fuzz targets see it.
+pub trait Target: Protocol + Sized {
+    /// A receiver accepting frames up to `max` bytes.
+    fn make(max: usize) -> Self;
+    /// The bytes it holds now.
+    fn held(&self) -> usize;
+    /// The most it may hold between calls.
+    fn bound(max: usize) -> usize;
+    /// What it delivered, in order.
+    fn delivered(&self) -> Vec<Vec<u8>>;
+}
+
+/// Runs one fuzz input against `T`.
+pub fn run<T: Target>(input: &[u8]) {
+    let [max, chunk, stream @ ..] = input else {
+        return;
+    };
+    let max = usize::from(*max);
+    let chunk = usize::from(*chunk).max(1);
+
+    let mut whole = ProtocolHarness::new(T::make(max));
+    whole.receive(stream);
+
+    let mut cut = ProtocolHarness::new(T::make(max));
+    for piece in stream.chunks(chunk) {
+        cut.receive(piece);
+        assert!(cut.protocol().held() <= T::bound(max));
+    }
+
+    let frames = whole.protocol().delivered();
+    assert_eq!(frames, cut.protocol().delivered());
+    assert_eq!(whole.transport.closing(), cut.transport.closing());
+    assert_eq!(whole.transport.written(), cut.transport.written());
+    for frame in &frames {
+        assert!(frame.len() <= max, "a frame of {} bytes", frame.len());
+    }
+    if let Closing::LostWithError(reason) = whole.transport.closing() {
+        assert!(!reason.is_empty());
+    }
+}
+
+/// A string handler that records what it receives.
+#[derive(Default)]
+pub struct Strings(pub Vec<Vec<u8>>);
+
+impl StringHandler for Strings {
+    fn string_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+        self.0.push(data.to_vec());
+    }
+}
+
+/// A line handler that records what it receives: a line `R<n>` switches to
+/// raw mode for the next `n` bytes (0–9), a line `D` swaps the delimiter
+/// between `\r\n` and `\n`.
+#[derive(Default)]
+pub struct Lines {
+    /// Lines, and raw bytes one by one.
+    pub frames: Vec<Vec<u8>>,
+    raw_left: usize,
+}
+
+impl LineHandler for Lines {
+    fn line_received(&mut self, lines: &mut LineState, _t: &TransportRef, line: &[u8]) {
+        match line {
+            [b'R', n @ b'0'..=b'9'] => {
+                self.raw_left = usize::from(n - b'0');
+                lines.set_raw_mode();
+            }
+            b"D" => {
+                let next: &[u8] = if lines.delimiter() == b"\r\n" {
+                    b"\n"
+                } else {
+                    b"\r\n"
+                };
+                lines.set_delimiter(next);
+            }
+            _ => {}
+        }
+        self.frames.push(line.to_vec());
+    }
+
+    fn raw_data_received(&mut self, lines: &mut LineState, _t: &TransportRef, data: &[u8]) {
+        let take = self.raw_left.min(data.len());
+        self.raw_left -= take;
+        // Raw bytes one by one, so chunking does not show.
+        for byte in &data[..take] {
+            self.frames.push(vec![*byte]);
+        }
+        if self.raw_left == 0 {
+            lines.set_line_mode(&data[take..]);
+        }
+    }
+}
+
+impl Target for LineReceiver<Lines> {
+    fn make(max: usize) -> Self {
+        let mut receiver = LineReceiver::new(Lines::default());
+        receiver.state_mut().set_max_length(max);
+        receiver
+    }
+    fn held(&self) -> usize {
+        self.buffered()
+    }
+    fn bound(max: usize) -> usize {
+        max + 2
+    }
+    fn delivered(&self) -> Vec<Vec<u8>> {
+        self.handler().frames.clone()
+    }
+}
+
+impl Target for NetstringReceiver<Strings> {
+    fn make(max: usize) -> Self {
+        let mut receiver = NetstringReceiver::new(Strings::default());
+        receiver.set_max_length(max);
+        receiver
+    }
+    fn held(&self) -> usize {
+        self.buffered()
+    }
+    fn bound(max: usize) -> usize {
+        max + 22
+    }
+    fn delivered(&self) -> Vec<Vec<u8>> {
+        self.handler().0.clone()
+    }
+}
+
+impl<const N: usize> Target for PrefixedStringReceiver<Strings, N> {
+    fn make(max: usize) -> Self {
+        let mut receiver = PrefixedStringReceiver::new(Strings::default());
+        receiver.set_max_length(max);
+        receiver
+    }
+    fn held(&self) -> usize {
+        self.buffered()
+    }
+    fn bound(max: usize) -> usize {
+        max + N
+    }
+    fn delivered(&self) -> Vec<Vec<u8>> {
+        self.handler().0.clone()
+    }
+}
