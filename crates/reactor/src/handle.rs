@@ -1,8 +1,9 @@
 //! Reaching a reactor from other threads.
 
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::sys::Poller;
 
@@ -13,7 +14,12 @@ pub(crate) type ThreadCall = Box<dyn FnOnce(&Reactor) + Send>;
 
 /// The part of a reactor that other threads may touch.
 pub(crate) struct Shared {
-    pub(crate) poller: Poller,
+    /// The poller, until the reactor is dropped. Handles and registrations
+    /// can outlive the reactor; the poller's descriptors must not, so the
+    /// reactor takes it out when it is dropped. Only that takes the write
+    /// lock; waits and wake-ups share the read lock.
+    poller: RwLock<Option<Poller>>,
+    needs_rearm: bool,
     calls: Mutex<Vec<ThreadCall>>,
     /// Set when calls are queued and the poller has been notified; cleared
     /// by the reactor when it takes the queue. Coalesces wake-ups: one
@@ -28,7 +34,8 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(poller: Poller) -> Shared {
         Shared {
-            poller,
+            needs_rearm: poller.needs_rearm(),
+            poller: RwLock::new(Some(poller)),
             calls: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -40,6 +47,31 @@ impl Shared {
     fn calls(&self) -> MutexGuard<'_, Vec<ThreadCall>> {
         // Nothing runs under this lock, so a poisoned lock is still sound.
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the poller, or fails if the reactor is gone.
+    pub(crate) fn with_poller<R>(&self, f: impl FnOnce(&Poller) -> io::Result<R>) -> io::Result<R> {
+        // Nothing panics under this lock, so a poisoned lock is still sound.
+        let poller = self.poller.read().unwrap_or_else(|e| e.into_inner());
+        match &*poller {
+            Some(poller) => f(poller),
+            None => Err(io::Error::other("the reactor has been dropped")),
+        }
+    }
+
+    /// Whether oneshot registrations must be re-armed after each event.
+    pub(crate) fn needs_rearm(&self) -> bool {
+        self.needs_rearm
+    }
+
+    /// Closes the poller's descriptors, once every source has left it.
+    pub(crate) fn release_poller(&self) {
+        let poller = self
+            .poller
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(poller);
     }
 
     /// Marks the reactor as gone: later calls are refused.
@@ -140,7 +172,7 @@ impl ReactorHandle {
     pub fn wake(&self) {
         #[cfg(test)]
         self.shared.notifies.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.shared.poller.notify() {
+        if let Err(e) = self.shared.with_poller(Poller::notify) {
             tracing::warn!(error = %e, "could not wake the reactor");
         }
     }

@@ -259,6 +259,8 @@ impl Drop for Inner {
         self.soon.get_mut().clear();
         drop(self.continuations.get_mut().drain());
         self.triggers.clear();
+        // Handles on other threads may live on; the descriptors do not.
+        self.shared.release_poller();
     }
 }
 
@@ -562,7 +564,9 @@ impl Reactor {
         let mut ready = inner.ready.take();
         {
             let mut events = inner.events.borrow_mut();
-            inner.shared.poller.wait(&mut events, timeout)?;
+            inner
+                .shared
+                .with_poller(|poller| poller.wait(&mut events, timeout))?;
             ready.extend(events.iter());
         }
         for (key, readiness) in ready.drain(..) {
@@ -607,12 +611,15 @@ impl Reactor {
             Some(source) => (source.handler.clone(), source.fd, source.interest),
             None => return,
         };
-        if inner.shared.poller.needs_rearm() && !readiness.woken {
+        if inner.shared.needs_rearm() && !readiness.woken {
             // SAFETY: `fd` belongs to a live registration (it is still in
             // the slab), and a registration removes its source from the
             // poller and the slab before the source is closed.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            if let Err(e) = inner.shared.poller.modify(fd, key, interest) {
+            if let Err(e) = inner
+                .shared
+                .with_poller(|poller| poller.modify(fd, key, interest))
+            {
                 tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
             }
         }
@@ -813,10 +820,14 @@ impl Reactor {
             interest,
             id,
         });
-        // SAFETY: the `Registration` returned below owns `source` (which is
-        // `'static`, so no borrow can end before it), and its `Drop` deletes
-        // the source from the poller before the source itself is dropped.
-        let added = unsafe { inner.shared.poller.add(fd, key, interest) };
+        let added = inner.shared.with_poller(|poller| {
+            // SAFETY: the `Registration` returned below owns `source`
+            // (which is `'static`, so no borrow can end before it), and its
+            // `Drop` deletes the source from the poller before the source
+            // itself is dropped. If the reactor goes first, the poller is
+            // closed and forgets the source by itself.
+            unsafe { poller.add(fd, key, interest) }
+        });
         if let Err(e) = added {
             let source = inner.sources.borrow_mut().remove(key);
             drop(source);
@@ -912,8 +923,7 @@ impl<S: AsFd> Registration<S> {
             return Ok(());
         }
         self.shared
-            .poller
-            .modify(self.source.as_fd(), self.key, interest)?;
+            .with_poller(|poller| poller.modify(self.source.as_fd(), self.key, interest))?;
         self.interest.set(interest);
         Ok(())
     }
@@ -931,7 +941,10 @@ impl<S: AsFd> Registration<S> {
 
 impl<S: AsFd> Drop for Registration<S> {
     fn drop(&mut self) {
-        if let Err(e) = self.shared.poller.delete(self.source.as_fd()) {
+        if let Err(e) = self
+            .shared
+            .with_poller(|poller| poller.delete(self.source.as_fd()))
+        {
             tracing::debug!(error = %e, key = self.key, "could not remove a source from the poller");
         }
         if let Some(reactor) = self.reactor.upgrade() {
