@@ -54,6 +54,13 @@ bench *args:
     ./target/release/torsion-bench idle 2000
     ./target/release/torsion-bench {{args}}
 
+# The full soak and fault suite: 10,000 connections, 1 GiB through the echo
+# server, resets, SIGKILLed clients, half-closes, slow and idle peers, and
+# running out of descriptors (`just test` runs a bounded version).
+soak:
+    TORSION_SOAK=full cargo test --release -p torsion-echo --test soak -- --nocapture --test-threads 1
+    cargo test --release -p torsion-protocol --test emfile -- --nocapture
+
 # Fuzz every parser (each framing receiver, the endpoint strings) for
 # `seconds` each. Needs the nightly toolchain; installs cargo-fuzz if
 # missing. Crashes land in fuzz/artifacts/ and become regression tests in

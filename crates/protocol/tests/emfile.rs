@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use torsion_protocol::reactor::LoopingCall;
 use torsion_protocol::{
@@ -56,6 +56,20 @@ impl Factory for Counting {
         self.0.set(self.0.get() + 1);
         Some(Echo)
     }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) },
+        0
+    );
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn limit() -> libc::rlimit {
@@ -112,6 +126,11 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     // lift the limit.
     let stalled_at = Rc::new(Cell::new(None::<(u64, u32)>));
     let turns_while_stalled = Rc::new(Cell::new(None::<u64>));
+    // The reactor thread's CPU time and the wall clock when the stall
+    // began, then the share of one core it used while stalled.
+    let stall_began = Rc::new(Cell::new((Duration::ZERO, Instant::now())));
+    let cpu_share = Rc::new(Cell::new(0.0f64));
+    let (began, share) = (stall_began.clone(), cpu_share.clone());
     let last = Rc::new(Cell::new((0usize, 0u32)));
     let (a, s, t, l) = (
         accepted.clone(),
@@ -127,10 +146,13 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
         match s.get() {
             None if same_for >= 3 && a.get() > 0 && a.get() < CLIENTS => {
                 s.set(Some((reactor.turn_count(), 0)));
+                began.set((thread_cpu(), Instant::now()));
             }
             Some((turns, ticks)) if t.get().is_none() => {
                 if ticks == 10 {
                     t.set(Some(reactor.turn_count() - turns));
+                    let (cpu, wall) = began.get();
+                    share.set((thread_cpu() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64());
                     set_soft_limit(original);
                 } else {
                     s.set(Some((turns, ticks + 1)));
@@ -160,7 +182,16 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     let turns = turns_while_stalled
         .get()
         .expect("accepting stalled for lack of descriptors");
-    eprintln!("loop turns during 0.5 s out of descriptors: {turns}");
+    let share = cpu_share.get();
+    eprintln!(
+        "loop turns during 0.5 s out of descriptors: {turns}; CPU {:.1}% of a core",
+        share * 100.0
+    );
+    assert!(
+        share < 0.30,
+        "the loop used {:.0}% of a core while out of descriptors",
+        share * 100.0
+    );
     // Ten 50 ms ticks plus a retry every 100 ms: a few dozen turns at most.
     // A listener that spun on EMFILE would turn tens of thousands of times.
     assert!(

@@ -1,0 +1,689 @@
+//! The soak and fault suite: the echo server under many connections, a
+//! long verified stream, clients that reset, die or half-close, slow and
+//! idle peers. After each scenario the server must still serve, hold the
+//! descriptors it held before, and be back near its heap baseline.
+//!
+//! `cargo test` runs a bounded version (seconds); `just soak` sets
+//! `TORSION_SOAK=full` and runs the full one (10,000 connections, 1 GiB).
+//! Each scenario prints one line of figures; `docs/reliability.md` quotes
+//! them.
+//!
+//! The server runs on its own reactor thread in this process, so its heap
+//! (a counting allocator) and descriptors can be measured. Clients are
+//! plain blocking sockets, or child processes (this same test binary in
+//! the role of `child_role`) where they need descriptors of their own or
+//! must be killed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use torsion_echo::torsion_protocol::policies::TimeoutFactory;
+use torsion_echo::torsion_protocol::testing::DescriptorGuard;
+use torsion_echo::torsion_protocol::transport::socket2::{SockRef, Socket};
+use torsion_echo::torsion_protocol::{
+    Address, CloseReason, Factory, ListenOptions, Protocol, Reactor, ReactorHandle, ReactorTcp,
+    TransportRef,
+};
+use torsion_echo::Echo;
+
+// ----- measuring ----------------------------------------------------------
+
+/// Counts the bytes the process has allocated and not freed.
+struct Counting;
+
+static HEAP: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is only bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap() -> isize {
+    HEAP.load(Ordering::Relaxed)
+}
+
+fn full() -> bool {
+    std::env::var("TORSION_SOAK").is_ok_and(|v| v == "full")
+}
+
+/// The bounded size, or the full one under `just soak`.
+fn scale(bounded: usize, full_size: usize) -> usize {
+    if full() {
+        full_size
+    } else {
+        bounded
+    }
+}
+
+/// Raises this process's descriptor limit as far as it may go.
+fn raise_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or fill the struct they are
+    // given, nothing else.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux only.
+    let current = limit.rlim_cur as u64;
+    current
+}
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+// ----- the server ---------------------------------------------------------
+
+/// The number of live server-side connections, with a condition to wait
+/// on (no polling, no sleeps).
+#[derive(Default)]
+struct Live {
+    /// Connections open now, and accepted in all.
+    counts: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+impl Live {
+    fn opened(&self) {
+        let mut counts = self.counts.lock().unwrap();
+        counts.0 += 1;
+        counts.1 += 1;
+        self.changed.notify_all();
+    }
+
+    fn closed(&self) {
+        self.counts.lock().unwrap().0 -= 1;
+        self.changed.notify_all();
+    }
+
+    fn open(&self) -> usize {
+        self.counts.lock().unwrap().0
+    }
+
+    fn wait_until(&self, what: &str, done: impl Fn(usize, usize) -> bool) {
+        let counts = self.counts.lock().unwrap();
+        let (counts, timeout) = self
+            .changed
+            .wait_timeout_while(counts, DEADLINE, |(open, accepted)| !done(*open, *accepted))
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "{what}: {} open connections, {} accepted",
+            counts.0,
+            counts.1
+        );
+    }
+
+    fn wait_for(&self, want: usize, what: &str) {
+        self.wait_until(what, |open, _| open == want);
+    }
+}
+
+/// The echo protocol, counted while it lives.
+struct Tracked {
+    echo: Echo,
+    live: Arc<Live>,
+}
+
+impl Protocol for Tracked {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.echo.connection_made(transport);
+    }
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        self.echo.data_received(transport, data);
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.echo.connection_lost(reason);
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.live.closed();
+    }
+}
+
+struct TrackedFactory(Arc<Live>);
+
+impl Factory for TrackedFactory {
+    type Protocol = Tracked;
+    fn build_protocol(&self, _peer: &Address) -> Option<Tracked> {
+        self.0.opened();
+        Some(Tracked {
+            echo: Echo,
+            live: self.0.clone(),
+        })
+    }
+}
+
+/// The echo server on a reactor thread of its own.
+struct Server {
+    addr: SocketAddr,
+    handle: ReactorHandle,
+    thread: Option<JoinHandle<()>>,
+    live: Arc<Live>,
+}
+
+impl Server {
+    fn start(idle_timeout: Option<Duration>) -> Server {
+        let live = Arc::new(Live::default());
+        let (tx, rx) = mpsc::channel();
+        let factory_live = live.clone();
+        let thread = std::thread::spawn(move || {
+            let reactor = Reactor::new().unwrap();
+            reactor.set_signal_handling(false);
+            let options = ListenOptions::interface(Ipv4Addr::LOCALHOST.into());
+            let factory = TrackedFactory(factory_live);
+            let port = match idle_timeout {
+                Some(timeout) => {
+                    reactor.listen_tcp_with(0, TimeoutFactory::new(factory, timeout), options)
+                }
+                None => reactor.listen_tcp_with(0, factory, options),
+            }
+            .unwrap();
+            tx.send((port.get_host().socket_addr().unwrap(), reactor.handle()))
+                .unwrap();
+            reactor.run().unwrap();
+            drop(port);
+        });
+        let (addr, handle) = rx.recv().unwrap();
+        let server = Server {
+            addr,
+            handle,
+            thread: Some(thread),
+            live,
+        };
+        // The first connection allocates what lives as long as the thread
+        // (the shared read buffer): allocate it before any baseline.
+        server.still_serves();
+        server
+    }
+
+    /// One fresh client gets its echo back.
+    fn still_serves(&self) {
+        let before = self.live.open();
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(b"still there?").unwrap();
+        let mut echo = [0u8; 12];
+        stream.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"still there?");
+        drop(stream);
+        self.live.wait_for(before, "after the check connection");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.handle.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Scenarios run one at a time: each measures the whole process.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Baselines taken once the server is up; `finish` checks that the server
+/// still serves and is back at them.
+struct Scenario {
+    name: &'static str,
+    fds: DescriptorGuard,
+    heap: isize,
+    started: Instant,
+}
+
+/// Waits for any other scenario to end.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Scenario {
+    fn begin(name: &'static str, server: &Server) -> Scenario {
+        let _ = server;
+        Scenario {
+            name,
+            fds: DescriptorGuard::new(),
+            heap: heap(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Asserts the server serves, holds its baseline descriptors, and has
+    /// given back all but `slack` bytes of heap; prints `figures`.
+    fn finish(self, server: &Server, slack: isize, figures: String) {
+        server.live.wait_for(0, self.name);
+        server.still_serves();
+        let retained = heap() - self.heap;
+        self.fds.check();
+        eprintln!(
+            "soak {}: {figures}; heap retained {retained} B; descriptors back to baseline; {:.2} s",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+        assert!(
+            retained <= slack,
+            "{}: {retained} bytes of heap not given back (allowed {slack})",
+            self.name
+        );
+    }
+}
+
+// ----- child processes -----------------------------------------------------
+
+const ROLE: &str = "TORSION_SOAK_ROLE";
+
+fn spawn_child(role: String) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_role", "--exact", "--quiet", "--nocapture"])
+        .env(ROLE, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+/// Reads the child's output up to its `READY` line.
+fn wait_ready(stdout: &mut BufReader<std::process::ChildStdout>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "child ended early"
+        );
+        if line.trim() == "READY" {
+            return;
+        }
+    }
+}
+
+/// The child's role. `many:ADDR:N:ROUNDS` opens N connections and echoes
+/// ROUNDS verified messages on each; `flood:ADDR:N` opens N connections
+/// and sends on each without reading. Both print `READY` and then hold
+/// their connections until stdin closes (or they are killed). Does nothing
+/// as an ordinary test.
+#[test]
+fn child_role() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    raise_descriptor_limit();
+    let parts: Vec<&str> = role.split(':').collect();
+    let addr: SocketAddr = format!("{}:{}", parts[1], parts[2]).parse().unwrap();
+    let count: usize = parts[3].parse().unwrap();
+    let mut streams: Vec<TcpStream> = (0..count)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    match parts[0] {
+        "many" => {
+            let rounds: usize = parts[4].parse().unwrap();
+            for round in 0..rounds {
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    stream.write_all(&message(i, round)).unwrap();
+                }
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+                    let mut echo = [0u8; 64];
+                    stream.read_exact(&mut echo).unwrap();
+                    assert_eq!(echo, message(i, round), "connection {i}, round {round}");
+                }
+            }
+        }
+        "flood" => {
+            for stream in &mut streams {
+                stream.set_nonblocking(true).unwrap();
+                let chunk = [b'f'; 64 * 1024];
+                while stream.write(&chunk).is_ok() {}
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(streams);
+}
+
+/// A 64-byte message unique to its connection and round.
+fn message(connection: usize, round: usize) -> [u8; 64] {
+    let mut message = [b'.'; 64];
+    let text = format!("connection {connection} round {round}");
+    message[..text.len()].copy_from_slice(text.as_bytes());
+    message
+}
+
+// ----- scenarios -----------------------------------------------------------
+
+#[test]
+fn many_concurrent_connections_each_verified() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let limit = raise_descriptor_limit();
+    let wanted = scale(1_000, 10_000);
+    // This process holds the server's end of each connection.
+    let connections = wanted.min(limit.saturating_sub(100) as usize);
+    let rounds = 4;
+    let server = Server::start(None);
+    let scenario = Scenario::begin("many connections", &server);
+    let (mut child, mut stdout) = spawn_child(format!(
+        "many:{}:{}:{connections}:{rounds}",
+        server.addr.ip(),
+        server.addr.port()
+    ));
+    wait_ready(&mut stdout);
+    server.live.wait_for(connections, "all connected");
+    let per_connection = (heap() - scenario.heap) / connections as isize;
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "every echo was verified");
+    drop(stdout);
+    scenario.finish(
+        &server,
+        64 * 1024 + 64 * connections as isize,
+        format!(
+            "{connections} concurrent connections (descriptor limit {limit}), {} messages verified, {per_connection} B of server heap per open connection",
+            connections * rounds
+        ),
+    );
+    assert!(per_connection < 1024, "{per_connection} B per connection");
+}
+
+/// Deterministic, incompressible-looking bytes: block `n` of the stream.
+fn block(n: u64, buffer: &mut [u8; 64 * 1024]) {
+    for (i, word) in buffer.chunks_exact_mut(8).enumerate() {
+        let x = (n * 8192 + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        word.copy_from_slice(&(x ^ (x >> 29)).to_le_bytes());
+    }
+}
+
+#[test]
+fn a_long_stream_comes_back_with_the_same_sha256() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let total: u64 = scale(64, 1024) as u64 * 1024 * 1024;
+    let server = Server::start(None);
+    // The client's own buffer, allocated before the baseline.
+    let mut buffer = vec![0u8; 256 * 1024];
+    let scenario = Scenario::begin("stream", &server);
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut hash = Sha256::new();
+        let mut buffer = [0u8; 64 * 1024];
+        for n in 0..total / buffer.len() as u64 {
+            block(n, &mut buffer);
+            hash.update(buffer);
+            writer.write_all(&buffer).unwrap();
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+        hash.finalize()
+    });
+    let mut reader = stream;
+    let mut hash = Sha256::new();
+    let mut received = 0u64;
+    let mut peak = 0;
+    loop {
+        let n = reader.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        received += n as u64;
+        peak = peak.max(heap() - scenario.heap);
+    }
+    let sent = sender.join().unwrap();
+    drop(reader);
+    assert_eq!(received, total);
+    assert_eq!(hash.finalize(), sent, "SHA-256 of what came back");
+    scenario.finish(
+        &server,
+        64 * 1024,
+        format!(
+            "{} MiB echoed, SHA-256 {} matches, bytes lost 0, peak extra heap {peak} B",
+            total >> 20,
+            hex(&sent)
+        ),
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
+}
+
+#[test]
+fn clients_that_reset_while_the_server_writes() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let clients = scale(50, 500);
+    let server = Server::start(None);
+    let scenario = Scenario::begin("resets", &server);
+    let mut sent = 0usize;
+    let mut streams = Vec::new();
+    for _ in 0..clients {
+        // A small receive buffer, never read: the server's echo backs up
+        // in its write buffer, and it stops reading from us.
+        let socket = Socket::new(
+            torsion_echo::torsion_protocol::transport::socket2::Domain::IPV4,
+            torsion_echo::torsion_protocol::transport::socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream.set_nonblocking(true).unwrap();
+        let chunk = [b'r'; 64 * 1024];
+        loop {
+            match stream.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        streams.push(stream);
+    }
+    server.live.wait_for(clients, "all connected");
+    // Each client has unread echo in its receive buffer and the server has
+    // more in flight: the reset lands while the server is writing.
+    for stream in streams {
+        SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream); // RST
+    }
+    scenario.finish(
+        &server,
+        64 * 1024,
+        format!(
+            "{clients} clients sent {} MiB without reading the echo, then reset (SO_LINGER 0)",
+            sent >> 20,
+        ),
+    );
+}
+
+#[test]
+fn clients_killed_with_sigkill() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let (children, per_child) = (scale(4, 16), 25);
+    let server = Server::start(None);
+    let scenario = Scenario::begin("SIGKILL", &server);
+    let mut killed = Vec::new();
+    for _ in 0..children {
+        let (child, mut stdout) = spawn_child(format!(
+            "flood:{}:{}:{per_child}",
+            server.addr.ip(),
+            server.addr.port()
+        ));
+        wait_ready(&mut stdout);
+        killed.push(child);
+    }
+    server.live.wait_for(children * per_child, "all connected");
+    for child in &mut killed {
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    scenario.finish(
+        &server,
+        64 * 1024,
+        format!(
+            "{children} client processes with {} flooding connections killed",
+            children * per_child
+        ),
+    );
+}
+
+#[test]
+fn peers_that_half_close_get_everything_back() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let clients = scale(100, 1_000);
+    let server = Server::start(None);
+    let scenario = Scenario::begin("half-close", &server);
+    let mut total = 0;
+    for i in 0..clients {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let data: Vec<u8> = (0..32 * 1024).map(|j| (i + j) as u8).collect();
+        stream.write_all(&data).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut echo = Vec::new();
+        stream.read_to_end(&mut echo).unwrap();
+        assert!(echo == data, "client {i} got {} bytes back", echo.len());
+        total += echo.len();
+    }
+    scenario.finish(
+        &server,
+        64 * 1024,
+        format!(
+            "{clients} clients half-closed after 32 KiB; all {} KiB came back before the close",
+            total >> 10
+        ),
+    );
+}
+
+#[test]
+fn a_peer_sending_one_byte_at_a_time() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let bytes = scale(200, 2_000);
+    let server = Server::start(None);
+    let scenario = Scenario::begin("slow peer", &server);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut others = 0;
+    for i in 0..bytes {
+        // The injected fault is the pace itself: a byte every 2 ms.
+        std::thread::sleep(Duration::from_millis(2));
+        slow.write_all(&[i as u8]).unwrap();
+        if i % 50 == 0 {
+            // Meanwhile the server serves everyone else.
+            server.still_serves();
+            others += 1;
+        }
+    }
+    let mut echo = vec![0u8; bytes];
+    slow.read_exact(&mut echo).unwrap();
+    assert!(echo.iter().enumerate().all(|(i, &b)| b == i as u8));
+    drop(slow);
+    scenario.finish(
+        &server,
+        64 * 1024,
+        format!("{bytes} bytes at one per 2 ms, all echoed in order; {others} other clients served meanwhile"),
+    );
+}
+
+#[test]
+fn idle_peers_are_reaped() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let clients = scale(50, 500);
+    let timeout = Duration::from_millis(200);
+    let server = Server::start(Some(timeout));
+    let scenario = Scenario::begin("idle reaping", &server);
+    let started = Instant::now();
+    let mut streams: Vec<TcpStream> = (0..clients)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let live = &server.live;
+    live.wait_until("idle peers reaped", |open, accepted| {
+        open == 0 && accepted == clients + 1
+    });
+    let reaped_after = started.elapsed();
+    for stream in &mut streams {
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(
+            stream.read_to_end(&mut rest).unwrap(),
+            0,
+            "closed, not reset"
+        );
+    }
+    drop(streams);
+    assert!(reaped_after >= timeout);
+    scenario.finish(
+        &server,
+        64 * 1024,
+        format!(
+            "{clients} idle peers closed by a {} ms idle timeout, all within {} ms",
+            timeout.as_millis(),
+            reaped_after.as_millis()
+        ),
+    );
+}
