@@ -61,6 +61,34 @@ soak:
     TORSION_SOAK=full cargo test --release -p torsion-echo --test soak -- --nocapture --test-threads 1
     cargo test --release -p torsion-protocol --test emfile -- --nocapture
 
+# The socket integration tests under valgrind: any definite leak fails.
+# Needs valgrind (Debian: apt install valgrind).
+leaks:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v valgrind >/dev/null || { echo "just leaks needs valgrind"; exit 1; }
+    wanted=" reactor timers lifecycle tcp unix udp flow panics reconnecting descriptors policies backpressure "
+    cargo test --no-run --workspace --message-format=json 2>/dev/null \
+        | python3 -c 'import json, sys
+    for m in map(json.loads, sys.stdin):
+        if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+            print(m["target"]["name"], m["executable"])' \
+        | while read -r name exe; do
+            [[ "$wanted" == *" $name "* ]] || continue
+            echo "== $name"
+            valgrind --quiet --leak-check=full --show-leak-kinds=definite \
+                --errors-for-leak-kinds=definite --error-exitcode=99 \
+                "$exe" --test-threads 1 --quiet
+        done
+
+# What can run under Miri (needs the nightly toolchain with the miri
+# component): the timer heap, slab, write queue and framing receivers.
+# The unsafe code itself is system calls (epoll, sockets, signals), which
+# Miri cannot execute; those tests are marked ignored under Miri.
+miri:
+    cargo +nightly miri test -p torsion-reactor -p torsion-transport --lib
+    cargo +nightly miri test -p torsion-protocol --test framing --test hostile
+
 # Fuzz every parser (each framing receiver, the endpoint strings) for
 # `seconds` each. Needs the nightly toolchain; installs cargo-fuzz if
 # missing. Crashes land in fuzz/artifacts/ and become regression tests in

@@ -154,6 +154,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     #[should_panic(expected = "descriptors leaked")]
     fn a_descriptor_left_open_is_named() {
         if descriptor_dir().is_none() {
@@ -165,6 +166,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     fn closed_descriptors_pass() {
         let guard = DescriptorGuard::new();
         drop(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
