@@ -42,6 +42,8 @@ struct Conn {
     received: usize,
     sent_at: Instant,
     seq: u64,
+    /// At a fixed rate: when the next request is due, if it is waiting.
+    due: Option<Instant>,
 }
 
 /// Fills `message` with bytes that depend on the connection and the
@@ -58,13 +60,21 @@ fn fill(message: &mut [u8], conn: usize, seq: u64) {
 
 /// Runs `connections` ping-pong clients of `size`-byte messages against
 /// `addr` for `warmup` then `duration`, counting only the second window.
+///
+/// With a `rate` (requests per second, over all connections) each
+/// connection sends its next request on a fixed schedule instead of as
+/// soon as the last echo is back: connection `k` every
+/// `connections / rate` seconds, staggered. A request whose slot has
+/// passed goes out at once; latency is measured from the actual send.
 pub fn run(
     addr: SocketAddr,
     connections: usize,
     size: usize,
     warmup: Duration,
     duration: Duration,
+    rate: Option<f64>,
 ) -> io::Result<Report> {
+    let interval = rate.map(|rate| Duration::from_secs_f64(connections as f64 / rate));
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(connections);
     for key in 0..connections {
@@ -84,6 +94,7 @@ pub fn run(
             received: 0,
             sent_at: Instant::now(),
             seq: 0,
+            due: None,
         });
     }
     let mut buf = vec![0u8; size.max(64 * 1024)];
@@ -100,13 +111,40 @@ pub fn run(
 
     for (key, conn) in conns.iter_mut().enumerate() {
         fill(&mut conn.message, key, 0);
-        conn.sent_at = Instant::now();
-        send(conn)?;
+        match interval {
+            Some(interval) => conn.due = Some(start + interval * key as u32 / connections as u32),
+            None => {
+                conn.sent_at = Instant::now();
+                send(conn)?;
+            }
+        }
     }
     loop {
         let now = Instant::now();
         if now >= end {
             break;
+        }
+        // At a fixed rate: send what is due, and wait no longer than the
+        // next slot.
+        let mut timeout = Duration::from_millis(10);
+        if interval.is_some() {
+            for conn in conns.iter_mut() {
+                match conn.due {
+                    Some(due) if due <= now => {
+                        conn.due = None;
+                        conn.sent_at = now;
+                        send(conn)?;
+                    }
+                    Some(due) => timeout = timeout.min(due - now),
+                    None => {}
+                }
+            }
+            // epoll waits in whole milliseconds: closer slots are met by
+            // polling without waiting (the load generator has its own
+            // CPU), so requests arrive spread out, not in bursts.
+            if timeout < Duration::from_millis(1) {
+                timeout = Duration::ZERO;
+            }
         }
         if !measuring && now >= measure_from {
             measuring = true;
@@ -115,7 +153,7 @@ pub fn run(
             requests = 0;
             latencies.clear();
         }
-        match poll.poll(&mut events, Some(Duration::from_millis(10))) {
+        match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -161,8 +199,17 @@ pub fn run(
                     fill(&mut conn.message, key, conn.seq);
                     conn.written = 0;
                     conn.received = 0;
-                    conn.sent_at = Instant::now();
-                    send(conn)?;
+                    match interval {
+                        Some(interval) => {
+                            // The slot after the one this request was due
+                            // in, however late it went out.
+                            conn.due = Some((conn.sent_at + interval).max(Instant::now()));
+                        }
+                        None => {
+                            conn.sent_at = Instant::now();
+                            send(conn)?;
+                        }
+                    }
                 }
             }
         }

@@ -31,6 +31,7 @@ mod idle;
 mod loadgen;
 mod reactor;
 mod servers;
+mod suite;
 
 #[global_allocator]
 static ALLOCATOR: reactor::CountingAllocator = reactor::CountingAllocator;
@@ -49,6 +50,9 @@ struct Options {
     duration: Duration,
     rounds: usize,
     servers: Vec<String>,
+    /// Requests per second over all connections; `None`: as fast as the
+    /// server answers.
+    rate: Option<f64>,
 }
 
 fn main() {
@@ -66,8 +70,12 @@ fn main() {
     } else if args.first().map(String::as_str) == Some("idle") {
         idle::run(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(400));
         Ok(())
+    } else if args.first().map(String::as_str) == Some("echo") {
+        parse(&args[1..]).and_then(|options| compare(&options))
+    } else if args.first().map(String::as_str) == Some("suite") || args.is_empty() {
+        suite::run(args.iter().any(|a| a == "--quick"))
     } else {
-        parse(&args).and_then(|options| compare(&options))
+        Err(invalid(format!("unknown command {:?}", args[0])))
     };
     if let Err(e) = result {
         eprintln!("torsion-bench: {e}");
@@ -115,6 +123,7 @@ fn drive(port: u16, options: &Options) -> io::Result<loadgen::Report> {
         options.size,
         options.warmup,
         options.duration,
+        options.rate,
     )
 }
 
@@ -130,6 +139,7 @@ fn parse(args: &[String]) -> io::Result<Options> {
         duration: Duration::from_secs(3),
         rounds: 3,
         servers: ["torsion", "tokio-ct", "mio"].map(String::from).to_vec(),
+        rate: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -148,6 +158,7 @@ fn parse(args: &[String]) -> io::Result<Options> {
             "--duration" => options.duration = Duration::from_secs_f64(number()?),
             "--rounds" => options.rounds = number()? as usize,
             "--servers" => options.servers = value.split(',').map(String::from).collect(),
+            "--rate" => options.rate = Some(number()?),
             other => return Err(invalid(format!("unknown option {other}"))),
         }
     }
@@ -264,41 +275,56 @@ fn compare(options: &Options) -> io::Result<()> {
         pin(0, 1);
     }
     println!(
-        "echo ping-pong: {} connections x {} B, {} round(s) of {:?} (after {:?} warm-up), {} CPU(s){}",
+        "echo ping-pong: {} connections x {} B{}, {} round(s) of {:?} (after {:?} warm-up), {} CPU(s){}",
         options.connections,
         options.size,
+        options
+            .rate
+            .map_or(String::new(), |rate| format!(" at {rate:.0} req/s")),
         options.rounds,
         options.duration,
         options.warmup,
         cpus,
         if two_cpus { ", server on CPU 0, load on CPU 1" } else { "" }
     );
+    let medians = run_rounds(options, two_cpus)?;
+    print_table(options, &medians);
+    Ok(())
+}
+
+/// Every server of `options`, interleaved, for each round; the medians,
+/// one per server.
+fn run_rounds(options: &Options, two_cpus: bool) -> io::Result<Vec<Sample>> {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); options.servers.len()];
     for round in 1..=options.rounds {
         for (i, kind) in options.servers.iter().enumerate() {
             let sample = measure(kind, options, two_cpus)?;
             eprintln!(
-                "round {round} {kind:>9}: {:>9.0} req/s  p99 {:>7.1} us  server {:>5.2} us/req",
+                "round {round} {kind:>10}: {:>9.0} req/s  p99 {:>7.1} us  server {:>5.2} us/req",
                 sample.rps, sample.p99_us, sample.server_cpu_us
             );
             samples[i].push(sample);
         }
     }
-    let medians: Vec<Sample> = samples
-        .iter()
-        .map(|runs| {
-            let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
-            Sample {
-                rps: pick(|s| s.rps),
-                mib_s: pick(|s| s.mib_s),
-                p50_us: pick(|s| s.p50_us),
-                p99_us: pick(|s| s.p99_us),
-                p999_us: pick(|s| s.p999_us),
-                server_cpu_us: pick(|s| s.server_cpu_us),
-                loadgen_cpu_pct: pick(|s| s.loadgen_cpu_pct),
-            }
-        })
-        .collect();
+    Ok(samples.iter().map(|runs| medians(runs)).collect())
+}
+
+/// The median of each figure over several rounds.
+fn medians(runs: &[Sample]) -> Sample {
+    let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+    Sample {
+        rps: pick(|s| s.rps),
+        mib_s: pick(|s| s.mib_s),
+        p50_us: pick(|s| s.p50_us),
+        p99_us: pick(|s| s.p99_us),
+        p999_us: pick(|s| s.p999_us),
+        server_cpu_us: pick(|s| s.server_cpu_us),
+        loadgen_cpu_pct: pick(|s| s.loadgen_cpu_pct),
+    }
+}
+
+/// One table: a row per server, with ratios to Torsion's figures.
+fn print_table(options: &Options, medians: &[Sample]) {
     let base = options
         .servers
         .iter()
@@ -319,7 +345,7 @@ fn compare(options: &Options) -> io::Result<()> {
         "p99 x",
         "CPU/req x"
     );
-    for (kind, m) in options.servers.iter().zip(&medians) {
+    for (kind, m) in options.servers.iter().zip(medians) {
         let ratio = |ours: f64, theirs: f64| {
             if ours > 0.0 {
                 format!("{:.2}", theirs / ours)
@@ -358,5 +384,4 @@ fn compare(options: &Options) -> io::Result<()> {
     println!(
         "(req/s x above 1: faster than Torsion; p99 x and CPU/req x above 1: slower than Torsion)"
     );
-    Ok(())
 }

@@ -40,7 +40,7 @@ pub const GREETING: &[u8] = b"Hello, world!";
 
 /// The echo protocol: every byte received is written back.
 ///
-/// It registers a [`ReadThrottle`] on its transport, so a peer that sends
+/// It installs a [`ReadThrottle`] on its transport, so a peer that sends
 /// without reading the echo cannot make the server buffer without bound:
 /// once the write buffer passes its high watermark the server stops
 /// reading from that peer until it drains.
@@ -49,8 +49,8 @@ pub struct Echo;
 
 impl Protocol for Echo {
     fn connection_made(&mut self, transport: &TransportRef) {
-        // The only producer of this transport: registration cannot fail.
-        let _ = transport.register_producer(ReadThrottle::for_transport(transport), true);
+        // Nothing else has registered a producer: this cannot fail.
+        let _ = ReadThrottle::install(transport);
     }
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {

@@ -15,7 +15,6 @@ use crate::protocol::Protocol;
 /// Drives one protocol over one socket transport.
 pub(crate) struct Driver<P> {
     pub(crate) transport: Rc<SocketTransport>,
-    handle: TransportRef,
     protocol: RefCell<Option<P>>,
     /// The connection's span: everything logged while its events run
     /// carries its id and peer. Kept only when a subscriber wants it, so a
@@ -25,13 +24,11 @@ pub(crate) struct Driver<P> {
 
 impl<P: Protocol> Driver<P> {
     pub(crate) fn new(transport: Rc<SocketTransport>) -> Driver<P> {
-        let handle: TransportRef = transport.clone();
         let span =
             tracing::debug_span!("connection", id = transport.id(), peer = %transport.peer());
         let span = (!span.is_disabled()).then(|| Box::new(span));
         Driver {
             transport,
-            handle,
             protocol: RefCell::new(None),
             span,
         }
@@ -62,7 +59,11 @@ impl<P: Protocol> Driver<P> {
         let Some(protocol) = slot.as_mut() else {
             return;
         };
-        let result = panic::catch_unwind(AssertUnwindSafe(|| f(protocol, &self.handle)));
+        // The protocol sees the transport as a `TransportRef`; made here
+        // (a reference-count bump) rather than kept, to keep idle
+        // connections small.
+        let handle: TransportRef = self.transport.clone();
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(protocol, &handle)));
         if let Err(payload) = result {
             tracing::error!(
                 conn = self.transport.id(),

@@ -237,6 +237,7 @@ fn send_prefixed_refuses_what_does_not_fit() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "a million calls: hours under Miri")]
 fn a_megabyte_line_a_byte_at_a_time() {
     let mut receiver = LineReceiver::new(Lines::default());
     receiver.state_mut().set_max_length(2 << 20);

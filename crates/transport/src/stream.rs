@@ -116,6 +116,11 @@ pub struct SocketTransport {
     reactor: WeakReactor,
     /// Reading paused by `pause_reading` (or a producer throttling it).
     reading_paused: Cell<bool>,
+    /// The built-in read throttle is on ([`Transport::enable_read_throttle`]).
+    read_throttle: Cell<bool>,
+    /// ... and has paused reading: the write buffer went above its high
+    /// watermark and has not yet fallen to the low one.
+    throttled: Cell<bool>,
     /// The protocol handles half-closes itself.
     half_closeable: Cell<bool>,
     /// The peer ended its stream (half-closeable protocols only).
@@ -203,6 +208,8 @@ impl SocketTransport {
             peer,
             reactor: reactor.downgrade(),
             reading_paused: Cell::new(false),
+            read_throttle: Cell::new(false),
+            throttled: Cell::new(false),
             half_closeable: Cell::new(false),
             read_closed: Cell::new(false),
             write_shutdown: Cell::new(WriteShutdown::No),
@@ -409,10 +416,18 @@ impl SocketTransport {
     /// The queue grew: pause a streaming producer above the high
     /// watermark.
     fn queue_grew(&self) {
-        if self.queue.borrow().len() <= self.high_water.get() as usize
-            || self.producer_paused.get()
-            || !self.streaming.get()
-        {
+        if self.queue.borrow().len() <= self.high_water.get() as usize {
+            return;
+        }
+        if self.read_throttle.get() && !self.throttled.replace(true) {
+            tracing::debug!(
+                conn = self.id,
+                queued = self.queue.borrow().len(),
+                "write buffer above high watermark; reading paused"
+            );
+            self.update_interest();
+        }
+        if self.producer_paused.get() || !self.streaming.get() {
             return;
         }
         let producer = self.producer.borrow().clone();
@@ -432,6 +447,14 @@ impl SocketTransport {
     fn queue_shrank(&self) {
         if self.queue.borrow().len() > self.low_water.get() as usize {
             return;
+        }
+        if self.throttled.replace(false) {
+            tracing::debug!(
+                conn = self.id,
+                "write buffer below low watermark; reading resumed"
+            );
+            // Level-triggered readiness reports data that arrived meanwhile.
+            self.update_interest();
         }
         let producer = self.producer.borrow().clone();
         let Some(producer) = producer else {
@@ -525,6 +548,7 @@ impl SocketTransport {
             for _ in 0..MAX_READS_PER_EVENT {
                 if self.phase.get() != Phase::Open
                     || self.reading_paused.get()
+                    || self.throttled.get()
                     || self.read_closed.get()
                 {
                     return;
@@ -610,7 +634,10 @@ impl SocketTransport {
         let phase = self.phase.get();
         let interest = Interest::NONE
             .with_readable(
-                phase == Phase::Open && !self.reading_paused.get() && !self.read_closed.get(),
+                phase == Phase::Open
+                    && !self.reading_paused.get()
+                    && !self.throttled.get()
+                    && !self.read_closed.get(),
             )
             .with_writable(
                 matches!(phase, Phase::Open | Phase::Draining) && !self.queue.borrow().is_empty(),
@@ -796,6 +823,12 @@ impl Transport for SocketTransport {
             producer.resume_producing();
         }
         Ok(())
+    }
+
+    fn enable_read_throttle(&self) -> bool {
+        self.read_throttle.set(true);
+        self.queue_grew();
+        true
     }
 
     fn unregister_producer(&self) {

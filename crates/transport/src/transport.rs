@@ -120,6 +120,18 @@ pub trait Transport {
     #[doc(alias = "unregisterProducer")]
     fn unregister_producer(&self);
 
+    /// Turns on the transport's built-in read throttle, if it has one, and
+    /// says whether it did. While on, reading pauses whenever the write
+    /// buffer is above its high watermark and resumes once it is at or
+    /// below the low one: what registering a [`ReadThrottle`] does, with no
+    /// producer object and no allocation, and leaving the producer slot
+    /// free. Call [`ReadThrottle::install`] rather than this: it falls back
+    /// to a `ReadThrottle` producer on transports without one (the
+    /// default).
+    fn enable_read_throttle(&self) -> bool {
+        false
+    }
+
     /// Sets the write buffer's high and low watermarks, in bytes (asyncio's
     /// `set_write_buffer_limits`). Defaults: 64 KiB and 16 KiB.
     fn set_write_buffer_limits(&self, high: usize, low: usize);
@@ -189,12 +201,13 @@ pub trait Producer {
 /// a transport as its own producer). An echo server stays bounded this way
 /// however much a peer that never reads sends it.
 ///
+/// [`ReadThrottle::install`] is the way to use it: socket transports then
+/// throttle themselves without any producer object.
+///
 /// ```no_run
 /// # use torsion_transport::{ReadThrottle, TransportRef};
 /// # fn connection_made(transport: &TransportRef) {
-/// transport
-///     .register_producer(ReadThrottle::for_transport(transport), true)
-///     .expect("no other producer");
+/// ReadThrottle::install(transport).expect("no other producer");
 /// # }
 /// ```
 pub struct ReadThrottle {
@@ -202,6 +215,21 @@ pub struct ReadThrottle {
 }
 
 impl ReadThrottle {
+    /// Throttles `transport`'s reading by its write buffer: through its
+    /// built-in throttle where it has one
+    /// ([`Transport::enable_read_throttle`]), otherwise by registering a
+    /// `ReadThrottle` as its streaming producer.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if the fallback is needed and another producer is
+    /// registered.
+    pub fn install(transport: &TransportRef) -> io::Result<()> {
+        if transport.enable_read_throttle() {
+            return Ok(());
+        }
+        transport.register_producer(ReadThrottle::for_transport(transport), true)
+    }
+
     /// A producer that pauses and resumes reading on `transport`. It holds
     /// the transport weakly, so registering it creates no cycle.
     pub fn for_transport(transport: &TransportRef) -> Rc<dyn Producer> {
