@@ -45,14 +45,26 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Benchmarks, side by side with peers: reactor (timers against tokio's),
-# framing, memory per idle connection, then echo (Torsion, tokio
-# current-thread, a mio loop).
-bench *args:
+# framing, then the echo suite (Torsion, tokio current-thread and
+# multi-thread, a mio loop, Torsion on two reactors; four workloads, idle
+# memory, system calls), written to bench/results/ (see docs/performance.md).
+bench:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench reactor
     ./target/release/torsion-bench framing
-    ./target/release/torsion-bench idle 2000
-    ./target/release/torsion-bench {{args}}
+    ./target/release/torsion-bench suite
+
+# The echo suite in under a minute (one short round), for a check before
+# a change; writes bench/results/quick.json and quick.svg.
+bench-quick:
+    cargo build --quiet --release -p torsion-bench
+    ./target/release/torsion-bench suite --quick
+
+# One echo workload with options of your own, e.g.
+# `just bench-echo --connections 8 --size 16384 --rate 20000`.
+bench-echo *args:
+    cargo build --quiet --release -p torsion-bench
+    ./target/release/torsion-bench echo {{args}}
 
 # The full soak and fault suite: 10,000 connections, 1 GiB through the echo
 # server, resets, SIGKILLed clients, half-closes, slow and idle peers, and

@@ -44,6 +44,8 @@ struct Conn {
     seq: u64,
     /// At a fixed rate: when the next request is due, if it is waiting.
     due: Option<Instant>,
+    /// At a fixed rate: the slot of the request in flight.
+    slot: Instant,
 }
 
 /// Fills `message` with bytes that depend on the connection and the
@@ -64,8 +66,11 @@ fn fill(message: &mut [u8], conn: usize, seq: u64) {
 /// With a `rate` (requests per second, over all connections) each
 /// connection sends its next request on a fixed schedule instead of as
 /// soon as the last echo is back: connection `k` every
-/// `connections / rate` seconds, staggered. A request whose slot has
-/// passed goes out at once; latency is measured from the actual send.
+/// `connections / rate` seconds, on a fixed grid, staggered. A request
+/// whose slot has passed goes out at once (slots more than one interval
+/// late are skipped, not replayed); latency is measured from the actual
+/// send. The generator polls without sleeping in this mode, so its own
+/// wake-ups add nothing to the latencies (it has its own CPU).
 pub fn run(
     addr: SocketAddr,
     connections: usize,
@@ -95,6 +100,7 @@ pub fn run(
             sent_at: Instant::now(),
             seq: 0,
             due: None,
+            slot: Instant::now(),
         });
     }
     let mut buf = vec![0u8; size.max(64 * 1024)];
@@ -124,26 +130,18 @@ pub fn run(
         if now >= end {
             break;
         }
-        // At a fixed rate: send what is due, and wait no longer than the
-        // next slot.
+        // At a fixed rate: send what is due, and poll without waiting
+        // (epoll waits in whole milliseconds, far coarser than the slots).
         let mut timeout = Duration::from_millis(10);
         if interval.is_some() {
+            timeout = Duration::ZERO;
             for conn in conns.iter_mut() {
-                match conn.due {
-                    Some(due) if due <= now => {
-                        conn.due = None;
-                        conn.sent_at = now;
-                        send(conn)?;
-                    }
-                    Some(due) => timeout = timeout.min(due - now),
-                    None => {}
+                if let Some(due) = conn.due.filter(|due| *due <= now) {
+                    conn.due = None;
+                    conn.slot = due;
+                    conn.sent_at = now;
+                    send(conn)?;
                 }
-            }
-            // epoll waits in whole milliseconds: closer slots are met by
-            // polling without waiting (the load generator has its own
-            // CPU), so requests arrive spread out, not in bursts.
-            if timeout < Duration::from_millis(1) {
-                timeout = Duration::ZERO;
             }
         }
         if !measuring && now >= measure_from {
@@ -201,9 +199,11 @@ pub fn run(
                     conn.received = 0;
                     match interval {
                         Some(interval) => {
-                            // The slot after the one this request was due
-                            // in, however late it went out.
-                            conn.due = Some((conn.sent_at + interval).max(Instant::now()));
+                            // The next slot on the grid, unless that is
+                            // already more than an interval gone.
+                            let next = conn.slot + interval;
+                            let now = Instant::now();
+                            conn.due = Some(if next + interval < now { now } else { next });
                         }
                         None => {
                             conn.sent_at = Instant::now();

@@ -1,8 +1,10 @@
 //! `torsion-bench`: Torsion's echo server side by side with peers.
 //!
 //! ```text
-//! torsion-bench [--connections N] [--size BYTES] [--duration SECS]
-//!               [--warmup SECS] [--rounds N] [--servers a,b,...]
+//! torsion-bench [suite] [--quick]
+//! torsion-bench echo [--connections N] [--size BYTES] [--duration SECS]
+//!                    [--warmup SECS] [--rounds N] [--servers a,b,...]
+//!                    [--rate REQ_PER_S]
 //! torsion-bench serve KIND
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! torsion-bench reactor
@@ -10,7 +12,9 @@
 //! torsion-bench idle [CONNECTIONS]
 //! ```
 //!
-//! `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
+//! `suite` (the default) runs every server on every workload and writes
+//! `bench/results/` (see `suite.rs`); `echo` runs one workload of your
+//! choosing. `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
 //! cancelled, 1,000,000 fired), the CPU an idle reactor uses, and
 //! `call_from_thread` throughput. `framing` shows that a line receiver's
 //! cost per byte stays flat as lines grow.
@@ -19,7 +23,7 @@
 //! that is already running, for tracing it (`strace -c -f -p`) or
 //! profiling it.
 //!
-//! Each round starts every server in turn (interleaved, so drift on a noisy
+//! In `suite` and `echo`, each round starts every server in turn (interleaved, so drift on a noisy
 //! machine hits all of them alike) as a child process pinned to CPU 0, and
 //! drives it from this process, pinned to CPU 1, with ping-pong clients
 //! that verify every echoed byte. It prints the medians over the rounds:

@@ -72,7 +72,7 @@ pub fn run(quick: bool) -> io::Result<()> {
     }
     raise_descriptor_limit();
     let (rounds, warmup, duration, idle) = if quick {
-        (1, 0.3, 1.0, 2_000)
+        (1, 0.2, 0.8, 2_000)
     } else {
         (3, 0.5, 2.0, 10_000)
     };
@@ -115,12 +115,14 @@ pub fn run(quick: bool) -> io::Result<()> {
 
     if let Some(tracer) = Tracer::find() {
         println!(
-            "\n== system calls per echoed message ({}, 1 s of load)",
-            tracer.name()
+            "\n== system calls per echoed message ({}, {} s of load)",
+            tracer.name(),
+            duration.min(1.0)
         );
         for (kind, row) in servers.iter().zip(&mut rows) {
-            let small = syscalls(tracer, kind, 1, 16, two_cpus)?;
-            let wide = syscalls(tracer, kind, 64, 1024, two_cpus)?;
+            let trace_for = Duration::from_secs_f64(duration.min(1.0));
+            let small = syscalls(tracer, kind, 1, 16, two_cpus, trace_for)?;
+            let wide = syscalls(tracer, kind, 64, 1024, two_cpus, trace_for)?;
             println!("{kind:<10} {small:>6.2} (1 x 16 B)   {wide:>6.2} (64 x 1 KiB)");
             row.syscalls = Some((small, wide));
         }
@@ -140,18 +142,23 @@ pub fn run(quick: bool) -> io::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;
     let json = to_json(&servers, &rows, quick, cpus);
-    let stamp = command_output("date", &["-u", "+%Y-%m-%d"]);
-    let dated = dir.join(format!("{stamp}{}.json", if quick { "-quick" } else { "" }));
-    std::fs::write(&dated, &json)?;
-    std::fs::write(dir.join("latest.json"), &json)?;
-    let chart = dir.join("chart.svg");
-    std::fs::write(&chart, to_svg(&servers, &rows))?;
-    println!(
-        "\nwrote {}, {} and {}",
-        display(&dated),
-        display(&dir.join("latest.json")),
-        display(&chart)
-    );
+    let svg = to_svg(&servers, &rows);
+    // A quick run is a check before a change, not a result to publish.
+    let written: Vec<(String, &str)> = if quick {
+        vec![("quick.json".into(), &json), ("quick.svg".into(), &svg)]
+    } else {
+        let stamp = command_output("date", &["-u", "+%Y-%m-%d"]);
+        vec![
+            (format!("{stamp}.json"), &json),
+            ("latest.json".into(), &json),
+            ("chart.svg".into(), &svg),
+        ]
+    };
+    println!();
+    for (name, contents) in written {
+        std::fs::write(dir.join(&name), contents)?;
+        println!("wrote {}", display(&dir.join(&name)));
+    }
     Ok(())
 }
 
@@ -268,6 +275,7 @@ fn syscalls(
     connections: usize,
     size: usize,
     two_cpus: bool,
+    duration: Duration,
 ) -> io::Result<f64> {
     let server = Server::start(kind)?;
     if two_cpus && !(kind.ends_with("-2t") || kind.ends_with("-mt")) {
@@ -296,7 +304,7 @@ fn syscalls(
         connections,
         size,
         warmup: Duration::ZERO,
-        duration: Duration::from_secs(1),
+        duration,
         rounds: 1,
         servers: Vec::new(),
         rate: None,

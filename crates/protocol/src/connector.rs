@@ -245,7 +245,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
         {
             let _ = timer.cancel();
         }
-        let peer = connection.driver.transport.peer().clone();
+        let peer = connection.driver.transport.peer();
         let built = guarded("build_protocol", || self.factory.build_protocol(&peer));
         match built.flatten() {
             Some(protocol) => connection.driver.attach(protocol),

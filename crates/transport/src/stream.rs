@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, IoSlice, Read};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -106,13 +107,15 @@ pub struct SocketTransport {
     io: RefCell<Option<Registration<Socket>>>,
     queue: RefCell<WriteQueue>,
     phase: Cell<Phase>,
-    reason: RefCell<Option<CloseReason>>,
+    /// Why the connection is ending, once known. Boxed: most connections
+    /// carry none for most of their life, and a box is one word.
+    reason: ReasonSlot,
     /// Set once writes are no longer accepted (lose, abort, failure).
     writes_closed: Cell<bool>,
     /// True while `process` runs: state changes made then are finished by
     /// `process` itself, not by a wake-up.
     processing: Cell<bool>,
-    peer: Address,
+    peer: PeerAddress,
     reactor: WeakReactor,
     /// Reading paused by `pause_reading` (or a producer throttling it).
     reading_paused: Cell<bool>,
@@ -128,7 +131,7 @@ pub struct SocketTransport {
     write_shutdown: Cell<WriteShutdown>,
     /// Half-close events not yet handed to the protocol.
     half_close_events: Cell<HalfCloseEvents>,
-    producer: RefCell<Option<Rc<dyn Producer>>>,
+    producer: ProducerSlot,
     streaming: Cell<bool>,
     producer_paused: Cell<bool>,
     /// A pull producer asked for more data and should be asked again.
@@ -136,6 +139,80 @@ pub struct SocketTransport {
     /// Watermarks, in bytes (u32: 4 GiB is beyond any sane buffer).
     high_water: Cell<u32>,
     low_water: Cell<u32>,
+}
+
+/// The peer's address, kept small: an IPv4 address (the common case)
+/// inline in 8 bytes, any other boxed.
+enum PeerAddress {
+    V4(SocketAddrV4),
+    Other(Box<Address>),
+}
+
+impl PeerAddress {
+    fn new(address: Address) -> PeerAddress {
+        match address {
+            Address::Tcp(SocketAddr::V4(v4)) => PeerAddress::V4(v4),
+            other => PeerAddress::Other(Box::new(other)),
+        }
+    }
+
+    fn get(&self) -> Address {
+        match self {
+            PeerAddress::V4(v4) => Address::Tcp(SocketAddr::V4(*v4)),
+            PeerAddress::Other(address) => (**address).clone(),
+        }
+    }
+}
+
+/// The registered producer, if any: one word, since most connections have
+/// none.
+#[derive(Default)]
+struct ProducerSlot(Cell<Option<Box<Rc<dyn Producer>>>>);
+
+impl ProducerSlot {
+    fn get(&self) -> Option<Rc<dyn Producer>> {
+        let producer = self.0.take();
+        let copy = producer.as_deref().cloned();
+        self.0.set(producer);
+        copy
+    }
+
+    fn is_set(&self) -> bool {
+        let producer = self.0.take();
+        let set = producer.is_some();
+        self.0.set(producer);
+        set
+    }
+
+    fn set(&self, producer: Rc<dyn Producer>) {
+        self.0.set(Some(Box::new(producer)));
+    }
+
+    fn take(&self) -> Option<Rc<dyn Producer>> {
+        self.0.take().map(|producer| *producer)
+    }
+}
+
+/// Why a connection is ending: `None` until known.
+#[derive(Default)]
+struct ReasonSlot(Cell<Option<Box<CloseReason>>>);
+
+impl ReasonSlot {
+    /// Records `reason` unless one is recorded already.
+    fn note(&self, reason: CloseReason) {
+        let current = self.0.take();
+        self.0
+            .set(Some(current.unwrap_or_else(|| Box::new(reason))));
+    }
+
+    /// Records `reason`, replacing any earlier one.
+    fn set(&self, reason: CloseReason) {
+        self.0.set(Some(Box::new(reason)));
+    }
+
+    fn take(&self) -> Option<CloseReason> {
+        self.0.take().map(|reason| *reason)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -202,10 +279,10 @@ impl SocketTransport {
             io: RefCell::new(None),
             queue: RefCell::new(WriteQueue::default()),
             phase: Cell::new(phase),
-            reason: RefCell::new(None),
+            reason: ReasonSlot::default(),
             writes_closed: Cell::new(false),
             processing: Cell::new(false),
-            peer,
+            peer: PeerAddress::new(peer),
             reactor: reactor.downgrade(),
             reading_paused: Cell::new(false),
             read_throttle: Cell::new(false),
@@ -214,7 +291,7 @@ impl SocketTransport {
             read_closed: Cell::new(false),
             write_shutdown: Cell::new(WriteShutdown::No),
             half_close_events: Cell::new(HalfCloseEvents::default()),
-            producer: RefCell::new(None),
+            producer: ProducerSlot::default(),
             streaming: Cell::new(false),
             producer_paused: Cell::new(false),
             pull_pending: Cell::new(false),
@@ -238,8 +315,8 @@ impl SocketTransport {
     }
 
     /// The peer's address.
-    pub fn peer(&self) -> &Address {
-        &self.peer
+    pub fn peer(&self) -> Address {
+        self.peer.get()
     }
 
     /// True once the socket is closed.
@@ -301,18 +378,19 @@ impl SocketTransport {
                 // A connection that was already closing cleanly and has
                 // now sent everything keeps its clean reason.
                 let flushed = self.queue.borrow().is_empty();
-                let mut reason = self.reason.borrow_mut();
-                let keep = match &*reason {
+                let reason = self.reason.take();
+                let keep = match &reason {
                     Some(CloseReason::Lost(_)) => true,
                     Some(CloseReason::Closed | CloseReason::ClosedByPeer) => {
                         flushed && self.phase.get() == Phase::Draining
                     }
                     _ => false,
                 };
-                if !keep {
-                    *reason = Some(CloseReason::Shutdown);
-                }
-                drop(reason);
+                self.reason.set(if keep {
+                    reason.unwrap_or(CloseReason::Shutdown)
+                } else {
+                    CloseReason::Shutdown
+                });
                 Some(self.close())
             }
         }
@@ -407,7 +485,7 @@ impl SocketTransport {
 
     /// Everything written went out at once: a pull producer may write more.
     fn wrote(&self) {
-        if self.producer.borrow().is_some() && !self.streaming.get() {
+        if self.producer.is_set() && !self.streaming.get() {
             self.pull_pending.set(true);
             self.poke();
         }
@@ -430,7 +508,7 @@ impl SocketTransport {
         if self.producer_paused.get() || !self.streaming.get() {
             return;
         }
-        let producer = self.producer.borrow().clone();
+        let producer = self.producer.get();
         if let Some(producer) = producer {
             tracing::debug!(
                 conn = self.id,
@@ -456,7 +534,7 @@ impl SocketTransport {
             // Level-triggered readiness reports data that arrived meanwhile.
             self.update_interest();
         }
-        let producer = self.producer.borrow().clone();
+        let producer = self.producer.get();
         let Some(producer) = producer else {
             return;
         };
@@ -538,7 +616,7 @@ impl SocketTransport {
         self.half_close_events.set(events);
         if self.read_closed.get() {
             // Both directions are done.
-            self.reason.borrow_mut().get_or_insert(CloseReason::Closed);
+            self.reason.note(CloseReason::Closed);
             self.close_soon();
         }
     }
@@ -579,16 +657,14 @@ impl SocketTransport {
     /// The peer ended its stream: stop reading, flush what is queued, then
     /// close.
     fn peer_closed(&self) {
-        tracing::debug!(conn = self.id, peer = %self.peer, "peer closed its end");
+        tracing::debug!(conn = self.id, peer = %self.peer.get(), "peer closed its end");
         if self.half_closeable.get() {
             self.read_closed.set(true);
             let mut events = self.half_close_events.get();
             events.read_closed = true;
             self.half_close_events.set(events);
             if self.write_shutdown.get() == WriteShutdown::Done {
-                self.reason
-                    .borrow_mut()
-                    .get_or_insert(CloseReason::ClosedByPeer);
+                self.reason.note(CloseReason::ClosedByPeer);
                 self.close_soon();
             } else {
                 self.update_interest();
@@ -596,9 +672,7 @@ impl SocketTransport {
             return;
         }
         self.phase.set(Phase::Draining);
-        self.reason
-            .borrow_mut()
-            .get_or_insert(CloseReason::ClosedByPeer);
+        self.reason.note(CloseReason::ClosedByPeer);
         self.update_interest();
     }
 
@@ -607,8 +681,8 @@ impl SocketTransport {
         if matches!(self.phase.get(), Phase::Closing | Phase::Closed) {
             return;
         }
-        tracing::debug!(conn = self.id, peer = %self.peer, %error, "connection failed");
-        *self.reason.borrow_mut() = Some(CloseReason::Lost(error));
+        tracing::debug!(conn = self.id, peer = %self.peer.get(), %error, "connection failed");
+        self.reason.set(CloseReason::Lost(error));
         self.close_soon();
     }
 
@@ -674,11 +748,11 @@ impl SocketTransport {
         let registration = self.io.borrow_mut().take();
         drop(registration);
         // A registered producer hears that nothing more will be consumed.
-        let producer = self.producer.borrow_mut().take();
+        let producer = self.producer.take();
         if let Some(producer) = producer {
             producer.stop_producing();
         }
-        tracing::debug!(conn = self.id, peer = %self.peer, %reason, "connection closed");
+        tracing::debug!(conn = self.id, peer = %self.peer.get(), %reason, "connection closed");
         reason
     }
 }
@@ -732,7 +806,7 @@ impl Transport for SocketTransport {
             return;
         }
         self.writes_closed.set(true);
-        self.reason.borrow_mut().get_or_insert(CloseReason::Closed);
+        self.reason.note(CloseReason::Closed);
         self.phase.set(Phase::Draining);
         self.update_interest();
         if self.queue.borrow().is_empty() {
@@ -742,8 +816,8 @@ impl Transport for SocketTransport {
 
     fn lose_connection_with_error(&self, fault: String) {
         if matches!(self.phase.get(), Phase::Open | Phase::Draining) {
-            tracing::debug!(conn = self.id, peer = %self.peer, %fault, "closing for a protocol error");
-            *self.reason.borrow_mut() = Some(CloseReason::ProtocolError(fault));
+            tracing::debug!(conn = self.id, peer = %self.peer.get(), %fault, "closing for a protocol error");
+            self.reason.set(CloseReason::ProtocolError(fault));
             self.lose_connection();
         }
     }
@@ -755,12 +829,12 @@ impl Transport for SocketTransport {
         ) {
             return;
         }
-        *self.reason.borrow_mut() = Some(CloseReason::Aborted);
+        self.reason.set(CloseReason::Aborted);
         self.close_soon();
     }
 
     fn get_peer(&self) -> Address {
-        self.peer.clone()
+        self.peer.get()
     }
 
     fn get_host(&self) -> Address {
@@ -802,7 +876,7 @@ impl Transport for SocketTransport {
     }
 
     fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()> {
-        if self.producer.borrow().is_some() {
+        if self.producer.is_set() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "a producer is already registered with this transport",
@@ -812,7 +886,7 @@ impl Transport for SocketTransport {
             producer.stop_producing();
             return Ok(());
         }
-        *self.producer.borrow_mut() = Some(producer.clone());
+        self.producer.set(producer.clone());
         self.streaming.set(streaming);
         self.producer_paused.set(false);
         if streaming {
@@ -832,7 +906,7 @@ impl Transport for SocketTransport {
     }
 
     fn unregister_producer(&self) {
-        self.producer.borrow_mut().take();
+        self.producer.take();
         self.producer_paused.set(false);
         self.pull_pending.set(false);
     }
@@ -851,7 +925,8 @@ impl Transport for SocketTransport {
     }
 
     fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        if !matches!(self.peer, Address::Unix(_)) {
+        if !matches!(&self.peer, PeerAddress::Other(address) if matches!(**address, Address::Unix(_)))
+        {
             return Err(io::Error::from(io::ErrorKind::Unsupported));
         }
         self.with_socket(peer_credentials)
@@ -877,7 +952,7 @@ impl fmt::Debug for SocketTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketTransport")
             .field("id", &self.id)
-            .field("peer", &self.peer)
+            .field("peer", &self.peer.get())
             .field("phase", &self.phase.get())
             .field("queued", &self.queue.borrow().len())
             .finish()
