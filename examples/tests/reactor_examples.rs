@@ -268,3 +268,31 @@ fn echo_server_on_several_reactors() {
     assert!(status.success());
     assert!(server.wait().unwrap().success());
 }
+
+#[test]
+fn acceptor_hands_connections_to_workers() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let mut command = Command::new(example("acceptor"));
+    command
+        .args(["0", "--workers", "3"])
+        .env("RUST_LOG", "info");
+    let (mut server, port) = start_logging_port(command, "host=tcp:0.0.0.0:", Reports::Stderr);
+    let streams: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for (i, mut stream) in streams.iter().enumerate() {
+        let message = format!("message {i}");
+        stream.write_all(message.as_bytes()).unwrap();
+        let mut echo = vec![0u8; message.len()];
+        stream.read_exact(&mut echo).unwrap();
+        assert_eq!(echo, message.as_bytes());
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server.wait().unwrap().success());
+}

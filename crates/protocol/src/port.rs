@@ -25,6 +25,55 @@ const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses when the process runs out of descriptors.
 const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Serves a connected, non-blocking socket with a protocol from `factory`.
+/// Returns false if the factory refused (or panicked) and the socket was
+/// closed.
+///
+/// # Errors
+/// If the socket cannot be registered with the reactor (it is closed).
+pub(crate) fn serve<F: Factory>(
+    reactor: &Reactor,
+    factory: &F,
+    socket: Socket,
+    peer: Address,
+) -> io::Result<bool> {
+    let built = panic::catch_unwind(AssertUnwindSafe(|| factory.build_protocol(&peer)));
+    let protocol = match built {
+        Ok(Some(protocol)) => {
+            tracing::debug!(%peer, "accepted");
+            protocol
+        }
+        Ok(None) => {
+            tracing::debug!(%peer, "factory refused the connection");
+            return Ok(false);
+        }
+        Err(payload) => {
+            tracing::error!(%peer, panic = panic_message(&*payload), "factory panicked in build_protocol; connection closed");
+            return Ok(false);
+        }
+    };
+    let mut created = None;
+    let registered = SocketTransport::accepted(reactor, socket, peer.clone(), |transport| {
+        let connection = Rc::new(ServerConnection {
+            driver: Driver::<F::Protocol>::new(transport),
+        });
+        created = Some(connection.clone());
+        connection
+    });
+    match registered {
+        Ok(_) => {
+            if let Some(connection) = created {
+                connection.driver.attach(protocol);
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "could not register an accepted connection");
+            Err(e)
+        }
+    }
+}
+
 /// A listening socket and the factory that serves it.
 pub(crate) struct Port<F: Factory> {
     me: Weak<Port<F>>,
@@ -119,39 +168,9 @@ impl<F: Factory> Port<F> {
     }
 
     fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: Address) {
-        let built = panic::catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&peer)));
-        let protocol = match built {
-            Ok(Some(protocol)) => {
-                tracing::debug!(%peer, "accepted");
-                protocol
-            }
-            Ok(None) => {
-                tracing::debug!(%peer, "factory refused the connection");
-                return;
-            }
-            Err(payload) => {
-                tracing::error!(%peer, panic = panic_message(&*payload), "factory panicked in build_protocol; connection closed");
-                return;
-            }
-        };
-        let mut created = None;
-        let registered = SocketTransport::accepted(reactor, socket, peer.clone(), |transport| {
-            let connection = Rc::new(ServerConnection {
-                driver: Driver::<F::Protocol>::new(transport),
-            });
-            created = Some(connection.clone());
-            connection
-        });
-        match registered {
-            Ok(_) => {
-                if let Some(connection) = created {
-                    connection.driver.attach(protocol);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "could not register an accepted connection");
-            }
-        }
+        // A refusal is the factory's choice and a failure is logged; the
+        // listener carries on either way.
+        let _ = serve(reactor, &self.factory, socket, peer);
     }
 
     /// Out of descriptors: the pending connection stays in the backlog and

@@ -693,3 +693,49 @@ fn stopping_the_reactor_closes_ports_and_connections_in_order() {
     (&client).read_to_end(&mut received).unwrap();
     assert_eq!(received, b"bye");
 }
+
+#[test]
+fn an_adopted_socket_is_served_like_an_accepted_one() {
+    use torsion_protocol::ReactorSocket;
+
+    let _fds = DescriptorGuard::new();
+    let reactor = Reactor::new().unwrap();
+    guard(&reactor);
+    let listener = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        // The one to be refused: closed without a byte.
+        let mut refused = TcpStream::connect(addr).unwrap();
+        stream.write_all(b"adopted").unwrap();
+        let mut echo = [0u8; 7];
+        stream.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"adopted");
+        let mut rest = Vec::new();
+        assert_eq!(refused.read_to_end(&mut rest).unwrap(), 0);
+    });
+    let factory = EchoFactory::default();
+    let (stream, _) = listener.accept().unwrap();
+    assert!(reactor.adopt_stream_connection(stream, &factory).unwrap());
+    assert_eq!(factory.built.get(), 1);
+    // No port: the factory is not started or stopped.
+    assert_eq!((factory.started.get(), factory.stopped.get()), (0, 0));
+
+    struct Refuser;
+    impl Factory for Refuser {
+        type Protocol = Echo;
+        fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+            None
+        }
+    }
+    let (refused, _) = listener.accept().unwrap();
+    assert!(!reactor.adopt_stream_connection(refused, &Refuser).unwrap());
+
+    let handle = reactor.handle();
+    let waiter = std::thread::spawn(move || {
+        client.join().unwrap();
+        handle.stop().unwrap();
+    });
+    reactor.run().unwrap();
+    waiter.join().unwrap();
+}
