@@ -3,7 +3,7 @@
 //! reactor down.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -15,7 +15,11 @@ use crate::protocol::Protocol;
 /// Drives one protocol over one socket transport.
 pub(crate) struct Driver<P> {
     pub(crate) transport: Rc<SocketTransport>,
-    protocol: RefCell<Option<P>>,
+    /// The protocol, moved out for the length of each callback and back
+    /// in after: a `Cell` costs no borrow flag, and a callback that
+    /// reached the driver again (none does: closes are finished later by
+    /// the transport) would find it empty rather than panic.
+    protocol: Cell<Option<P>>,
     /// The connection's span: everything logged while its events run
     /// carries its id and peer. Kept only when a subscriber wants it, so a
     /// connection costs no span memory otherwise.
@@ -29,7 +33,7 @@ impl<P: Protocol> Driver<P> {
         let span = (!span.is_disabled()).then(|| Box::new(span));
         Driver {
             transport,
-            protocol: RefCell::new(None),
+            protocol: Cell::new(None),
             span,
         }
     }
@@ -38,7 +42,7 @@ impl<P: Protocol> Driver<P> {
     pub(crate) fn attach(&self, protocol: P) {
         let _span = self.span.as_deref().map(tracing::Span::enter);
         self.transport.set_half_closeable(protocol.half_closeable());
-        *self.protocol.borrow_mut() = Some(protocol);
+        self.protocol.set(Some(protocol));
         tracing::debug!(
             conn = self.transport.id(),
             peer = %self.transport.peer(),
@@ -50,20 +54,25 @@ impl<P: Protocol> Driver<P> {
     }
 
     pub(crate) fn has_protocol(&self) -> bool {
-        self.protocol.borrow().is_some()
+        let protocol = self.protocol.take();
+        let has = protocol.is_some();
+        self.protocol.set(protocol);
+        has
     }
 
     /// Runs one protocol callback; a panic aborts the connection.
     fn call(&self, what: &str, f: impl FnOnce(&mut P, &TransportRef)) {
-        let mut slot = self.protocol.borrow_mut();
-        let Some(protocol) = slot.as_mut() else {
+        let Some(mut protocol) = self.protocol.take() else {
             return;
         };
         // The protocol sees the transport as a `TransportRef`; made here
         // (a reference-count bump) rather than kept, to keep idle
         // connections small.
         let handle: TransportRef = self.transport.clone();
-        let result = panic::catch_unwind(AssertUnwindSafe(|| f(protocol, &handle)));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(&mut protocol, &handle)));
+        // Back in place even after a panic: `connection_lost` is still
+        // owed to it.
+        self.protocol.set(Some(protocol));
         if let Err(payload) = result {
             tracing::error!(
                 conn = self.transport.id(),
@@ -113,8 +122,7 @@ impl<P: Protocol> Driver<P> {
         self.call("connection_lost", |protocol, _| {
             protocol.connection_lost(reason)
         });
-        let protocol = self.protocol.borrow_mut().take();
-        drop(protocol);
+        drop(self.protocol.take());
     }
 }
 

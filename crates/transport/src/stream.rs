@@ -110,35 +110,18 @@ pub struct SocketTransport {
     /// Why the connection is ending, once known. Boxed: most connections
     /// carry none for most of their life, and a box is one word.
     reason: ReasonSlot,
-    /// Set once writes are no longer accepted (lose, abort, failure).
-    writes_closed: Cell<bool>,
-    /// True while `process` runs: state changes made then are finished by
-    /// `process` itself, not by a wake-up.
-    processing: Cell<bool>,
     peer: PeerAddress,
     reactor: WeakReactor,
-    /// Reading paused by `pause_reading` (or a producer throttling it).
-    reading_paused: Cell<bool>,
-    /// The built-in read throttle is on ([`Transport::enable_read_throttle`]).
-    read_throttle: Cell<bool>,
-    /// ... and has paused reading: the write buffer went above its high
-    /// watermark and has not yet fallen to the low one.
-    throttled: Cell<bool>,
-    /// The protocol handles half-closes itself.
-    half_closeable: Cell<bool>,
-    /// The peer ended its stream (half-closeable protocols only).
-    read_closed: Cell<bool>,
     write_shutdown: Cell<WriteShutdown>,
     /// Half-close events not yet handed to the protocol.
     half_close_events: Cell<HalfCloseEvents>,
     producer: ProducerSlot,
-    streaming: Cell<bool>,
-    producer_paused: Cell<bool>,
-    /// A pull producer asked for more data and should be asked again.
-    pull_pending: Cell<bool>,
     /// Watermarks, in bytes (u32: 4 GiB is beyond any sane buffer).
     high_water: Cell<u32>,
     low_water: Cell<u32>,
+    /// Yes/no state, one bit per [`Flag`]: packed, since every byte of
+    /// an idle connection counts.
+    flags: Cell<u16>,
 }
 
 /// The peer's address, kept small: an IPv4 address (the common case)
@@ -215,6 +198,34 @@ impl ReasonSlot {
     }
 }
 
+/// The yes/no state of a [`SocketTransport`], one bit each.
+#[derive(Clone, Copy)]
+enum Flag {
+    /// Set once writes are no longer accepted (lose, abort, failure).
+    WritesClosed,
+    /// True while `process` runs: state changes made then are finished by
+    /// `process` itself, not by a wake-up.
+    Processing,
+    /// Reading paused by `pause_reading` (or a producer throttling it).
+    ReadingPaused,
+    /// The built-in read throttle is on
+    /// ([`Transport::enable_read_throttle`]).
+    ReadThrottle,
+    /// The read throttle has paused reading: the write buffer went above
+    /// its high watermark and has not yet fallen to the low one.
+    Throttled,
+    /// The protocol handles half-closes itself.
+    HalfCloseable,
+    /// The peer ended its stream (half-closeable protocols only).
+    ReadClosed,
+    /// The registered producer is a push (streaming) producer.
+    Streaming,
+    /// The streaming producer has been paused.
+    ProducerPaused,
+    /// A pull producer asked for more data and should be asked again.
+    PullPending,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum WriteShutdown {
     No,
@@ -234,6 +245,23 @@ pub struct HalfCloseEvents {
 }
 
 impl SocketTransport {
+    fn flag(&self, flag: Flag) -> bool {
+        self.flags.get() & (1 << flag as u16) != 0
+    }
+
+    fn set_flag(&self, flag: Flag, on: bool) {
+        let bit = 1 << flag as u16;
+        let flags = self.flags.get();
+        self.flags.set(if on { flags | bit } else { flags & !bit });
+    }
+
+    /// Sets `flag` and returns what it was.
+    fn replace_flag(&self, flag: Flag, on: bool) -> bool {
+        let was = self.flag(flag);
+        self.set_flag(flag, on);
+        was
+    }
+
     /// Registers a freshly accepted, non-blocking socket with `reactor`.
     ///
     /// `make_handler` receives the new transport and returns the handler
@@ -279,22 +307,13 @@ impl SocketTransport {
             io: RefCell::new(None),
             queue: RefCell::new(WriteQueue::default()),
             phase: Cell::new(phase),
+            flags: Cell::new(0),
             reason: ReasonSlot::default(),
-            writes_closed: Cell::new(false),
-            processing: Cell::new(false),
             peer: PeerAddress::new(peer),
             reactor: reactor.downgrade(),
-            reading_paused: Cell::new(false),
-            read_throttle: Cell::new(false),
-            throttled: Cell::new(false),
-            half_closeable: Cell::new(false),
-            read_closed: Cell::new(false),
             write_shutdown: Cell::new(WriteShutdown::No),
             half_close_events: Cell::new(HalfCloseEvents::default()),
             producer: ProducerSlot::default(),
-            streaming: Cell::new(false),
-            producer_paused: Cell::new(false),
-            pull_pending: Cell::new(false),
             high_water: Cell::new(DEFAULT_HIGH_WATER as u32),
             low_water: Cell::new(DEFAULT_LOW_WATER as u32),
         });
@@ -329,8 +348,8 @@ impl SocketTransport {
     /// socket if the connection is done. Call it from the handler's
     /// [`Handler::ready`]; `on_data` must not call `process` again.
     pub fn process(&self, readiness: Readiness, on_data: &mut dyn FnMut(&[u8])) -> Progress {
-        self.processing.set(true);
-        let _processing = ResetOnDrop(&self.processing);
+        self.set_flag(Flag::Processing, true);
+        let _processing = ResetOnDrop(self);
         match self.phase.get() {
             Phase::Closed => return Progress::Pending,
             Phase::Connecting => return self.finish_connect(readiness),
@@ -352,7 +371,7 @@ impl SocketTransport {
     /// [`SocketTransport::take_half_close_events`]); if not, everything
     /// queued is sent and the connection closes.
     pub fn set_half_closeable(&self, half_closeable: bool) {
-        self.half_closeable.set(half_closeable);
+        self.set_flag(Flag::HalfCloseable, half_closeable);
     }
 
     /// Takes the half-close events that happened since the last call.
@@ -458,7 +477,7 @@ impl SocketTransport {
     }
 
     fn accepts_writes(&self) -> bool {
-        !self.writes_closed.get() && matches!(self.phase.get(), Phase::Open | Phase::Draining)
+        !self.flag(Flag::WritesClosed) && matches!(self.phase.get(), Phase::Open | Phase::Draining)
     }
 
     /// Writes `data` now if nothing is queued, and queues the rest through
@@ -485,8 +504,8 @@ impl SocketTransport {
 
     /// Everything written went out at once: a pull producer may write more.
     fn wrote(&self) {
-        if self.producer.is_set() && !self.streaming.get() {
-            self.pull_pending.set(true);
+        if self.producer.is_set() && !self.flag(Flag::Streaming) {
+            self.set_flag(Flag::PullPending, true);
             self.poke();
         }
     }
@@ -497,7 +516,7 @@ impl SocketTransport {
         if self.queue.borrow().len() <= self.high_water.get() as usize {
             return;
         }
-        if self.read_throttle.get() && !self.throttled.replace(true) {
+        if self.flag(Flag::ReadThrottle) && !self.replace_flag(Flag::Throttled, true) {
             tracing::debug!(
                 conn = self.id,
                 queued = self.queue.borrow().len(),
@@ -505,7 +524,7 @@ impl SocketTransport {
             );
             self.update_interest();
         }
-        if self.producer_paused.get() || !self.streaming.get() {
+        if self.flag(Flag::ProducerPaused) || !self.flag(Flag::Streaming) {
             return;
         }
         let producer = self.producer.get();
@@ -515,7 +534,7 @@ impl SocketTransport {
                 queued = self.queue.borrow().len(),
                 "write buffer above high watermark; pausing producer"
             );
-            self.producer_paused.set(true);
+            self.set_flag(Flag::ProducerPaused, true);
             producer.pause_producing();
         }
     }
@@ -526,7 +545,7 @@ impl SocketTransport {
         if self.queue.borrow().len() > self.low_water.get() as usize {
             return;
         }
-        if self.throttled.replace(false) {
+        if self.replace_flag(Flag::Throttled, false) {
             tracing::debug!(
                 conn = self.id,
                 "write buffer below low watermark; reading resumed"
@@ -538,8 +557,8 @@ impl SocketTransport {
         let Some(producer) = producer else {
             return;
         };
-        if self.streaming.get() {
-            if self.producer_paused.replace(false) {
+        if self.flag(Flag::Streaming) {
+            if self.replace_flag(Flag::ProducerPaused, false) {
                 tracing::debug!(
                     conn = self.id,
                     "write buffer below low watermark; resuming producer"
@@ -547,7 +566,7 @@ impl SocketTransport {
                 producer.resume_producing();
             }
         } else {
-            self.pull_pending.set(false);
+            self.set_flag(Flag::PullPending, false);
             producer.resume_producing();
         }
     }
@@ -557,14 +576,14 @@ impl SocketTransport {
     /// connection cannot hold the loop.
     fn ask_pull_producer(&self) {
         for _ in 0..16 {
-            if !self.pull_pending.get()
+            if !self.flag(Flag::PullPending)
                 || !matches!(self.phase.get(), Phase::Open | Phase::Draining)
             {
                 return;
             }
             self.queue_shrank();
         }
-        if self.pull_pending.get() {
+        if self.flag(Flag::PullPending) {
             if let Some(registration) = &*self.io.borrow() {
                 registration.wake();
             }
@@ -614,7 +633,7 @@ impl SocketTransport {
         let mut events = self.half_close_events.get();
         events.write_closed = true;
         self.half_close_events.set(events);
-        if self.read_closed.get() {
+        if self.flag(Flag::ReadClosed) {
             // Both directions are done.
             self.reason.note(CloseReason::Closed);
             self.close_soon();
@@ -625,9 +644,9 @@ impl SocketTransport {
         with_read_buffer(|buf| {
             for _ in 0..MAX_READS_PER_EVENT {
                 if self.phase.get() != Phase::Open
-                    || self.reading_paused.get()
-                    || self.throttled.get()
-                    || self.read_closed.get()
+                    || self.flag(Flag::ReadingPaused)
+                    || self.flag(Flag::Throttled)
+                    || self.flag(Flag::ReadClosed)
                 {
                     return;
                 }
@@ -658,8 +677,8 @@ impl SocketTransport {
     /// close.
     fn peer_closed(&self) {
         tracing::debug!(conn = self.id, peer = %self.peer.get(), "peer closed its end");
-        if self.half_closeable.get() {
-            self.read_closed.set(true);
+        if self.flag(Flag::HalfCloseable) {
+            self.set_flag(Flag::ReadClosed, true);
             let mut events = self.half_close_events.get();
             events.read_closed = true;
             self.half_close_events.set(events);
@@ -689,7 +708,7 @@ impl SocketTransport {
     /// Moves to `Closing` and makes sure a step runs to finish it.
     fn close_soon(&self) {
         self.phase.set(Phase::Closing);
-        self.writes_closed.set(true);
+        self.set_flag(Flag::WritesClosed, true);
         self.queue.borrow_mut().clear();
         self.poke();
     }
@@ -697,7 +716,7 @@ impl SocketTransport {
     /// Makes sure `process` runs again soon, unless it is running now (it
     /// finishes state changes itself before returning).
     fn poke(&self) {
-        if !self.processing.get() {
+        if !self.flag(Flag::Processing) {
             if let Some(registration) = &*self.io.borrow() {
                 registration.wake();
             }
@@ -709,9 +728,9 @@ impl SocketTransport {
         let interest = Interest::NONE
             .with_readable(
                 phase == Phase::Open
-                    && !self.reading_paused.get()
-                    && !self.throttled.get()
-                    && !self.read_closed.get(),
+                    && !self.flag(Flag::ReadingPaused)
+                    && !self.flag(Flag::Throttled)
+                    && !self.flag(Flag::ReadClosed),
             )
             .with_writable(
                 matches!(phase, Phase::Open | Phase::Draining) && !self.queue.borrow().is_empty(),
@@ -741,7 +760,7 @@ impl SocketTransport {
             let _ = self.with_socket(|s| s.set_linger(Some(std::time::Duration::ZERO)));
         }
         self.phase.set(Phase::Closed);
-        self.writes_closed.set(true);
+        self.set_flag(Flag::WritesClosed, true);
         self.queue.borrow_mut().clear();
         // Dropping the registration removes the socket from the reactor
         // and closes it.
@@ -805,7 +824,7 @@ impl Transport for SocketTransport {
         if !matches!(self.phase.get(), Phase::Open | Phase::Draining) {
             return;
         }
-        self.writes_closed.set(true);
+        self.set_flag(Flag::WritesClosed, true);
         self.reason.note(CloseReason::Closed);
         self.phase.set(Phase::Draining);
         self.update_interest();
@@ -851,10 +870,10 @@ impl Transport for SocketTransport {
     }
 
     fn lose_write_connection(&self) {
-        if self.writes_closed.get() || self.phase.get() != Phase::Open {
+        if self.flag(Flag::WritesClosed) || self.phase.get() != Phase::Open {
             return;
         }
-        self.writes_closed.set(true);
+        self.set_flag(Flag::WritesClosed, true);
         self.write_shutdown.set(WriteShutdown::Requested);
         if self.queue.borrow().is_empty() {
             self.shutdown_write();
@@ -863,13 +882,13 @@ impl Transport for SocketTransport {
     }
 
     fn pause_reading(&self) {
-        if !self.reading_paused.replace(true) {
+        if !self.replace_flag(Flag::ReadingPaused, true) {
             self.update_interest();
         }
     }
 
     fn resume_reading(&self) {
-        if self.reading_paused.replace(false) {
+        if self.replace_flag(Flag::ReadingPaused, false) {
             // Level-triggered readiness reports data that arrived meanwhile.
             self.update_interest();
         }
@@ -887,28 +906,28 @@ impl Transport for SocketTransport {
             return Ok(());
         }
         self.producer.set(producer.clone());
-        self.streaming.set(streaming);
-        self.producer_paused.set(false);
+        self.set_flag(Flag::Streaming, streaming);
+        self.set_flag(Flag::ProducerPaused, false);
         if streaming {
             self.queue_grew();
         } else {
             // A pull producer writes when asked; ask now.
-            self.pull_pending.set(false);
+            self.set_flag(Flag::PullPending, false);
             producer.resume_producing();
         }
         Ok(())
     }
 
     fn enable_read_throttle(&self) -> bool {
-        self.read_throttle.set(true);
+        self.set_flag(Flag::ReadThrottle, true);
         self.queue_grew();
         true
     }
 
     fn unregister_producer(&self) {
         self.producer.take();
-        self.producer_paused.set(false);
-        self.pull_pending.set(false);
+        self.set_flag(Flag::ProducerPaused, false);
+        self.set_flag(Flag::PullPending, false);
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
@@ -944,7 +963,8 @@ impl Transport for SocketTransport {
     }
 
     fn is_closing(&self) -> bool {
-        !matches!(self.phase.get(), Phase::Open | Phase::Connecting) || self.writes_closed.get()
+        !matches!(self.phase.get(), Phase::Open | Phase::Connecting)
+            || self.flag(Flag::WritesClosed)
     }
 }
 
@@ -959,11 +979,12 @@ impl fmt::Debug for SocketTransport {
     }
 }
 
-struct ResetOnDrop<'a>(&'a Cell<bool>);
+/// Clears [`Flag::Processing`] when `process` returns, however it does.
+struct ResetOnDrop<'a>(&'a SocketTransport);
 
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.0.set_flag(Flag::Processing, false);
     }
 }
 
