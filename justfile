@@ -54,8 +54,8 @@ bench:
     ./target/release/torsion-bench framing
     ./target/release/torsion-bench suite
 
-# The echo suite in under a minute (one short round), for a check before
-# a change; writes bench/results/quick.json and quick.svg.
+# The echo suite in about 30 s (the single-threaded servers, one short
+# round), for a check before a change; writes bench/results/quick.*.
 bench-quick:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench suite --quick
