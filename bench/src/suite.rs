@@ -147,7 +147,16 @@ pub fn run(quick: bool) -> io::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;
     let json = to_json(&servers, &rows, quick, cpus);
-    let svg = to_svg(&servers, &rows);
+    let svg = to_svg(
+        &servers,
+        &rows,
+        &format!(
+            "{}, {cpus} CPU(s), Linux {}, {}",
+            cpu_model(),
+            command_output("uname", &["-r"]),
+            command_output("date", &["-u", "+%Y-%m-%d"])
+        ),
+    );
     // A quick run is a check before a change, not a result to publish.
     let written: Vec<(String, &str)> = if quick {
         vec![("quick.json".into(), &json), ("quick.svg".into(), &svg)]
@@ -441,7 +450,7 @@ fn to_json(servers: &[String], rows: &[Row], quick: bool, cpus: usize) -> String
 /// A grouped bar chart of every cost (lower is better) relative to
 /// Torsion's: server CPU per message on each workload, p99 latency,
 /// memory per idle connection, system calls per message.
-fn to_svg(servers: &[String], rows: &[Row]) -> String {
+fn to_svg(servers: &[String], rows: &[Row], machine: &str) -> String {
     let mut groups: Vec<(String, Vec<f64>)> = Vec::new();
     let labels = [
         "CPU/msg 64x1K",
@@ -479,7 +488,7 @@ fn to_svg(servers: &[String], rows: &[Row]) -> String {
     let max_ratio = 2.0f64;
     let y = |ratio: f64| top + plot_h * (1.0 - ratio.min(max_ratio) / max_ratio);
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"20\" font-size=\"14\">Cost relative to Torsion (Torsion = 1; lower is better; bars capped at 2)</text>\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"20\" font-size=\"14\">Cost relative to Torsion (Torsion = 1; lower is better; bars capped at 2)</text>\n<text x=\"{left}\" y=\"34\" font-size=\"11\" fill=\"#555\">{machine}</text>\n"
     );
     for tick in [0.0, 0.5, 1.0, 1.5, 2.0] {
         let _ = writeln!(
