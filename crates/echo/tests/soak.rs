@@ -18,6 +18,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -28,8 +29,8 @@ use torsion_echo::torsion_protocol::policies::TimeoutFactory;
 use torsion_echo::torsion_protocol::testing::DescriptorGuard;
 use torsion_echo::torsion_protocol::transport::socket2::{SockRef, Socket};
 use torsion_echo::torsion_protocol::{
-    Address, CloseReason, Factory, ListenOptions, Protocol, Reactor, ReactorHandle, ReactorTcp,
-    TransportRef,
+    Address, ClientFactory, CloseReason, Factory, ListenOptions, Protocol, Reactor, ReactorHandle,
+    ReactorTcp, ReconnectingClientFactory, TransportRef,
 };
 use torsion_echo::Echo;
 
@@ -197,6 +198,11 @@ struct Server {
 
 impl Server {
     fn start(idle_timeout: Option<Duration>) -> Server {
+        Server::start_on(0, idle_timeout)
+    }
+
+    /// The server on `port` (0: any free port).
+    fn start_on(port: u16, idle_timeout: Option<Duration>) -> Server {
         let live = Arc::new(Live::default());
         let (tx, rx) = mpsc::channel();
         let factory_live = live.clone();
@@ -207,9 +213,9 @@ impl Server {
             let factory = TrackedFactory(factory_live);
             let port = match idle_timeout {
                 Some(timeout) => {
-                    reactor.listen_tcp_with(0, TimeoutFactory::new(factory, timeout), options)
+                    reactor.listen_tcp_with(port, TimeoutFactory::new(factory, timeout), options)
                 }
-                None => reactor.listen_tcp_with(0, factory, options),
+                None => reactor.listen_tcp_with(port, factory, options),
             }
             .unwrap();
             tx.send((port.get_host().socket_addr().unwrap(), reactor.handle()))
@@ -685,5 +691,85 @@ fn idle_peers_are_reaped() {
             timeout.as_millis(),
             reaped_after.as_millis()
         ),
+    );
+}
+
+/// Says `ping` on every connection and counts the echoes.
+struct Pinger(Arc<Live>);
+
+impl Protocol for Pinger {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        transport.write(b"ping");
+    }
+    fn data_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+        // Loopback delivers four bytes whole.
+        assert_eq!(data, b"ping");
+        self.0.opened();
+    }
+}
+
+struct PingerFactory(Arc<Live>);
+
+impl Factory for PingerFactory {
+    type Protocol = Pinger;
+    fn build_protocol(&self, _peer: &Address) -> Option<Pinger> {
+        Some(Pinger(self.0.clone()))
+    }
+}
+
+impl ClientFactory for PingerFactory {}
+
+#[test]
+fn a_server_restarted_under_a_reconnecting_client() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let restarts = scale(3, 20);
+    // Baselines before any server: each restart makes new descriptors.
+    let fds = DescriptorGuard::new();
+    let heap_before = heap();
+    let started = Instant::now();
+    let mut server = Server::start(None);
+    let port = server.addr.port();
+
+    let echoes = Arc::new(Live::default());
+    let (tx, rx) = mpsc::channel();
+    let client_echoes = echoes.clone();
+    let client = std::thread::spawn(move || {
+        let reactor = Reactor::new().unwrap();
+        reactor.set_signal_handling(false);
+        let factory = ReconnectingClientFactory::new(PingerFactory(client_echoes))
+            .initial_delay(Duration::from_millis(20))
+            .max_delay(Duration::from_millis(100))
+            .jitter(0.0);
+        let connector =
+            reactor.connect_tcp("127.0.0.1", port, Rc::new(factory), Duration::from_secs(5));
+        tx.send(reactor.handle()).unwrap();
+        reactor.run().unwrap();
+        drop(connector);
+    });
+    let client_handle = rx.recv().unwrap();
+    for restart in 1..=restarts {
+        // Accepted counts echoes here: one per connection.
+        echoes.wait_until("echo before the restart", |_, echoed| echoed == restart);
+        drop(server); // the server goes away: its connections close
+        server = Server::start_on(port, None);
+    }
+    echoes.wait_until("echo after the last restart", |_, echoed| {
+        echoed == restarts + 1
+    });
+    client_handle.stop().unwrap();
+    client.join().unwrap();
+    drop(server);
+    let retained = heap() - heap_before;
+    fds.check();
+    eprintln!(
+        "soak restarts: the server restarted {restarts} times under a ReconnectingClientFactory client, which reconnected and got its echo each time; heap retained {retained} B; descriptors back to baseline; {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        retained <= 64 * 1024,
+        "{retained} bytes of heap not given back"
     );
 }
