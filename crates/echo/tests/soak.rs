@@ -279,8 +279,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 impl Scenario {
-    fn begin(name: &'static str, server: &Server) -> Scenario {
-        let _ = server;
+    /// Takes the baselines; call it once the server is up (and has served
+    /// its first connection, in `Server::start`).
+    fn begin(name: &'static str) -> Scenario {
         Scenario {
             name,
             fds: DescriptorGuard::new(),
@@ -409,7 +410,7 @@ fn many_concurrent_connections_each_verified() {
     let connections = wanted.min(limit.saturating_sub(100) as usize);
     let rounds = 4;
     let server = Server::start(None);
-    let scenario = Scenario::begin("many connections", &server);
+    let scenario = Scenario::begin("many connections");
     let (mut child, mut stdout) = spawn_child(format!(
         "many:{}:{}:{connections}:{rounds}",
         server.addr.ip(),
@@ -450,7 +451,7 @@ fn a_long_stream_comes_back_with_the_same_sha256() {
     let server = Server::start(None);
     // The client's own buffer, allocated before the baseline.
     let mut buffer = vec![0u8; 256 * 1024];
-    let scenario = Scenario::begin("stream", &server);
+    let scenario = Scenario::begin("stream");
     let stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut writer = stream.try_clone().unwrap();
@@ -510,7 +511,7 @@ fn clients_that_reset_while_the_server_writes() {
     let _serial = serial();
     let clients = scale(50, 500);
     let server = Server::start(None);
-    let scenario = Scenario::begin("resets", &server);
+    let scenario = Scenario::begin("resets");
     let mut sent = 0usize;
     let mut streams = Vec::new();
     for _ in 0..clients {
@@ -563,7 +564,7 @@ fn clients_killed_with_sigkill() {
     let _serial = serial();
     let (children, per_child) = (scale(4, 16), 25);
     let server = Server::start(None);
-    let scenario = Scenario::begin("SIGKILL", &server);
+    let scenario = Scenario::begin("SIGKILL");
     let mut killed = Vec::new();
     for _ in 0..children {
         let (child, mut stdout) = spawn_child(format!(
@@ -597,7 +598,7 @@ fn peers_that_half_close_get_everything_back() {
     let _serial = serial();
     let clients = scale(100, 1_000);
     let server = Server::start(None);
-    let scenario = Scenario::begin("half-close", &server);
+    let scenario = Scenario::begin("half-close");
     let mut total = 0;
     for i in 0..clients {
         let mut stream = TcpStream::connect(server.addr).unwrap();
@@ -628,7 +629,7 @@ fn a_peer_sending_one_byte_at_a_time() {
     let _serial = serial();
     let bytes = scale(200, 2_000);
     let server = Server::start(None);
-    let scenario = Scenario::begin("slow peer", &server);
+    let scenario = Scenario::begin("slow peer");
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut others = 0;
@@ -662,7 +663,7 @@ fn idle_peers_are_reaped() {
     let clients = scale(50, 500);
     let timeout = Duration::from_millis(200);
     let server = Server::start(Some(timeout));
-    let scenario = Scenario::begin("idle reaping", &server);
+    let scenario = Scenario::begin("idle reaping");
     let started = Instant::now();
     let mut streams: Vec<TcpStream> = (0..clients)
         .map(|_| TcpStream::connect(server.addr).unwrap())
