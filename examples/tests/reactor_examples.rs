@@ -239,17 +239,16 @@ fn reconnecting_client_survives_a_server_restart() {
     );
 }
 
-#[test]
-fn echo_server_on_several_reactors() {
+/// Starts a multi-reactor echo server from `args`, has 30 connections
+/// echo a message each, then stops it with SIGTERM and checks it exits
+/// cleanly (every reactor stopped).
+fn thirty_echoes_then_sigterm(name: &str, args: &[&str]) {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
-    let mut command = Command::new(example("echo_server"));
-    command
-        .args(["0", "--threads", "3"])
-        .env("RUST_LOG", "info");
+    let mut command = Command::new(example(name));
+    command.args(args).env("RUST_LOG", "info");
     let (mut server, port) = start_logging_port(command, "host=tcp:0.0.0.0:", Reports::Stderr);
-    // Many connections, spread by the kernel over the three reactors.
     let streams: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
@@ -260,7 +259,6 @@ fn echo_server_on_several_reactors() {
         stream.read_exact(&mut echo).unwrap();
         assert_eq!(echo, message.as_bytes());
     }
-    // SIGTERM stops every reactor: the process exits cleanly.
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
@@ -270,29 +268,13 @@ fn echo_server_on_several_reactors() {
 }
 
 #[test]
-fn acceptor_hands_connections_to_workers() {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
+fn echo_server_on_several_reactors() {
+    // Connections spread by the kernel over three reactors.
+    thirty_echoes_then_sigterm("echo_server", &["0", "--threads", "3"]);
+}
 
-    let mut command = Command::new(example("acceptor"));
-    command
-        .args(["0", "--workers", "3"])
-        .env("RUST_LOG", "info");
-    let (mut server, port) = start_logging_port(command, "host=tcp:0.0.0.0:", Reports::Stderr);
-    let streams: Vec<TcpStream> = (0..30)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
-    for (i, mut stream) in streams.iter().enumerate() {
-        let message = format!("message {i}");
-        stream.write_all(message.as_bytes()).unwrap();
-        let mut echo = vec![0u8; message.len()];
-        stream.read_exact(&mut echo).unwrap();
-        assert_eq!(echo, message.as_bytes());
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(server.wait().unwrap().success());
+#[test]
+fn acceptor_hands_connections_to_workers() {
+    // Connections handed round-robin by one acceptor to three workers.
+    thirty_echoes_then_sigterm("acceptor", &["0", "--workers", "3"]);
 }

@@ -271,11 +271,17 @@ struct Scenario {
     started: Instant,
 }
 
-/// Waits for any other scenario to end.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Waits for any other scenario to end; `None` in a child process, where
+/// the scenarios do not run.
+fn serial() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if std::env::var(ROLE).is_ok() {
+        return None;
+    }
+    Some(
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 impl Scenario {
@@ -400,10 +406,9 @@ fn message(connection: usize, round: usize) -> [u8; 64] {
 
 #[test]
 fn many_concurrent_connections_each_verified() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let limit = raise_descriptor_limit();
     let wanted = scale(1_000, 10_000);
     // This process holds the server's end of each connection.
@@ -443,10 +448,9 @@ fn block(n: u64, buffer: &mut [u8; 64 * 1024]) {
 
 #[test]
 fn a_long_stream_comes_back_with_the_same_sha256() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let total: u64 = scale(64, 1024) as u64 * 1024 * 1024;
     let server = Server::start(None);
     // The client's own buffer, allocated before the baseline.
@@ -505,10 +509,9 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn clients_that_reset_while_the_server_writes() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let clients = scale(50, 500);
     let server = Server::start(None);
     let scenario = Scenario::begin("resets");
@@ -558,10 +561,9 @@ fn clients_that_reset_while_the_server_writes() {
 
 #[test]
 fn clients_killed_with_sigkill() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let (children, per_child) = (scale(4, 16), 25);
     let server = Server::start(None);
     let scenario = Scenario::begin("SIGKILL");
@@ -592,10 +594,9 @@ fn clients_killed_with_sigkill() {
 
 #[test]
 fn peers_that_half_close_get_everything_back() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let clients = scale(100, 1_000);
     let server = Server::start(None);
     let scenario = Scenario::begin("half-close");
@@ -623,10 +624,9 @@ fn peers_that_half_close_get_everything_back() {
 
 #[test]
 fn a_peer_sending_one_byte_at_a_time() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let bytes = scale(200, 2_000);
     let server = Server::start(None);
     let scenario = Scenario::begin("slow peer");
@@ -656,10 +656,9 @@ fn a_peer_sending_one_byte_at_a_time() {
 
 #[test]
 fn idle_peers_are_reaped() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let clients = scale(50, 500);
     let timeout = Duration::from_millis(200);
     let server = Server::start(Some(timeout));
@@ -722,10 +721,9 @@ impl ClientFactory for PingerFactory {}
 
 #[test]
 fn a_server_restarted_under_a_reconnecting_client() {
-    if std::env::var(ROLE).is_ok() {
+    let Some(_serial) = serial() else {
         return;
-    }
-    let _serial = serial();
+    };
     let restarts = scale(3, 20);
     // Baselines before any server: each restart makes new descriptors.
     let fds = DescriptorGuard::new();
