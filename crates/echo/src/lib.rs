@@ -126,3 +126,24 @@ fn stop(connector: &Connector) {
         let _ = reactor.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use torsion_protocol::testing::ProtocolHarness;
+
+    #[test]
+    fn echo_throttles_reading_through_a_producer_where_there_is_no_built_in_throttle() {
+        // The in-memory transport has no built-in throttle: `Echo` falls
+        // back to a streaming `ReadThrottle` producer, which pauses reading.
+        let mut harness = ProtocolHarness::new(Echo);
+        let (producer, streaming) = harness.transport.producer().expect("a producer");
+        assert!(streaming);
+        producer.pause_producing();
+        assert!(harness.transport.reading_paused());
+        producer.resume_producing();
+        assert!(!harness.transport.reading_paused());
+        harness.receive(b"echo");
+        assert_eq!(harness.transport.take_written(), b"echo");
+    }
+}
