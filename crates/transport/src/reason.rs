@@ -36,6 +36,17 @@ pub enum CloseReason {
     /// (an oversized or malformed frame); the text names the fault. What
     /// was queued before was still sent.
     ProtocolError(String),
+    /// The producer registered with the transport panicked in one of its
+    /// callbacks: the queue was dropped and the connection closed (as
+    /// Twisted loses a connection whose producer raised). Other
+    /// connections are not affected.
+    ProducerPanicked {
+        /// The callback that panicked: `"pause_producing"` or
+        /// `"resume_producing"`.
+        callback: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl CloseReason {
@@ -65,6 +76,10 @@ impl fmt::Display for CloseReason {
             CloseReason::ProtocolError(fault) => {
                 write!(f, "connection was closed for a protocol error: {fault}")
             }
+            CloseReason::ProducerPanicked { callback, message } => write!(
+                f,
+                "connection was closed because its producer panicked in {callback}: {message}"
+            ),
         }
     }
 }
@@ -193,5 +208,14 @@ mod tests {
         let lost = CloseReason::Lost(io::Error::from_raw_os_error(libc::ECONNRESET));
         assert!(!lost.is_clean());
         assert_eq!(lost.error().unwrap().kind(), io::ErrorKind::ConnectionReset);
+        let panicked = CloseReason::ProducerPanicked {
+            callback: "resume_producing",
+            message: "boom".into(),
+        };
+        assert!(!panicked.is_clean());
+        assert_eq!(
+            panicked.to_string(),
+            "connection was closed because its producer panicked in resume_producing: boom"
+        );
     }
 }

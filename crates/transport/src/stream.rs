@@ -1,10 +1,12 @@
 //! The stream-socket transport: a non-blocking connected socket, its write
 //! queue, and the readiness mechanics the protocol layer drives.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, IoSlice, Read};
 use std::net::{SocketAddr, SocketAddrV4};
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -535,7 +537,7 @@ impl SocketTransport {
                 "write buffer above high watermark; pausing producer"
             );
             self.set_flag(Flag::ProducerPaused, true);
-            producer.pause_producing();
+            self.call_producer(&*producer, ProducerCall::Pause);
         }
     }
 
@@ -563,11 +565,11 @@ impl SocketTransport {
                     conn = self.id,
                     "write buffer below low watermark; resuming producer"
                 );
-                producer.resume_producing();
+                self.call_producer(&*producer, ProducerCall::Resume);
             }
         } else {
             self.set_flag(Flag::PullPending, false);
-            producer.resume_producing();
+            self.call_producer(&*producer, ProducerCall::Resume);
         }
     }
 
@@ -701,8 +703,51 @@ impl SocketTransport {
             return;
         }
         tracing::debug!(conn = self.id, peer = %self.peer.get(), %error, "connection failed");
-        self.reason.set(CloseReason::Lost(error));
+        self.fail_with(CloseReason::Lost(error));
+    }
+
+    /// Drops the queue and closes with `reason`, unless the connection
+    /// is closing already.
+    fn fail_with(&self, reason: CloseReason) {
+        if matches!(self.phase.get(), Phase::Closing | Phase::Closed) {
+            return;
+        }
+        self.reason.set(reason);
         self.close_soon();
+    }
+
+    /// Runs one producer callback. Every producer call goes through here,
+    /// whatever called the transport (its own flush, a protocol's write,
+    /// a timer), so a panic is caught before it can unwind through the
+    /// transport or out of the reactor. It is logged once and costs the
+    /// producer its connection: the queue is dropped and the connection
+    /// closes with [`CloseReason::ProducerPanicked`], as Twisted loses a
+    /// connection whose producer raised. A panic in `stop_producing` comes
+    /// while the connection is closing anyway: it is logged, and the
+    /// connection keeps its reason.
+    fn call_producer(&self, producer: &dyn Producer, call: ProducerCall) {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| match call {
+            ProducerCall::Pause => producer.pause_producing(),
+            ProducerCall::Resume => producer.resume_producing(),
+            ProducerCall::Stop => producer.stop_producing(),
+        }));
+        let Err(payload) = result else {
+            return;
+        };
+        let message = panic_message(&*payload);
+        tracing::error!(
+            conn = self.id,
+            peer = %self.peer.get(),
+            panic = message,
+            "producer panicked in {}; closing its connection",
+            call.name()
+        );
+        if !matches!(call, ProducerCall::Stop) {
+            self.fail_with(CloseReason::ProducerPanicked {
+                callback: call.name(),
+                message: message.to_owned(),
+            });
+        }
     }
 
     /// Moves to `Closing` and makes sure a step runs to finish it.
@@ -769,7 +814,7 @@ impl SocketTransport {
         // A registered producer hears that nothing more will be consumed.
         let producer = self.producer.take();
         if let Some(producer) = producer {
-            producer.stop_producing();
+            self.call_producer(&*producer, ProducerCall::Stop);
         }
         tracing::debug!(conn = self.id, peer = %self.peer.get(), %reason, "connection closed");
         reason
@@ -902,7 +947,7 @@ impl Transport for SocketTransport {
             ));
         }
         if self.is_closed() {
-            producer.stop_producing();
+            self.call_producer(&*producer, ProducerCall::Stop);
             return Ok(());
         }
         self.producer.set(producer.clone());
@@ -913,7 +958,7 @@ impl Transport for SocketTransport {
         } else {
             // A pull producer writes when asked; ask now.
             self.set_flag(Flag::PullPending, false);
-            producer.resume_producing();
+            self.call_producer(&*producer, ProducerCall::Resume);
         }
         Ok(())
     }
@@ -976,6 +1021,35 @@ impl fmt::Debug for SocketTransport {
             .field("phase", &self.phase.get())
             .field("queued", &self.queue.borrow().len())
             .finish()
+    }
+}
+
+/// A producer callback, for [`SocketTransport::call_producer`].
+#[derive(Clone, Copy)]
+enum ProducerCall {
+    Pause,
+    Resume,
+    Stop,
+}
+
+impl ProducerCall {
+    fn name(self) -> &'static str {
+        match self {
+            ProducerCall::Pause => "pause_producing",
+            ProducerCall::Resume => "resume_producing",
+            ProducerCall::Stop => "stop_producing",
+        }
+    }
+}
+
+/// A panic's payload as text, for the log and the close reason.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(a panic payload that is not text)"
     }
 }
 

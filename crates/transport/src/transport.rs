@@ -177,6 +177,13 @@ pub trait Transport {
 /// The producer side of flow control (Twisted's `IPushProducer` and
 /// `IPullProducer`): something that writes to a transport and can be told
 /// to pause, resume or stop. See [`Transport::register_producer`].
+///
+/// A panic in `pause_producing` or `resume_producing` costs the producer
+/// its connection and nothing else: the transport catches it, logs it,
+/// drops what is queued and closes the connection with
+/// [`CloseReason::ProducerPanicked`](crate::CloseReason::ProducerPanicked)
+/// (the producer still hears `stop_producing`). A panic in
+/// `stop_producing` is caught and logged.
 #[doc(alias = "IPushProducer")]
 #[doc(alias = "IPullProducer")]
 pub trait Producer {
