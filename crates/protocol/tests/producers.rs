@@ -5,8 +5,8 @@
 //! whenever what it wrote has gone out.
 
 use std::cell::{Cell, RefCell};
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -57,6 +57,28 @@ fn read_all(stream: &mut TcpStream) -> Vec<u8> {
             Ok(n) => all.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// Closes `stream` with a reset (`SO_LINGER` 0) instead of a FIN.
+fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid `struct linger` of the size passed, and
+    // the descriptor is the open socket `stream` owns.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    drop(stream);
 }
 
 /// Which producer callback panics.
@@ -223,5 +245,278 @@ fn a_panic_in_stop_producing_still_closes_and_reports_the_connection() {
     assert_eq!(
         log,
         ["pause", "stop", "lost: connection was aborted by this side"]
+    );
+}
+
+/// A pull producer that writes `left` numbered pieces, one each time it is
+/// asked, then unregisters itself.
+struct Pieces {
+    transport: TransportRef,
+    left: Cell<usize>,
+    log: Log,
+}
+
+impl Producer for Pieces {
+    fn resume_producing(&self) {
+        match self.left.get() {
+            0 => {
+                self.log.borrow_mut().push("unregister".into());
+                self.transport.unregister_producer();
+                self.transport.write(b"ignored: written after the close");
+            }
+            n => {
+                self.left.set(n - 1);
+                self.transport.write(format!("piece {n};").as_bytes());
+            }
+        }
+    }
+    fn stop_producing(&self) {
+        self.log.borrow_mut().push("stop".into());
+    }
+}
+
+/// Registers a pull producer and asks for the connection to close at
+/// once; the connection must stay open until the producer is done.
+struct LoseEarly {
+    log: Log,
+    reactor: Option<Reactor>,
+}
+
+impl Protocol for LoseEarly {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.reactor = transport.reactor();
+        let pieces = Rc::new(Pieces {
+            transport: transport.clone(),
+            left: Cell::new(3),
+            log: self.log.clone(),
+        });
+        transport.register_producer(pieces, false).unwrap();
+        transport.lose_connection();
+        self.log
+            .borrow_mut()
+            .push(format!("closing: {}", transport.is_closing()));
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.borrow_mut().push(format!("lost: {reason:?}"));
+        self.reactor.take().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn lose_connection_waits_for_a_pull_producer_to_unregister() {
+    let _fds = DescriptorGuard::new();
+    let reactor = reactor();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let addr = listen(&reactor, move || LoseEarly {
+        log: l.clone(),
+        reactor: None,
+    });
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut all = String::new();
+        stream.read_to_string(&mut all).unwrap();
+        all
+    });
+    reactor.run().unwrap();
+    assert_eq!(client.join().unwrap(), "piece 3;piece 2;piece 1;");
+    assert_eq!(
+        *log.borrow(),
+        ["closing: true", "unregister", "lost: Closed"]
+    );
+}
+
+/// A streaming producer that only records what it is told.
+struct Recorder {
+    log: Log,
+}
+
+impl Producer for Recorder {
+    fn pause_producing(&self) {
+        self.log.borrow_mut().push("pause".into());
+    }
+    fn resume_producing(&self) {
+        self.log.borrow_mut().push("resume".into());
+    }
+    fn stop_producing(&self) {
+        self.log.borrow_mut().push("stop".into());
+    }
+}
+
+/// Registers a streaming producer and closes at once; a later timer
+/// writes and unregisters it.
+struct LoseThenFinish {
+    log: Log,
+    reactor: Option<Reactor>,
+}
+
+impl Protocol for LoseThenFinish {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.reactor = transport.reactor();
+        let recorder = Rc::new(Recorder {
+            log: self.log.clone(),
+        });
+        transport.register_producer(recorder, true).unwrap();
+        transport.lose_connection();
+        let t = transport.clone();
+        let log = self.log.clone();
+        self.reactor
+            .as_ref()
+            .unwrap()
+            .call_later(Duration::ZERO, move |_| {
+                log.borrow_mut().push("finish".into());
+                t.write(b"written by the producer after lose_connection");
+                t.unregister_producer();
+                t.write(b"; ignored once it is unregistered");
+            });
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.borrow_mut().push(format!("lost: {reason:?}"));
+        self.reactor.take().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn lose_connection_waits_for_a_streaming_producer_to_unregister() {
+    let _fds = DescriptorGuard::new();
+    let reactor = reactor();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let addr = listen(&reactor, move || LoseThenFinish {
+        log: l.clone(),
+        reactor: None,
+    });
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut all = String::new();
+        stream.read_to_string(&mut all).unwrap();
+        all
+    });
+    reactor.run().unwrap();
+    assert_eq!(
+        client.join().unwrap(),
+        "written by the producer after lose_connection"
+    );
+    assert_eq!(*log.borrow(), ["finish", "lost: Closed"]);
+}
+
+/// How the connection ends in [`close_path`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ending {
+    /// `abort_connection`.
+    Abort,
+    /// `lose_connection` with the producer still registered, then
+    /// `abort_connection`.
+    LoseThenAbort,
+    /// The peer ends its stream.
+    PeerCloses,
+    /// The peer resets the connection.
+    PeerResets,
+    /// The reactor shuts down.
+    Shutdown,
+}
+
+/// Greets, registers a streaming producer, and lets the connection end
+/// as [`Ending`] says.
+struct Ended {
+    ending: Ending,
+    log: Log,
+    reactor: Option<Reactor>,
+}
+
+impl Protocol for Ended {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.reactor = transport.reactor();
+        transport.write(b"hi");
+        let recorder = Rc::new(Recorder {
+            log: self.log.clone(),
+        });
+        transport.register_producer(recorder, true).unwrap();
+        match self.ending {
+            Ending::Abort => transport.abort_connection(),
+            Ending::LoseThenAbort => {
+                transport.lose_connection();
+                let t = transport.clone();
+                self.reactor
+                    .as_ref()
+                    .unwrap()
+                    .call_later(Duration::from_millis(20), move |_| t.abort_connection());
+            }
+            Ending::PeerCloses | Ending::PeerResets | Ending::Shutdown => {}
+        }
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {
+        if self.ending == Ending::Shutdown {
+            self.reactor.as_ref().unwrap().stop().unwrap();
+        }
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.borrow_mut().push(format!("lost: {reason}"));
+        if self.ending != Ending::Shutdown {
+            self.reactor.take().unwrap().stop().unwrap();
+        }
+    }
+}
+
+fn close_path(ending: Ending) -> Vec<String> {
+    let _fds = DescriptorGuard::new();
+    let reactor = reactor();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let addr = listen(&reactor, move || Ended {
+        ending,
+        log: l.clone(),
+        reactor: None,
+    });
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut greeting = [0u8; 2];
+        stream.read_exact(&mut greeting).unwrap();
+        match ending {
+            Ending::PeerCloses => stream.shutdown(Shutdown::Write).unwrap(),
+            Ending::PeerResets => {
+                reset(stream);
+                return;
+            }
+            Ending::Shutdown => stream.write_all(b"stop").unwrap(),
+            Ending::Abort | Ending::LoseThenAbort => {}
+        }
+        read_all(&mut stream);
+    });
+    reactor.run().unwrap();
+    client.join().unwrap();
+    let log = log.borrow().clone();
+    log
+}
+
+#[test]
+fn every_close_stops_the_producer_before_the_protocol_hears_connection_lost() {
+    let cases = [
+        (Ending::Abort, "connection was aborted by this side"),
+        (Ending::LoseThenAbort, "connection was aborted by this side"),
+        (
+            Ending::PeerCloses,
+            "connection was closed cleanly by the peer",
+        ),
+        (
+            Ending::Shutdown,
+            "connection was closed as the reactor shut down",
+        ),
+    ];
+    for (ending, reason) in cases {
+        assert_eq!(
+            close_path(ending),
+            ["stop".to_string(), format!("lost: {reason}")],
+            "{ending:?}"
+        );
+    }
+    let reset = close_path(Ending::PeerResets);
+    assert_eq!(reset.len(), 2, "{reset:?}");
+    assert_eq!(reset[0], "stop");
+    assert!(
+        reset[1].starts_with("lost: connection was lost: "),
+        "{reset:?}"
     );
 }

@@ -205,6 +205,10 @@ impl ReasonSlot {
 enum Flag {
     /// Set once writes are no longer accepted (lose, abort, failure).
     WritesClosed,
+    /// `lose_connection` was called while a producer was registered: the
+    /// connection stays open, taking writes, until the producer is
+    /// unregistered, then drains and closes (Twisted's contract).
+    LoseAfterProducer,
     /// True while `process` runs: state changes made then are finished by
     /// `process` itself, not by a wake-up.
     Processing,
@@ -403,7 +407,9 @@ impl SocketTransport {
                 let keep = match &reason {
                     Some(CloseReason::Lost(_)) => true,
                     Some(CloseReason::Closed | CloseReason::ClosedByPeer) => {
-                        flushed && self.phase.get() == Phase::Draining
+                        flushed
+                            && self.phase.get() == Phase::Draining
+                            && !self.flag(Flag::LoseAfterProducer)
                     }
                     _ => false,
                 };
@@ -793,7 +799,11 @@ impl SocketTransport {
     fn finish(&self) -> Progress {
         match self.phase.get() {
             Phase::Closing => Progress::Closed(self.close()),
-            Phase::Draining if self.queue.borrow().is_empty() => Progress::Closed(self.close()),
+            Phase::Draining
+                if self.queue.borrow().is_empty() && !self.flag(Flag::LoseAfterProducer) =>
+            {
+                Progress::Closed(self.close())
+            }
             _ => Progress::Pending,
         }
     }
@@ -806,12 +816,15 @@ impl SocketTransport {
         }
         self.phase.set(Phase::Closed);
         self.set_flag(Flag::WritesClosed, true);
+        self.set_flag(Flag::LoseAfterProducer, false);
         self.queue.borrow_mut().clear();
         // Dropping the registration removes the socket from the reactor
         // and closes it.
         let registration = self.io.borrow_mut().take();
         drop(registration);
-        // A registered producer hears that nothing more will be consumed.
+        // A registered producer hears that nothing more will be consumed,
+        // before the caller tells the protocol (every close path comes
+        // through here and reports the reason only once this returns).
         let producer = self.producer.take();
         if let Some(producer) = producer {
             self.call_producer(&*producer, ProducerCall::Stop);
@@ -866,12 +879,23 @@ impl Transport for SocketTransport {
     }
 
     fn lose_connection(&self) {
-        if !matches!(self.phase.get(), Phase::Open | Phase::Draining) {
+        match self.phase.get() {
+            Phase::Open => {}
+            // Already waiting for the producer to be unregistered.
+            Phase::Draining if self.flag(Flag::LoseAfterProducer) => return,
+            Phase::Draining => {}
+            _ => return,
+        }
+        self.reason.note(CloseReason::Closed);
+        self.phase.set(Phase::Draining);
+        if self.producer.is_set() && !self.flag(Flag::WritesClosed) {
+            // Reading stops now; the producer's writes are still taken
+            // and the close waits for `unregister_producer`.
+            self.set_flag(Flag::LoseAfterProducer, true);
+            self.update_interest();
             return;
         }
         self.set_flag(Flag::WritesClosed, true);
-        self.reason.note(CloseReason::Closed);
-        self.phase.set(Phase::Draining);
         self.update_interest();
         if self.queue.borrow().is_empty() {
             self.poke();
@@ -973,6 +997,13 @@ impl Transport for SocketTransport {
         self.producer.take();
         self.set_flag(Flag::ProducerPaused, false);
         self.set_flag(Flag::PullPending, false);
+        if self.replace_flag(Flag::LoseAfterProducer, false) {
+            // The close `lose_connection` asked for: drain, then close.
+            self.set_flag(Flag::WritesClosed, true);
+            if self.queue.borrow().is_empty() {
+                self.poke();
+            }
+        }
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {

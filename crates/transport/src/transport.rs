@@ -20,13 +20,20 @@ use crate::address::Address;
 /// # Contract
 /// - **Writes are ordered and never lost while the connection is open.**
 ///   What the kernel does not take at once is queued and sent when the
-///   socket is writable. Writes after [`Transport::lose_connection`] or
-///   [`Transport::abort_connection`] are ignored.
+///   socket is writable. Writes after [`Transport::lose_connection`] (once
+///   no producer is registered) or [`Transport::abort_connection`] are
+///   ignored.
 /// - **[`Transport::lose_connection`] is graceful:** reading stops, every
 ///   queued byte is sent, then the connection closes and the protocol hears
-///   `connection_lost` with a clean reason.
+///   `connection_lost` with a clean reason. With a producer registered,
+///   the connection first stays open, taking writes, until the producer is
+///   unregistered (Twisted's contract).
 /// - **[`Transport::abort_connection`] is immediate:** queued bytes are
 ///   discarded and the peer gets a reset.
+/// - **A registered producer is stopped before the protocol hears the
+///   close:** whatever ends the connection (an abort, the peer, an error,
+///   the reactor's shutdown), [`Producer::stop_producing`] runs before the
+///   protocol's `connection_lost`.
 #[doc(alias = "ITransport")]
 pub trait Transport {
     /// Sends `data`, in order after everything written before. Copies only
@@ -48,6 +55,12 @@ pub trait Transport {
     /// Closes the connection once every queued byte has been sent (Twisted's
     /// `loseConnection`). Reading stops at once. Calling it again, or after
     /// an abort, does nothing.
+    ///
+    /// If a producer is registered, the close waits for it, as Twisted's
+    /// contract says: writes are still taken (the producer finishes its
+    /// work) until [`Transport::unregister_producer`], and only then is the
+    /// queue flushed and the connection closed. [`Transport::is_closing`]
+    /// is true meanwhile.
     #[doc(alias = "loseConnection")]
     fn lose_connection(&self);
 
@@ -107,8 +120,11 @@ pub trait Transport {
     /// non-streaming (pull) producer writes only when asked through
     /// [`Producer::resume_producing`]: once at registration, then whenever
     /// the buffer is at or below the low watermark again. Either hears
-    /// [`Producer::stop_producing`] when the connection closes. Producer
-    /// callbacks may run inside a call to `write`.
+    /// [`Producer::stop_producing`] when the connection closes, before the
+    /// protocol hears `connection_lost`; a producer unregistered first is
+    /// not stopped. While a producer is registered,
+    /// [`Transport::lose_connection`] waits for it to be unregistered.
+    /// Producer callbacks may run inside a call to `write`.
     ///
     /// # Errors
     /// `AlreadyExists` if a producer is registered already.
@@ -116,7 +132,8 @@ pub trait Transport {
     fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()>;
 
     /// Drops the registered producer, if any (Twisted's
-    /// `unregisterProducer`).
+    /// `unregisterProducer`). If [`Transport::lose_connection`] was called
+    /// meanwhile, the connection now sends what is queued and closes.
     #[doc(alias = "unregisterProducer")]
     fn unregister_producer(&self);
 
@@ -238,7 +255,11 @@ impl ReadThrottle {
     }
 
     /// A producer that pauses and resumes reading on `transport`. It holds
-    /// the transport weakly, so registering it creates no cycle.
+    /// the transport weakly, so registering it creates no cycle. Like any
+    /// registered producer it holds a [`Transport::lose_connection`] open
+    /// until it is unregistered: unregister it before closing.
+    /// ([`ReadThrottle::install`] on a socket transport registers no
+    /// producer, so nothing waits there.)
     pub fn for_transport(transport: &TransportRef) -> Rc<dyn Producer> {
         Rc::new(ReadThrottle {
             transport: Rc::downgrade(transport),
