@@ -520,3 +520,186 @@ fn every_close_stops_the_producer_before_the_protocol_hears_connection_lost() {
         "{reset:?}"
     );
 }
+
+/// A pull producer that writes a small piece each time it is asked (the
+/// kernel takes each whole), then unregisters and closes. Each answer
+/// earns the next request at once: enough of them would overflow the
+/// stack if each were asked from inside the write that answered the last.
+struct Trickle {
+    transport: TransportRef,
+    left: Cell<usize>,
+    asked: Rc<Cell<usize>>,
+}
+
+impl Producer for Trickle {
+    fn resume_producing(&self) {
+        self.asked.set(self.asked.get() + 1);
+        match self.left.get() {
+            0 => {
+                self.transport.unregister_producer();
+                self.transport.lose_connection();
+            }
+            n => {
+                self.left.set(n - 1);
+                self.transport.write(&[b't'; 10]);
+            }
+        }
+    }
+}
+
+/// Registers a [`Trickle`] where [`Where`] says.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Where {
+    ConnectionMade,
+    DataReceived,
+    Timer,
+}
+
+struct TrickleServer {
+    at: Where,
+    pieces: usize,
+    asked: Rc<Cell<usize>>,
+}
+
+impl TrickleServer {
+    fn register(&self, transport: &TransportRef) {
+        let trickle = Rc::new(Trickle {
+            transport: transport.clone(),
+            left: Cell::new(self.pieces),
+            asked: self.asked.clone(),
+        });
+        transport.register_producer(trickle, false).unwrap();
+    }
+}
+
+impl Protocol for TrickleServer {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        match self.at {
+            Where::ConnectionMade => self.register(transport),
+            Where::DataReceived => {}
+            Where::Timer => {
+                let t = transport.clone();
+                let (pieces, asked) = (self.pieces, self.asked.clone());
+                transport
+                    .reactor()
+                    .unwrap()
+                    .call_later(Duration::ZERO, move |_| {
+                        TrickleServer {
+                            at: Where::Timer,
+                            pieces,
+                            asked,
+                        }
+                        .register(&t)
+                    });
+            }
+        }
+    }
+    fn data_received(&mut self, transport: &TransportRef, _data: &[u8]) {
+        if self.at == Where::DataReceived {
+            self.register(transport);
+        }
+    }
+}
+
+#[test]
+fn a_pull_producer_whose_writes_go_out_whole_is_asked_again() {
+    for at in [Where::ConnectionMade, Where::DataReceived, Where::Timer] {
+        let _fds = DescriptorGuard::new();
+        let reactor = reactor();
+        let asked = Rc::new(Cell::new(0));
+        let a = asked.clone();
+        let pieces = 100_000;
+        let addr = listen(&reactor, move || TrickleServer {
+            at,
+            pieces,
+            asked: a.clone(),
+        });
+        let handle = reactor.handle();
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(b"go").unwrap();
+            let all = read_all(&mut stream);
+            handle.stop().unwrap();
+            all.len()
+        });
+        reactor.run().unwrap();
+        assert_eq!(client.join().unwrap(), pieces * 10, "{at:?}");
+        assert_eq!(asked.get(), pieces + 1, "{at:?}");
+    }
+}
+
+/// A pull producer whose first answer is a small write the kernel takes
+/// whole followed by a large one it cannot take; it finishes once asked
+/// again.
+struct Burst {
+    transport: TransportRef,
+    asked: Cell<usize>,
+    turns: Rc<Cell<u64>>,
+    go: RefCell<Option<mpsc::Sender<()>>>,
+}
+
+impl Producer for Burst {
+    fn resume_producing(&self) {
+        self.asked.set(self.asked.get() + 1);
+        if self.asked.get() > 1 {
+            self.transport.unregister_producer();
+            self.transport.lose_connection();
+            return;
+        }
+        self.transport.write(&[b's'; 100]);
+        self.transport.write(&vec![b'b'; 8 << 20]);
+        // While the peer reads nothing, the loop should sleep: count its
+        // turns for a while, then let the peer read.
+        let reactor = self.transport.reactor().unwrap();
+        let start = reactor.turn_count();
+        let turns = self.turns.clone();
+        let go = self.go.borrow_mut().take().unwrap();
+        reactor.call_later(Duration::from_millis(100), move |reactor| {
+            turns.set(reactor.turn_count() - start);
+            go.send(()).unwrap();
+        });
+    }
+}
+
+struct BurstServer {
+    turns: Rc<Cell<u64>>,
+    go: RefCell<Option<mpsc::Sender<()>>>,
+}
+
+impl Protocol for BurstServer {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        let burst = Rc::new(Burst {
+            transport: transport.clone(),
+            asked: Cell::new(0),
+            turns: self.turns.clone(),
+            go: RefCell::new(self.go.borrow_mut().take()),
+        });
+        transport.register_producer(burst, false).unwrap();
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+}
+
+#[test]
+fn a_pull_producer_with_output_queued_is_not_polled_while_the_peer_reads_nothing() {
+    let _fds = DescriptorGuard::new();
+    let reactor = reactor();
+    let turns = Rc::new(Cell::new(u64::MAX));
+    let (go, wait) = mpsc::channel();
+    let go = RefCell::new(Some(go));
+    let t = turns.clone();
+    let addr = listen(&reactor, move || BurstServer {
+        turns: t.clone(),
+        go: RefCell::new(go.borrow_mut().take()),
+    });
+    let handle = reactor.handle();
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        wait.recv().unwrap();
+        let all = read_all(&mut stream);
+        handle.stop().unwrap();
+        all.len()
+    });
+    reactor.run().unwrap();
+    assert_eq!(client.join().unwrap(), 100 + (8 << 20));
+    assert!(turns.get() <= 5, "{} loop turns in 100 ms", turns.get());
+}

@@ -36,6 +36,10 @@ pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Default low watermark: at or below it a paused producer resumes.
 pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
 
+/// Requests to a pull producer per step whose answers all go straight
+/// to the kernel; past this the next loop turn goes on asking.
+const MAX_PULLS_PER_STEP: usize = 16;
+
 /// Slices per vectored write (well under every platform's `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
 
@@ -228,7 +232,8 @@ enum Flag {
     Streaming,
     /// The streaming producer has been paused.
     ProducerPaused,
-    /// A pull producer asked for more data and should be asked again.
+    /// A pull producer's output has gone out: ask it for more at the end
+    /// of the current step (see `ask_pull_producer`).
     PullPending,
 }
 
@@ -510,7 +515,9 @@ impl SocketTransport {
         }
     }
 
-    /// Everything written went out at once: a pull producer may write more.
+    /// Everything written went out at once: a pull producer is to be asked
+    /// for more, at the end of this step or at the next one (never from
+    /// inside the write, which may be its own answer).
     fn wrote(&self) {
         if self.producer.is_set() && !self.flag(Flag::Streaming) {
             self.set_flag(Flag::PullPending, true);
@@ -547,8 +554,9 @@ impl SocketTransport {
         }
     }
 
-    /// The queue shrank: resume a paused streaming producer, or ask a pull
-    /// producer for more, once at or below the low watermark.
+    /// The queue shrank: resume a paused streaming producer, or note that
+    /// a pull producer is to be asked for more (see
+    /// [`Self::ask_pull_producer`]), once at or below the low watermark.
     fn queue_shrank(&self) {
         if self.queue.borrow().len() > self.low_water.get() as usize {
             return;
@@ -574,22 +582,31 @@ impl SocketTransport {
                 self.call_producer(&*producer, ProducerCall::Resume);
             }
         } else {
-            self.set_flag(Flag::PullPending, false);
-            self.call_producer(&*producer, ProducerCall::Resume);
+            self.set_flag(Flag::PullPending, true);
+            self.poke();
         }
     }
 
-    /// Asks a pull producer for more while what it writes goes straight
-    /// to the kernel; past a bound, the next turn continues, so one
-    /// connection cannot hold the loop.
+    /// Asks a pull producer for more if its output has gone out (Twisted
+    /// asks again each time the buffer has drained). What it writes in
+    /// answer may go out whole and earn another request: those are made
+    /// here, in a loop rather than by recursion, and past
+    /// [`MAX_PULLS_PER_STEP`] the next turn continues, so neither the
+    /// stack nor one connection's loop turn grows without bound. A request
+    /// noted while output is still queued above the low watermark is
+    /// dropped: the flush that drains the queue notes another.
     fn ask_pull_producer(&self) {
-        for _ in 0..16 {
-            if !self.flag(Flag::PullPending)
+        for _ in 0..MAX_PULLS_PER_STEP {
+            if !self.replace_flag(Flag::PullPending, false)
                 || !matches!(self.phase.get(), Phase::Open | Phase::Draining)
+                || self.queue.borrow().len() > self.low_water.get() as usize
             {
                 return;
             }
-            self.queue_shrank();
+            let Some(producer) = self.producer.get() else {
+                return;
+            };
+            self.call_producer(&*producer, ProducerCall::Resume);
         }
         if self.flag(Flag::PullPending) {
             if let Some(registration) = &*self.io.borrow() {

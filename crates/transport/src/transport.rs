@@ -118,8 +118,12 @@ pub trait Transport {
     /// [`Producer::pause_producing`] when the write buffer goes above the
     /// high watermark and resumed when it falls back to the low one. A
     /// non-streaming (pull) producer writes only when asked through
-    /// [`Producer::resume_producing`]: once at registration, then whenever
-    /// the buffer is at or below the low watermark again. Either hears
+    /// [`Producer::resume_producing`]: once at registration, then each time
+    /// what it wrote has gone out, that is when a write goes to the kernel
+    /// whole or a flush brings the buffer to the low watermark. That
+    /// request comes after the write has returned (later in the
+    /// transport's step, or on a later loop turn), never from inside it,
+    /// so a producer that answers with a write is never re-entered. Either hears
     /// [`Producer::stop_producing`] when the connection closes, before the
     /// protocol hears `connection_lost`; a producer unregistered first is
     /// not stopped. While a producer is registered,
