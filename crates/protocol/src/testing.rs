@@ -256,6 +256,36 @@ impl<P: Protocol> ProtocolHarness<P> {
         }
     }
 
+    /// Delivers `data` in chunks of `chunk_size` bytes, one `data_received`
+    /// call each (the last chunk may be shorter): `1` feeds it a byte at a
+    /// time. To try every even split, loop over the sizes.
+    ///
+    /// ```
+    /// use torsion_protocol::testing::ProtocolHarness;
+    /// use torsion_protocol::{Protocol, TransportRef};
+    ///
+    /// #[derive(Default)]
+    /// struct Sizes(Vec<usize>);
+    /// impl Protocol for Sizes {
+    ///     fn data_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+    ///         self.0.push(data.len());
+    ///     }
+    /// }
+    ///
+    /// let mut harness = ProtocolHarness::new(Sizes::default());
+    /// harness.receive_in_chunks_of(b"1234567", 3);
+    /// assert_eq!(harness.protocol().0, [3, 3, 1]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `chunk_size` is 0.
+    pub fn receive_in_chunks_of(&mut self, data: &[u8], chunk_size: usize) {
+        assert!(chunk_size > 0, "a chunk holds at least one byte");
+        for chunk in data.chunks(chunk_size) {
+            self.receive(chunk);
+        }
+    }
+
     /// The peer ends its stream: a half-closeable protocol hears
     /// `read_connection_lost`, any other `connection_lost` with
     /// [`CloseReason::ClosedByPeer`].
