@@ -33,8 +33,6 @@ use torsion_protocol::{
     TransportRef,
 };
 
-pub use torsion_protocol;
-
 /// The message the client sends.
 pub const GREETING: &[u8] = b"Hello, world!";
 
