@@ -1,5 +1,6 @@
 //! Shared setup for the runnable programs in `examples/`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 

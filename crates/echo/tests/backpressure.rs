@@ -7,13 +7,13 @@ use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
-use torsion_echo::torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::DescriptorGuard;
 
-use torsion_echo::torsion_protocol::transport::DEFAULT_HIGH_WATER;
-use torsion_echo::torsion_protocol::{
+use torsion_echo::Echo;
+use torsion_protocol::DEFAULT_HIGH_WATER;
+use torsion_protocol::{
     Address, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
 };
-use torsion_echo::Echo;
 
 const TOTAL: usize = 1 << 30;
 /// Sent over and over; its odd length makes any slip show.

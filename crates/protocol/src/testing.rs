@@ -28,8 +28,9 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 
+use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::WeakReactor;
-use torsion_transport::{Address, CloseReason, Producer, Reactor, Transport, TransportRef};
+use torsion_transport::{Address, CloseReason, Producer, Transport, TransportRef};
 
 use crate::protocol::Protocol;
 

@@ -1,5 +1,6 @@
 //! Test support: checking that code gives back every file descriptor it
-//! opens.
+//! opens ([`DescriptorGuard`]), and a [`Watchdog`] that ends a test that
+//! hangs.
 //!
 //! Descriptors belong to the whole process, and the test harness runs
 //! tests on several threads at once, so a count taken by one test would
@@ -22,7 +23,51 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// Ends the process if a test has not finished within a limit, so a broken
+/// test fails loudly instead of hanging the suite.
+///
+/// A watchdog is a guard, not a way to wait for events: tests wait for
+/// what they expect (a peer's reply, a callback) and the watchdog only
+/// fires when that never comes. It runs on a thread of its own, so it
+/// works however the test drives its reactor, and a reactor's panic
+/// policy (which catches panics in timers) cannot swallow it. When it
+/// fires it names the test and aborts the process.
+///
+/// ```
+/// use std::time::Duration;
+/// use torsion_reactor::{testing::Watchdog, Reactor};
+///
+/// let _watchdog = Watchdog::new(Duration::from_secs(30));
+/// let reactor = Reactor::new()?;
+/// reactor.call_soon(|reactor| reactor.stop().unwrap());
+/// reactor.run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Watchdog {
+    /// Dropping it (with the watchdog) tells the thread the test is done.
+    _done: mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    /// Starts a watchdog that aborts the process unless it is dropped
+    /// within `limit`.
+    pub fn new(limit: Duration) -> Watchdog {
+        let (done, finished) = mpsc::channel::<()>();
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+                eprintln!("{test} did not finish within {limit:?}; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog { _done: done }
+    }
+}
 
 /// Serialises the guarded tests of one process.
 static LOCK: Mutex<()> = Mutex::new(());
