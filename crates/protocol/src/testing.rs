@@ -34,7 +34,9 @@ use torsion_transport::{Address, CloseReason, Producer, Transport, TransportRef}
 
 use crate::protocol::Protocol;
 
-pub use torsion_transport::reactor::testing::{open_descriptors, DescriptorGuard};
+pub use torsion_transport::reactor::testing::{
+    open_descriptors, DescriptorGuard, Watchdog, XorShift,
+};
 
 /// What a protocol asked its [`StringTransport`] to do about the
 /// connection.

@@ -471,13 +471,8 @@ mod tests {
     fn random_operations_keep_the_heap_consistent() {
         let mut queue = TimerQueue::new();
         let mut ids = Vec::new();
-        let mut x: u64 = 12345;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::XorShift::new(12345);
+        let mut rand = move || rng.next_u64();
         // Each step checks the whole heap: quadratic, so short under Miri.
         let steps = if cfg!(miri) { 300 } else { 20_000 };
         for _ in 0..steps {
