@@ -1,4 +1,5 @@
-# Torsion's tasks. `just --list` shows them all.
+# Torsion's tasks. `just --list` shows them all, each with the comment
+# line right above it; longer explanations sit in comment lines above that.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -26,7 +27,11 @@ setup:
         "{{venv}}/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
     fi
 
-# Lint, then every test: unit, loopback integration, Twisted interop, doc tests.
+# The doc tests include every Rust block of README.md and docs/*.md
+# (compiled as doc tests of torsion-examples). Then the reactor, transport
+# and protocol tests run again on the portable `polling` backend.
+#
+# Lint, then every test: unit, loopback, Twisted interop, doc tests.
 test: setup lint
     #!/usr/bin/env bash
     set -euo pipefail
@@ -44,37 +49,46 @@ lint:
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks, side by side with peers: reactor (timers against tokio's),
-# framing, then the echo suite (Torsion, tokio current-thread and
-# multi-thread, a mio loop, Torsion on two reactors; four workloads, idle
-# memory, system calls), written to bench/results/ (see docs/performance.md).
+# Reactor timers against tokio's, the framing receivers, then the echo
+# suite: Torsion, tokio current-thread and multi-thread, a mio loop, and
+# Torsion on two reactors, on four workloads, plus idle memory and system
+# calls. Results go to bench/results/; docs/performance.md reads them.
+#
+# Every benchmark: reactor, framing, and the echo suite against tokio and mio.
 bench:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench reactor
     ./target/release/torsion-bench framing
     ./target/release/torsion-bench suite
 
-# The echo suite in about 30 s (the single-threaded servers, one short
-# round), for a check before a change; writes bench/results/quick.*.
+# The single-threaded servers, one short round; writes
+# bench/results/quick.*.
+#
+# The echo suite in about 30 s, for a check before a change.
 bench-quick:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench suite --quick
 
-# One echo workload with options of your own, e.g.
-# `just bench-echo --connections 8 --size 16384 --rate 20000`.
+# For example: just bench-echo --connections 8 --size 16384 --rate 20000
+#
+# One echo workload with options of your own.
 bench-echo *args:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench echo {{args}}
 
-# The full soak and fault suite: 10,000 connections, 1 GiB through the echo
-# server, resets, SIGKILLed clients, half-closes, slow and idle peers, and
-# running out of descriptors (`just test` runs a bounded version).
+# 10,000 connections, 1 GiB through the echo server, resets, SIGKILLed
+# clients, half-closes, slow and idle peers, and running out of
+# descriptors (`just test` runs a bounded version). See
+# docs/reliability.md.
+#
+# The full soak and fault suite (release build).
 soak:
     TORSION_SOAK=full cargo test --release -p torsion-echo --test soak -- --nocapture --test-threads 1
     cargo test --release -p torsion-protocol --test emfile -- --nocapture
 
-# The socket integration tests under valgrind: any definite leak fails.
 # Needs valgrind (Debian: apt install valgrind).
+#
+# The socket integration tests under valgrind: any definite leak fails.
 leaks:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -93,18 +107,20 @@ leaks:
                 "$exe" --test-threads 1 --quiet
         done
 
-# What can run under Miri (needs the nightly toolchain with the miri
-# component): the timer heap, slab, write queue and framing receivers.
-# The unsafe code itself is system calls (epoll, sockets, signals), which
-# Miri cannot execute; those tests are marked ignored under Miri.
+# Needs the nightly toolchain with the miri component. The unsafe code
+# itself is system calls (epoll, sockets, signals), which Miri cannot
+# execute; those tests are marked ignored under Miri.
+#
+# The timer heap, slab, write queue and framing receivers under Miri.
 miri:
     cargo +nightly miri test -p torsion-reactor -p torsion-transport --lib
     cargo +nightly miri test -p torsion-protocol --test framing --test hostile
 
-# Fuzz every parser (each framing receiver, the endpoint strings) for
-# `seconds` each. Needs the nightly toolchain; installs cargo-fuzz if
-# missing. Crashes land in fuzz/artifacts/ and become regression tests in
+# Needs the nightly toolchain; installs cargo-fuzz if missing. Crashes
+# land in fuzz/artifacts/ and become regression tests in
 # crates/protocol/tests/hostile.rs.
+#
+# Fuzz each framing receiver and the endpoint parser for `seconds` each.
 fuzz seconds="60":
     #!/usr/bin/env bash
     set -euo pipefail

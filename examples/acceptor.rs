@@ -20,9 +20,9 @@ use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, TcpListener};
 use std::rc::Rc;
 
-use torsion_echo::torsion_protocol::reactor::{Handler, Interest, Readiness, Registration};
-use torsion_echo::torsion_protocol::{Reactor, ReactorHandle, ReactorSocket};
 use torsion_echo::EchoFactory;
+use torsion_protocol::{Reactor, ReactorHandle, ReactorSocket};
+use torsion_reactor::{Handler, Interest, Readiness, Registration};
 
 /// Accepts every pending connection and hands each to the next worker.
 struct Acceptor {

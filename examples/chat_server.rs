@@ -11,10 +11,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use torsion_echo::torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
-use torsion_echo::torsion_protocol::{
-    Address, CloseReason, Factory, Reactor, ReactorTcp, TransportRef,
-};
+use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
+use torsion_protocol::{Address, CloseReason, Factory, Reactor, ReactorTcp, TransportRef};
 
 /// Who is connected, by name; shared by every connection.
 type Users = Rc<RefCell<HashMap<String, TransportRef>>>;

@@ -7,8 +7,8 @@
 //! Prints `Server said: Hello, world!` and `Connection lost.` against a
 //! running echo server, or `Connection failed.` when there is none.
 
-use torsion_echo::torsion_protocol::{Reactor, ReactorTcp, DEFAULT_CONNECT_TIMEOUT};
 use torsion_echo::EchoClientFactory;
+use torsion_protocol::{Reactor, ReactorTcp, DEFAULT_CONNECT_TIMEOUT};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();

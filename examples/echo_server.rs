@@ -13,8 +13,8 @@
 
 use std::net::Ipv4Addr;
 
-use torsion_echo::torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
 use torsion_echo::EchoFactory;
+use torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();

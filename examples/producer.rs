@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
-use torsion_echo::torsion_protocol::{
+use torsion_protocol::{
     Address, ClientFactory, CloseReason, Connector, Factory, ListenOptions, Producer, Protocol,
     Reactor, ReactorTcp, TransportRef, DEFAULT_CONNECT_TIMEOUT,
 };

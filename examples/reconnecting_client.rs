@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use torsion_echo::torsion_protocol::{
+use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, Reactor,
     ReactorTcp, ReconnectingClientFactory, TransportRef,
 };

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use torsion_reactor::{Phase, Reactor, SystemEvent};
+use torsion_protocol::{Phase, Reactor, SystemEvent};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();

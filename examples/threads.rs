@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use torsion_reactor::Reactor;
+use torsion_protocol::Reactor;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use torsion_reactor::{LoopingCall, Reactor};
+use torsion_protocol::{LoopingCall, Reactor};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

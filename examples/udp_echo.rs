@@ -12,7 +12,7 @@
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
-use torsion_echo::torsion_protocol::{
+use torsion_protocol::{
     Address, DatagramProtocol, DatagramTransportRef, Reactor, ReactorUdp, UdpOptions,
 };
 

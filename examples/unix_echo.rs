@@ -5,10 +5,8 @@
 //! cargo run --example unix_echo [PATH]    # default: a socket in the temp dir
 //! ```
 
-use torsion_echo::torsion_protocol::{
-    Reactor, ReactorUnix, UnixListenOptions, DEFAULT_CONNECT_TIMEOUT,
-};
 use torsion_echo::{EchoClientFactory, EchoFactory};
+use torsion_protocol::{Reactor, ReactorUnix, UnixListenOptions, DEFAULT_CONNECT_TIMEOUT};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();

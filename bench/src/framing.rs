@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use torsion_echo::torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
-use torsion_echo::torsion_protocol::testing::ProtocolHarness;
-use torsion_echo::torsion_protocol::TransportRef;
+use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
+use torsion_protocol::testing::ProtocolHarness;
+use torsion_protocol::TransportRef;
 
 struct Count(usize);
 

@@ -8,10 +8,10 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use torsion_echo::torsion_protocol::{
+use torsion_echo::Echo;
+use torsion_protocol::{
     Address, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
 };
-use torsion_echo::Echo;
 
 use crate::reactor::allocated;
 

@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use torsion_protocol::testing::XorShift;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -51,13 +52,7 @@ struct Conn {
 /// Fills `message` with bytes that depend on the connection and the
 /// sequence number, so a misrouted or stale echo is caught.
 fn fill(message: &mut [u8], conn: usize, seq: u64) {
-    let mut x = (conn as u64) << 32 ^ seq ^ 0x9e37_79b9_7f4a_7c15;
-    for byte in message.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *byte = x as u8;
-    }
+    XorShift::new((conn as u64) << 32 ^ seq ^ 0x9e37_79b9_7f4a_7c15).fill(message);
 }
 
 /// Runs `connections` ping-pong clients of `size`-byte messages against

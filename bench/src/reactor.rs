@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use torsion_echo::torsion_protocol::Reactor;
+use torsion_protocol::Reactor;
 
 /// Counts the bytes currently allocated, to measure memory per timer.
 pub struct CountingAllocator;

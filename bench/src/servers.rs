@@ -4,8 +4,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use torsion_echo::torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
 use torsion_echo::EchoFactory;
+use torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
 
 fn announce(port: u16) {
     println!("{port}");

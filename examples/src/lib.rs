@@ -1,5 +1,6 @@
 //! Shared setup for the runnable programs in `examples/`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 
@@ -24,4 +25,35 @@ pub fn init_logging() {
                 .with_filter(filter),
         )
         .try_init();
+}
+
+/// The pages of `docs/` and the README, compiled as doctests so that
+/// their code cannot drift from the crates (`cargo test -p
+/// torsion-examples --doc`). Only built by rustdoc's test runner.
+#[cfg(doctest)]
+pub mod pages {
+    /// `README.md`.
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
+    /// `docs/README.md`.
+    #[doc = include_str!("../../docs/README.md")]
+    pub struct DocsIndex;
+    /// `docs/reactor.md`.
+    #[doc = include_str!("../../docs/reactor.md")]
+    pub struct ReactorPage;
+    /// `docs/transport.md`.
+    #[doc = include_str!("../../docs/transport.md")]
+    pub struct TransportPage;
+    /// `docs/protocol.md`.
+    #[doc = include_str!("../../docs/protocol.md")]
+    pub struct ProtocolPage;
+    /// `docs/echo.md`.
+    #[doc = include_str!("../../docs/echo.md")]
+    pub struct EchoPage;
+    /// `docs/performance.md`.
+    #[doc = include_str!("../../docs/performance.md")]
+    pub struct PerformancePage;
+    /// `docs/reliability.md`.
+    #[doc = include_str!("../../docs/reliability.md")]
+    pub struct ReliabilityPage;
 }

@@ -25,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 
@@ -32,8 +33,6 @@ use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, ReadThrottle,
     TransportRef,
 };
-
-pub use torsion_protocol;
 
 /// The message the client sends.
 pub const GREETING: &[u8] = b"Hello, world!";

@@ -7,13 +7,13 @@ use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
-use torsion_echo::torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::{DescriptorGuard, Watchdog};
 
-use torsion_echo::torsion_protocol::transport::DEFAULT_HIGH_WATER;
-use torsion_echo::torsion_protocol::{
+use torsion_echo::Echo;
+use torsion_protocol::DEFAULT_HIGH_WATER;
+use torsion_protocol::{
     Address, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
 };
-use torsion_echo::Echo;
 
 const TOTAL: usize = 1 << 30;
 /// Sent over and over; its odd length makes any slip show.
@@ -69,7 +69,7 @@ fn a_peer_that_sends_a_gibibyte_without_reading_cannot_grow_the_server() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(120), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     let max_buffered = Rc::new(Cell::new(0));
     let (tell, backlogged) = mpsc::channel();
     let port = reactor

@@ -25,14 +25,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use torsion_echo::torsion_protocol::policies::TimeoutFactory;
-use torsion_echo::torsion_protocol::testing::DescriptorGuard;
-use torsion_echo::torsion_protocol::transport::socket2::{SockRef, Socket};
-use torsion_echo::torsion_protocol::{
+use torsion_echo::Echo;
+use torsion_protocol::policies::TimeoutFactory;
+use torsion_protocol::socket2::{SockRef, Socket};
+use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::{
     Address, ClientFactory, CloseReason, Factory, ListenOptions, Protocol, Reactor, ReactorHandle,
     ReactorTcp, ReconnectingClientFactory, TransportRef,
 };
-use torsion_echo::Echo;
 
 // ----- measuring ----------------------------------------------------------
 
@@ -521,8 +521,8 @@ fn clients_that_reset_while_the_server_writes() {
         // A small receive buffer, never read: the server's echo backs up
         // in its write buffer, and it stops reading from us.
         let socket = Socket::new(
-            torsion_echo::torsion_protocol::transport::socket2::Domain::IPV4,
-            torsion_echo::torsion_protocol::transport::socket2::Type::STREAM,
+            torsion_protocol::socket2::Domain::IPV4,
+            torsion_protocol::socket2::Type::STREAM,
             None,
         )
         .unwrap();

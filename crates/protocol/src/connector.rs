@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use torsion_transport::reactor::{DelayedCall, Reactor};
 use torsion_transport::reactor::{Handler, Readiness, WeakReactor};
 use torsion_transport::socket2::SockAddr;
 use torsion_transport::{
-    net, tcp, Address, CloseReason, ConnectError, DelayedCall, Progress, Reactor, SocketTransport,
-    Transport,
+    net, tcp, Address, CloseReason, ConnectError, Progress, SocketTransport, Transport,
 };
 
 use crate::connection::{guarded, Driver};

@@ -4,8 +4,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::{Handler, Readiness};
-use torsion_transport::{Address, DatagramEvent, DatagramTransport, DatagramTransportRef, Reactor};
+use torsion_transport::{Address, DatagramEvent, DatagramTransport, DatagramTransportRef};
 
 use crate::connection::guarded;
 

@@ -21,7 +21,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use torsion_transport::{DatagramTransportRef, Reactor};
+use torsion_transport::reactor::Reactor;
+use torsion_transport::DatagramTransportRef;
 
 use crate::connector::Connector;
 use crate::datagram::DatagramProtocol;

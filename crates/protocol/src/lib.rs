@@ -44,6 +44,7 @@
 //!
 //! See `docs/protocol.md` in the repository for the design.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg(unix)]
 
 pub mod basic;
@@ -63,12 +64,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-pub use torsion_transport as transport;
-pub use torsion_transport::reactor;
+// What applications use from the layers below, each at one path: the
+// crate root. Code that implements a new transport or I/O handler depends
+// on `torsion-transport` (and its `reactor` module) directly.
+pub use torsion_transport::reactor::{
+    DelayedCall, LoopingCall, LoopingCallError, ManualClock, Phase, Reactor, ReactorClosed,
+    ReactorError, ReactorHandle, SystemEvent, TimerError, TriggerId, WeakReactor,
+};
 pub use torsion_transport::{
-    Address, Bytes, CloseReason, ConnectError, DatagramTransport, DatagramTransportRef,
-    DelayedCall, Keepalive, ManualClock, PeerCredentials, Producer, Reactor, ReactorError,
-    ReactorHandle, ReadThrottle, Transport, TransportRef,
+    socket2, Address, Bytes, CloseReason, ConnectError, DatagramTransport, DatagramTransportRef,
+    Keepalive, PeerCredentials, Producer, ReadThrottle, Transport, TransportRef,
+    DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_DATAGRAM,
 };
 
 pub use crate::connector::{Connector, ConnectorState, Destination};
@@ -203,7 +209,7 @@ pub trait ReactorSocket {
     ///
     /// This is how one thread that accepts can hand connections to worker
     /// reactors on other threads: send the socket (it is `Send`) through
-    /// [`ReactorHandle::call_from_thread`](torsion_transport::ReactorHandle::call_from_thread)
+    /// [`ReactorHandle::call_from_thread`](crate::ReactorHandle::call_from_thread)
     /// and adopt it there (`examples/acceptor.rs`). The factory's
     /// `start_factory`/`stop_factory` are not called: there is no port
     /// whose life they would bracket.

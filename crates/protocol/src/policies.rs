@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use torsion_transport::{Address, CloseReason, DelayedCall, TransportRef};
+use torsion_transport::reactor::DelayedCall;
+use torsion_transport::{Address, CloseReason, TransportRef};
 
 use crate::factory::Factory;
 use crate::protocol::Protocol;

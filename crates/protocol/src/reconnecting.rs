@@ -4,7 +4,8 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use torsion_transport::{Address, CloseReason, ConnectError, DelayedCall};
+use torsion_transport::reactor::DelayedCall;
+use torsion_transport::{Address, CloseReason, ConnectError};
 
 use crate::connector::{Connector, ConnectorState};
 use crate::factory::{ClientFactory, Factory};

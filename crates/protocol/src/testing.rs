@@ -28,12 +28,15 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 
+use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::WeakReactor;
-use torsion_transport::{Address, CloseReason, Producer, Reactor, Transport, TransportRef};
+use torsion_transport::{Address, CloseReason, Producer, Transport, TransportRef};
 
 use crate::protocol::Protocol;
 
-pub use torsion_transport::reactor::testing::{open_descriptors, DescriptorGuard};
+pub use torsion_transport::reactor::testing::{
+    open_descriptors, DescriptorGuard, Watchdog, XorShift,
+};
 
 /// What a protocol asked its [`StringTransport`] to do about the
 /// connection.
@@ -253,6 +256,36 @@ impl<P: Protocol> ProtocolHarness<P> {
         }
         if at < data.len() {
             self.receive(&data[at..]);
+        }
+    }
+
+    /// Delivers `data` in chunks of `chunk_size` bytes, one `data_received`
+    /// call each (the last chunk may be shorter): `1` feeds it a byte at a
+    /// time. To try every even split, loop over the sizes.
+    ///
+    /// ```
+    /// use torsion_protocol::testing::ProtocolHarness;
+    /// use torsion_protocol::{Protocol, TransportRef};
+    ///
+    /// #[derive(Default)]
+    /// struct Sizes(Vec<usize>);
+    /// impl Protocol for Sizes {
+    ///     fn data_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+    ///         self.0.push(data.len());
+    ///     }
+    /// }
+    ///
+    /// let mut harness = ProtocolHarness::new(Sizes::default());
+    /// harness.receive_in_chunks_of(b"1234567", 3);
+    /// assert_eq!(harness.protocol().0, [3, 3, 1]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `chunk_size` is 0.
+    pub fn receive_in_chunks_of(&mut self, data: &[u8], chunk_size: usize) {
+        assert!(chunk_size > 0, "a chunk holds at least one byte");
+        for chunk in data.chunks(chunk_size) {
+            self.receive(chunk);
         }
     }
 

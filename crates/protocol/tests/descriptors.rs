@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
+use torsion_protocol::socket2::SockRef;
 use torsion_protocol::testing::DescriptorGuard;
-use torsion_protocol::transport::socket2::SockRef;
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
     Reactor, ReactorTcp, TransportRef,

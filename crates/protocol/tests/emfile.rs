@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use torsion_protocol::reactor::LoopingCall;
+use torsion_protocol::LoopingCall;
 use torsion_protocol::{
     Address, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
 };

@@ -46,6 +46,22 @@ fn feed<P: Protocol>(protocol: P, input: &[u8], cuts: &[usize]) -> ProtocolHarne
     harness
 }
 
+/// Lines with raw-mode switches in them, and what [`Lines`] records.
+const RAW_SWITCHES: &[u8] = b"one\r\nRAW 5\r\nab\r\ncdtwo\r\nRAW 1\r\nxthree\r\n";
+const RAW_SWITCH_EVENTS: [&str; 11] = [
+    "line one",
+    "line RAW 5",
+    "raw a",
+    "raw b",
+    "raw \r",
+    "raw \n",
+    "raw c",
+    "line dtwo",
+    "line RAW 1",
+    "raw x",
+    "line three",
+];
+
 fn line_events(input: &[u8], cuts: &[usize]) -> Vec<String> {
     let harness = feed(LineReceiver::new(Lines::default()), input, cuts);
     harness.protocol().handler().events.clone()
@@ -77,12 +93,7 @@ proptest! {
     fn raw_mode_switches_lose_and_repeat_nothing(
         cuts in prop::collection::vec(1usize..7, 0..40),
     ) {
-        let input = b"one\r\nRAW 5\r\nab\r\ncdtwo\r\nRAW 1\r\nxthree\r\n";
-        let expected = [
-            "line one", "line RAW 5", "raw a", "raw b", "raw \r", "raw \n", "raw c",
-            "line dtwo", "line RAW 1", "raw x", "line three",
-        ];
-        prop_assert_eq!(line_events(input, &cuts), expected);
+        prop_assert_eq!(line_events(RAW_SWITCHES, &cuts), RAW_SWITCH_EVENTS);
     }
 
     #[test]
@@ -242,12 +253,28 @@ fn a_megabyte_line_a_byte_at_a_time() {
     let mut receiver = LineReceiver::new(Lines::default());
     receiver.state_mut().set_max_length(2 << 20);
     let mut harness = ProtocolHarness::new(receiver);
-    let line = vec![b'a'; 1 << 20];
-    for byte in line.iter() {
-        harness.receive(std::slice::from_ref(byte));
-    }
+    harness.receive_in_chunks_of(&vec![b'a'; 1 << 20], 1);
     harness.receive(b"\r\n");
     let events = &harness.protocol().handler().events;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].len(), "line ".len() + (1 << 20));
+}
+
+#[test]
+fn every_even_chunk_size_gives_the_same_lines_and_raw_bytes() {
+    for size in 1..=RAW_SWITCHES.len() + 1 {
+        let mut harness = ProtocolHarness::new(LineReceiver::new(Lines::default()));
+        harness.receive_in_chunks_of(RAW_SWITCHES, size);
+        assert_eq!(
+            harness.protocol().handler().events,
+            RAW_SWITCH_EVENTS,
+            "chunks of {size}"
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "a chunk holds at least one byte")]
+fn chunks_of_zero_bytes_are_refused() {
+    ProtocolHarness::new(LineReceiver::new(Lines::default())).receive_in_chunks_of(b"x", 0);
 }

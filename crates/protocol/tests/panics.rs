@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
 
-use torsion_protocol::reactor::LoopingCall;
+use torsion_protocol::LoopingCall;
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
     Reactor, ReactorTcp, TransportRef,

@@ -619,7 +619,7 @@ fn connections_and_ports_leave_no_registration_behind() {
 #[test]
 fn stopping_the_reactor_closes_ports_and_connections_in_order() {
     let _fds = DescriptorGuard::new();
-    use torsion_protocol::reactor::{Phase, SystemEvent};
+    use torsion_protocol::{Phase, SystemEvent};
 
     struct Holder {
         log: Rc<RefCell<Vec<String>>>,
@@ -670,7 +670,7 @@ fn stopping_the_reactor_closes_ports_and_connections_in_order() {
     // the reactor is stopped.
     let client = TcpStream::connect(addr).unwrap();
     let l = log.clone();
-    let poll = torsion_protocol::reactor::LoopingCall::new(&reactor, move |call| {
+    let poll = torsion_protocol::LoopingCall::new(&reactor, move |call| {
         if l.borrow().iter().any(|e| e == "made") {
             call.stop().unwrap();
             call.reactor().unwrap().stop().unwrap();

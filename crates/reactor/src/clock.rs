@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::reactor::WeakReactor;
-use crate::timer::duration_nanos;
+use crate::timer_queue::duration_nanos;
 
 /// The reactor's source of time.
 pub(crate) enum Clock {

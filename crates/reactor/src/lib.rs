@@ -4,7 +4,7 @@
 //! of Twisted's reactor. On Linux it drives epoll directly (one system call
 //! per wait); elsewhere it uses the [`polling`] crate.
 //!
-//! A [`Reactor`] waits for three kinds of events and runs the callbacks
+//! A [`Reactor`] waits for four kinds of events and runs the callbacks
 //! that belong to them, one at a time, on its own thread:
 //!
 //! - **I/O readiness** of registered sockets ([`Reactor::register`],
@@ -16,10 +16,13 @@
 //! - **Calls from other threads** through a [`ReactorHandle`] (`Send +
 //!   Sync`), and results of blocking work run with
 //!   [`Reactor::defer_to_thread`].
-//!
 //! - **Its own life**: startup and shutdown triggers
 //!   ([`Reactor::add_system_event_trigger`]), an orderly shutdown that
 //!   closes every source, and SIGINT/SIGTERM handling.
+//!
+//! A panic in any callback the reactor runs is caught, logged and counted
+//! ([`Reactor::caught_panic_count`]); the reactor carries on with the next
+//! callback, as Twisted logs a failure and carries on.
 //!
 //! Time comes from the system's monotonic clock, or from a [`ManualClock`]
 //! that tests advance by hand.
@@ -43,22 +46,27 @@
 #![cfg(unix)]
 
 mod clock;
-mod events;
+mod delayed;
 mod handle;
+mod interest;
 mod looping;
+mod panics;
 mod pool;
 mod reactor;
+mod shared;
 mod signals;
 mod slab;
+mod source;
 mod sys;
 pub mod testing;
-mod timer;
+mod timer_queue;
+mod triggers;
 
 pub use crate::clock::ManualClock;
-pub use crate::events::{Phase, SystemEvent, TriggerId};
+pub use crate::delayed::{DelayedCall, TimerError};
 pub use crate::handle::{ReactorClosed, ReactorHandle};
+pub use crate::interest::{Interest, Readiness};
 pub use crate::looping::{LoopingCall, LoopingCallError};
-pub use crate::reactor::{
-    Handler, Interest, Reactor, ReactorError, Readiness, Registration, WeakReactor,
-};
-pub use crate::timer::{DelayedCall, TimerError};
+pub use crate::reactor::{Reactor, ReactorError, WeakReactor};
+pub use crate::source::{Handler, Registration};
+pub use crate::triggers::{Phase, SystemEvent, TriggerId};

@@ -5,8 +5,10 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::delayed::DelayedCall;
+use crate::panics;
 use crate::reactor::{Reactor, WeakReactor};
-use crate::timer::{duration_nanos, DelayedCall};
+use crate::timer_queue::duration_nanos;
 
 type LoopFn = Box<dyn FnMut(&LoopingCall)>;
 
@@ -23,6 +25,11 @@ struct Inner {
     /// Intervals since the previous call, as of the current call.
     elapsed: Cell<u64>,
     call: RefCell<Option<DelayedCall>>,
+    /// True while the function runs.
+    in_call: Cell<bool>,
+    /// The message of the panic that stopped the loop, until the next
+    /// start.
+    failure: RefCell<Option<String>>,
 }
 
 /// Why [`LoopingCall::start`] or [`LoopingCall::stop`] could not act.
@@ -61,8 +68,15 @@ impl std::error::Error for LoopingCallError {}
 ///
 /// The function receives the looping call itself, to read
 /// `elapsed_intervals`, reach the reactor, or [`stop`](LoopingCall::stop)
-/// from inside. The reactor keeps a running looping call alive; dropping
-/// the handle does not stop it.
+/// (and [`start`](LoopingCall::start) again) from inside. The reactor
+/// keeps a running looping call alive; dropping the handle does not stop
+/// it.
+///
+/// If the function panics, the loop stops (as Twisted's stops when its
+/// function raises): the panic is logged and counted like any callback's
+/// (see [`Reactor::caught_panic_count`]), [`LoopingCall::running`] turns
+/// false, [`LoopingCall::failure`] holds the panic's message, and `start`
+/// may be called again.
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc, time::Duration};
@@ -101,13 +115,17 @@ impl LoopingCall {
                 last_interval: Cell::new(0),
                 elapsed: Cell::new(0),
                 call: RefCell::new(None),
+                in_call: Cell::new(false),
+                failure: RefCell::new(None),
             }),
         }
     }
 
     /// Starts calling the function every `interval`; with `now`, the
-    /// first call happens at once, inside `start`. A zero interval runs the
-    /// function once per turn of the loop.
+    /// first call happens at once, inside `start` — or, when `start` is
+    /// called from inside the function itself, as soon as the function
+    /// returns, on the reactor's next pass over due calls. A zero interval
+    /// runs the function once per turn of the loop.
     ///
     /// # Errors
     /// [`LoopingCallError::AlreadyRunning`] if it is running;
@@ -124,7 +142,12 @@ impl LoopingCall {
         self.inner.interval.set(Some(duration_nanos(interval)));
         self.inner.started.set(reactor.now_nanos());
         self.inner.last_interval.set(0);
-        if now {
+        self.inner.failure.replace(None);
+        if now && self.inner.in_call.get() {
+            // The function cannot run inside itself: its first call of
+            // this run is due at once instead.
+            self.schedule_at(&reactor, 0);
+        } else if now {
             self.inner.elapsed.set(1);
             self.run_function();
             if self.running() && self.inner.call.borrow().is_none() {
@@ -170,16 +193,36 @@ impl LoopingCall {
         self.inner.elapsed.get()
     }
 
+    /// The message of the panic that stopped the loop, if its function
+    /// panicked; cleared by the next [`start`](LoopingCall::start).
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.borrow().clone()
+    }
+
     /// The reactor this looping call runs on, unless it was dropped.
     pub fn reactor(&self) -> Option<Reactor> {
         self.inner.reactor.upgrade()
     }
 
+    /// Runs the function once; a panic stops the loop.
     fn run_function(&self) {
-        // A function that restarts its own looping call from inside (stop
-        // then start) is fine; calling itself re-entrantly is not possible.
+        let Some(reactor) = self.inner.reactor.upgrade() else {
+            return;
+        };
+        // `start` never runs the function from inside itself, so the
+        // borrow is free.
         let mut function = self.inner.function.borrow_mut();
-        function(self);
+        self.inner.in_call.set(true);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| function(self)));
+        self.inner.in_call.set(false);
+        drop(function);
+        if let Err(payload) = outcome {
+            panics::report(&reactor, "a looping call", &*payload);
+            self.inner
+                .failure
+                .replace(Some(panics::message(&*payload).to_owned()));
+            let _ = self.stop();
+        }
     }
 
     /// Schedules the next call at the next interval boundary after now.
@@ -194,6 +237,11 @@ impl LoopingCall {
             let running_for = now - self.inner.started.get();
             interval - running_for % interval
         };
+        self.schedule_at(reactor, delay);
+    }
+
+    /// Schedules the next call `delay` nanoseconds from now.
+    fn schedule_at(&self, reactor: &Reactor, delay: u64) {
         let me = self.clone();
         let call = reactor.call_later(Duration::from_nanos(delay), move |reactor| {
             me.fire(reactor);

@@ -6,21 +6,24 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sys::{Events, Poller};
-
 use crate::clock::{Clock, ManualClock};
-use crate::events::{Phase, SystemEvent, TriggerId, Triggers};
-use crate::handle::{ReactorHandle, Shared};
+use crate::delayed::DelayedCall;
+use crate::handle::ReactorHandle;
+use crate::interest::Readiness;
+use crate::panics;
 use crate::pool::ThreadPool;
+use crate::shared::Shared;
 use crate::signals::SignalGuard;
 use crate::slab::Slab;
-use crate::timer::{duration_nanos, Callback, DelayedCall, TimerQueue};
+use crate::source::{Handler, Sources};
+use crate::sys::{Events, Poller};
+use crate::timer_queue::{duration_nanos, Callback, TimerQueue};
+use crate::triggers::{Phase, SystemEvent, TriggerId, Triggers};
 
 /// How many events one wait may return.
 const EVENT_CAPACITY: usize = 1024;
@@ -31,157 +34,6 @@ const MAX_TIMERS_PER_TURN: usize = 4096;
 
 /// How many worker threads [`Reactor::defer_to_thread`] may run at once.
 const DEFAULT_POOL_THREADS: usize = 8;
-
-/// What a registered source wants to hear about.
-///
-/// Interests combine with `|`: `Interest::READABLE | Interest::WRITABLE`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub struct Interest {
-    readable: bool,
-    writable: bool,
-}
-
-impl Interest {
-    /// Neither readable nor writable: the source stays registered but
-    /// quiet (errors may still be reported).
-    pub const NONE: Interest = Interest {
-        readable: false,
-        writable: false,
-    };
-    /// Readiness to read (or to accept, for a listening socket).
-    pub const READABLE: Interest = Interest {
-        readable: true,
-        writable: false,
-    };
-    /// Readiness to write (or a finished connect).
-    pub const WRITABLE: Interest = Interest {
-        readable: false,
-        writable: true,
-    };
-
-    /// True if readable readiness is wanted.
-    pub fn is_readable(self) -> bool {
-        self.readable
-    }
-
-    /// True if writable readiness is wanted.
-    pub fn is_writable(self) -> bool {
-        self.writable
-    }
-
-    /// This interest with readable readiness turned on or off.
-    #[must_use]
-    pub fn with_readable(self, readable: bool) -> Interest {
-        Interest { readable, ..self }
-    }
-
-    /// This interest with writable readiness turned on or off.
-    #[must_use]
-    pub fn with_writable(self, writable: bool) -> Interest {
-        Interest { writable, ..self }
-    }
-}
-
-impl std::ops::BitOr for Interest {
-    type Output = Interest;
-    fn bitor(self, rhs: Interest) -> Interest {
-        Interest {
-            readable: self.readable || rhs.readable,
-            writable: self.writable || rhs.writable,
-        }
-    }
-}
-
-/// What the reactor reports to a [`Handler`].
-///
-/// Readiness is a hint, not a promise: a handler must treat
-/// `WouldBlock` as "nothing after all" and must tolerate being called with
-/// nothing to do. An error or hang-up on the socket is reported as both
-/// readable and writable, so the next read or write surfaces it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub struct Readiness {
-    readable: bool,
-    writable: bool,
-    woken: bool,
-}
-
-impl Readiness {
-    pub(crate) fn from_flags(readable: bool, writable: bool) -> Readiness {
-        Readiness {
-            readable,
-            writable,
-            woken: false,
-        }
-    }
-
-    /// The source may be read (or accepted from) without blocking.
-    pub const READABLE: Readiness = Readiness {
-        readable: true,
-        writable: false,
-        woken: false,
-    };
-    /// The source may be written (or its connect has finished).
-    pub const WRITABLE: Readiness = Readiness {
-        readable: false,
-        writable: true,
-        woken: false,
-    };
-    /// No I/O readiness: the handler was woken through
-    /// [`Registration::wake`] to look at its own state.
-    pub const WOKEN: Readiness = Readiness {
-        readable: false,
-        writable: false,
-        woken: true,
-    };
-
-    /// True if the source reported readable.
-    pub fn is_readable(self) -> bool {
-        self.readable
-    }
-
-    /// True if the source reported writable.
-    pub fn is_writable(self) -> bool {
-        self.writable
-    }
-
-    /// True if the handler was woken by [`Registration::wake`].
-    pub fn is_woken(self) -> bool {
-        self.woken
-    }
-}
-
-impl std::ops::BitOr for Readiness {
-    type Output = Readiness;
-    fn bitor(self, rhs: Readiness) -> Readiness {
-        Readiness {
-            readable: self.readable || rhs.readable,
-            writable: self.writable || rhs.writable,
-            woken: self.woken || rhs.woken,
-        }
-    }
-}
-
-/// Receives readiness for a registered I/O source (Twisted's
-/// `IReadDescriptor.doRead` and `IWriteDescriptor.doWrite` in one).
-///
-/// The reactor calls [`Handler::ready`] on its own thread, never
-/// re-entrantly for the same turn of the loop. The handler may use the
-/// reactor freely from inside the call: schedule timers, register or drop
-/// other sources, drop its own registration, stop the reactor.
-#[doc(alias = "IReadDescriptor")]
-#[doc(alias = "IWriteDescriptor")]
-pub trait Handler {
-    /// Called when the source is ready, or was woken.
-    fn ready(&self, reactor: &Reactor, readiness: Readiness);
-
-    /// Called once when the reactor shuts down, in the `During` phase of
-    /// [`SystemEvent::Shutdown`](crate::SystemEvent::Shutdown): a
-    /// listening port stops listening, a connection closes and tells its
-    /// protocol. The default does nothing.
-    fn shutdown(&self, reactor: &Reactor) {
-        let _ = reactor;
-    }
-}
 
 /// Errors from running or stopping a reactor.
 #[derive(Debug)]
@@ -218,26 +70,16 @@ impl std::error::Error for ReactorError {
     }
 }
 
-/// A registered source, as the reactor sees it.
-struct Source {
-    handler: Rc<dyn Handler>,
-    fd: RawFd,
-    interest: Interest,
-    /// Tells this registration from a later one that reuses the key.
-    id: u64,
-}
-
 type Continuation = Box<dyn FnOnce(&Reactor, Box<dyn Any + Send>)>;
 
 pub(crate) struct Inner {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     events: RefCell<Events>,
     ready: RefCell<Vec<(usize, Readiness)>>,
-    sources: RefCell<Slab<Source>>,
-    next_source_id: Cell<u64>,
+    pub(crate) sources: RefCell<Sources>,
     timers: RefCell<TimerQueue>,
     soon: RefCell<VecDeque<Callback>>,
-    woken: RefCell<Vec<usize>>,
+    pub(crate) woken: RefCell<Vec<usize>>,
     continuations: RefCell<Slab<Continuation>>,
     pool: ThreadPool,
     clock: Clock,
@@ -247,6 +89,7 @@ pub(crate) struct Inner {
     stopping: Cell<bool>,
     in_turn: Cell<bool>,
     turns: Cell<u64>,
+    panics: Cell<u64>,
 }
 
 impl Drop for Inner {
@@ -367,8 +210,7 @@ impl Reactor {
                 shared: Arc::new(Shared::new(poller)),
                 events: RefCell::new(Events::with_capacity(EVENT_CAPACITY)),
                 ready: RefCell::new(Vec::with_capacity(EVENT_CAPACITY)),
-                sources: RefCell::new(Slab::new()),
-                next_source_id: Cell::new(0),
+                sources: RefCell::new(Sources::new()),
                 timers: RefCell::new(TimerQueue::new()),
                 soon: RefCell::new(VecDeque::new()),
                 woken: RefCell::new(Vec::new()),
@@ -381,8 +223,13 @@ impl Reactor {
                 stopping: Cell::new(false),
                 in_turn: Cell::new(false),
                 turns: Cell::new(0),
+                panics: Cell::new(0),
             }),
         })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// A non-owning reference to this reactor.
@@ -458,15 +305,9 @@ impl Reactor {
     fn shut_down(&self) {
         let triggers = &self.inner.triggers;
         triggers.fire(self, SystemEvent::Shutdown, Phase::Before);
-        let handlers: Vec<Rc<dyn Handler>> = self
-            .inner
-            .sources
-            .borrow()
-            .iter()
-            .map(|source| source.handler.clone())
-            .collect();
+        let handlers: Vec<Rc<dyn Handler>> = self.inner.sources.borrow().handlers();
         for handler in handlers {
-            handler.shutdown(self);
+            panics::isolate(self, "a source's shutdown", || handler.shutdown(self));
         }
         triggers.fire(self, SystemEvent::Shutdown, Phase::During);
         triggers.fire(self, SystemEvent::Shutdown, Phase::After);
@@ -607,28 +448,45 @@ impl Reactor {
 
     fn dispatch(&self, key: usize, readiness: Readiness) {
         let inner = &*self.inner;
-        let (handler, fd, interest) = match inner.sources.borrow().get(key) {
-            Some(source) => (source.handler.clone(), source.fd, source.interest),
-            None => return,
-        };
-        if inner.shared.needs_rearm() && !readiness.woken {
-            // SAFETY: `fd` belongs to a live registration (it is still in
-            // the slab), and a registration removes its source from the
-            // poller and the slab before the source is closed.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            if let Err(e) = inner
-                .shared
-                .with_poller(|poller| poller.modify(fd, key, interest))
-            {
-                tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
+        let (handler, id, interest) = {
+            let sources = inner.sources.borrow();
+            let Some(source) = sources.get(key) else {
+                return;
+            };
+            if inner.shared.needs_rearm() && !readiness.is_woken() {
+                if let Err(e) = inner
+                    .shared
+                    .with_poller(|poller| poller.modify(source.fd(), key, source.interest))
+                {
+                    tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
+                }
             }
+            (
+                source.handler.clone(),
+                sources.id_of(key).unwrap_or_default(),
+                source.interest,
+            )
+        };
+        let readiness = readiness.masked(interest);
+        let handled = panics::isolate(self, "an I/O handler", || handler.ready(self, readiness));
+        // Level-triggered, an error or hang-up is reported again on every
+        // wait until the source is closed. If its handler panicked, or
+        // heard one and still wants nothing, nobody will consume it: take
+        // the source out of the poller until its interest changes.
+        let unconsumed = (readiness.is_error() || readiness.is_hangup())
+            && inner
+                .sources
+                .borrow()
+                .get(key)
+                .is_some_and(|source| source.interest.is_none());
+        if handled.is_none() || unconsumed {
+            inner.sources.borrow_mut().park(&inner.shared, key, id);
         }
-        handler.ready(self, readiness);
     }
 
     fn run_thread_calls(&self) {
         for job in self.inner.shared.take_calls() {
-            job(self);
+            panics::isolate(self, "a call from another thread", || job(self));
         }
     }
 
@@ -646,7 +504,9 @@ impl Reactor {
         for _ in 0..budget {
             let callback = self.timers_mut().pop_due(now, limit);
             match callback {
-                Some(callback) => callback(self),
+                Some(callback) => {
+                    panics::isolate(self, "a delayed call", || callback(self));
+                }
                 None => break,
             }
         }
@@ -666,7 +526,9 @@ impl Reactor {
         for _ in 0..count {
             let job = inner.soon.borrow_mut().pop_front();
             match job {
-                Some(job) => job(self),
+                Some(job) => {
+                    panics::isolate(self, "a call_soon call", || job(self));
+                }
                 None => break,
             }
         }
@@ -784,7 +646,9 @@ impl Reactor {
             let _ = handle.call_from_thread(move |reactor| {
                 let continuation = reactor.inner.continuations.borrow_mut().remove(id);
                 if let Some(continuation) = continuation {
-                    continuation(reactor, Box::new(result));
+                    panics::isolate(reactor, "a defer_to_thread continuation", || {
+                        continuation(reactor, Box::new(result));
+                    });
                 }
             });
         }));
@@ -792,62 +656,22 @@ impl Reactor {
 
     // ----- I/O sources ---------------------------------------------------
 
-    /// Registers `source` with the poller and routes its readiness to
-    /// `handler` until the returned [`Registration`] is dropped.
-    ///
-    /// The registration owns the source: dropping it removes the source
-    /// from the poller first, then closes it. The reactor holds `handler`
-    /// (strongly) while the registration lives.
-    ///
-    /// # Errors
-    /// If the poller refuses the source.
-    pub fn register<S>(
-        &self,
-        source: S,
-        interest: Interest,
-        handler: Rc<dyn Handler>,
-    ) -> io::Result<Registration<S>>
-    where
-        S: AsFd + 'static,
-    {
-        let inner = &*self.inner;
-        let fd = source.as_fd().as_raw_fd();
-        let id = inner.next_source_id.get();
-        inner.next_source_id.set(id + 1);
-        let key = inner.sources.borrow_mut().insert(Source {
-            handler,
-            fd,
-            interest,
-            id,
-        });
-        let added = inner.shared.with_poller(|poller| {
-            // SAFETY: the `Registration` returned below owns `source`
-            // (which is `'static`, so no borrow can end before it), and its
-            // `Drop` deletes the source from the poller before the source
-            // itself is dropped. If the reactor goes first, the poller is
-            // closed and forgets the source by itself.
-            unsafe { poller.add(fd, key, interest) }
-        });
-        if let Err(e) = added {
-            let source = inner.sources.borrow_mut().remove(key);
-            drop(source);
-            return Err(e);
-        }
-        Ok(Registration {
-            source,
-            key,
-            id,
-            interest: Cell::new(interest),
-            shared: inner.shared.clone(),
-            reactor: self.downgrade(),
-        })
-    }
-
     /// Turns of the loop since the reactor was created: one wait for
     /// events each. A diagnostic: an idle or backing-off reactor should
     /// not be turning.
     pub fn turn_count(&self) -> u64 {
         self.inner.turns.get()
+    }
+
+    /// Panics caught in callbacks this reactor ran (see the crate's
+    /// panic policy in [`Handler`] and [`Reactor::run`]); each was logged
+    /// at `error` level. A diagnostic for tests and operators.
+    pub fn caught_panic_count(&self) -> u64 {
+        self.inner.panics.get()
+    }
+
+    pub(crate) fn count_panic(&self) {
+        self.inner.panics.set(self.inner.panics.get() + 1);
     }
 
     /// Number of sources currently registered.
@@ -870,104 +694,5 @@ struct TurnGuard<'a>(&'a Inner);
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         self.0.in_turn.set(false);
-    }
-}
-
-/// A source registered with a reactor, owned together with its socket.
-///
-/// Dropping the registration removes the source from the poller, releases
-/// the reactor's reference to the handler, and then closes the source. This
-/// is the one place where Torsion upholds the poller's rule that a source
-/// must be removed before it is closed.
-pub struct Registration<S: AsFd> {
-    source: S,
-    key: usize,
-    id: u64,
-    interest: Cell<Interest>,
-    shared: Arc<Shared>,
-    reactor: WeakReactor,
-}
-
-impl<S: AsFd> Registration<S> {
-    /// The registered source.
-    pub fn get_ref(&self) -> &S {
-        &self.source
-    }
-
-    /// The key the reactor knows this source by.
-    pub fn key(&self) -> usize {
-        self.key
-    }
-
-    /// The current interest.
-    pub fn interest(&self) -> Interest {
-        self.interest.get()
-    }
-
-    /// Changes what the source is watched for. Does nothing (and makes no
-    /// system call) if the interest is unchanged.
-    ///
-    /// # Errors
-    /// If the poller refuses the change.
-    pub fn set_interest(&self, interest: Interest) -> io::Result<()> {
-        if interest == self.interest.get() {
-            return Ok(());
-        }
-        if let Some(reactor) = self.reactor.upgrade() {
-            if let Some(source) = reactor.inner.sources.borrow_mut().get_mut(self.key) {
-                if source.id == self.id {
-                    source.interest = interest;
-                }
-            }
-        } else {
-            return Ok(());
-        }
-        self.shared
-            .with_poller(|poller| poller.modify(self.source.as_fd(), self.key, interest))?;
-        self.interest.set(interest);
-        Ok(())
-    }
-
-    /// Asks the reactor to call this source's handler with
-    /// [`Readiness::WOKEN`] later in the current turn (or early in the next
-    /// one), outside whatever callback is running now. Transports use it to
-    /// finish work that was requested from elsewhere, such as a close.
-    pub fn wake(&self) {
-        if let Some(reactor) = self.reactor.upgrade() {
-            reactor.inner.woken.borrow_mut().push(self.key);
-        }
-    }
-}
-
-impl<S: AsFd> Drop for Registration<S> {
-    fn drop(&mut self) {
-        if let Err(e) = self
-            .shared
-            .with_poller(|poller| poller.delete(self.source.as_fd()))
-        {
-            tracing::debug!(error = %e, key = self.key, "could not remove a source from the poller");
-        }
-        if let Some(reactor) = self.reactor.upgrade() {
-            let removed = {
-                let mut sources = reactor.inner.sources.borrow_mut();
-                match sources.get(self.key) {
-                    Some(source) if source.id == self.id => sources.remove(self.key),
-                    _ => None,
-                }
-            };
-            // Drop the handler outside the borrow: dropping it may drop
-            // other registrations.
-            drop(removed);
-        }
-    }
-}
-
-impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registration")
-            .field("source", &self.source)
-            .field("key", &self.key)
-            .field("interest", &self.interest.get())
-            .finish()
     }
 }

@@ -15,7 +15,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
-use crate::reactor::{Handler, Interest, Reactor, Readiness, Registration};
+use crate::interest::{Interest, Readiness};
+use crate::reactor::Reactor;
+use crate::source::{Handler, Registration};
+use crate::sys;
 
 /// The signals that stop a reactor.
 const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
@@ -32,7 +35,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
     // is async-signal-safe, and the descriptors are valid while published
     // (they are withdrawn before being closed).
     unsafe {
-        let errno = *errno_location();
+        let errno = *sys::errno_location();
         let byte = signal as u8;
         for slot in &PIPES {
             let fd = slot.load(Ordering::Relaxed);
@@ -40,33 +43,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
                 libc::write(fd, (&byte as *const u8).cast(), 1);
             }
         }
-        *errno_location() = errno;
+        *sys::errno_location() = errno;
     }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "emscripten"))]
-unsafe fn errno_location() -> *mut libc::c_int {
-    libc::__errno_location()
-}
-
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "dragonfly"
-))]
-unsafe fn errno_location() -> *mut libc::c_int {
-    libc::__error()
-}
-
-#[cfg(any(target_os = "openbsd", target_os = "netbsd"))]
-unsafe fn errno_location() -> *mut libc::c_int {
-    libc::__errno()
-}
-
-#[cfg(any(target_os = "illumos", target_os = "solaris"))]
-unsafe fn errno_location() -> *mut libc::c_int {
-    libc::___errno()
 }
 
 /// Signal handling for one run of a reactor; undone when dropped.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
-use torsion_reactor::testing::DescriptorGuard;
+use torsion_reactor::testing::{DescriptorGuard, Watchdog};
 
 use torsion_reactor::{Handler, Interest, Phase, Reactor, Readiness, Registration, SystemEvent};
 
@@ -20,13 +20,12 @@ fn note(log: &Log, what: impl Into<String>) {
     log.borrow_mut().push(what.into());
 }
 
-fn reactor() -> Reactor {
+fn reactor() -> (Reactor, Watchdog) {
     let reactor = Reactor::new().unwrap();
     // These tests run in parallel threads of one process: leave signals
     // alone (tests/signals.rs covers them, alone in its own process).
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-    reactor
+    (reactor, Watchdog::new(Duration::from_secs(30)))
 }
 
 /// A source that notes its shutdown call.
@@ -46,7 +45,7 @@ impl Handler for Noter {
 #[test]
 fn startup_then_shutdown_in_phase_order() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log = log();
     for (phase, event, name) in [
         (Phase::After, SystemEvent::Startup, "after startup"),
@@ -100,7 +99,7 @@ fn startup_then_shutdown_in_phase_order() {
 #[test]
 fn triggers_fire_on_every_run_until_removed() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log = log();
     let l = log.clone();
     let id = reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
@@ -120,7 +119,7 @@ fn triggers_fire_on_every_run_until_removed() {
 #[test]
 fn a_trigger_removed_by_an_earlier_one_does_not_run() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log = log();
     let victim = Rc::new(RefCell::new(None));
     let v = victim.clone();
@@ -146,7 +145,7 @@ fn several_reactors_run_independently_on_their_own_threads() {
     let threads: Vec<_> = (0..4u64)
         .map(|i| {
             std::thread::spawn(move || {
-                let reactor = reactor();
+                let (reactor, _watchdog) = reactor();
                 let fired = Rc::new(RefCell::new(0u64));
                 for n in 0..100 {
                     let fired = fired.clone();
@@ -198,7 +197,7 @@ fn flooder(reactor: &Reactor, log: &Log, readable: bool) -> UnixStream {
 #[test]
 fn a_flood_of_due_timers_does_not_starve_io() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log = log();
     let peer = flooder(&reactor, &log, false);
     // The first of ten thousand calls due now makes the socket readable;
@@ -231,7 +230,7 @@ fn a_flood_of_due_timers_does_not_starve_io() {
 #[test]
 fn a_flood_of_ready_sockets_does_not_delay_due_timers() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log = log();
     let _peers: Vec<UnixStream> = (0..100).map(|_| flooder(&reactor, &log, true)).collect();
     let l = log.clone();

@@ -5,17 +5,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use torsion_reactor::testing::DescriptorGuard;
+use torsion_reactor::testing::{DescriptorGuard, Watchdog};
 
 use torsion_reactor::{
     Handler, Interest, Reactor, ReactorError, Readiness, Registration, WeakReactor,
 };
-
-/// Stops the reactor after `limit` so a broken test fails instead of
-/// hanging. It is a guard, not a way to wait for events.
-fn guard(reactor: &Reactor, limit: Duration) {
-    reactor.call_later(limit, |_| panic!("test did not finish in time"));
-}
 
 #[test]
 fn stop_when_not_running_is_an_error() {
@@ -77,7 +71,7 @@ thread_local! {
 fn call_from_thread_wakes_the_loop_and_keeps_per_thread_order() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor, Duration::from_secs(10));
+    let _watchdog = Watchdog::new(Duration::from_secs(10));
     let threads: Vec<_> = (0..2)
         .map(|thread| {
             let handle = reactor.handle();
@@ -119,7 +113,7 @@ fn call_from_thread_wakes_the_loop_and_keeps_per_thread_order() {
 fn stop_from_another_thread() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor, Duration::from_secs(10));
+    let _watchdog = Watchdog::new(Duration::from_secs(10));
     let handle = reactor.handle();
     let thread = std::thread::spawn(move || handle.stop().unwrap());
     reactor.run().unwrap();
@@ -142,7 +136,7 @@ fn call_from_thread_after_drop_is_refused() {
 fn defer_to_thread_returns_results_and_panics_to_the_loop() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor, Duration::from_secs(10));
+    let _watchdog = Watchdog::new(Duration::from_secs(10));
     let results = Rc::new(RefCell::new(Vec::new()));
     for i in 0..20u64 {
         let results = results.clone();
@@ -221,7 +215,7 @@ fn reader(reactor: &Reactor, stream: UnixStream, interest: Interest) -> Rc<Reade
 fn readiness_reaches_the_handler_until_the_registration_is_dropped() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor, Duration::from_secs(10));
+    let _watchdog = Watchdog::new(Duration::from_secs(10));
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     let reader = reader(&reactor, ours, Interest::READABLE);
     assert_eq!(reactor.source_count(), 1);
@@ -236,7 +230,7 @@ fn readiness_reaches_the_handler_until_the_registration_is_dropped() {
 fn interest_changes_and_wake() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor, Duration::from_secs(10));
+    let _watchdog = Watchdog::new(Duration::from_secs(10));
     let (ours, theirs) = UnixStream::pair().unwrap();
     let reader = reader(&reactor, ours, Interest::NONE);
     // Nothing is wanted: a turn reports nothing.

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use torsion_reactor::testing::Watchdog;
 use torsion_reactor::{Phase, Reactor, SystemEvent};
 
 fn disposition(signal: libc::c_int) -> libc::sighandler_t {
@@ -20,7 +21,7 @@ fn disposition(signal: libc::c_int) -> libc::sighandler_t {
 fn sigterm_runs_the_shutdown_sequence_and_handlers_are_restored() {
     assert_eq!(disposition(libc::SIGTERM), libc::SIG_DFL);
     let reactor = Reactor::new().unwrap();
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let log = Rc::new(RefCell::new(Vec::new()));
     for phase in [Phase::Before, Phase::After] {
         let log = log.clone();

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use torsion_reactor::testing::DescriptorGuard;
 
-use torsion_reactor::{Reactor, TimerError};
+use torsion_reactor::{DelayedCall, Reactor, TimerError};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -212,7 +212,7 @@ fn dropping_the_reactor_drops_pending_callbacks() {
     drop(reactor);
     assert_eq!(Rc::strong_count(&token), 1);
     assert!(call.cancelled());
-    assert_eq!(call.reset(secs(1)), Err(TimerError::AlreadyCancelled));
+    assert_eq!(call.reset(secs(1)), Err(TimerError::ReactorGone));
 }
 
 #[test]
@@ -332,4 +332,56 @@ fn pending_calls_lists_what_is_scheduled_earliest_first() {
     clock.advance(secs(5));
     assert!(early.called());
     assert!(reactor.pending_calls().is_empty());
+}
+
+#[test]
+fn a_call_keeps_its_outcome_past_65535_handles() {
+    let _fds = DescriptorGuard::new();
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let call = reactor.call_later(Duration::from_secs(1), |_| {});
+    clock.advance(Duration::from_secs(1));
+    let clones: Vec<DelayedCall> = (0..70_000).map(|_| call.clone()).collect();
+    drop(clones);
+    // Before: the count saturated at 65,535, reached zero early, and the
+    // slot was freed while this handle still pointed at it.
+    assert!(call.called());
+    assert_eq!(call.cancel(), Err(TimerError::AlreadyCalled));
+}
+
+#[test]
+fn a_call_whose_reactor_is_gone_says_so() {
+    let _fds = DescriptorGuard::new();
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let call = reactor.call_later(Duration::from_secs(1), |_| {});
+    drop(reactor);
+    assert_eq!(call.cancel(), Err(TimerError::ReactorGone));
+    assert_eq!(call.reset(Duration::ZERO), Err(TimerError::ReactorGone));
+    assert_eq!(call.delay(Duration::ZERO), Err(TimerError::ReactorGone));
+    assert!(call.cancelled());
+}
+
+#[test]
+fn a_looping_call_can_stop_and_restart_itself_from_inside() {
+    let _fds = DescriptorGuard::new();
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let log = times.clone();
+    let call = LoopingCall::new(&reactor, move |call| {
+        let reactor = call.reactor().unwrap();
+        log.borrow_mut().push(reactor.seconds().as_secs());
+        if log.borrow().len() == 2 {
+            // Before: start(_, true) re-entered the function and panicked
+            // on its RefCell.
+            call.stop().unwrap();
+            call.start(Duration::from_secs(10), true).unwrap();
+        }
+    });
+    call.start(Duration::from_secs(1), true).unwrap();
+    clock.advance(Duration::from_secs(1));
+    // The restarted loop's first call runs at once, after this one.
+    assert_eq!(*times.borrow(), [0, 1, 1]);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(*times.borrow(), [0, 1, 1, 11]);
+    assert_eq!(call.interval(), Some(Duration::from_secs(10)));
+    assert_eq!(reactor.caught_panic_count(), 0);
 }

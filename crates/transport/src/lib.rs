@@ -9,7 +9,7 @@
 //!   [`abort_connection`](Transport::abort_connection), and the addresses
 //!   of both ends.
 //! - [`SocketTransport`] implements it over a non-blocking stream socket
-//!   registered with a [`Reactor`]. It owns the write queue and the read
+//!   registered with a [`Reactor`](reactor::Reactor). It owns the write queue and the read
 //!   mechanics; it knows nothing about what the bytes mean. The protocol
 //!   layer drives it by calling [`SocketTransport::process`] with each
 //!   readiness event.
@@ -20,8 +20,9 @@
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
-//! This crate re-exports the reactor layer ([`reactor`] and its main
-//! types), so the layers above need only depend on this one.
+//! This crate re-exports the reactor layer as [`reactor`] (one path per
+//! item: `torsion_transport::reactor::Reactor`), so the layer above needs
+//! only depend on this one.
 //! See `docs/transport.md` in the repository for the design.
 #![deny(missing_docs)]
 #![cfg(unix)]
@@ -37,10 +38,9 @@ pub mod tcp;
 mod transport;
 pub mod unix;
 
-pub use bytes::{self, Bytes};
+pub use bytes::Bytes;
 pub use socket2;
 pub use torsion_reactor as reactor;
-pub use torsion_reactor::{DelayedCall, ManualClock, Reactor, ReactorError, ReactorHandle};
 
 pub use crate::address::Address;
 pub use crate::datagram::{

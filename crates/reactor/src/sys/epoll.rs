@@ -5,13 +5,17 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::reactor::{Interest, Readiness};
+use crate::interest::{Interest, Readiness};
 
 /// The key the wake-up eventfd is registered under.
 const NOTIFY_KEY: u64 = u64::MAX;
 
+/// Reported as readable: data, urgent data, the peer's end of stream, or a
+/// condition (error, hang-up) that the next read surfaces.
 const READ_FLAGS: u32 =
     (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
+/// Reported as writable: room to write, or a condition the next write
+/// surfaces.
 const WRITE_FLAGS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
 fn check(result: libc::c_int) -> io::Result<libc::c_int> {
@@ -25,7 +29,10 @@ fn check(result: libc::c_int) -> io::Result<libc::c_int> {
 fn flags(interest: Interest) -> u32 {
     let mut flags = 0;
     if interest.is_readable() {
-        flags |= libc::EPOLLIN as u32;
+        // The peer's end of stream is asked for with reading only: level-
+        // triggered, it stays set once the peer has closed, so a source
+        // that is not reading must not hear it.
+        flags |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
     }
     if interest.is_writable() {
         flags |= libc::EPOLLOUT as u32;
@@ -183,8 +190,13 @@ impl Events {
             .filter(|event| event.u64 != NOTIFY_KEY)
             .map(|event| {
                 let flags = event.events;
-                let readiness =
-                    Readiness::from_flags(flags & READ_FLAGS != 0, flags & WRITE_FLAGS != 0);
+                let readiness = Readiness::from_poller(
+                    flags & READ_FLAGS != 0,
+                    flags & WRITE_FLAGS != 0,
+                    flags & libc::EPOLLERR as u32 != 0,
+                    flags & libc::EPOLLHUP as u32 != 0,
+                    flags & libc::EPOLLRDHUP as u32 != 0,
+                );
                 (event.u64 as usize, readiness)
             })
     }

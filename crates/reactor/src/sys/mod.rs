@@ -8,7 +8,8 @@
 //!
 //! The interface: register a descriptor under a key with an [`Interest`];
 //! change or remove it; wait for readiness with an optional timeout; wake a
-//! waiting thread from another one.
+//! waiting thread from another one. Other platform code (the location
+//! of `errno`) lives here too.
 //!
 //! [`Interest`]: crate::Interest
 
@@ -21,3 +22,33 @@ pub(crate) use epoll::{Events, Poller};
 mod portable;
 #[cfg(not(all(target_os = "linux", not(feature = "polling-backend"))))]
 pub(crate) use portable::{Events, Poller};
+
+/// Where the calling thread's `errno` lives, so a signal handler can save
+/// and restore it.
+///
+/// # Safety
+/// The pointer is valid only on the calling thread.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "emscripten"))]
+pub(crate) unsafe fn errno_location() -> *mut libc::c_int {
+    libc::__errno_location()
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+))]
+pub(crate) unsafe fn errno_location() -> *mut libc::c_int {
+    libc::__error()
+}
+
+#[cfg(any(target_os = "openbsd", target_os = "netbsd"))]
+pub(crate) unsafe fn errno_location() -> *mut libc::c_int {
+    libc::__errno()
+}
+
+#[cfg(any(target_os = "illumos", target_os = "solaris"))]
+pub(crate) unsafe fn errno_location() -> *mut libc::c_int {
+    libc::___errno()
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use polling::{Event, PollMode};
 
-use crate::reactor::{Interest, Readiness};
+use crate::interest::{Interest, Readiness};
 
 fn event(key: usize, interest: Interest) -> Event {
     match (interest.is_readable(), interest.is_writable()) {
@@ -92,10 +92,16 @@ impl Events {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, Readiness)> + '_ {
         self.events.iter().map(|event| {
-            (
-                event.key,
-                Readiness::from_flags(event.readable, event.writable),
-            )
+            let error = event.is_err().unwrap_or(false);
+            let hangup = event.is_interrupt();
+            let readiness = Readiness::from_poller(
+                event.readable || error || hangup,
+                event.writable || error || hangup,
+                error,
+                hangup,
+                false,
+            );
+            (event.key, readiness)
         })
     }
 }

@@ -4,8 +4,9 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use crate::panics;
 use crate::reactor::Reactor;
-use crate::timer::Callback;
+use crate::timer_queue::Callback;
 
 /// The reactor's life events that triggers can attach to.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -85,7 +86,9 @@ impl Triggers {
 
     /// Runs the triggers of one phase of one event, in the order they were
     /// added. Triggers added meanwhile wait for the next time; a trigger
-    /// removed meanwhile (by an earlier one) does not run.
+    /// removed meanwhile (by an earlier one) does not run. A trigger that
+    /// panics is logged and the others still run (the crate's panic
+    /// policy).
     pub(crate) fn fire(&self, reactor: &Reactor, event: SystemEvent, phase: Phase) {
         let due: Vec<(TriggerId, TriggerFn)> = self
             .list
@@ -98,14 +101,14 @@ impl Triggers {
             let still_there = self.list.borrow().iter().any(|t| t.id == id);
             if still_there {
                 if let Ok(mut function) = function.try_borrow_mut() {
-                    (*function)(reactor);
+                    panics::isolate(reactor, "a system event trigger", || (*function)(reactor));
                 }
             }
         }
         if event == SystemEvent::Startup && phase == Phase::After {
             let calls = std::mem::take(&mut *self.when_running.borrow_mut());
             for call in calls {
-                call(reactor);
+                panics::isolate(reactor, "a call_when_running call", || call(reactor));
             }
         }
     }

@@ -18,13 +18,13 @@
 //!
 //! A pending call costs 56 bytes: a 16-byte heap entry and a 40-byte slot
 //! (plus whatever its closure captures). A slot is kept, with the call's
-//! outcome, while any [`DelayedCall`] handle to it exists, so a handle can
+//! outcome, while any `DelayedCall` handle to it exists, so a handle can
 //! always tell "already called" from "already cancelled".
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::reactor::{Reactor, WeakReactor};
+use crate::delayed::TimerError;
+use crate::reactor::Reactor;
 
 /// A timer callback. It receives the reactor it runs on.
 pub(crate) type Callback = Box<dyn FnOnce(&Reactor)>;
@@ -48,8 +48,10 @@ struct Slot {
     /// Counts the lives of this slot, so a handle never touches a later
     /// call that reuses it.
     generation: u32,
-    /// Live `DelayedCall` handles.
-    handles: u16,
+    /// Live `DelayedCall` handles. As wide as a slot allows without
+    /// growing it; counting past it is refused, never wrapped or saturated,
+    /// so a slot is never freed while a handle can still reach it.
+    handles: u32,
     state: State,
 }
 
@@ -356,7 +358,10 @@ impl TimerQueue {
     pub(crate) fn add_handle(&mut self, id: TimerId) {
         if self.slot(id).is_some() {
             let slot = &mut self.slots[id.key as usize];
-            slot.handles = slot.handles.saturating_add(1);
+            slot.handles = slot
+                .handles
+                .checked_add(1)
+                .expect("fewer than 2^32 handles to one delayed call");
         }
     }
 
@@ -367,7 +372,7 @@ impl TimerQueue {
             return;
         }
         let slot = &mut self.slots[id.key as usize];
-        slot.handles = slot.handles.saturating_sub(1);
+        slot.handles -= 1;
         if slot.handles == 0 && slot.state != State::Pending {
             self.release(id.key);
         }
@@ -429,160 +434,6 @@ impl TimerQueue {
     }
 }
 
-/// Why an operation on a [`DelayedCall`] could not be done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TimerError {
-    /// The call has already run (Twisted's `AlreadyCalled`).
-    AlreadyCalled,
-    /// The call was already cancelled (Twisted's `AlreadyCancelled`).
-    AlreadyCancelled,
-    /// The reactor the call was scheduled on has been dropped, so the call
-    /// can never run again.
-    ReactorGone,
-}
-
-impl fmt::Display for TimerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TimerError::AlreadyCalled => "the delayed call has already run",
-            TimerError::AlreadyCancelled => "the delayed call was already cancelled",
-            TimerError::ReactorGone => "the reactor of the delayed call has been dropped",
-        })
-    }
-}
-
-impl std::error::Error for TimerError {}
-
-/// A handle to a call scheduled with [`Reactor::call_later`] (Twisted's
-/// `IDelayedCall`).
-///
-/// The handle can cancel the call, move it, and tell whether it is still
-/// pending. Dropping the handle does **not** cancel the call. Clones refer
-/// to the same call.
-///
-/// Operations on a call that already ran or was cancelled return a
-/// [`TimerError`]; they never panic.
-#[doc(alias = "IDelayedCall")]
-pub struct DelayedCall {
-    pub(crate) id: TimerId,
-    pub(crate) reactor: WeakReactor,
-}
-
-impl DelayedCall {
-    fn with_queue<R>(&self, f: impl FnOnce(&mut TimerQueue) -> R) -> Option<R> {
-        let reactor = self.reactor.upgrade()?;
-        let result = f(&mut reactor.timers_mut());
-        Some(result)
-    }
-
-    /// Cancels the call so that it never runs, and drops its callback.
-    ///
-    /// # Errors
-    /// [`TimerError::AlreadyCalled`] if it already ran,
-    /// [`TimerError::AlreadyCancelled`] if it was cancelled before (or its
-    /// reactor was dropped, which cancels every call).
-    pub fn cancel(&self) -> Result<(), TimerError> {
-        let callback = self
-            .with_queue(|queue| queue.cancel(self.id))
-            .unwrap_or(Err(TimerError::AlreadyCancelled))?;
-        // Dropped here, outside the queue's borrow.
-        drop(callback);
-        Ok(())
-    }
-
-    /// Reschedules the call to run `delay` from now (Twisted's `reset`).
-    ///
-    /// # Errors
-    /// [`TimerError::AlreadyCalled`] or [`TimerError::AlreadyCancelled`] if
-    /// the call is no longer pending.
-    pub fn reset(&self, delay: Duration) -> Result<(), TimerError> {
-        let reactor = self.reactor.upgrade().ok_or(TimerError::AlreadyCancelled)?;
-        let when = reactor.now_nanos().saturating_add(duration_nanos(delay));
-        let result = reactor.timers_mut().reschedule(self.id, |_| when);
-        result
-    }
-
-    /// Postpones the call by `by` from the time it is currently due
-    /// (Twisted's `delay`).
-    ///
-    /// # Errors
-    /// As for [`DelayedCall::reset`].
-    pub fn delay(&self, by: Duration) -> Result<(), TimerError> {
-        let by = duration_nanos(by);
-        self.with_queue(|queue| queue.reschedule(self.id, |when| when.saturating_add(by)))
-            .unwrap_or(Err(TimerError::AlreadyCancelled))
-    }
-
-    fn state(&self) -> (bool, bool, u64) {
-        self.with_queue(|queue| queue.state_of(self.id))
-            .unwrap_or((false, false, 0))
-    }
-
-    /// True while the call has neither run nor been cancelled.
-    pub fn active(&self) -> bool {
-        self.state().0
-    }
-
-    /// True once the call has run.
-    pub fn called(&self) -> bool {
-        self.state().1
-    }
-
-    /// True once the call has been cancelled (or its reactor dropped).
-    pub fn cancelled(&self) -> bool {
-        let (pending, called, _) = self.state();
-        !pending && !called
-    }
-
-    /// The reactor time (see [`Reactor::seconds`]) at which the call is, or
-    /// was, due (Twisted's `getTime`). Zero once the reactor is dropped.
-    #[doc(alias = "getTime")]
-    pub fn time(&self) -> Duration {
-        Duration::from_nanos(self.state().2)
-    }
-}
-
-impl Clone for DelayedCall {
-    fn clone(&self) -> Self {
-        self.with_queue(|queue| queue.add_handle(self.id));
-        DelayedCall {
-            id: self.id,
-            reactor: self.reactor.clone(),
-        }
-    }
-}
-
-impl Drop for DelayedCall {
-    fn drop(&mut self) {
-        if let Some(reactor) = self.reactor.upgrade() {
-            // A handle dropped while the queue is borrowed (by code running
-            // inside a queue operation) keeps its slot: a few bytes, never
-            // a wrong answer.
-            if let Ok(mut queue) = reactor.try_timers_mut() {
-                queue.drop_handle(self.id);
-            }
-        }
-    }
-}
-
-impl fmt::Debug for DelayedCall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (pending, called, _) = self.state();
-        let state = if pending {
-            "pending"
-        } else if called {
-            "called"
-        } else {
-            "cancelled"
-        };
-        f.debug_struct("DelayedCall")
-            .field("time", &self.time())
-            .field("state", &state)
-            .finish()
-    }
-}
-
 /// Converts a duration to nanoseconds, saturating at `u64::MAX` (about 584
 /// years).
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
@@ -620,13 +471,8 @@ mod tests {
     fn random_operations_keep_the_heap_consistent() {
         let mut queue = TimerQueue::new();
         let mut ids = Vec::new();
-        let mut x: u64 = 12345;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::XorShift::new(12345);
+        let mut rand = move || rng.next_u64();
         // Each step checks the whole heap: quadratic, so short under Miri.
         let steps = if cfg!(miri) { 300 } else { 20_000 };
         for _ in 0..steps {

@@ -1,0 +1,354 @@
+//! I/O sources: the [`Handler`] a source's readiness goes to, the
+//! reactor's table of registered sources, and the [`Registration`] that
+//! owns a source together with its place in the poller.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::interest::{Interest, Readiness};
+use crate::reactor::{Reactor, WeakReactor};
+use crate::shared::Shared;
+use crate::slab::Slab;
+
+/// Receives readiness for a registered I/O source (Twisted's
+/// `IReadDescriptor.doRead` and `IWriteDescriptor.doWrite` in one).
+///
+/// The reactor calls [`Handler::ready`] on its own thread, never
+/// re-entrantly for the same turn of the loop. The handler may use the
+/// reactor freely from inside the call: schedule timers, register or drop
+/// other sources, drop its own registration, stop the reactor.
+///
+/// Sources are watched level-triggered: whatever the handler leaves
+/// unconsumed (unread data, a pending error) is reported again on the next
+/// turn. A handler must therefore consume what it is told about or lower
+/// its interest. Errors and hang-ups reported while the interest is
+/// [`Interest::NONE`] are the exception the reactor handles itself: it
+/// stops watching the source until the interest changes.
+///
+/// A panic in a handler is caught, logged and counted (see
+/// [`Reactor::caught_panic_count`]); the reactor then stops watching that
+/// source (as for [`Interest::NONE`] after an error) and carries on.
+#[doc(alias = "IReadDescriptor")]
+#[doc(alias = "IWriteDescriptor")]
+pub trait Handler {
+    /// Called when the source is ready, or was woken.
+    fn ready(&self, reactor: &Reactor, readiness: Readiness);
+
+    /// Called once when the reactor shuts down, in the `During` phase of
+    /// [`SystemEvent::Shutdown`](crate::SystemEvent::Shutdown): a
+    /// listening port stops listening, a connection closes and tells its
+    /// protocol. The default does nothing.
+    fn shutdown(&self, reactor: &Reactor) {
+        let _ = reactor;
+    }
+}
+
+/// A registered source, as the reactor sees it.
+pub(crate) struct Source {
+    pub(crate) handler: Rc<dyn Handler>,
+    /// The source's descriptor.
+    ///
+    /// Invariant: open for as long as this entry is in the table. The
+    /// [`Registration`] that owns the descriptor removes the entry (and
+    /// the descriptor from the poller) before it closes the descriptor, so
+    /// code holding the table may borrow it.
+    fd: RawFd,
+    /// What the poller watches for, as last accepted by the poller.
+    pub(crate) interest: Interest,
+    /// True while the descriptor is out of the poller: after an error or
+    /// hang-up with nothing wanted, or after its handler panicked. A
+    /// change of interest puts it back.
+    parked: bool,
+    /// Tells this registration from a later one that reuses the key.
+    id: u64,
+}
+
+impl Source {
+    /// The source's descriptor, borrowed for as long as the table entry.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: see the invariant on `fd`: the descriptor is open while
+        // this entry exists, and the borrow cannot outlive the entry.
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+}
+
+/// The reactor's table of registered sources.
+pub(crate) struct Sources {
+    slab: Slab<Source>,
+    next_id: u64,
+}
+
+impl Sources {
+    pub(crate) fn new() -> Sources {
+        Sources {
+            slab: Slab::new(),
+            next_id: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(crate) fn get(&self, key: usize) -> Option<&Source> {
+        self.slab.get(key)
+    }
+
+    /// The entry under `key` if it still belongs to registration `id`.
+    fn get_mut(&mut self, key: usize, id: u64) -> Option<&mut Source> {
+        self.slab.get_mut(key).filter(|source| source.id == id)
+    }
+
+    pub(crate) fn id_of(&self, key: usize) -> Option<u64> {
+        self.slab.get(key).map(|source| source.id)
+    }
+
+    pub(crate) fn handlers(&self) -> Vec<Rc<dyn Handler>> {
+        self.slab
+            .iter()
+            .map(|source| source.handler.clone())
+            .collect()
+    }
+
+    /// Takes every entry out (the reactor is going away).
+    pub(crate) fn drain(&mut self) -> Vec<Source> {
+        self.slab.drain()
+    }
+
+    /// Takes registration `key`/`id` out of the poller, if it is still
+    /// there, until its interest changes. Returns true if it did.
+    pub(crate) fn park(&mut self, shared: &Shared, key: usize, id: u64) -> bool {
+        let Some(source) = self.get_mut(key, id) else {
+            return false;
+        };
+        if source.parked {
+            return false;
+        }
+        if let Err(e) = shared.with_poller(|poller| poller.delete(source.fd())) {
+            tracing::debug!(error = %e, key, "could not take a source out of the poller");
+        }
+        source.parked = true;
+        true
+    }
+}
+
+impl Reactor {
+    /// Registers `source` with the poller and routes its readiness to
+    /// `handler` until the returned [`Registration`] is dropped.
+    ///
+    /// The registration owns the source: dropping it removes the source
+    /// from the poller first, then closes it. The reactor holds `handler`
+    /// (strongly) while the registration lives.
+    ///
+    /// # Errors
+    /// If the poller refuses the source.
+    pub fn register<S>(
+        &self,
+        source: S,
+        interest: Interest,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<Registration<S>>
+    where
+        S: AsFd + 'static,
+    {
+        let inner = self.inner();
+        let fd = source.as_fd().as_raw_fd();
+        let (key, id) = {
+            let mut sources = inner.sources.borrow_mut();
+            let id = sources.next_id;
+            sources.next_id += 1;
+            let key = sources.slab.insert(Source {
+                handler,
+                fd,
+                interest,
+                parked: false,
+                id,
+            });
+            (key, id)
+        };
+        let added = inner.shared.with_poller(|poller| {
+            // SAFETY: the `Registration` returned below owns `source`
+            // (which is `'static`, so no borrow can end before it), and its
+            // `Drop` deletes the source from the poller before the source
+            // itself is dropped. If the reactor goes first, the poller is
+            // closed and forgets the source by itself.
+            unsafe { poller.add(fd, key, interest) }
+        });
+        if let Err(e) = added {
+            let source = inner.sources.borrow_mut().slab.remove(key);
+            drop(source);
+            return Err(e);
+        }
+        Ok(Registration {
+            source,
+            key,
+            id,
+            interest: Cell::new(interest),
+            shared: inner.shared.clone(),
+            reactor: self.downgrade(),
+        })
+    }
+}
+
+/// A source registered with a reactor, owned together with its
+/// descriptor.
+///
+/// Dropping the registration removes the source from the poller, releases
+/// the reactor's reference to the handler, and then closes the source. This
+/// is the one place where Torsion upholds the poller's rule that a source
+/// must be removed before it is closed.
+pub struct Registration<S: AsFd> {
+    /// Owned here, so it outlives its entry in the reactor's table and
+    /// in the poller (see the invariant on `Source::fd`).
+    source: S,
+    key: usize,
+    id: u64,
+    interest: Cell<Interest>,
+    shared: Arc<Shared>,
+    reactor: WeakReactor,
+}
+
+impl<S: AsFd> Registration<S> {
+    /// The registered source.
+    pub fn get_ref(&self) -> &S {
+        &self.source
+    }
+
+    /// The key the reactor knows this source by.
+    pub fn key(&self) -> usize {
+        self.key
+    }
+
+    /// The current interest.
+    pub fn interest(&self) -> Interest {
+        self.interest.get()
+    }
+
+    /// Changes what the source is watched for. Does nothing (and makes no
+    /// system call) if the interest is unchanged. A source the reactor
+    /// stopped watching (see [`Handler`]) is watched again.
+    ///
+    /// # Errors
+    /// If the poller refuses the change; the interest then stays as it
+    /// was.
+    pub fn set_interest(&self, interest: Interest) -> io::Result<()> {
+        if interest == self.interest.get() {
+            return Ok(());
+        }
+        let Some(reactor) = self.reactor.upgrade() else {
+            return Ok(());
+        };
+        let mut sources = reactor.inner().sources.borrow_mut();
+        let Some(source) = sources.get_mut(self.key, self.id) else {
+            return Ok(());
+        };
+        let fd = self.source.as_fd();
+        if source.parked {
+            if !interest.is_none() {
+                // SAFETY: as in `Reactor::register`: this registration owns
+                // the descriptor and deletes it from the poller before
+                // closing it.
+                self.shared.with_poller(|poller| unsafe {
+                    poller.add(fd.as_raw_fd(), self.key, interest)
+                })?;
+                source.parked = false;
+            }
+        } else {
+            self.shared
+                .with_poller(|poller| poller.modify(fd, self.key, interest))?;
+        }
+        // Only what the poller accepted is recorded.
+        source.interest = interest;
+        self.interest.set(interest);
+        Ok(())
+    }
+
+    /// Asks the reactor to call this source's handler with
+    /// [`Readiness::WOKEN`] later in the current turn (or early in the next
+    /// one), outside whatever callback is running now. Transports use it to
+    /// finish work that was requested from elsewhere, such as a close.
+    pub fn wake(&self) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            reactor.inner().woken.borrow_mut().push(self.key);
+        }
+    }
+}
+
+impl<S: AsFd> Drop for Registration<S> {
+    fn drop(&mut self) {
+        let removed = self.reactor.upgrade().and_then(|reactor| {
+            let mut sources = reactor.inner().sources.borrow_mut();
+            sources.get_mut(self.key, self.id)?;
+            sources.slab.remove(self.key)
+        });
+        let in_poller = removed.as_ref().is_none_or(|source| !source.parked);
+        if in_poller {
+            if let Err(e) = self
+                .shared
+                .with_poller(|poller| poller.delete(self.source.as_fd()))
+            {
+                tracing::debug!(error = %e, key = self.key, "could not remove a source from the poller");
+            }
+        }
+        // Drop the handler outside the borrow: dropping it may drop other
+        // registrations. The source itself closes after this, when the
+        // fields drop.
+        drop(removed);
+    }
+}
+
+impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .field("interest", &self.interest.get())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    struct Quiet;
+
+    impl Handler for Quiet {
+        fn ready(&self, _reactor: &Reactor, _readiness: Readiness) {}
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot run epoll_ctl on sockets")]
+    fn a_refused_interest_change_leaves_table_and_registration_agreeing() {
+        let reactor = Reactor::new().unwrap();
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let registration = reactor
+            .register(ours, Interest::READABLE, Rc::new(Quiet))
+            .unwrap();
+        // Take the descriptor out of the poller behind the registration's
+        // back, so the poller refuses the next change.
+        reactor
+            .inner()
+            .shared
+            .with_poller(|poller| poller.delete(registration.get_ref().as_fd()))
+            .unwrap();
+        assert!(registration.set_interest(Interest::WRITABLE).is_err());
+        assert_eq!(registration.interest(), Interest::READABLE);
+        let table = reactor
+            .inner()
+            .sources
+            .borrow()
+            .get(registration.key())
+            .unwrap()
+            .interest;
+        // Before: the table said WRITABLE while the poller and the
+        // registration said READABLE.
+        assert_eq!(table, Interest::READABLE);
+    }
+}
