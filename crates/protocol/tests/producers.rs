@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::{DescriptorGuard, Watchdog};
 use torsion_protocol::{
     Address, CloseReason, Factory, ListenOptions, Producer, Protocol, Reactor, ReactorTcp,
     TransportRef,
@@ -19,11 +19,13 @@ use torsion_protocol::{
 
 type Log = Rc<RefCell<Vec<String>>>;
 
-fn reactor() -> Reactor {
+/// A reactor for one test, and a watchdog that ends the process if the
+/// test hangs.
+fn reactor() -> (Reactor, Watchdog) {
+    let watchdog = Watchdog::new(Duration::from_secs(30));
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-    reactor
+    (reactor, watchdog)
 }
 
 /// A factory that builds protocols from a closure.
@@ -177,7 +179,7 @@ impl Protocol for Sender {
 /// that the connection (only) was lost and the server served another.
 fn producer_panic(panics: Panics) -> Vec<String> {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log: Log = Rc::default();
     let count = Rc::new(Cell::new(0));
     let (l, c) = (log.clone(), count.clone());
@@ -306,7 +308,7 @@ impl Protocol for LoseEarly {
 #[test]
 fn lose_connection_waits_for_a_pull_producer_to_unregister() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || LoseEarly {
@@ -381,7 +383,7 @@ impl Protocol for LoseThenFinish {
 #[test]
 fn lose_connection_waits_for_a_streaming_producer_to_unregister() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || LoseThenFinish {
@@ -462,7 +464,7 @@ impl Protocol for Ended {
 
 fn close_path(ending: Ending) -> Vec<String> {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || Ended {
@@ -605,7 +607,7 @@ impl Protocol for TrickleServer {
 fn a_pull_producer_whose_writes_go_out_whole_is_asked_again() {
     for at in [Where::ConnectionMade, Where::DataReceived, Where::Timer] {
         let _fds = DescriptorGuard::new();
-        let reactor = reactor();
+        let (reactor, _watchdog) = reactor();
         let asked = Rc::new(Cell::new(0));
         let a = asked.clone();
         let pieces = 100_000;
@@ -682,7 +684,7 @@ impl Protocol for BurstServer {
 #[test]
 fn a_pull_producer_with_output_queued_is_not_polled_while_the_peer_reads_nothing() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (reactor, _watchdog) = reactor();
     let turns = Rc::new(Cell::new(u64::MAX));
     let (go, wait) = mpsc::channel();
     let go = RefCell::new(Some(go));
