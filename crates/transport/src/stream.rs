@@ -366,6 +366,9 @@ impl SocketTransport {
             Phase::Connecting => return self.finish_connect(readiness),
             _ => {}
         }
+        if readiness.is_error() && self.take_error() {
+            return self.finish();
+        }
         if readiness.is_writable() {
             self.flush();
         }
@@ -374,6 +377,23 @@ impl SocketTransport {
         }
         self.ask_pull_producer();
         self.finish()
+    }
+
+    /// The socket reported an error condition: reads its pending error
+    /// (`SO_ERROR`) and fails the connection with it, whether or not
+    /// anything would have read or written, so a reset on a connection
+    /// that is paused and has nothing queued still ends it at once.
+    /// Returns true if it failed the connection. (A read or write may have
+    /// consumed the error already; the readiness that goes with it then
+    /// surfaces what is left.)
+    fn take_error(&self) -> bool {
+        let error = match self.with_socket(Socket::take_error) {
+            Ok(Some(error)) => error,
+            Ok(None) => return false,
+            Err(error) => error,
+        };
+        self.fail(error);
+        true
     }
 
     /// Tells the transport whether its protocol handles half-closes

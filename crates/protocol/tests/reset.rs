@@ -1,0 +1,111 @@
+//! A reset reaches the protocol at once, even while it reads nothing and
+//! has nothing queued, and the loop stays quiet meanwhile (issue 11, §1).
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use torsion_protocol::testing::{DescriptorGuard, Watchdog};
+use torsion_protocol::{
+    Address, CloseReason, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
+};
+
+/// Pauses reading as soon as it connects and never writes; records how
+/// the connection ended.
+struct Quiet {
+    lost: Rc<RefCell<Option<String>>>,
+}
+
+impl Protocol for Quiet {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        transport.pause_reading();
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {
+        unreachable!("reading is paused");
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let kind = reason.error().map(io::Error::kind);
+        *self.lost.borrow_mut() = Some(format!("{kind:?}: {reason}"));
+    }
+}
+
+struct Build(Rc<RefCell<Option<String>>>);
+
+impl Factory for Build {
+    type Protocol = Quiet;
+    fn build_protocol(&self, _peer: &Address) -> Option<Quiet> {
+        Some(Quiet {
+            lost: self.0.clone(),
+        })
+    }
+}
+
+/// Closes `stream` with a reset (`SO_LINGER` 0) instead of a FIN.
+fn reset(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid `struct linger` of the size passed, and
+    // the descriptor is the open socket `stream` owns.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "{}", io::Error::last_os_error());
+    drop(stream);
+}
+
+#[test]
+fn a_reset_on_a_paused_idle_connection_is_reported_at_once_and_the_loop_stays_quiet() {
+    let _fds = DescriptorGuard::new();
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
+    let reactor = Reactor::new().unwrap();
+    reactor.set_signal_handling(false);
+    let lost = Rc::new(RefCell::new(None));
+    let port = reactor
+        .listen_tcp_with(
+            0,
+            Build(lost.clone()),
+            ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
+        )
+        .unwrap();
+    let addr = port.get_host().socket_addr().unwrap();
+    let turns = Arc::new(AtomicU64::new(u64::MAX));
+    let handle = reactor.handle();
+    let t = turns.clone();
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(b"a few bytes").unwrap();
+        reset(stream);
+        // Reset sent: count the server's loop turns for 100 ms, then stop.
+        handle
+            .call_from_thread(move |reactor| {
+                let start = reactor.turn_count();
+                reactor.call_later(Duration::from_millis(100), move |reactor| {
+                    t.store(reactor.turn_count() - start, Ordering::Relaxed);
+                    reactor.stop().unwrap();
+                });
+            })
+            .unwrap();
+    });
+    reactor.run().unwrap();
+    client.join().unwrap();
+    let lost = lost.borrow().clone().expect("connection_lost was heard");
+    assert!(
+        lost.starts_with("Some(ConnectionReset): connection was lost: "),
+        "the protocol must hear the reset as its reason, not: {lost}"
+    );
+    let turns = turns.load(Ordering::Relaxed);
+    assert!(turns <= 5, "{turns} loop turns in 100 ms");
+}
