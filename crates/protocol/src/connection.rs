@@ -7,9 +7,10 @@ use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
+use torsion_transport::driver::{Progress, SocketTransport};
 use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::{Handler, Readiness};
-use torsion_transport::{CloseReason, Progress, SocketTransport, Transport, TransportRef};
+use torsion_transport::{CloseReason, Transport, TransportRef};
 
 use crate::protocol::Protocol;
 

@@ -10,12 +10,11 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use torsion_transport::driver::{Progress, SocketTransport};
 use torsion_transport::reactor::{DelayedCall, Reactor};
 use torsion_transport::reactor::{Handler, Readiness, WeakReactor};
 use torsion_transport::socket2::SockAddr;
-use torsion_transport::{
-    net, tcp, Address, CloseReason, ConnectError, Progress, SocketTransport, Transport,
-};
+use torsion_transport::{net, tcp, Address, CloseReason, ConnectError, Transport};
 
 use crate::connection::{guarded, Driver};
 use crate::factory::ClientFactory;
@@ -437,7 +436,6 @@ impl<F: ClientFactory> Handler for ClientConnection<F> {
             Progress::Connected => self.connector.connected(self),
             Progress::ConnectFailed(error) => self.connector.attempt_failed(reactor, error),
             Progress::Closed(reason) => self.closed(&reason),
-            _ => {}
         }
     }
 

@@ -9,11 +9,12 @@ use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use torsion_transport::driver::SocketTransport;
 use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::{Handler, Interest, Readiness, Registration};
 use torsion_transport::socket2::Socket;
 use torsion_transport::unix::{self, SocketFile};
-use torsion_transport::{net, tcp, Address, SocketTransport};
+use torsion_transport::{net, tcp, Address};
 
 use crate::connection::{panic_message, Driver, ServerConnection};
 use crate::factory::Factory;

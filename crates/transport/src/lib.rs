@@ -8,11 +8,16 @@
 //!   [`lose_connection`](Transport::lose_connection), immediate
 //!   [`abort_connection`](Transport::abort_connection), and the addresses
 //!   of both ends.
-//! - [`SocketTransport`] implements it over a non-blocking stream socket
-//!   registered with a [`Reactor`](reactor::Reactor). It owns the write queue and the read
-//!   mechanics; it knows nothing about what the bytes mean. The protocol
-//!   layer drives it by calling [`SocketTransport::process`] with each
-//!   readiness event.
+//! - [`driver::StreamTransport`] implements it for every stream
+//!   transport (Twisted's `abstract.py`): the write queue, flow control
+//!   and producers, the connection's phases; it knows nothing about what
+//!   the bytes mean. It is generic over the [`driver::Pipe`] that carries
+//!   the bytes; [`driver::SocketTransport`] is one over a non-blocking
+//!   stream socket registered with a [`Reactor`](reactor::Reactor)
+//!   (Twisted's `tcp.py`). The [`driver`] module is the extension surface
+//!   for the layer above, which drives a transport by calling
+//!   [`process`](driver::StreamTransport::process) with each readiness
+//!   event, and for new kinds of transport.
 //! - [`net`] holds the socket mechanics shared by TCP and Unix sockets
 //!   (accepting, connecting without blocking), [`tcp`] and [`unix`] what
 //!   is specific to each (listening, resolving names, socket files); all
@@ -29,9 +34,11 @@
 
 mod address;
 mod datagram;
+pub mod driver;
 pub mod net;
 mod queue;
 mod reason;
+mod socket;
 mod stream;
 mod sys;
 pub mod tcp;
@@ -47,10 +54,7 @@ pub use crate::datagram::{
     DatagramEvent, DatagramTransport, DatagramTransportRef, DEFAULT_MAX_DATAGRAM,
 };
 pub use crate::reason::{CloseReason, ConnectError};
-pub use crate::stream::{
-    HalfCloseEvents, Progress, SocketTransport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
-    READ_BUFFER_SIZE,
-};
+pub use crate::stream::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, READ_BUFFER_SIZE};
 pub use crate::transport::{
     Keepalive, PeerCredentials, Producer, ReadThrottle, Transport, TransportRef,
 };

@@ -1,8 +1,11 @@
-//! The platform-specific corners of socket setup, in one place.
+//! The platform-specific corners of sockets, in one place: socket setup
+//! (here) and peer credentials ([`credentials`]).
 //!
 //! Where the platform can create and accept sockets already non-blocking
 //! and close-on-exec, and suppress `SIGPIPE` per call, one system call does
 //! what otherwise takes three.
+
+mod credentials;
 
 use std::io;
 
@@ -83,4 +86,5 @@ mod imp {
     }
 }
 
+pub(crate) use credentials::peer_credentials;
 pub(crate) use imp::{accept, datagram_socket, stream_socket, SEND_FLAGS};

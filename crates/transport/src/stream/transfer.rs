@@ -1,0 +1,203 @@
+//! The write and read paths: writes go to the pipe at once when nothing is
+//! queued, the rest is queued and flushed with vectored writes; reads go
+//! into one buffer per thread, lent to the caller.
+
+use std::cell::Cell;
+use std::io::{self, IoSlice};
+
+use bytes::{Bytes, BytesMut};
+
+use super::pipe::Pipe;
+use super::state::{Flag, Phase, WriteShutdown};
+use super::{StreamTransport, READ_BUFFER_SIZE};
+
+/// Reads per readiness event before yielding to other sources. Level
+/// triggering reports what is left on the next turn.
+const MAX_READS_PER_EVENT: usize = 8;
+
+/// Slices per vectored write (well under every platform's `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
+
+thread_local! {
+    static READ_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
+
+/// Lends the thread's read buffer to `f`. A nested call (which the reactor
+/// never makes) gets a fresh buffer instead of panicking.
+fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buf = READ_BUFFER
+        .take()
+        .unwrap_or_else(|| vec![0; READ_BUFFER_SIZE].into_boxed_slice());
+    let result = f(&mut buf);
+    READ_BUFFER.set(Some(buf));
+    result
+}
+
+impl<P: Pipe> StreamTransport<P> {
+    /// Runs `f` on the pipe; `NotConnected` once it is closed.
+    pub(super) fn with_pipe<R>(&self, f: impl FnOnce(&P) -> io::Result<R>) -> io::Result<R> {
+        match &*self.pipe.borrow() {
+            Some(pipe) => f(pipe),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    /// Sends what the pipe takes now; `WouldBlock` counts as zero.
+    fn send(&self, data: &[u8]) -> io::Result<usize> {
+        self.send_with(|pipe| pipe.send(data))
+    }
+
+    /// Sends the slices in one call, as [`Self::send`].
+    fn send_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_with(|pipe| pipe.send_vectored(slices))
+    }
+
+    fn send_with(&self, send: impl Fn(&P) -> io::Result<usize>) -> io::Result<usize> {
+        loop {
+            match self.with_pipe(&send) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(super) fn accepts_writes(&self) -> bool {
+        !self.flags.has(Flag::WritesClosed)
+            && matches!(self.phase.get(), Phase::Open | Phase::Draining)
+    }
+
+    /// Writes `data` now if nothing is queued, and queues the rest through
+    /// `queue_rest` (which copies or slices as the caller can).
+    pub(super) fn write_with(&self, data: &[u8], queue_rest: impl FnOnce(usize) -> Bytes) {
+        if data.is_empty() || !self.accepts_writes() {
+            return;
+        }
+        if !self.queue.borrow().is_empty() {
+            self.queue.borrow_mut().push(queue_rest(0));
+            self.queue_grew();
+            return;
+        }
+        match self.send(data) {
+            Ok(sent) if sent == data.len() => self.wrote(),
+            Ok(sent) => {
+                self.queue.borrow_mut().push(queue_rest(sent));
+                self.update_interest();
+                self.queue_grew();
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Writes several buffers as one: in one vectored call if nothing is
+    /// queued, and the rest queued as one chunk.
+    pub(super) fn write_gathered(&self, data: &[&[u8]]) {
+        let total: usize = data.iter().map(|part| part.len()).sum();
+        if total == 0 || !self.accepts_writes() {
+            return;
+        }
+        let mut sent = 0;
+        if self.queue.borrow().is_empty() {
+            let slices: Vec<IoSlice<'_>> = data
+                .iter()
+                .filter(|part| !part.is_empty())
+                .take(MAX_IOVECS)
+                .map(|part| IoSlice::new(part))
+                .collect();
+            match self.send_vectored(&slices) {
+                Ok(n) if n == total => return self.wrote(),
+                Ok(n) => sent = n,
+                Err(e) => return self.fail(e),
+            }
+        }
+        // Queue the rest as one chunk.
+        let mut rest = BytesMut::with_capacity(total - sent);
+        let mut skip = sent;
+        for part in data {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            rest.extend_from_slice(&part[skip..]);
+            skip = 0;
+        }
+        self.queue.borrow_mut().push(rest.freeze());
+        self.update_interest();
+        self.queue_grew();
+    }
+
+    /// Hands the pipe what it takes of the queue, then shuts the write
+    /// side down if that was asked for and the queue is empty.
+    pub(super) fn flush(&self) {
+        loop {
+            let result = {
+                let queue = self.queue.borrow();
+                if queue.is_empty() {
+                    break;
+                }
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let (count, bytes) = queue.fill(&mut slices);
+                self.send_vectored(&slices[..count])
+                    .map(|sent| (sent, bytes))
+            };
+            match result {
+                Ok((sent, bytes)) => {
+                    self.queue.borrow_mut().advance(sent);
+                    if sent < bytes {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+        if self.queue.borrow().is_empty() && self.write_shutdown.get() == WriteShutdown::Requested {
+            self.shutdown_write();
+        }
+        self.update_interest();
+        self.queue_shrank();
+    }
+
+    /// Reads what is available, handing each chunk to `on_data`, until
+    /// the pipe is drained for now, reading stops, or the per-event bound
+    /// is reached.
+    pub(super) fn read(&self, on_data: &mut dyn FnMut(&[u8])) {
+        with_read_buffer(|buf| {
+            for _ in 0..MAX_READS_PER_EVENT {
+                if !self.reads() {
+                    return;
+                }
+                let n = match self.with_pipe(|pipe| pipe.recv(buf)) {
+                    Ok(0) => {
+                        self.peer_closed();
+                        return;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                };
+                on_data(&buf[..n]);
+                if n < buf.len() {
+                    // Drained for now; level triggering tells us if more
+                    // arrives.
+                    return;
+                }
+            }
+        });
+    }
+
+    /// True if the transport reads in its present state.
+    pub(super) fn reads(&self) -> bool {
+        self.phase.get() == Phase::Open
+            && !self.flags.has(Flag::ReadingPaused)
+            && !self.flags.has(Flag::Throttled)
+            && !self.flags.has(Flag::ReadClosed)
+    }
+}
