@@ -54,6 +54,10 @@ pub(crate) struct ConnectorInner<F: ClientFactory> {
     /// Identifies the current attempt, so late results of an abandoned one
     /// (a slow name lookup, a timer) are ignored.
     attempt: Cell<u64>,
+    /// True between the factory's `start_factory` and `stop_factory`: from
+    /// an attempt's start until it fails or its connection is lost without
+    /// a new attempt begun (Twisted's `factoryStarted`).
+    factory_started: Cell<bool>,
 }
 
 impl<F: ClientFactory> ConnectorInner<F> {
@@ -71,6 +75,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
             reactor: reactor.downgrade(),
             state: RefCell::new(State::Disconnected),
             attempt: Cell::new(0),
+            factory_started: Cell::new(false),
         });
         inner.connect();
         Connector { inner }
@@ -111,7 +116,9 @@ impl<F: ClientFactory> ConnectorInner<F> {
             remaining: VecDeque::new(),
             last_error: None,
         };
-        self.factory.do_start();
+        if !self.factory_started.replace(true) {
+            guarded("start_factory", || self.factory.start_factory());
+        }
         let connector = self.handle();
         guarded("started_connecting", || {
             self.factory.started_connecting(&connector)
@@ -259,7 +266,17 @@ impl<F: ClientFactory> ConnectorInner<F> {
         guarded("client_connection_lost", || {
             self.factory.client_connection_lost(&connector, reason)
         });
-        self.factory.do_stop();
+        self.stop_factory_unless_reconnecting();
+    }
+
+    /// After an attempt or connection ended and the factory heard of it:
+    /// stops the factory, unless the factory began a new attempt from its
+    /// callback.
+    fn stop_factory_unless_reconnecting(&self) {
+        let idle = matches!(*self.state.borrow(), State::Disconnected);
+        if idle && self.factory_started.replace(false) {
+            guarded("stop_factory", || self.factory.stop_factory());
+        }
     }
 
     fn timed_out(&self, _reactor: &Reactor, attempt: u64) {
@@ -289,7 +306,7 @@ impl<F: ClientFactory> ConnectorInner<F> {
         guarded("client_connection_failed", || {
             self.factory.client_connection_failed(&connector, &error)
         });
-        self.factory.do_stop();
+        self.stop_factory_unless_reconnecting();
     }
 }
 

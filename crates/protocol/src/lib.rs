@@ -73,7 +73,7 @@ pub use torsion_transport::{
 
 pub use crate::connector::{Connector, ConnectorState, Destination};
 pub use crate::datagram::DatagramProtocol;
-pub use crate::factory::{ClientFactory, Factory};
+pub use crate::factory::{ClientFactory, Factory, SharedFactory};
 pub use crate::port::ListeningPort;
 pub use crate::protocol::Protocol;
 pub use crate::reconnecting::ReconnectingClientFactory;

@@ -14,7 +14,7 @@ use torsion_transport::socket2::Socket;
 use torsion_transport::unix::{self, SocketFile};
 use torsion_transport::{net, tcp, Address, Reactor, SocketTransport};
 
-use crate::connection::{panic_message, Driver, ServerConnection};
+use crate::connection::{guarded, panic_message, Driver, ServerConnection};
 use crate::factory::Factory;
 use crate::{ListenOptions, UnixListenOptions};
 
@@ -135,7 +135,7 @@ impl<F: Factory> Port<F> {
         });
         let registration = reactor.register(socket, Interest::READABLE, port.clone())?;
         *port.registration.borrow_mut() = Some(registration);
-        port.factory.do_start();
+        guarded("start_factory", || port.factory.start_factory());
         tracing::info!(%host, "listening");
         Ok(ListeningPort { port })
     }
@@ -208,7 +208,7 @@ impl<F: Factory> Port<F> {
                 file.remove();
             }
             tracing::info!(host = %self.host, "stopped listening");
-            self.factory.do_stop();
+            guarded("stop_factory", || self.factory.stop_factory());
         }
     }
 }

@@ -22,13 +22,14 @@ use crate::factory::{ClientFactory, Factory};
 /// [`ReconnectingClientFactory::stop_trying`] ends it all. The wrapped
 /// factory builds the protocols and hears every event first.
 ///
-/// Share it as an `Rc` to call `stop_trying` later:
+/// Keep a [`SharedFactory`](crate::SharedFactory) clone of it to call
+/// `stop_trying` later:
 ///
 /// ```no_run
-/// # use std::{rc::Rc, time::Duration};
-/// # use torsion_protocol::{ReactorTcp, ReconnectingClientFactory, Reactor, DEFAULT_CONNECT_TIMEOUT};
+/// # use std::time::Duration;
+/// # use torsion_protocol::{ReactorTcp, ReconnectingClientFactory, Reactor, SharedFactory, DEFAULT_CONNECT_TIMEOUT};
 /// # fn demo(reactor: &Reactor, my_factory: impl torsion_protocol::ClientFactory) {
-/// let factory = Rc::new(ReconnectingClientFactory::new(my_factory).max_delay(Duration::from_secs(60)));
+/// let factory = SharedFactory::new(ReconnectingClientFactory::new(my_factory).max_delay(Duration::from_secs(60)));
 /// reactor.connect_tcp("example.org", 80, factory.clone(), DEFAULT_CONNECT_TIMEOUT);
 /// // later: factory.stop_trying();
 /// # }

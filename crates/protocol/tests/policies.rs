@@ -72,7 +72,7 @@ fn connection_limits_refuse_and_count() {
     }
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    let factory = std::rc::Rc::new(
+    let factory = torsion_protocol::SharedFactory::new(
         LimitedFactory::new(EchoFactory)
             .max_total(3)
             .max_per_peer(2),

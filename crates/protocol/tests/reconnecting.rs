@@ -8,7 +8,7 @@ use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
-    Reactor, ReactorTcp, ReconnectingClientFactory, TransportRef,
+    Reactor, ReactorTcp, ReconnectingClientFactory, SharedFactory, TransportRef,
 };
 
 fn secs(n: u64) -> Duration {
@@ -86,7 +86,7 @@ fn failed_attempts_back_off_exponentially_up_to_the_cap_and_the_retry_limit() {
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let port = listener(&reactor);
     let counts = Rc::new(Counts::default());
-    let factory = Rc::new(
+    let factory = SharedFactory::new(
         ReconnectingClientFactory::new(Watch(counts.clone()))
             .initial_delay(secs(1))
             .factor(2.0)
@@ -119,7 +119,7 @@ fn a_successful_connection_resets_the_delay_and_stop_trying_ends_it() {
     reactor.set_signal_handling(false);
     let port = listener(&reactor);
     let counts = Rc::new(Counts::default());
-    let factory = Rc::new(
+    let factory = SharedFactory::new(
         ReconnectingClientFactory::new(Watch(counts.clone()))
             .initial_delay(secs(1))
             .factor(3.0)

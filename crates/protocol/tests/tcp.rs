@@ -14,7 +14,7 @@ use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, ConnectorState, Factory,
-    ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
+    ListenOptions, Protocol, Reactor, ReactorTcp, SharedFactory, TransportRef,
 };
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -141,7 +141,7 @@ fn echo_round_trip_between_our_client_and_server() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
-    let factory = Rc::new(EchoFactory::default());
+    let factory = SharedFactory::new(EchoFactory::default());
     let (port, addr) = listen_local(&reactor, factory.clone());
     assert_eq!(factory.started.get(), 1);
     let log = Rc::new(RefCell::new(Vec::new()));
@@ -435,21 +435,6 @@ fn stop_connecting_cancels_the_attempt() {
 // ----- factories and ports ------------------------------------------------
 
 #[test]
-fn a_shared_factory_starts_with_its_first_port_and_stops_with_its_last() {
-    let _fds = DescriptorGuard::new();
-    let reactor = Reactor::new().unwrap();
-    let factory = Rc::new(EchoFactory::default());
-    let (a, _) = listen_local(&reactor, factory.clone());
-    let (b, _) = listen_local(&reactor, factory.clone());
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 0));
-    a.stop_listening();
-    a.stop_listening();
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 0));
-    b.stop_listening();
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 1));
-}
-
-#[test]
 fn a_stopped_port_refuses_connections() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
@@ -592,7 +577,7 @@ fn connections_and_ports_leave_no_registration_behind() {
             }
         }
     }
-    let factory = Rc::new(CounterFactory {
+    let factory = SharedFactory::new(CounterFactory {
         count: count.clone(),
     });
     for _ in 0..50 {
