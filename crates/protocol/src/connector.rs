@@ -404,6 +404,27 @@ impl Connector {
     pub fn state(&self) -> ConnectorState {
         self.inner.state()
     }
+
+    /// A reference that does not keep the connector alive, for a factory
+    /// that the connector owns (a strong one would be a cycle).
+    pub(crate) fn downgrade(&self) -> WeakConnector {
+        WeakConnector {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// A [`Connector`] that does not keep it alive.
+#[derive(Clone)]
+pub(crate) struct WeakConnector {
+    inner: Weak<dyn ConnectorControl>,
+}
+
+impl WeakConnector {
+    /// The connector, unless it is gone.
+    pub(crate) fn upgrade(&self) -> Option<Connector> {
+        self.inner.upgrade().map(|inner| Connector { inner })
+    }
 }
 
 impl fmt::Debug for Connector {
