@@ -169,9 +169,14 @@ impl<F: ClientFactory> ConnectorInner<F> {
                 }
                 self.try_next(reactor);
             }
-            Err(error) => self.fail(ConnectError::Resolve {
-                host: self.destination.to_string(),
-                error,
+            Err(error) => self.fail(match &self.destination {
+                Destination::Tcp { host, .. } => ConnectError::Resolve {
+                    host: host.clone(),
+                    error,
+                },
+                // A path that cannot be a socket address: nothing was
+                // looked up.
+                Destination::Unix(_) => ConnectError::Failed(error),
             }),
         }
     }

@@ -432,6 +432,42 @@ fn stop_connecting_cancels_the_attempt() {
     assert!(log.borrow()[1].starts_with("failed: Cancelled"), "{log:?}");
 }
 
+#[test]
+fn a_failed_lookup_names_the_host() {
+    let _fds = DescriptorGuard::new();
+    /// The host a failed lookup names, or the other failure.
+    struct Lookup(Rc<RefCell<Option<Result<String, String>>>>);
+    impl Factory for Lookup {
+        type Protocol = Echo;
+        fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+            Some(Echo)
+        }
+    }
+    impl ClientFactory for Lookup {
+        fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
+            *self.0.borrow_mut() = Some(match reason {
+                ConnectError::Resolve { host, .. } => Ok(host.clone()),
+                other => Err(format!("{other:?}")),
+            });
+            connector.reactor().unwrap().stop().unwrap();
+        }
+    }
+    let reactor = Reactor::new().unwrap();
+    guard(&reactor);
+    let failure = Rc::new(RefCell::new(None));
+    // A name with a NUL byte fails to resolve at once, without asking the
+    // network.
+    reactor.connect_tcp(
+        "bad\0name",
+        80,
+        Lookup(failure.clone()),
+        Duration::from_secs(5),
+    );
+    reactor.run().unwrap();
+    let failure = failure.borrow_mut().take();
+    assert_eq!(failure, Some(Ok("bad\0name".to_owned())));
+}
+
 // ----- factories and ports ------------------------------------------------
 
 #[test]
