@@ -25,14 +25,13 @@ use std::time::Duration;
 
 use torsion_transport::{DatagramTransportRef, Reactor};
 
-use crate::connector::Connector;
+use crate::connector::{Connector, DEFAULT_CONNECT_TIMEOUT};
 use crate::datagram::DatagramProtocol;
 use crate::factory::{ClientFactory, Factory};
 use crate::port::ListeningPort;
-use crate::{
-    ListenOptions, ReactorTcp, ReactorUdp, ReactorUnix, UdpOptions, UnixListenOptions,
-    DEFAULT_CONNECT_TIMEOUT,
-};
+use crate::tcp::{ListenOptions, ReactorTcp};
+use crate::udp::{ReactorUdp, UdpOptions};
+use crate::unix::{ReactorUnix, UnixListenOptions};
 
 /// Where to listen, parsed from a string.
 #[derive(Clone, Debug, PartialEq, Eq)]
