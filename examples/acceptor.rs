@@ -51,7 +51,8 @@ impl Handler for Acceptor {
                     self.next.set(self.next.get() + 1);
                     let handed = worker.call_from_thread(move |reactor| {
                         match reactor.adopt_stream_connection(stream, &EchoFactory) {
-                            Ok(_) => ADOPTED.with(|adopted| adopted.set(adopted.get() + 1)),
+                            Ok(true) => ADOPTED.with(|adopted| adopted.set(adopted.get() + 1)),
+                            Ok(false) => {} // the factory refused it
                             Err(e) => {
                                 tracing::warn!(%peer, error = %e, "could not adopt a connection")
                             }
