@@ -91,6 +91,33 @@ fn client_strings() {
     );
 }
 
+#[test]
+fn only_an_unescaped_equals_sign_makes_a_key() {
+    let _fds = DescriptorGuard::new();
+    let unix = |path: &str| ServerEndpoint::Unix {
+        path: PathBuf::from(path),
+        options: UnixListenOptions::default(),
+    };
+    // An escaped '=' is part of the value, even after a word.
+    assert_eq!(server_from_string(r"unix:a\=b").unwrap(), unix("a=b"));
+    assert_eq!(server_from_string(r"unix:path=a\=b").unwrap(), unix("a=b"));
+    assert_eq!(server_from_string(r"unix:a\=b=c").unwrap(), unix("a=b=c"));
+    // A key is a plain word: an escaped character never forms one.
+    assert_eq!(server_from_string(r"unix:p\ath=x").unwrap(), unix("path=x"));
+    assert_eq!(
+        client_from_string(r"unix:a\=b:timeout=5").unwrap(),
+        ClientEndpoint::Unix {
+            path: PathBuf::from("a=b"),
+            timeout: Duration::from_secs(5)
+        }
+    );
+    // The caret still points at a key's value.
+    assert_eq!(
+        error(server_from_string(r"unix:\=:mode=9")),
+        ("mode \"9\" is not an octal file mode".into(), 13)
+    );
+}
+
 /// The error's message and the column its caret points at.
 fn error(
     result: Result<impl std::fmt::Debug, torsion_protocol::endpoints::EndpointError>,

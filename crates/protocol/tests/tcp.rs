@@ -14,7 +14,7 @@ use torsion_protocol::testing::DescriptorGuard;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, ConnectorState, Factory,
-    ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
+    ListenOptions, Protocol, Reactor, ReactorTcp, SharedFactory, TransportRef,
 };
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -141,7 +141,7 @@ fn echo_round_trip_between_our_client_and_server() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     guard(&reactor);
-    let factory = Rc::new(EchoFactory::default());
+    let factory = SharedFactory::new(EchoFactory::default());
     let (port, addr) = listen_local(&reactor, factory.clone());
     assert_eq!(factory.started.get(), 1);
     let log = Rc::new(RefCell::new(Vec::new()));
@@ -432,22 +432,43 @@ fn stop_connecting_cancels_the_attempt() {
     assert!(log.borrow()[1].starts_with("failed: Cancelled"), "{log:?}");
 }
 
-// ----- factories and ports ------------------------------------------------
-
 #[test]
-fn a_shared_factory_starts_with_its_first_port_and_stops_with_its_last() {
+fn a_failed_lookup_names_the_host() {
     let _fds = DescriptorGuard::new();
+    /// The host a failed lookup names, or the other failure.
+    struct Lookup(Rc<RefCell<Option<Result<String, String>>>>);
+    impl Factory for Lookup {
+        type Protocol = Echo;
+        fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+            Some(Echo)
+        }
+    }
+    impl ClientFactory for Lookup {
+        fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
+            *self.0.borrow_mut() = Some(match reason {
+                ConnectError::Resolve { host, .. } => Ok(host.clone()),
+                other => Err(format!("{other:?}")),
+            });
+            connector.reactor().unwrap().stop().unwrap();
+        }
+    }
     let reactor = Reactor::new().unwrap();
-    let factory = Rc::new(EchoFactory::default());
-    let (a, _) = listen_local(&reactor, factory.clone());
-    let (b, _) = listen_local(&reactor, factory.clone());
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 0));
-    a.stop_listening();
-    a.stop_listening();
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 0));
-    b.stop_listening();
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 1));
+    guard(&reactor);
+    let failure = Rc::new(RefCell::new(None));
+    // A name with a NUL byte fails to resolve at once, without asking the
+    // network.
+    reactor.connect_tcp(
+        "bad\0name",
+        80,
+        Lookup(failure.clone()),
+        Duration::from_secs(5),
+    );
+    reactor.run().unwrap();
+    let failure = failure.borrow_mut().take();
+    assert_eq!(failure, Some(Ok("bad\0name".to_owned())));
 }
+
+// ----- factories and ports ------------------------------------------------
 
 #[test]
 fn a_stopped_port_refuses_connections() {
@@ -592,7 +613,7 @@ fn connections_and_ports_leave_no_registration_behind() {
             }
         }
     }
-    let factory = Rc::new(CounterFactory {
+    let factory = SharedFactory::new(CounterFactory {
         count: count.clone(),
     });
     for _ in 0..50 {
