@@ -195,3 +195,31 @@ fn an_idle_timer_holds_its_transport_weakly() {
     clock.advance(Duration::from_secs(30));
     assert_eq!(reactor.pending_call_count(), 0);
 }
+
+#[test]
+fn a_panicking_timeout_action_costs_nothing_else() {
+    let _fds = DescriptorGuard::new();
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let connections: Vec<(Rc<StringTransport>, IdleTimeout)> = (0..2)
+        .map(|n| {
+            let transport = StringTransport::new();
+            transport.set_reactor(&reactor);
+            let handle: TransportRef = transport.clone();
+            let mut idle = IdleTimeout::new();
+            if n == 0 {
+                idle.on_timeout(|_| panic!("a broken timeout action"));
+            }
+            idle.set(&handle, Some(Duration::from_secs(5)));
+            (transport, idle)
+        })
+        .collect();
+    // Before the reactor's panic policy, the panic escaped `advance` (in a
+    // server: `run`), and the second connection was never timed out.
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(reactor.caught_panic_count(), 1);
+    assert_eq!(connections[0].0.closing(), Closing::Open);
+    assert_eq!(
+        connections[1].0.closing(),
+        Closing::LostWithError("no traffic for 5s".into())
+    );
+}
