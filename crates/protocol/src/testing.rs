@@ -35,8 +35,31 @@ use torsion_transport::{Address, CloseReason, Producer, Transport, TransportRef}
 use crate::protocol::Protocol;
 
 pub use torsion_transport::reactor::testing::{
-    open_descriptors, DescriptorGuard, Watchdog, XorShift,
+    guarded_reactor, open_descriptors, DescriptorGuard, Watchdog, XorShift,
 };
+
+/// A fresh path for a Unix socket in the temporary directory, unique in
+/// this process (`torsion-NAME-PID-N.sock`); any stale file there is
+/// removed first.
+pub fn socket_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("torsion-{name}-{}-{n}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A protocol that writes back whatever it receives: the smallest server,
+/// for tests (the echo crate has the documented one).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        transport.write(data);
+    }
+}
 
 /// What a protocol asked its [`StringTransport`] to do about the
 /// connection.

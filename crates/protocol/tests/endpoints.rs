@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::endpoints::{
     client_from_string, server_from_string, ClientEndpoint, ServerEndpoint,
@@ -203,7 +204,7 @@ fn an_endpoint_listens_and_connects() {
     }
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let port = server_from_string("tcp:0:interface=127.0.0.1")
         .unwrap()
         .listen(&reactor, Both)

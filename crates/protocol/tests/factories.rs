@@ -7,20 +7,15 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, TcpListener};
 use std::rc::Rc;
 use std::time::Duration;
+use torsion_protocol::testing::Echo;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::policies::{LimitedFactory, TimeoutFactory};
 use torsion_protocol::testing::{DescriptorGuard, MemoryReactor};
 use torsion_protocol::{
     Address, ClientFactory, ConnectError, Connector, Factory, ListenOptions, ListeningPort,
-    Protocol, Reactor, ReactorTcp, ReconnectingClientFactory, SharedFactory, TransportRef,
+    Reactor, ReactorTcp, ReconnectingClientFactory, SharedFactory,
 };
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        transport.write(data);
-    }
-}
 
 /// How often a factory was started and stopped, and attempts that ended.
 #[derive(Default)]
@@ -161,7 +156,7 @@ fn connectors_sharing_a_factory_start_it_once_and_stop_it_after_the_last_attempt
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     // A port nobody listens on: both attempts are refused.
     let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()

@@ -3,19 +3,13 @@
 use std::cell::Cell;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Echo;
 
 use torsion_protocol::testing::MemoryReactor;
 use torsion_protocol::{
-    Address, ClientFactory, ConnectError, Factory, Protocol, ReactorTcp, ReconnectingClientFactory,
-    SharedFactory, TransportRef,
+    Address, ClientFactory, ConnectError, Factory, ReactorTcp, ReconnectingClientFactory,
+    SharedFactory,
 };
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        transport.write(data);
-    }
-}
 
 #[derive(Default)]
 struct EchoFactory {

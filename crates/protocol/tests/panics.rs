@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::LoopingCall;
 use torsion_protocol::{
@@ -83,7 +84,7 @@ fn a_panic_in_any_callback_costs_one_connection() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     // Each victim is followed by a healthy connection.
     let script = PLACES
         .iter()
@@ -161,7 +162,7 @@ fn a_panic_in_a_client_factory_callback_is_contained() {
         .local_addr()
         .unwrap()
         .port();
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let heard = Rc::new(Heard::default());
     let connector = reactor.connect_tcp(
         "127.0.0.1",

@@ -4,17 +4,11 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Echo;
 
 use torsion_protocol::policies::{IdleTimeout, TimeoutProtocol};
 use torsion_protocol::testing::{Closing, ProtocolHarness, StringTransport};
 use torsion_protocol::{CloseReason, Protocol, Reactor, TransportRef};
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        transport.write(data);
-    }
-}
 
 #[test]
 fn an_idle_connection_is_closed_and_traffic_postpones_it() {
