@@ -14,7 +14,8 @@
 //! where `SO_REUSEPORT` is missing or its hashing spreads badly — at the
 //! price of one cross-thread hand-off per connection (none per message).
 //!
-//! SIGINT or SIGTERM stops the acceptor, which then stops the workers.
+//! SIGINT or SIGTERM stops the acceptor, which then stops the workers;
+//! each logs how many connections it served.
 
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, TcpListener};
@@ -23,6 +24,11 @@ use std::rc::Rc;
 use torsion_echo::EchoFactory;
 use torsion_protocol::{Reactor, ReactorHandle, ReactorSocket};
 use torsion_reactor::{Handler, Interest, Readiness, Registration};
+
+thread_local! {
+    /// Connections this worker thread's reactor adopted.
+    static ADOPTED: Cell<usize> = const { Cell::new(0) };
+}
 
 /// Accepts every pending connection and hands each to the next worker.
 struct Acceptor {
@@ -44,8 +50,12 @@ impl Handler for Acceptor {
                     let worker = &self.workers[self.next.get() % self.workers.len()];
                     self.next.set(self.next.get() + 1);
                     let handed = worker.call_from_thread(move |reactor| {
-                        if let Err(e) = reactor.adopt_stream_connection(stream, &EchoFactory) {
-                            tracing::warn!(%peer, error = %e, "could not adopt a connection");
+                        match reactor.adopt_stream_connection(stream, &EchoFactory) {
+                            Ok(true) => ADOPTED.with(|adopted| adopted.set(adopted.get() + 1)),
+                            Ok(false) => {} // the factory refused it
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "could not adopt a connection")
+                            }
                         }
                     });
                     if handed.is_err() {
@@ -88,14 +98,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Worker reactors: each runs until the acceptor stops it.
     let (tx, rx) = std::sync::mpsc::channel();
     let threads: Vec<_> = (0..workers.max(1))
-        .map(|_| {
+        .map(|index| {
             let tx = tx.clone();
             std::thread::spawn(move || -> Result<(), String> {
                 let reactor = Reactor::new().map_err(|e| e.to_string())?;
                 // Signals are the acceptor's to handle.
                 reactor.set_signal_handling(false);
                 tx.send(reactor.handle()).map_err(|e| e.to_string())?;
-                reactor.run().map_err(|e| e.to_string())
+                reactor.run().map_err(|e| e.to_string())?;
+                let connections = ADOPTED.with(Cell::get);
+                tracing::info!(reactor = index, connections, "reactor stopped");
+                Ok(())
             })
         })
         .collect();

@@ -7,14 +7,40 @@
 //! With `--threads N`, N reactors — one per thread — listen on the same
 //! port through `SO_REUSEPORT`, and the kernel spreads connections among
 //! them: Torsion's way to use several cores, with nothing shared between
-//! the threads. SIGINT or SIGTERM stops them all.
+//! the threads. Once all of them listen it logs `all reactors listening`;
+//! SIGINT or SIGTERM stops them all, and each logs how many connections it
+//! served.
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
+use std::cell::Cell;
 use std::net::Ipv4Addr;
+use std::rc::Rc;
+use std::sync::mpsc;
 
-use torsion_echo::EchoFactory;
-use torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
+use torsion_echo::{Echo, EchoFactory};
+use torsion_protocol::{Address, Factory, ListenOptions, Reactor, ReactorTcp};
+
+/// The echo factory, counting the connections of one reactor.
+struct Counted(Rc<Cell<usize>>);
+
+impl Factory for Counted {
+    type Protocol = Echo;
+
+    fn build_protocol(&self, peer: &Address) -> Option<Echo> {
+        self.0.set(self.0.get() + 1);
+        EchoFactory.build_protocol(peer)
+    }
+}
+
+/// Logs how many connections reactor `index` served.
+fn report(index: usize, served: &Cell<usize>) {
+    tracing::info!(
+        reactor = index,
+        connections = served.get(),
+        "reactor stopped"
+    );
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();
@@ -44,20 +70,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The first reactor binds (choosing the port if asked for 0); the
     // others join it on the same port.
     let reactor = Reactor::new()?;
-    let listening = reactor.listen_tcp_with(port, EchoFactory, options)?;
+    let served = Rc::new(Cell::new(0));
+    let listening = reactor.listen_tcp_with(port, Counted(served.clone()), options)?;
     let port = listening.get_host().port().ok_or("no port")?;
+    let (listening_tx, listening_rx) = mpsc::channel();
     let workers: Vec<_> = (1..threads)
-        .map(|_| {
+        .map(|index| {
+            let listening = listening_tx.clone();
             std::thread::spawn(move || -> Result<(), String> {
-                let reactor = Reactor::new().map_err(|e| e.to_string())?;
-                reactor
-                    .listen_tcp_with(port, EchoFactory, options)
-                    .map_err(|e| e.to_string())?;
-                reactor.run().map_err(|e| e.to_string())
+                let served = Rc::new(Cell::new(0));
+                let setup = Reactor::new().and_then(|reactor| {
+                    reactor.listen_tcp_with(port, Counted(served.clone()), options)?;
+                    Ok(reactor)
+                });
+                let setup = setup.map_err(|e| e.to_string());
+                // Tell the main thread, whatever happened.
+                let _ = listening.send(setup.as_ref().map(drop).map_err(String::clone));
+                drop(listening);
+                let reactor = setup?;
+                reactor.run().map_err(|e| e.to_string())?;
+                report(index, &served);
+                Ok(())
             })
         })
         .collect();
+    drop(listening_tx);
+    for listened in listening_rx.iter() {
+        listened?;
+    }
+    tracing::info!(port, reactors = threads, "all reactors listening");
     reactor.run()?;
+    report(0, &served);
     for worker in workers {
         worker.join().map_err(|_| "a reactor thread panicked")??;
     }

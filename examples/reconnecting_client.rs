@@ -12,12 +12,11 @@
 //! ends it).
 
 use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, Reactor,
-    ReactorTcp, ReconnectingClientFactory, TransportRef,
+    ReactorTcp, ReconnectingClientFactory, SharedFactory, TransportRef,
 };
 
 struct Hello {
@@ -82,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .initial_delay(Duration::from_millis(100))
     .max_delay(Duration::from_secs(5));
-    let factory = Rc::new(factory);
+    let factory = SharedFactory::new(factory);
     reactor.connect_tcp(&host, port, factory.clone(), Duration::from_secs(5));
     reactor.run()?;
     factory.stop_trying();

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{example, start_logging_port, Reports};
+use common::{example, start_logging, start_logging_port, Reports};
 
 fn run(name: &str) -> String {
     let output = Command::new(example(name)).output().unwrap();
@@ -239,16 +239,18 @@ fn reconnecting_client_survives_a_server_restart() {
     );
 }
 
-/// Starts a multi-reactor echo server from `args`, has 30 connections
-/// echo a message each, then stops it with SIGTERM and checks it exits
-/// cleanly (every reactor stopped).
-fn thirty_echoes_then_sigterm(name: &str, args: &[&str]) {
+/// Starts a multi-reactor echo server from `args` and waits for `marker`
+/// (logged once every reactor is ready), has 30 connections echo a
+/// message each, then stops it with SIGTERM and checks it exits cleanly
+/// (every reactor stopped). Returns how many connections each reactor
+/// served, from the `reactor stopped reactor=I connections=N` lines.
+fn thirty_echoes_then_sigterm(name: &str, args: &[&str], marker: &str) -> Vec<usize> {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
     let mut command = Command::new(example(name));
     command.args(args).env("RUST_LOG", "info");
-    let (mut server, port) = start_logging_port(command, "host=tcp:0.0.0.0:", Reports::Stderr);
+    let (mut server, port, log) = start_logging(command, marker, Reports::Stderr);
     let streams: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
@@ -265,16 +267,51 @@ fn thirty_echoes_then_sigterm(name: &str, args: &[&str]) {
         .unwrap();
     assert!(status.success());
     assert!(server.wait().unwrap().success());
+    // The server has exited: its log is complete.
+    let field = |line: &str, name: &str| -> usize {
+        let at = line.find(name).unwrap_or_else(|| panic!("{line}")) + name.len();
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let mut served = Vec::new();
+    for line in log.iter().filter(|line| line.contains("reactor stopped")) {
+        let reactor = field(&line, "reactor=");
+        if served.len() <= reactor {
+            served.resize(reactor + 1, None);
+        }
+        assert_eq!(served[reactor], None, "reactor {reactor} reported twice");
+        served[reactor] = Some(field(&line, "connections="));
+    }
+    let served: Vec<usize> = served
+        .into_iter()
+        .map(|count| count.expect("every reactor reports"))
+        .collect();
+    assert_eq!(served.iter().sum::<usize>(), 30, "{served:?}");
+    served
 }
 
 #[test]
 fn echo_server_on_several_reactors() {
-    // Connections spread by the kernel over three reactors.
-    thirty_echoes_then_sigterm("echo_server", &["0", "--threads", "3"]);
+    // Connections spread by the kernel over three reactors. The kernel
+    // hashes each connection's addresses to pick a listener, so no split
+    // is certain; but all 30 on one reactor has odds of 3 in 3^30.
+    let served = thirty_echoes_then_sigterm(
+        "echo_server",
+        &["0", "--threads", "3"],
+        "all reactors listening port=",
+    );
+    assert_eq!(served.len(), 3);
+    let busy = served.iter().filter(|&&count| count > 0).count();
+    assert!(busy >= 2, "one reactor served everything: {served:?}");
 }
 
 #[test]
 fn acceptor_hands_connections_to_workers() {
     // Connections handed round-robin by one acceptor to three workers.
-    thirty_echoes_then_sigterm("acceptor", &["0", "--workers", "3"]);
+    let served =
+        thirty_echoes_then_sigterm("acceptor", &["0", "--workers", "3"], "host=tcp:0.0.0.0:");
+    assert_eq!(served, [10, 10, 10]);
 }

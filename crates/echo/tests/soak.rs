@@ -18,7 +18,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -742,8 +741,7 @@ fn a_server_restarted_under_a_reconnecting_client() {
             .initial_delay(Duration::from_millis(20))
             .max_delay(Duration::from_millis(100))
             .jitter(0.0);
-        let connector =
-            reactor.connect_tcp("127.0.0.1", port, Rc::new(factory), Duration::from_secs(5));
+        let connector = reactor.connect_tcp("127.0.0.1", port, factory, Duration::from_secs(5));
         tx.send(reactor.handle()).unwrap();
         reactor.run().unwrap();
         drop(connector);

@@ -541,6 +541,30 @@ pub fn send_netstring(transport: &TransportRef, data: &[u8]) {
 /// unsigned integer (Twisted's `IntNStringReceiver`). Use the aliases
 /// [`Int32StringReceiver`], [`Int16StringReceiver`],
 /// [`Int8StringReceiver`].
+///
+/// The prefix is 1 to 8 bytes wide; any other width is refused when the
+/// program is compiled:
+///
+/// ```compile_fail,E0080
+/// use torsion_protocol::basic::{PrefixedStringReceiver, StringHandler};
+/// use torsion_protocol::TransportRef;
+///
+/// struct Strings;
+/// impl StringHandler for Strings {
+///     fn string_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+/// }
+/// let no_prefix = PrefixedStringReceiver::<Strings, 0>::new(Strings);
+/// ```
+///
+/// ```compile_fail,E0080
+/// # use torsion_protocol::basic::{PrefixedStringReceiver, StringHandler};
+/// # use torsion_protocol::TransportRef;
+/// # struct Strings;
+/// # impl StringHandler for Strings {
+/// #     fn string_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+/// # }
+/// let too_wide = PrefixedStringReceiver::<Strings, 9>::new(Strings);
+/// ```
 pub struct PrefixedStringReceiver<H, const N: usize> {
     handler: H,
     max_length: usize,
@@ -557,10 +581,29 @@ pub type Int16StringReceiver<H> = PrefixedStringReceiver<H, 2>;
 /// Strings prefixed with a 1-byte length (Twisted's `Int8StringReceiver`).
 pub type Int8StringReceiver<H> = PrefixedStringReceiver<H, 1>;
 
+/// What an `N`-byte length prefix can express.
+struct PrefixWidth<const N: usize>;
+
+impl<const N: usize> PrefixWidth<N> {
+    /// The longest length the prefix expresses. Evaluating it refuses a
+    /// width outside 1 to 8 bytes when the program is compiled: no prefix
+    /// would never advance, and more than 8 bytes would not fit a `u64`.
+    const MAX: u64 = {
+        assert!(N >= 1 && N <= 8, "a length prefix is 1 to 8 bytes wide");
+        if N == 8 {
+            u64::MAX
+        } else {
+            (1 << (8 * N)) - 1
+        }
+    };
+}
+
 impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
     /// A receiver with the default maximum length (or the prefix's own
     /// limit, if smaller).
     pub fn new(handler: H) -> PrefixedStringReceiver<H, N> {
+        // Checks the prefix width when the program is compiled.
+        let _ = PrefixWidth::<N>::MAX;
         PrefixedStringReceiver {
             handler,
             max_length: DEFAULT_MAX_STRING,
@@ -569,9 +612,19 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
         }
     }
 
-    /// Sets the longest string accepted.
+    /// Sets the longest string accepted. The prefix's own limit still
+    /// applies if it is smaller (see
+    /// [`PrefixedStringReceiver::max_length`]).
     pub fn set_max_length(&mut self, max_length: usize) {
         self.max_length = max_length;
+    }
+
+    /// The longest string accepted: the maximum set (by default
+    /// [`DEFAULT_MAX_STRING`]), or what `N` bytes can express if that is
+    /// smaller (255 for one byte, 65,535 for two).
+    pub fn max_length(&self) -> usize {
+        let expressible = usize::try_from(PrefixWidth::<N>::MAX).unwrap_or(usize::MAX);
+        self.max_length.min(expressible)
     }
 
     /// The handler.
@@ -605,11 +658,12 @@ impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N>
             let length = available[..N]
                 .iter()
                 .fold(0u64, |value, &byte| value << 8 | u64::from(byte));
-            if length > self.max_length as u64 {
+            let max_length = self.max_length();
+            if length > max_length as u64 {
                 self.failed = true;
                 self.buffer = Vec::new();
                 self.handler
-                    .length_limit_exceeded(transport, length, self.max_length);
+                    .length_limit_exceeded(transport, length, max_length);
                 return;
             }
             let length = length as usize;
@@ -631,14 +685,29 @@ impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N>
 /// Sends `data` prefixed with its `N`-byte big-endian length, in one
 /// write (Twisted's `sendString`).
 ///
+/// As for [`PrefixedStringReceiver`], `N` is 1 to 8, checked when the
+/// program is compiled:
+///
+/// ```compile_fail,E0080
+/// # let transport: torsion_protocol::TransportRef =
+/// #     torsion_protocol::testing::StringTransport::new();
+/// torsion_protocol::basic::send_prefixed::<9>(&transport, b"too wide")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// # Errors
-/// `InvalidInput` if `data` is too long for an `N`-byte length.
+/// `InvalidInput` if `data` is too long for an `N`-byte length; nothing
+/// is written then.
 pub fn send_prefixed<const N: usize>(transport: &TransportRef, data: &[u8]) -> std::io::Result<()> {
+    // Evaluating the limit checks the prefix width when compiling.
+    let max = PrefixWidth::<N>::MAX;
     let length = data.len() as u64;
-    if N < 8 && length >> (8 * N) != 0 {
+    if length > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("a string of {length} bytes does not fit a {N}-byte length prefix"),
+            format!(
+                "a string of {length} bytes does not fit a {N}-byte length prefix (at most {max})"
+            ),
         ));
     }
     let prefix = length.to_be_bytes();

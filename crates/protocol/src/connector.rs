@@ -1,23 +1,16 @@
-//! Outgoing connections: resolve, connect with a timeout, and report to a
-//! client factory.
+//! The handle to outgoing connections: [`Connector`] (Twisted's
+//! `IConnector`), where it connects to, and where it is in its life. The
+//! machinery behind it is in `connecting.rs`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use torsion_transport::driver::{Progress, SocketTransport};
-use torsion_transport::reactor::{DelayedCall, Reactor};
-use torsion_transport::reactor::{Handler, Readiness, WeakReactor};
-use torsion_transport::socket2::SockAddr;
-use torsion_transport::{net, tcp, Address, CloseReason, ConnectError, Transport};
+use torsion_transport::reactor::Reactor;
 
-use crate::connection::{guarded, Driver};
-use crate::factory::ClientFactory;
+/// The connect timeout Twisted uses by default: 30 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a connector is in its life (Twisted's connector `state`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -30,268 +23,6 @@ pub enum ConnectorState {
     Connected,
 }
 
-enum State {
-    Disconnected,
-    Connecting {
-        timer: Option<DelayedCall>,
-        transport: Option<Rc<SocketTransport>>,
-        remaining: VecDeque<SockAddr>,
-        last_error: Option<io::Error>,
-    },
-    Connected {
-        transport: Rc<SocketTransport>,
-    },
-}
-
-pub(crate) struct ConnectorInner<F: ClientFactory> {
-    me: Weak<ConnectorInner<F>>,
-    factory: F,
-    destination: Destination,
-    timeout: Duration,
-    reactor: WeakReactor,
-    state: RefCell<State>,
-    /// Identifies the current attempt, so late results of an abandoned one
-    /// (a slow name lookup, a timer) are ignored.
-    attempt: Cell<u64>,
-}
-
-impl<F: ClientFactory> ConnectorInner<F> {
-    pub(crate) fn start(
-        reactor: &Reactor,
-        destination: Destination,
-        factory: F,
-        timeout: Duration,
-    ) -> Connector {
-        let inner = Rc::new_cyclic(|me| ConnectorInner {
-            me: me.clone(),
-            factory,
-            destination,
-            timeout,
-            reactor: reactor.downgrade(),
-            state: RefCell::new(State::Disconnected),
-            attempt: Cell::new(0),
-        });
-        inner.connect();
-        Connector { inner }
-    }
-
-    /// A strong reference to this connector; it exists whenever one of
-    /// its methods runs.
-    fn strong(&self) -> Rc<ConnectorInner<F>> {
-        self.me.upgrade().expect("connector is alive while in use")
-    }
-
-    fn handle(&self) -> Connector {
-        Connector {
-            inner: self.strong(),
-        }
-    }
-
-    fn connect(&self) {
-        if !matches!(*self.state.borrow(), State::Disconnected) {
-            tracing::debug!(destination = %self.destination, "connect() ignored: already connecting or connected");
-            return;
-        }
-        let Some(reactor) = self.reactor.upgrade() else {
-            return;
-        };
-        let attempt = self.attempt.get() + 1;
-        self.attempt.set(attempt);
-        // The reactor keeps a connector alive while it works: the timer,
-        // the lookup and the connection's handler each hold it. The timer
-        // is cancelled (dropping its hold) when the attempt ends.
-        let me = self.strong();
-        let timer = reactor.call_later(self.timeout, move |reactor| {
-            me.timed_out(reactor, attempt);
-        });
-        *self.state.borrow_mut() = State::Connecting {
-            timer: Some(timer),
-            transport: None,
-            remaining: VecDeque::new(),
-            last_error: None,
-        };
-        self.factory.do_start();
-        let connector = self.handle();
-        guarded("started_connecting", || {
-            self.factory.started_connecting(&connector)
-        });
-
-        // Results always arrive on a later turn, so the factory never hears
-        // of a failure from inside `connect_tcp`.
-        let me = self.strong();
-        let known = match &self.destination {
-            Destination::Unix(path) => Some(SockAddr::unix(path)),
-            Destination::Tcp { host, port } => host
-                .parse::<IpAddr>()
-                .ok()
-                .map(|ip| Ok(SockAddr::from(SocketAddr::new(ip, *port)))),
-        };
-        if let Some(addr) = known {
-            reactor.call_soon(move |reactor| {
-                me.resolved(reactor, attempt, addr.map(|addr| vec![addr]));
-            });
-        } else if let Destination::Tcp { host, port } = &self.destination {
-            let (host, port) = (host.clone(), *port);
-            reactor.defer_to_thread(
-                move || {
-                    tcp::resolve(&host, port)
-                        .map(|addrs| addrs.into_iter().map(SockAddr::from).collect())
-                },
-                move |reactor, result| {
-                    let result =
-                        result.unwrap_or_else(|_| Err(io::Error::other("the resolver panicked")));
-                    me.resolved(reactor, attempt, result);
-                },
-            );
-        }
-    }
-
-    fn is_current(&self, attempt: u64) -> bool {
-        self.attempt.get() == attempt && matches!(*self.state.borrow(), State::Connecting { .. })
-    }
-
-    fn resolved(&self, reactor: &Reactor, attempt: u64, result: io::Result<Vec<SockAddr>>) {
-        if !self.is_current(attempt) {
-            return;
-        }
-        match result {
-            Ok(addrs) => {
-                if let State::Connecting { remaining, .. } = &mut *self.state.borrow_mut() {
-                    remaining.extend(addrs);
-                }
-                self.try_next(reactor);
-            }
-            Err(error) => self.fail(ConnectError::Resolve {
-                host: self.destination.to_string(),
-                error,
-            }),
-        }
-    }
-
-    /// Tries the next resolved address, or reports failure when none is
-    /// left.
-    fn try_next(&self, reactor: &Reactor) {
-        loop {
-            let next = match &mut *self.state.borrow_mut() {
-                State::Connecting { remaining, .. } => remaining.pop_front(),
-                _ => return,
-            };
-            let Some(addr) = next else {
-                let last = match &mut *self.state.borrow_mut() {
-                    State::Connecting { last_error, .. } => last_error.take(),
-                    _ => None,
-                };
-                let error = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
-                return self.fail(ConnectError::from_io(error));
-            };
-            let peer = Address::from_sockaddr(&addr);
-            let started = net::start_connect(&addr).and_then(|socket| {
-                let connector = self.strong();
-                SocketTransport::connecting(reactor, socket, peer.clone(), move |transport| {
-                    Rc::new(ClientConnection {
-                        connector,
-                        driver: Driver::new(transport),
-                    })
-                })
-            });
-            let mut state = self.state.borrow_mut();
-            let State::Connecting {
-                transport,
-                last_error,
-                ..
-            } = &mut *state
-            else {
-                return;
-            };
-            match started {
-                Ok(started) => {
-                    tracing::debug!(%peer, "connecting");
-                    *transport = Some(started);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "connect attempt failed");
-                    *last_error = Some(e);
-                }
-            }
-        }
-    }
-
-    fn attempt_failed(&self, reactor: &Reactor, error: io::Error) {
-        if let State::Connecting {
-            transport,
-            last_error,
-            ..
-        } = &mut *self.state.borrow_mut()
-        {
-            tracing::debug!(%error, "connect attempt failed");
-            transport.take();
-            *last_error = Some(error);
-        }
-        self.try_next(reactor);
-    }
-
-    fn connected(&self, connection: &ClientConnection<F>) {
-        let previous = std::mem::replace(
-            &mut *self.state.borrow_mut(),
-            State::Connected {
-                transport: connection.driver.transport.clone(),
-            },
-        );
-        if let State::Connecting {
-            timer: Some(timer), ..
-        } = previous
-        {
-            let _ = timer.cancel();
-        }
-        let peer = connection.driver.transport.peer();
-        let built = guarded("build_protocol", || self.factory.build_protocol(&peer));
-        match built.flatten() {
-            Some(protocol) => connection.driver.attach(protocol),
-            None => connection.driver.transport.lose_connection(),
-        }
-    }
-
-    fn lost(&self, reason: &CloseReason) {
-        *self.state.borrow_mut() = State::Disconnected;
-        let connector = self.handle();
-        guarded("client_connection_lost", || {
-            self.factory.client_connection_lost(&connector, reason)
-        });
-        self.factory.do_stop();
-    }
-
-    fn timed_out(&self, _reactor: &Reactor, attempt: u64) {
-        if self.is_current(attempt) {
-            self.fail(ConnectError::TimedOut(self.timeout));
-        }
-    }
-
-    /// Ends the current attempt and reports `error` to the factory.
-    fn fail(&self, error: ConnectError) {
-        let previous = std::mem::replace(&mut *self.state.borrow_mut(), State::Disconnected);
-        let State::Connecting {
-            timer, transport, ..
-        } = previous
-        else {
-            *self.state.borrow_mut() = previous;
-            return;
-        };
-        if let Some(timer) = timer {
-            let _ = timer.cancel();
-        }
-        if let Some(transport) = transport {
-            transport.cancel_connect();
-        }
-        tracing::debug!(destination = %self.destination, %error, "connection failed");
-        let connector = self.handle();
-        guarded("client_connection_failed", || {
-            self.factory.client_connection_failed(&connector, &error)
-        });
-        self.factory.do_stop();
-    }
-}
-
 /// The operations a [`Connector`] forwards to its typed connector.
 pub(crate) trait ConnectorControl {
     fn connect(&self);
@@ -302,47 +33,10 @@ pub(crate) trait ConnectorControl {
     fn state(&self) -> ConnectorState;
 }
 
-impl<F: ClientFactory> ConnectorControl for ConnectorInner<F> {
-    fn connect(&self) {
-        ConnectorInner::connect(self);
-    }
-
-    fn stop_connecting(&self) {
-        self.fail(ConnectError::Cancelled);
-    }
-
-    fn disconnect(&self) {
-        let transport = match &*self.state.borrow() {
-            State::Connected { transport } => Some(transport.clone()),
-            _ => None,
-        };
-        match transport {
-            Some(transport) => transport.lose_connection(),
-            None => self.stop_connecting(),
-        }
-    }
-
-    fn destination(&self) -> &Destination {
-        &self.destination
-    }
-
-    fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade()
-    }
-
-    fn state(&self) -> ConnectorState {
-        match *self.state.borrow() {
-            State::Disconnected => ConnectorState::Disconnected,
-            State::Connecting { .. } => ConnectorState::Connecting,
-            State::Connected { .. } => ConnectorState::Connected,
-        }
-    }
-}
-
 /// A handle to an outgoing connection and its attempts (Twisted's
 /// `IConnector`), returned by
 /// [`connect_tcp`](crate::ReactorTcp::connect_tcp) and handed to every
-/// [`ClientFactory`] event.
+/// [`ClientFactory`](crate::ClientFactory) event.
 #[doc(alias = "IConnector")]
 #[derive(Clone)]
 pub struct Connector {
@@ -386,6 +80,27 @@ impl Connector {
     pub fn state(&self) -> ConnectorState {
         self.inner.state()
     }
+
+    /// A reference that does not keep the connector alive, for a factory
+    /// that the connector owns (a strong one would be a cycle).
+    pub(crate) fn downgrade(&self) -> WeakConnector {
+        WeakConnector {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// A [`Connector`] that does not keep it alive.
+#[derive(Clone)]
+pub(crate) struct WeakConnector {
+    inner: Weak<dyn ConnectorControl>,
+}
+
+impl WeakConnector {
+    /// The connector, unless it is gone.
+    pub(crate) fn upgrade(&self) -> Option<Connector> {
+        self.inner.upgrade().map(|inner| Connector { inner })
+    }
 }
 
 impl fmt::Debug for Connector {
@@ -420,39 +135,5 @@ impl fmt::Display for Destination {
             Destination::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Destination::Unix(path) => write!(f, "unix:{}", path.display()),
         }
-    }
-}
-
-/// The reactor-facing side of one outgoing connection.
-struct ClientConnection<F: ClientFactory> {
-    connector: Rc<ConnectorInner<F>>,
-    driver: Driver<F::Protocol>,
-}
-
-impl<F: ClientFactory> Handler for ClientConnection<F> {
-    fn ready(&self, reactor: &Reactor, readiness: Readiness) {
-        match self.driver.ready(readiness) {
-            Progress::Pending => {}
-            Progress::Connected => self.connector.connected(self),
-            Progress::ConnectFailed(error) => self.connector.attempt_failed(reactor, error),
-            Progress::Closed(reason) => self.closed(&reason),
-        }
-    }
-
-    fn shutdown(&self, _reactor: &Reactor) {
-        if self.driver.transport.is_connecting() {
-            self.connector.fail(ConnectError::Cancelled);
-        } else if let Some(reason) = self.driver.transport.close_for_shutdown() {
-            self.closed(&reason);
-        }
-    }
-}
-
-impl<F: ClientFactory> ClientConnection<F> {
-    fn closed(&self, reason: &CloseReason) {
-        if self.driver.has_protocol() {
-            self.driver.lost(reason);
-        }
-        self.connector.lost(reason);
     }
 }

@@ -131,7 +131,6 @@ impl<P: DatagramProtocol> Handler for DatagramHandler<P> {
             DatagramEvent::Error(error) => {
                 tracing::warn!(host = %self.transport.get_host(), %error, "datagram socket error");
             }
-            _ => {}
         });
         if closed {
             self.stopped();

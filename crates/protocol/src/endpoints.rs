@@ -11,9 +11,11 @@
 //! | `unix:path=/run/x.sock:mode=660` | with the socket file's mode, in octal |
 //! | `udp:9000`, `udp:port=9000:interface=::1` | a UDP port |
 //!
-//! Fields are separated by `:`; a literal `:` (in an IPv6 address) or `\`
-//! is escaped with `\`, as in `interface=\:\:1`. A string that cannot be
-//! parsed gives an [`EndpointError`] that points at the bad part.
+//! Fields are separated by `:`; a literal `:` (in an IPv6 address), `=` or
+//! `\` is escaped with `\`, as in `interface=\:\:1`. A field is `key=value`
+//! when a plain word comes before its first unescaped `=`, so `unix:a\=b`
+//! is the path `a=b`. A string that cannot be parsed gives an
+//! [`EndpointError`] that points at the bad part.
 
 use std::fmt;
 use std::io;
@@ -24,14 +26,13 @@ use std::time::Duration;
 use torsion_transport::reactor::Reactor;
 use torsion_transport::DatagramTransportRef;
 
-use crate::connector::Connector;
+use crate::connector::{Connector, DEFAULT_CONNECT_TIMEOUT};
 use crate::datagram::DatagramProtocol;
 use crate::factory::{ClientFactory, Factory};
 use crate::port::ListeningPort;
-use crate::{
-    ListenOptions, ReactorTcp, ReactorUdp, ReactorUnix, UdpOptions, UnixListenOptions,
-    DEFAULT_CONNECT_TIMEOUT,
-};
+use crate::tcp::{ListenOptions, ReactorTcp};
+use crate::udp::{ReactorUdp, UdpOptions};
+use crate::unix::{ReactorUnix, UnixListenOptions};
 
 /// Where to listen, parsed from a string.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,35 +115,44 @@ struct Field {
     value_start: usize,
 }
 
+impl Field {
+    /// The field `raw` (as written, escapes included) at `start`, whose
+    /// text once unescaped is `text`. `equals` locates its first unescaped
+    /// `=`: at `raw[equals.0]`, `text[equals.1]`.
+    fn new(raw: &str, start: usize, text: String, equals: Option<(usize, usize)>) -> Field {
+        // A key is a plain word before the first unescaped '='. Checking
+        // it as written keeps an escaped character, '=' included, from
+        // ever forming one.
+        match equals {
+            Some((raw_at, text_at))
+                if raw_at > 0
+                    && raw[..raw_at]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                Field {
+                    key: Some(raw[..raw_at].to_owned()),
+                    value: text[text_at + 1..].to_owned(),
+                    start,
+                    value_start: start + raw_at + 1,
+                }
+            }
+            _ => Field {
+                key: None,
+                value: text,
+                start,
+                value_start: start,
+            },
+        }
+    }
+}
+
 fn split(input: &str) -> Vec<Field> {
     let mut fields = Vec::new();
     let mut text = String::new();
     let mut start = 0;
-    let mut chars = input.char_indices().peekable();
-    let push = |text: &mut String, start: usize, fields: &mut Vec<Field>| {
-        let raw = std::mem::take(text);
-        // A key is a plain word before the first unescaped '='; escaped
-        // characters never form one, so check the raw field.
-        match raw.split_once('=') {
-            Some((key, value))
-                if !key.is_empty()
-                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-            {
-                fields.push(Field {
-                    key: Some(key.to_owned()),
-                    value: value.to_owned(),
-                    start,
-                    value_start: start + key.len() + 1,
-                })
-            }
-            _ => fields.push(Field {
-                key: None,
-                value: raw,
-                start,
-                value_start: start,
-            }),
-        }
-    };
+    let mut equals = None;
+    let mut chars = input.char_indices();
     while let Some((at, c)) = chars.next() {
         match c {
             '\\' => {
@@ -151,13 +161,18 @@ fn split(input: &str) -> Vec<Field> {
                 }
             }
             ':' => {
-                push(&mut text, start, &mut fields);
+                let text = std::mem::take(&mut text);
+                fields.push(Field::new(&input[start..at], start, text, equals.take()));
                 start = at + 1;
+            }
+            '=' if equals.is_none() => {
+                equals = Some((at - start, text.len()));
+                text.push(c);
             }
             c => text.push(c),
         }
     }
-    push(&mut text, start, &mut fields);
+    fields.push(Field::new(&input[start..], start, text, equals));
     fields
 }
 

@@ -21,12 +21,18 @@ use crate::protocol::Protocol;
 /// [`IdleTimeout::reset`] on traffic and [`IdleTimeout::cancel`] in
 /// `connection_lost`. Timers come from the transport's reactor, so on a
 /// [`ManualClock`](crate::ManualClock) they are tested without sleeping.
+///
+/// The timer holds the transport weakly, and dropping the `IdleTimeout`
+/// (with its protocol, once the connection is over) cancels it: a closed
+/// connection's transport is freed at once, not when the timeout would
+/// have run out.
 #[doc(alias = "TimeoutMixin")]
 #[derive(Default)]
 pub struct IdleTimeout {
     timeout: Option<Duration>,
     call: Option<DelayedCall>,
-    action: Option<TimeoutAction>,
+    /// Shared with the pending timer, which reads it when it fires.
+    action: Rc<RefCell<Option<TimeoutAction>>>,
 }
 
 /// What an [`IdleTimeout`] does when it fires.
@@ -59,10 +65,16 @@ impl IdleTimeout {
         let (Some(timeout), Some(reactor)) = (timeout, transport.reactor()) else {
             return;
         };
-        let transport = transport.clone();
+        let transport = Rc::downgrade(transport);
         let action = self.action.clone();
         self.call = Some(reactor.call_later(timeout, move |_| {
+            // A transport that is gone has nothing left to time out.
+            let Some(transport) = transport.upgrade() else {
+                return;
+            };
             tracing::debug!(?timeout, "idle timeout");
+            // Whatever action is installed now, not when the timer was set.
+            let action = action.borrow().clone();
             match action {
                 Some(action) => action(&transport),
                 None => transport.lose_connection_with_error(format!("no traffic for {timeout:?}")),
@@ -72,9 +84,10 @@ impl IdleTimeout {
 
     /// Replaces what happens when the timer fires (Twisted's
     /// `timeoutConnection`): for example, send a goodbye before closing.
+    /// It takes effect at once, for a timer already set too.
     #[doc(alias = "timeoutConnection")]
     pub fn on_timeout(&mut self, action: impl Fn(&TransportRef) + 'static) {
-        self.action = Some(Rc::new(action));
+        *self.action.borrow_mut() = Some(Rc::new(action));
     }
 
     /// Restarts the countdown (Twisted's `resetTimeout`): call it on
@@ -91,6 +104,13 @@ impl IdleTimeout {
         if let Some(call) = self.call.take() {
             let _ = call.cancel();
         }
+    }
+}
+
+impl Drop for IdleTimeout {
+    /// The timer goes with its owner: nothing is left to time out.
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 

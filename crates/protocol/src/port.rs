@@ -3,9 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -13,12 +11,11 @@ use torsion_transport::driver::SocketTransport;
 use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::{Handler, Interest, Readiness, Registration};
 use torsion_transport::socket2::Socket;
-use torsion_transport::unix::{self, SocketFile};
-use torsion_transport::{net, tcp, Address};
+use torsion_transport::unix::SocketFile;
+use torsion_transport::{net, Address};
 
-use crate::connection::{panic_message, Driver, ServerConnection};
+use crate::connection::{guarded, panic_message, Driver, ServerConnection};
 use crate::factory::Factory;
-use crate::{ListenOptions, UnixListenOptions};
 
 /// Connections accepted per readiness event before other sources get a
 /// turn.
@@ -90,36 +87,10 @@ pub(crate) struct Port<F: Factory> {
 }
 
 impl<F: Factory> Port<F> {
-    pub(crate) fn listen_tcp(
-        reactor: &Reactor,
-        addr: SocketAddr,
-        options: &ListenOptions,
-        factory: F,
-    ) -> io::Result<ListeningPort> {
-        let socket = tcp::bind_listener(addr, options.backlog, options.reuse_port)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        let host = net::local_address(&socket)?;
-        Self::listen(reactor, socket, host, None, factory)
-    }
-
-    pub(crate) fn listen_unix(
-        reactor: &Reactor,
-        path: &Path,
-        options: &UnixListenOptions,
-        factory: F,
-    ) -> io::Result<ListeningPort> {
-        let (socket, file) =
-            unix::bind_listener(path, options.backlog, options.mode).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {}: {e}", path.display()),
-                )
-            })?;
-        let host = Address::Unix(Some(path.to_owned()));
-        Self::listen(reactor, socket, host, Some(file), factory)
-    }
-
-    fn listen(
+    /// Listens on `socket`, bound and listening at `host`, serving
+    /// connections with `factory`; `file` is a Unix socket's file, removed
+    /// when the port stops.
+    pub(crate) fn listen(
         reactor: &Reactor,
         socket: Socket,
         host: Address,
@@ -137,7 +108,7 @@ impl<F: Factory> Port<F> {
         });
         let registration = reactor.register(socket, Interest::READABLE, port.clone())?;
         *port.registration.borrow_mut() = Some(registration);
-        port.factory.do_start();
+        guarded("start_factory", || port.factory.start_factory());
         tracing::info!(%host, "listening");
         Ok(ListeningPort { port })
     }
@@ -210,7 +181,7 @@ impl<F: Factory> Port<F> {
                 file.remove();
             }
             tracing::info!(host = %self.host, "stopped listening");
-            self.factory.do_stop();
+            guarded("stop_factory", || self.factory.stop_factory());
         }
     }
 }

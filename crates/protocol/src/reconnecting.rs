@@ -7,7 +7,7 @@ use std::time::Duration;
 use torsion_transport::reactor::DelayedCall;
 use torsion_transport::{Address, CloseReason, ConnectError};
 
-use crate::connector::{Connector, ConnectorState};
+use crate::connector::{Connector, ConnectorState, WeakConnector};
 use crate::factory::{ClientFactory, Factory};
 
 /// Wraps a client factory so that a failed or lost connection is retried
@@ -18,18 +18,21 @@ use crate::factory::{ClientFactory, Factory};
 /// fraction of itself, up or down), and the connector connects again. So
 /// with no jitter the retries wait `initial × factor`, `initial ×
 /// factor²`, ... up to `max_delay`. A connection that succeeds (its
-/// protocol is built) resets the delay, so the next loss starts over.
-/// `max_retries` bounds consecutive retries;
-/// [`ReconnectingClientFactory::stop_trying`] ends it all. The wrapped
-/// factory builds the protocols and hears every event first.
+/// protocol is built) resets the delay and the retry count, so the next
+/// loss starts over. `max_retries` bounds consecutive retries;
+/// [`ReconnectingClientFactory::stop_trying`] ends it all: it abandons an
+/// attempt in progress, cancels a scheduled retry, and no later success
+/// turns retrying back on. The wrapped factory builds the protocols and
+/// hears every event first.
 ///
-/// Share it as an `Rc` to call `stop_trying` later:
+/// Keep a [`SharedFactory`](crate::SharedFactory) clone of it to call
+/// `stop_trying` later:
 ///
 /// ```no_run
-/// # use std::{rc::Rc, time::Duration};
-/// # use torsion_protocol::{ReactorTcp, ReconnectingClientFactory, Reactor, DEFAULT_CONNECT_TIMEOUT};
+/// # use std::time::Duration;
+/// # use torsion_protocol::{ReactorTcp, ReconnectingClientFactory, Reactor, SharedFactory, DEFAULT_CONNECT_TIMEOUT};
 /// # fn demo(reactor: &Reactor, my_factory: impl torsion_protocol::ClientFactory) {
-/// let factory = Rc::new(ReconnectingClientFactory::new(my_factory).max_delay(Duration::from_secs(60)));
+/// let factory = SharedFactory::new(ReconnectingClientFactory::new(my_factory).max_delay(Duration::from_secs(60)));
 /// reactor.connect_tcp("example.org", 80, factory.clone(), DEFAULT_CONNECT_TIMEOUT);
 /// // later: factory.stop_trying();
 /// # }
@@ -45,7 +48,9 @@ pub struct ReconnectingClientFactory<F> {
     retries: Cell<u32>,
     continue_trying: Cell<bool>,
     pending: RefCell<Option<DelayedCall>>,
-    connector: RefCell<Option<Connector>>,
+    /// The connector of the current attempt, known from
+    /// `started_connecting`; weak, since the connector owns this factory.
+    connector: RefCell<Option<WeakConnector>>,
     rng: Cell<u64>,
 }
 
@@ -129,13 +134,20 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
         self.delay.get()
     }
 
-    /// Forgets past failures (Twisted's `resetDelay`). Done automatically
-    /// when a connection succeeds.
+    /// Forgets past failures and resumes retrying after
+    /// [`ReconnectingClientFactory::stop_trying`] (Twisted's
+    /// `resetDelay`). A successful connection forgets past failures by
+    /// itself, but does not resume retrying.
     #[doc(alias = "resetDelay")]
     pub fn reset_delay(&self) {
+        self.forget_failures();
+        self.continue_trying.set(true);
+    }
+
+    /// Starts the back-off afresh: initial delay, no retries counted.
+    fn forget_failures(&self) {
         self.delay.set(self.initial_delay);
         self.retries.set(0);
-        self.continue_trying.set(true);
     }
 
     /// Stops retrying: cancels a scheduled retry and abandons an attempt in
@@ -143,11 +155,12 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
     #[doc(alias = "stopTrying")]
     pub fn stop_trying(&self) {
         self.continue_trying.set(false);
-        if let Some(call) = self.pending.borrow_mut().take() {
+        let pending = self.pending.borrow_mut().take();
+        if let Some(call) = pending {
             let _ = call.cancel();
         }
         let connector = self.connector.borrow_mut().take();
-        if let Some(connector) = connector {
+        if let Some(connector) = connector.and_then(|weak| weak.upgrade()) {
             if connector.state() == ConnectorState::Connecting {
                 connector.stop_connecting();
             }
@@ -177,7 +190,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             return;
         };
         tracing::info!(?delay, retry = retries, "reconnecting later");
-        *self.connector.borrow_mut() = Some(connector.clone());
+        *self.connector.borrow_mut() = Some(connector.downgrade());
         let again = connector.clone();
         let call = reactor.call_later(delay, move |_| again.connect());
         *self.pending.borrow_mut() = Some(call);
@@ -198,8 +211,9 @@ impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
     type Protocol = F::Protocol;
 
     fn build_protocol(&self, peer: &Address) -> Option<F::Protocol> {
-        // Connected: the next loss starts the back-off afresh.
-        self.reset_delay();
+        // Connected: the next loss starts the back-off afresh. Retrying
+        // stays off if `stop_trying` turned it off.
+        self.forget_failures();
         self.inner.build_protocol(peer)
     }
 
@@ -214,6 +228,9 @@ impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
 
 impl<F: ClientFactory> ClientFactory for ReconnectingClientFactory<F> {
     fn started_connecting(&self, connector: &Connector) {
+        // Known from the start, so that `stop_trying` can abandon even the
+        // first attempt.
+        *self.connector.borrow_mut() = Some(connector.downgrade());
         self.inner.started_connecting(connector);
     }
 

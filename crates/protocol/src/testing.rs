@@ -35,8 +35,31 @@ use torsion_transport::{Address, CloseReason, Producer, Transport, TransportRef}
 use crate::protocol::Protocol;
 
 pub use torsion_transport::reactor::testing::{
-    open_descriptors, DescriptorGuard, Watchdog, XorShift,
+    guarded_reactor, open_descriptors, DescriptorGuard, Watchdog, XorShift,
 };
+
+/// A fresh path for a Unix socket in the temporary directory, unique in
+/// this process (`torsion-NAME-PID-N.sock`); any stale file there is
+/// removed first.
+pub fn socket_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("torsion-{name}-{}-{n}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A protocol that writes back whatever it receives: the smallest server,
+/// for tests (the echo crate has the documented one).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        transport.write(data);
+    }
+}
 
 /// What a protocol asked its [`StringTransport`] to do about the
 /// connection.
@@ -522,12 +545,24 @@ impl crate::port::PortControl for MemoryListen {
 
 /// The client-factory events of a recorded connect, type-erased.
 trait ClientEvents {
+    fn start(&self);
+    fn stop(&self);
+    fn started(&self, connector: &crate::Connector);
     fn build(&self, peer: &Address) -> Option<Box<dyn Protocol>>;
     fn failed(&self, connector: &crate::Connector, reason: &torsion_transport::ConnectError);
     fn lost(&self, connector: &crate::Connector, reason: &CloseReason);
 }
 
 impl<F: crate::ClientFactory> ClientEvents for F {
+    fn start(&self) {
+        self.start_factory();
+    }
+    fn stop(&self) {
+        self.stop_factory();
+    }
+    fn started(&self, connector: &crate::Connector) {
+        self.started_connecting(connector);
+    }
     fn build(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
         self.build_protocol(peer)
             .map(|p| Box::new(p) as Box<dyn Protocol>)
@@ -542,6 +577,10 @@ impl<F: crate::ClientFactory> ClientEvents for F {
 
 /// A recorded `connect_tcp` call. Play the network's part with
 /// [`MemoryConnect::succeed`] or [`MemoryConnect::fail`].
+///
+/// As a real connector does, it starts its factory and tells it
+/// `started_connecting` at each attempt, and stops the factory when an
+/// attempt fails or a connection is lost and no new attempt has begun.
 pub struct MemoryConnect {
     /// Where the connection was to go.
     pub destination: crate::Destination,
@@ -551,6 +590,8 @@ pub struct MemoryConnect {
     me: std::rc::Weak<MemoryConnect>,
     state: Cell<crate::ConnectorState>,
     reactor: WeakReactor,
+    /// True between the factory's `start_factory` and `stop_factory`.
+    factory_started: Cell<bool>,
     /// How many times the connector was told to connect again.
     pub reconnects: Cell<u32>,
 }
@@ -575,6 +616,25 @@ impl MemoryConnect {
     pub fn fail(&self, reason: torsion_transport::ConnectError) {
         self.state.set(crate::ConnectorState::Disconnected);
         self.factory.failed(&self.connector(), &reason);
+        self.stop_factory_unless_reconnecting();
+    }
+
+    /// Starts an attempt: the factory is started if it is not, and hears
+    /// `started_connecting`.
+    fn begin_attempt(&self) {
+        self.state.set(crate::ConnectorState::Connecting);
+        if !self.factory_started.replace(true) {
+            self.factory.start();
+        }
+        self.factory.started(&self.connector());
+    }
+
+    fn stop_factory_unless_reconnecting(&self) {
+        if self.state.get() == crate::ConnectorState::Disconnected
+            && self.factory_started.replace(false)
+        {
+            self.factory.stop();
+        }
     }
 
     /// The connection made by `succeed` ends: the protocol hears
@@ -583,13 +643,17 @@ impl MemoryConnect {
         self.state.set(crate::ConnectorState::Disconnected);
         harness.lose(&reason);
         self.factory.lost(&self.connector(), &reason);
+        self.stop_factory_unless_reconnecting();
     }
 }
 
 impl crate::connector::ConnectorControl for MemoryConnect {
     fn connect(&self) {
+        if self.state.get() != crate::ConnectorState::Disconnected {
+            return;
+        }
         self.reconnects.set(self.reconnects.get() + 1);
-        self.state.set(crate::ConnectorState::Connecting);
+        self.begin_attempt();
     }
     fn stop_connecting(&self) {
         if self.state.get() == crate::ConnectorState::Connecting {
@@ -653,7 +717,7 @@ impl crate::ReactorTcp for MemoryReactor {
         factory: F,
         options: crate::ListenOptions,
     ) -> io::Result<crate::ListeningPort> {
-        factory.do_start();
+        factory.start_factory();
         let factory = Rc::new(factory);
         let (build, stop) = (factory.clone(), factory);
         let listen = Rc::new(MemoryListen {
@@ -664,7 +728,7 @@ impl crate::ReactorTcp for MemoryReactor {
                     .build_protocol(peer)
                     .map(|p| Box::new(p) as Box<dyn Protocol>)
             }),
-            stop: Box::new(move || stop.do_stop()),
+            stop: Box::new(move || stop.stop_factory()),
             listening: Cell::new(true),
         });
         self.listens.borrow_mut().push(listen.clone());
@@ -686,12 +750,13 @@ impl crate::ReactorTcp for MemoryReactor {
             timeout,
             factory: Box::new(factory),
             me: me.clone(),
-            state: Cell::new(crate::ConnectorState::Connecting),
+            state: Cell::new(crate::ConnectorState::Disconnected),
             reactor: self.reactor.downgrade(),
+            factory_started: Cell::new(false),
             reconnects: Cell::new(0),
         });
-        let connector = record.connector();
-        self.connects.borrow_mut().push(record);
-        connector
+        self.connects.borrow_mut().push(record.clone());
+        record.begin_attempt();
+        record.connector()
     }
 }

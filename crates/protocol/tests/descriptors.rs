@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::socket2::SockRef;
 use torsion_protocol::testing::DescriptorGuard;
@@ -53,7 +54,7 @@ fn a_thousand_connections_ending_every_way_leave_no_descriptor_behind() {
     let guard = DescriptorGuard::new();
     {
         let reactor = Reactor::new().unwrap();
-        reactor.call_later(Duration::from_secs(60), |_| panic!("test timed out"));
+        let _watchdog = Watchdog::new(Duration::from_secs(60));
         let port = reactor
             .listen_tcp_with(
                 0,

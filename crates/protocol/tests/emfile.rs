@@ -11,11 +11,11 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use torsion_protocol::testing::Echo;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::LoopingCall;
-use torsion_protocol::{
-    Address, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
-};
+use torsion_protocol::{Address, Factory, ListenOptions, Reactor, ReactorTcp};
 
 const CLIENTS: usize = 60;
 const CLIENT_ENV: &str = "TORSION_EMFILE_CLIENT";
@@ -39,13 +39,6 @@ fn client_role() {
     for stream in &mut streams {
         let mut echo = [0u8; 1];
         stream.read_exact(&mut echo).unwrap();
-    }
-}
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        transport.write(data);
     }
 }
 
@@ -96,7 +89,7 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     let original = limit().rlim_cur;
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(60), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(60));
     let accepted = Rc::new(Cell::new(0));
     let port = reactor
         .listen_tcp_with(

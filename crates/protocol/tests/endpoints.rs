@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::endpoints::{
     client_from_string, server_from_string, ClientEndpoint, ServerEndpoint,
@@ -88,6 +89,33 @@ fn client_strings() {
             path: PathBuf::from("/run/x.sock"),
             timeout: DEFAULT_CONNECT_TIMEOUT
         }
+    );
+}
+
+#[test]
+fn only_an_unescaped_equals_sign_makes_a_key() {
+    let _fds = DescriptorGuard::new();
+    let unix = |path: &str| ServerEndpoint::Unix {
+        path: PathBuf::from(path),
+        options: UnixListenOptions::default(),
+    };
+    // An escaped '=' is part of the value, even after a word.
+    assert_eq!(server_from_string(r"unix:a\=b").unwrap(), unix("a=b"));
+    assert_eq!(server_from_string(r"unix:path=a\=b").unwrap(), unix("a=b"));
+    assert_eq!(server_from_string(r"unix:a\=b=c").unwrap(), unix("a=b=c"));
+    // A key is a plain word: an escaped character never forms one.
+    assert_eq!(server_from_string(r"unix:p\ath=x").unwrap(), unix("path=x"));
+    assert_eq!(
+        client_from_string(r"unix:a\=b:timeout=5").unwrap(),
+        ClientEndpoint::Unix {
+            path: PathBuf::from("a=b"),
+            timeout: Duration::from_secs(5)
+        }
+    );
+    // The caret still points at a key's value.
+    assert_eq!(
+        error(server_from_string(r"unix:\=:mode=9")),
+        ("mode \"9\" is not an octal file mode".into(), 13)
     );
 }
 
@@ -176,7 +204,7 @@ fn an_endpoint_listens_and_connects() {
     }
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let port = server_from_string("tcp:0:interface=127.0.0.1")
         .unwrap()
         .listen(&reactor, Both)

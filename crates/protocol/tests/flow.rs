@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::{guarded_reactor, Watchdog};
 
 use torsion_protocol::{
     Address, CloseReason, Factory, Keepalive, ListenOptions, Producer, Protocol, Reactor,
@@ -14,11 +15,8 @@ use torsion_protocol::{
 
 type Log = Rc<RefCell<Vec<String>>>;
 
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-    reactor
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(Duration::from_secs(30))
 }
 
 /// A factory that builds protocols from a closure.
@@ -73,7 +71,7 @@ impl Protocol for Counter {
 #[test]
 fn a_half_closeable_protocol_answers_after_the_peer_half_closes() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || Counter {
@@ -122,7 +120,7 @@ impl Protocol for Greeter {
 #[test]
 fn lose_write_connection_keeps_reading() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || Greeter {
@@ -170,7 +168,7 @@ impl Protocol for Sleeper {
 #[test]
 fn paused_reading_delivers_nothing_until_resumed() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || Sleeper { log: l.clone() });
@@ -237,7 +235,7 @@ impl Protocol for Pager {
 #[test]
 fn a_pull_producer_is_asked_for_each_piece_as_the_buffer_drains() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let asked = Rc::new(Cell::new(0));
     let a = asked.clone();
     let addr = listen(&reactor, move || Pager {
@@ -284,7 +282,7 @@ impl Protocol for Options {
 #[test]
 fn socket_options_and_reuse_port() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let results: Rc<RefCell<Vec<bool>>> = Rc::default();
     let r = results.clone();
     let options = ListenOptions {
@@ -350,7 +348,7 @@ fn ipv6_listen_and_connect() {
             connector.reactor().unwrap().stop().unwrap();
         }
     }
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let port = reactor
         .listen_tcp_with(
             0,

@@ -278,3 +278,47 @@ fn every_even_chunk_size_gives_the_same_lines_and_raw_bytes() {
 fn chunks_of_zero_bytes_are_refused() {
     ProtocolHarness::new(LineReceiver::new(Lines::default())).receive_in_chunks_of(b"x", 0);
 }
+
+#[test]
+fn the_length_limit_is_the_smaller_of_the_maximum_and_the_prefixs_own() {
+    let max = torsion_protocol::basic::DEFAULT_MAX_STRING;
+    assert_eq!(
+        Int8StringReceiver::new(Strings::default()).max_length(),
+        255
+    );
+    assert_eq!(
+        Int16StringReceiver::new(Strings::default()).max_length(),
+        65_535
+    );
+    assert_eq!(
+        Int32StringReceiver::new(Strings::default()).max_length(),
+        max
+    );
+    let mut receiver = Int32StringReceiver::new(Strings::default());
+    receiver.set_max_length(usize::MAX);
+    assert_eq!(receiver.max_length(), u32::MAX as usize);
+    receiver.set_max_length(10);
+    assert_eq!(receiver.max_length(), 10);
+    // The limit reported to the handler is the one that applies.
+    let mut harness = ProtocolHarness::new(receiver);
+    harness.receive(&[0, 0, 0, 11]);
+    assert_eq!(
+        harness.transport.closing(),
+        Closing::LostWithError("string of 11 bytes exceeds the maximum of 10".into())
+    );
+}
+
+#[test]
+fn send_prefixed_with_the_widest_prefix() {
+    let transport = StringTransport::new();
+    let handle: TransportRef = transport.clone();
+    send_prefixed::<8>(&handle, b"abc").unwrap();
+    assert_eq!(transport.take_written(), b"\0\0\0\0\0\0\0\x03abc");
+    let error = send_prefixed::<2>(&handle, &[0u8; 65_536]).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(
+        error.to_string(),
+        "a string of 65536 bytes does not fit a 2-byte length prefix (at most 65535)"
+    );
+    assert!(transport.written().is_empty());
+}

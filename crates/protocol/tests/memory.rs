@@ -1,22 +1,15 @@
 //! The memory reactor: factories tested without sockets.
 
 use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Echo;
 
 use torsion_protocol::testing::MemoryReactor;
 use torsion_protocol::{
-    Address, ClientFactory, ConnectError, Factory, Protocol, ReactorTcp, ReconnectingClientFactory,
-    TransportRef,
+    Address, ClientFactory, ConnectError, Factory, ReactorTcp, ReconnectingClientFactory,
+    SharedFactory,
 };
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        transport.write(data);
-    }
-}
 
 #[derive(Default)]
 struct EchoFactory {
@@ -43,7 +36,7 @@ impl ClientFactory for EchoFactory {}
 fn listening_is_recorded_and_connections_are_served_in_memory() {
     let _fds = DescriptorGuard::new();
     let memory = MemoryReactor::new().unwrap();
-    let factory = Rc::new(EchoFactory::default());
+    let factory = SharedFactory::new(EchoFactory::default());
     let port = memory.listen_tcp(8000, factory.clone()).unwrap();
     assert_eq!(factory.started.get(), 1);
     let listens = memory.listens();

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::LoopingCall;
 use torsion_protocol::{
@@ -83,7 +84,7 @@ fn a_panic_in_any_callback_costs_one_connection() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     // Each victim is followed by a healthy connection.
     let script = PLACES
         .iter()
@@ -132,15 +133,25 @@ fn a_panic_in_any_callback_costs_one_connection() {
 #[test]
 fn a_panic_in_a_client_factory_callback_is_contained() {
     let _fds = DescriptorGuard::new();
-    struct Grumpy;
+    /// What the factory heard.
+    #[derive(Default)]
+    struct Heard {
+        failed: Cell<u32>,
+        stopped: Cell<u32>,
+    }
+    struct Grumpy(Rc<Heard>);
     impl Factory for Grumpy {
         type Protocol = Touchy;
         fn build_protocol(&self, _peer: &Address) -> Option<Touchy> {
             None
         }
+        fn stop_factory(&self) {
+            self.0.stopped.set(self.0.stopped.get() + 1);
+        }
     }
     impl ClientFactory for Grumpy {
         fn client_connection_failed(&self, _connector: &Connector, _reason: &ConnectError) {
+            self.0.failed.set(self.0.failed.get() + 1);
             panic!("panic in client_connection_failed");
         }
     }
@@ -151,15 +162,35 @@ fn a_panic_in_a_client_factory_callback_is_contained() {
         .local_addr()
         .unwrap()
         .port();
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-    let connector = reactor.connect_tcp("127.0.0.1", closed, Grumpy, Duration::from_secs(5));
-    // Once the attempt is over (its failure handler panicked), stop.
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
+    let heard = Rc::new(Heard::default());
+    let connector = reactor.connect_tcp(
+        "127.0.0.1",
+        closed,
+        Grumpy(heard.clone()),
+        Duration::from_secs(5),
+    );
+    // Once the attempt is over (its failure handler panicked), a later
+    // turn stops the loop: the reactor carried on after the panic.
+    let watched = connector.clone();
     let watch = LoopingCall::new(&reactor, move |call| {
-        if connector.state() == torsion_protocol::ConnectorState::Disconnected {
+        if watched.state() == torsion_protocol::ConnectorState::Disconnected {
             call.stop().unwrap();
             call.reactor().unwrap().stop().unwrap();
         }
     });
     watch.start(Duration::from_millis(1), false).unwrap();
     reactor.run().unwrap();
+    assert_eq!(heard.failed.get(), 1, "the callback ran, and panicked");
+    assert_eq!(
+        heard.stopped.get(),
+        1,
+        "the connector finished the attempt after the panic"
+    );
+    // The connector still works: another attempt fails the same way.
+    connector.connect();
+    while heard.failed.get() < 2 {
+        reactor.iterate(Duration::from_secs(1)).unwrap();
+    }
+    assert_eq!(heard.stopped.get(), 2);
 }

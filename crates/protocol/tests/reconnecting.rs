@@ -4,11 +4,12 @@ use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::Duration;
-use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::{DescriptorGuard, MemoryReactor};
 
 use torsion_protocol::{
-    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
-    Reactor, ReactorTcp, ReconnectingClientFactory, TransportRef,
+    Address, ClientFactory, CloseReason, ConnectError, Connector, ConnectorState, Factory,
+    ListenOptions, Protocol, Reactor, ReactorTcp, ReconnectingClientFactory, SharedFactory,
+    TransportRef,
 };
 
 fn secs(n: u64) -> Duration {
@@ -86,7 +87,7 @@ fn failed_attempts_back_off_exponentially_up_to_the_cap_and_the_retry_limit() {
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let port = listener(&reactor);
     let counts = Rc::new(Counts::default());
-    let factory = Rc::new(
+    let factory = SharedFactory::new(
         ReconnectingClientFactory::new(Watch(counts.clone()))
             .initial_delay(secs(1))
             .factor(2.0)
@@ -119,7 +120,7 @@ fn a_successful_connection_resets_the_delay_and_stop_trying_ends_it() {
     reactor.set_signal_handling(false);
     let port = listener(&reactor);
     let counts = Rc::new(Counts::default());
-    let factory = Rc::new(
+    let factory = SharedFactory::new(
         ReconnectingClientFactory::new(Watch(counts.clone()))
             .initial_delay(secs(1))
             .factor(3.0)
@@ -187,4 +188,55 @@ fn jitter_is_bounded_and_reproducible_with_a_seed() {
     // With factor 1 each delay is 10 s moved by at most half, but the
     // jitter compounds on the previous delay: check the first one.
     assert!(first[0] >= secs(5) && first[0] <= secs(15), "{first:?}");
+}
+
+#[test]
+fn stop_trying_during_the_first_attempt_abandons_it() {
+    let _fds = DescriptorGuard::new();
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    reactor.set_signal_handling(false);
+    let port = listener(&reactor);
+    let counts = Rc::new(Counts::default());
+    let factory = SharedFactory::new(ReconnectingClientFactory::new(Watch(counts.clone())));
+    let connector = reactor.connect_tcp("127.0.0.1", port, factory.clone(), secs(5));
+    assert_eq!(connector.state(), ConnectorState::Connecting);
+    // No attempt has failed yet: the factory knows its connector from
+    // `started_connecting`.
+    factory.stop_trying();
+    assert_eq!(connector.state(), ConnectorState::Disconnected);
+    assert_eq!(counts.failed.get(), 1, "the attempt was cancelled");
+    assert_eq!(scheduled_retry(&reactor), None, "and not retried");
+    for _ in 0..10 {
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    assert_eq!(connector.state(), ConnectorState::Disconnected);
+    assert_eq!(counts.lost.get(), 0, "no connection was made");
+}
+
+#[test]
+fn a_success_after_stop_trying_does_not_turn_trying_back_on() {
+    let _fds = DescriptorGuard::new();
+    let memory = MemoryReactor::new().unwrap();
+    let counts = Rc::new(Counts::default());
+    let factory = SharedFactory::new(ReconnectingClientFactory::new(Watch(counts.clone())));
+    memory.connect_tcp("example.org", 80, factory.clone(), secs(5));
+    let attempt = &memory.connects()[0];
+    let mut connection = attempt.succeed().unwrap();
+    // Connected: nothing to abandon, but the loss is not retried.
+    factory.stop_trying();
+    attempt.lose(&mut connection, CloseReason::ClosedByPeer);
+    assert_eq!(memory.reactor().pending_call_count(), 0);
+    // The application connects once more by hand; that connection
+    // succeeding must not resume the retries.
+    attempt.connector().connect();
+    let mut connection = attempt.succeed().unwrap();
+    attempt.lose(&mut connection, CloseReason::ClosedByPeer);
+    assert_eq!(counts.lost.get(), 2);
+    assert_eq!(
+        memory.reactor().pending_call_count(),
+        0,
+        "no retry scheduled"
+    );
+    memory.clock().advance(secs(7200));
+    assert_eq!(attempt.reconnects.get(), 1, "only the connect by hand");
 }

@@ -11,17 +11,15 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::Echo;
+use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, ConnectorState, Factory,
-    ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
+    ListenOptions, Protocol, Reactor, ReactorTcp, SharedFactory, TransportRef,
 };
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-fn guard(reactor: &Reactor) {
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-}
 
 /// A deterministic stream of pseudo-random bytes and sizes (xorshift).
 struct Rng(u64);
@@ -40,13 +38,6 @@ impl Rng {
 }
 
 // ----- echo ----------------------------------------------------------------
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        transport.write(data);
-    }
-}
 
 #[derive(Default)]
 struct EchoFactory {
@@ -140,8 +131,8 @@ impl ClientFactory for GreeterFactory {
 fn echo_round_trip_between_our_client_and_server() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
-    let factory = Rc::new(EchoFactory::default());
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
+    let factory = SharedFactory::new(EchoFactory::default());
     let (port, addr) = listen_local(&reactor, factory.clone());
     assert_eq!(factory.started.get(), 1);
     let log = Rc::new(RefCell::new(Vec::new()));
@@ -179,7 +170,7 @@ fn echo_round_trip_between_our_client_and_server() {
 fn connecting_by_name_resolves_off_the_loop() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
     let log = Rc::new(RefCell::new(Vec::new()));
     reactor.connect_tcp(
@@ -200,7 +191,7 @@ fn sixteen_mib_in_random_chunks_comes_back_identical() {
     let _fds = DescriptorGuard::new();
     const TOTAL: usize = 16 << 20;
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
     let handle = reactor.handle();
     let client = std::thread::spawn(move || {
@@ -287,7 +278,7 @@ const BLAST: usize = 32 << 20;
 fn blast(abort: bool) -> (Result<Vec<u8>, std::io::Error>, Vec<String>, usize) {
     const SIZE: usize = BLAST;
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let reasons = Rc::new(RefCell::new(Vec::new()));
     let queued = Rc::new(Cell::new(0));
     let (_port, addr) = listen_local(
@@ -344,7 +335,7 @@ fn peer_end_of_stream_still_flushes_what_is_queued() {
     let _fds = DescriptorGuard::new();
     const SIZE: usize = 1 << 20;
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
     let handle = reactor.handle();
     let client = std::thread::spawn(move || {
@@ -381,7 +372,7 @@ fn connection_refused_reaches_client_connection_failed() {
         .unwrap()
         .port();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let log = Rc::new(RefCell::new(Vec::new()));
     reactor.connect_tcp(
         "127.0.0.1",
@@ -432,22 +423,43 @@ fn stop_connecting_cancels_the_attempt() {
     assert!(log.borrow()[1].starts_with("failed: Cancelled"), "{log:?}");
 }
 
-// ----- factories and ports ------------------------------------------------
-
 #[test]
-fn a_shared_factory_starts_with_its_first_port_and_stops_with_its_last() {
+fn a_failed_lookup_names_the_host() {
     let _fds = DescriptorGuard::new();
+    /// The host a failed lookup names, or the other failure.
+    struct Lookup(Rc<RefCell<Option<Result<String, String>>>>);
+    impl Factory for Lookup {
+        type Protocol = Echo;
+        fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+            Some(Echo)
+        }
+    }
+    impl ClientFactory for Lookup {
+        fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
+            *self.0.borrow_mut() = Some(match reason {
+                ConnectError::Resolve { host, .. } => Ok(host.clone()),
+                other => Err(format!("{other:?}")),
+            });
+            connector.reactor().unwrap().stop().unwrap();
+        }
+    }
     let reactor = Reactor::new().unwrap();
-    let factory = Rc::new(EchoFactory::default());
-    let (a, _) = listen_local(&reactor, factory.clone());
-    let (b, _) = listen_local(&reactor, factory.clone());
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 0));
-    a.stop_listening();
-    a.stop_listening();
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 0));
-    b.stop_listening();
-    assert_eq!((factory.started.get(), factory.stopped.get()), (1, 1));
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
+    let failure = Rc::new(RefCell::new(None));
+    // A name with a NUL byte fails to resolve at once, without asking the
+    // network.
+    reactor.connect_tcp(
+        "bad\0name",
+        80,
+        Lookup(failure.clone()),
+        Duration::from_secs(5),
+    );
+    reactor.run().unwrap();
+    let failure = failure.borrow_mut().take();
+    assert_eq!(failure, Some(Ok("bad\0name".to_owned())));
 }
+
+// ----- factories and ports ------------------------------------------------
 
 #[test]
 fn a_stopped_port_refuses_connections() {
@@ -472,7 +484,7 @@ fn a_refusing_factory_closes_the_connection() {
         }
     }
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let (_port, addr) = listen_local(&reactor, Refuser);
     let handle = reactor.handle();
     let client = std::thread::spawn(move || {
@@ -526,7 +538,7 @@ impl Factory for FragileFactory {
 fn a_panicking_protocol_loses_its_connection_only() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let lost = Rc::new(RefCell::new(Vec::new()));
     let (_port, addr) = listen_local(&reactor, FragileFactory { lost: lost.clone() });
     let handle = reactor.handle();
@@ -563,7 +575,7 @@ fn a_panicking_protocol_loses_its_connection_only() {
 fn connections_and_ports_leave_no_registration_behind() {
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let (port, addr) = listen_local(&reactor, EchoFactory::default());
     let count = Rc::new(Cell::new(0));
     struct Counter;
@@ -592,7 +604,7 @@ fn connections_and_ports_leave_no_registration_behind() {
             }
         }
     }
-    let factory = Rc::new(CounterFactory {
+    let factory = SharedFactory::new(CounterFactory {
         count: count.clone(),
     });
     for _ in 0..50 {
@@ -652,7 +664,7 @@ fn stopping_the_reactor_closes_ports_and_connections_in_order() {
 
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let log = Rc::new(RefCell::new(Vec::new()));
     let (port, addr) = listen_local(&reactor, HolderFactory { log: log.clone() });
     for phase in [Phase::Before, Phase::After] {
@@ -700,7 +712,7 @@ fn an_adopted_socket_is_served_like_an_accepted_one() {
 
     let _fds = DescriptorGuard::new();
     let reactor = Reactor::new().unwrap();
-    guard(&reactor);
+    let _watchdog = Watchdog::new(Duration::from_secs(30));
     let listener = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let client = std::thread::spawn(move || {

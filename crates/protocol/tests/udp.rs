@@ -2,10 +2,10 @@
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::{guarded_reactor, socket_path, Watchdog};
 
 use torsion_protocol::{
     Address, DatagramProtocol, DatagramTransportRef, Reactor, ReactorUdp, ReactorUnix, UdpOptions,
@@ -13,11 +13,8 @@ use torsion_protocol::{
 
 type Log = Rc<RefCell<Vec<String>>>;
 
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-    reactor
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(Duration::from_secs(30))
 }
 
 fn local() -> UdpOptions {
@@ -74,7 +71,7 @@ fn client() -> UdpSocket {
 #[test]
 fn udp_echo_and_truncation() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let options = UdpOptions {
         max_datagram_size: 16,
@@ -154,7 +151,7 @@ impl DatagramProtocol for Lonely {
 #[test]
 fn connected_udp_hears_refusals_and_bad_writes_are_errors() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let target = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
@@ -172,12 +169,6 @@ fn connected_udp_hears_refusals_and_bad_writes_are_errors() {
         .unwrap();
     reactor.run().unwrap();
     assert_eq!(*log.borrow(), ["NotConnected", "InvalidInput", "refused"]);
-}
-
-fn socket_path(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("torsion-{name}-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
 }
 
 /// Sends one datagram to its connected server and logs the answer.
@@ -205,7 +196,7 @@ impl DatagramProtocol for Asker {
 #[test]
 fn unix_datagrams_both_ways() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let server_path = socket_path("dgram-server");
     let client_path = socket_path("dgram-client");
     let log: Log = Rc::default();

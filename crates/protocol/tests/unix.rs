@@ -6,29 +6,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::testing::{guarded_reactor, Watchdog};
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, Reactor,
     ReactorUnix, TransportRef, UnixListenOptions,
 };
 
-/// A fresh socket path in the temporary directory.
 fn socket_path() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("torsion-test-{}-{n}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
+    torsion_protocol::testing::socket_path("test")
 }
 
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.set_signal_handling(false);
-    reactor.call_later(Duration::from_secs(30), |_| panic!("test timed out"));
-    reactor
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(Duration::from_secs(30))
 }
 
 type Log = Rc<RefCell<Vec<String>>>;
@@ -111,7 +103,7 @@ impl ClientFactory for ClientFactoryImpl {
 #[test]
 fn echo_over_a_unix_socket_with_mode_and_credentials() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let path = socket_path();
     let log: Log = Rc::default();
     let port = reactor
@@ -149,7 +141,7 @@ fn echo_over_a_unix_socket_with_mode_and_credentials() {
 #[test]
 fn a_stale_socket_file_is_replaced() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let path = socket_path();
     drop(UnixListener::bind(&path).unwrap()); // leaves the file, nobody listening
     assert!(path.exists());
@@ -167,7 +159,7 @@ fn a_stale_socket_file_is_replaced() {
 #[test]
 fn a_live_server_is_never_taken_over() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let path = socket_path();
     let live = UnixListener::bind(&path).unwrap();
     let error = reactor
@@ -192,7 +184,7 @@ fn a_live_server_is_never_taken_over() {
 #[test]
 fn a_path_that_is_not_a_socket_is_refused() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let path = socket_path();
     std::fs::write(&path, b"not a socket").unwrap();
     let error = reactor
@@ -210,7 +202,7 @@ fn a_path_that_is_not_a_socket_is_refused() {
 #[test]
 fn connecting_to_a_missing_socket_fails_with_a_reason() {
     let _fds = DescriptorGuard::new();
-    let reactor = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     reactor.connect_unix(
         socket_path(),

@@ -461,11 +461,7 @@ impl Reactor {
                     tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
                 }
             }
-            (
-                source.handler.clone(),
-                sources.id_of(key).unwrap_or_default(),
-                source.interest,
-            )
+            (source.handler.clone(), source.id(), source.interest)
         };
         let readiness = readiness.masked(interest);
         let handled = panics::isolate(self, "an I/O handler", || handler.ready(self, readiness));

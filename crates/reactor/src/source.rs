@@ -68,6 +68,11 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// Which registration this entry belongs to.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The source's descriptor, borrowed for as long as the table entry.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: see the invariant on `fd`: the descriptor is open while
@@ -101,10 +106,6 @@ impl Sources {
     /// The entry under `key` if it still belongs to registration `id`.
     fn get_mut(&mut self, key: usize, id: u64) -> Option<&mut Source> {
         self.slab.get_mut(key).filter(|source| source.id == id)
-    }
-
-    pub(crate) fn id_of(&self, key: usize) -> Option<u64> {
-        self.slab.get(key).map(|source| source.id)
     }
 
     pub(crate) fn handlers(&self) -> Vec<Rc<dyn Handler>> {

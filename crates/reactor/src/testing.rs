@@ -92,6 +92,22 @@ impl XorShift {
     }
 }
 
+/// A reactor for a test that runs on real sockets and time, watched by a
+/// [`Watchdog`] of `limit`, with SIGINT/SIGTERM handling off (the tests
+/// of one binary share a process and its signal dispositions).
+///
+/// Bind the watchdog first, so it outlives the reactor:
+/// `let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));`
+///
+/// # Panics
+/// If the reactor cannot be created.
+pub fn guarded_reactor(limit: Duration) -> (Watchdog, crate::Reactor) {
+    let watchdog = Watchdog::new(limit);
+    let reactor = crate::Reactor::new().expect("a reactor for the test");
+    reactor.set_signal_handling(false);
+    (watchdog, reactor)
+}
+
 /// Ends the process if a test has not finished within a limit, so a broken
 /// test fails loudly instead of hanging the suite.
 ///

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
-use torsion_reactor::testing::{DescriptorGuard, Watchdog};
+use torsion_reactor::testing::{guarded_reactor, DescriptorGuard, Watchdog};
 
 use torsion_reactor::{Handler, Interest, Phase, Reactor, Readiness, Registration, SystemEvent};
 
@@ -20,12 +20,10 @@ fn note(log: &Log, what: impl Into<String>) {
     log.borrow_mut().push(what.into());
 }
 
-fn reactor() -> (Reactor, Watchdog) {
-    let reactor = Reactor::new().unwrap();
-    // These tests run in parallel threads of one process: leave signals
-    // alone (tests/signals.rs covers them, alone in its own process).
-    reactor.set_signal_handling(false);
-    (reactor, Watchdog::new(Duration::from_secs(30)))
+/// Signals are left alone: these tests run in parallel threads of one
+/// process (tests/signals.rs covers them, alone in its own process).
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(Duration::from_secs(30))
 }
 
 /// A source that notes its shutdown call.
@@ -45,7 +43,7 @@ impl Handler for Noter {
 #[test]
 fn startup_then_shutdown_in_phase_order() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log = log();
     for (phase, event, name) in [
         (Phase::After, SystemEvent::Startup, "after startup"),
@@ -99,7 +97,7 @@ fn startup_then_shutdown_in_phase_order() {
 #[test]
 fn triggers_fire_on_every_run_until_removed() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log = log();
     let l = log.clone();
     let id = reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
@@ -119,7 +117,7 @@ fn triggers_fire_on_every_run_until_removed() {
 #[test]
 fn a_trigger_removed_by_an_earlier_one_does_not_run() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log = log();
     let victim = Rc::new(RefCell::new(None));
     let v = victim.clone();
@@ -145,7 +143,7 @@ fn several_reactors_run_independently_on_their_own_threads() {
     let threads: Vec<_> = (0..4u64)
         .map(|i| {
             std::thread::spawn(move || {
-                let (reactor, _watchdog) = reactor();
+                let (_watchdog, reactor) = reactor();
                 let fired = Rc::new(RefCell::new(0u64));
                 for n in 0..100 {
                     let fired = fired.clone();
@@ -197,7 +195,7 @@ fn flooder(reactor: &Reactor, log: &Log, readable: bool) -> UnixStream {
 #[test]
 fn a_flood_of_due_timers_does_not_starve_io() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log = log();
     let peer = flooder(&reactor, &log, false);
     // The first of ten thousand calls due now makes the socket readable;
@@ -230,7 +228,7 @@ fn a_flood_of_due_timers_does_not_starve_io() {
 #[test]
 fn a_flood_of_ready_sockets_does_not_delay_due_timers() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log = log();
     let _peers: Vec<UnixStream> = (0..100).map(|_| flooder(&reactor, &log, true)).collect();
     let l = log.clone();

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use torsion_reactor::testing::{DescriptorGuard, Watchdog};
+use torsion_reactor::testing::{guarded_reactor, DescriptorGuard, Watchdog};
 use torsion_reactor::{Handler, LoopingCall, Phase, Reactor, Readiness, SystemEvent};
 
 /// A reactor, with the guards every test here takes: the descriptor check
@@ -14,13 +14,9 @@ use torsion_reactor::{Handler, LoopingCall, Phase, Reactor, Readiness, SystemEve
 /// a watchdog. Bind the guards first, so the reactor is dropped before
 /// they check.
 fn reactor() -> ((DescriptorGuard, Watchdog), Reactor) {
-    let guards = (
-        DescriptorGuard::new(),
-        Watchdog::new(Duration::from_secs(30)),
-    );
-    let reactor = Reactor::new().unwrap();
-    reactor.set_signal_handling(false);
-    (guards, reactor)
+    let fds = DescriptorGuard::new();
+    let (watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    ((fds, watchdog), reactor)
 }
 
 #[test]

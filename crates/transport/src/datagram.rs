@@ -27,8 +27,10 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 64 * 1024;
 const MAX_DATAGRAMS_PER_EVENT: usize = 64;
 
 /// What [`DatagramTransport::process`] found.
+///
+/// Exhaustive on purpose: the layer above handles every event, and a new
+/// one should fail its build rather than fall into a silent catch-all.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum DatagramEvent<'a> {
     /// A whole datagram.
     Datagram {

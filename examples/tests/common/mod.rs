@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 
 /// An example program, freshly built: the first call per test run builds
 /// the examples, so a test never runs a stale program (a filtered
@@ -51,7 +52,19 @@ pub enum Reports {
 /// (as in "listening host=tcp:0.0.0.0:PORT"), waiting at most a minute.
 /// The rest of that output is drained on a thread, so the server never
 /// blocks on a full pipe.
-pub fn start_logging_port(mut command: Command, marker: &str, reports: Reports) -> (Child, u16) {
+pub fn start_logging_port(command: Command, marker: &str, reports: Reports) -> (Child, u16) {
+    let (child, port, _rest) = start_logging(command, marker, reports);
+    (child, port)
+}
+
+/// As [`start_logging_port`], and also returns the lines that follow the
+/// marker's, as they come; the channel closes when the server's output
+/// does (it exited).
+pub fn start_logging(
+    mut command: Command,
+    marker: &str,
+    reports: Reports,
+) -> (Child, u16, mpsc::Receiver<String>) {
     command.stdin(Stdio::null());
     match reports {
         Reports::Stdout => command.stdout(Stdio::piped()).stderr(Stdio::inherit()),
@@ -62,7 +75,8 @@ pub fn start_logging_port(mut command: Command, marker: &str, reports: Reports) 
         Reports::Stdout => Box::new(child.stdout.take().unwrap()),
         Reports::Stderr => Box::new(child.stderr.take().unwrap()),
     };
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    let (rest_tx, rest) = mpsc::channel();
     let marker = marker.to_owned();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stream).lines();
@@ -77,10 +91,13 @@ pub fn start_logging_port(mut command: Command, marker: &str, reports: Reports) 
                 break;
             }
         }
-        for _ in lines {}
+        // Keep draining even if nobody reads them.
+        for line in lines {
+            let _ = rest_tx.send(line.unwrap_or_default());
+        }
     });
     match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-        Ok(Some(port)) => (child, port),
+        Ok(Some(port)) => (child, port, rest),
         _ => {
             let _ = child.kill();
             let _ = child.wait();
