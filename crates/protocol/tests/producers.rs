@@ -11,7 +11,8 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use torsion_protocol::testing::{DescriptorGuard, Watchdog};
+use torsion_protocol::socket2::SockRef;
+use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Watchdog};
 use torsion_protocol::{
     Address, CloseReason, Factory, ListenOptions, Producer, Protocol, Reactor, ReactorTcp,
     TransportRef,
@@ -21,11 +22,8 @@ type Log = Rc<RefCell<Vec<String>>>;
 
 /// A reactor for one test, and a watchdog that ends the process if the
 /// test hangs.
-fn reactor() -> (Reactor, Watchdog) {
-    let watchdog = Watchdog::new(Duration::from_secs(30));
-    let reactor = Reactor::new().unwrap();
-    reactor.set_signal_handling(false);
-    (reactor, watchdog)
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(Duration::from_secs(30))
 }
 
 /// A factory that builds protocols from a closure.
@@ -63,23 +61,9 @@ fn read_all(stream: &mut TcpStream) -> Vec<u8> {
 
 /// Closes `stream` with a reset (`SO_LINGER` 0) instead of a FIN.
 fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `linger` is a valid `struct linger` of the size passed, and
-    // the descriptor is the open socket `stream` owns.
-    let result = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(stream);
 }
 
@@ -179,7 +163,7 @@ impl Protocol for Sender {
 /// that the connection (only) was lost and the server served another.
 fn producer_panic(panics: Panics) -> Vec<String> {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let count = Rc::new(Cell::new(0));
     let (l, c) = (log.clone(), count.clone());
@@ -308,7 +292,7 @@ impl Protocol for LoseEarly {
 #[test]
 fn lose_connection_waits_for_a_pull_producer_to_unregister() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || LoseEarly {
@@ -383,7 +367,7 @@ impl Protocol for LoseThenFinish {
 #[test]
 fn lose_connection_waits_for_a_streaming_producer_to_unregister() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || LoseThenFinish {
@@ -464,7 +448,7 @@ impl Protocol for Ended {
 
 fn close_path(ending: Ending) -> Vec<String> {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let addr = listen(&reactor, move || Ended {
@@ -607,7 +591,7 @@ impl Protocol for TrickleServer {
 fn a_pull_producer_whose_writes_go_out_whole_is_asked_again() {
     for at in [Where::ConnectionMade, Where::DataReceived, Where::Timer] {
         let _fds = DescriptorGuard::new();
-        let (reactor, _watchdog) = reactor();
+        let (_watchdog, reactor) = reactor();
         let asked = Rc::new(Cell::new(0));
         let a = asked.clone();
         let pieces = 100_000;
@@ -684,7 +668,7 @@ impl Protocol for BurstServer {
 #[test]
 fn a_pull_producer_with_output_queued_is_not_polled_while_the_peer_reads_nothing() {
     let _fds = DescriptorGuard::new();
-    let (reactor, _watchdog) = reactor();
+    let (_watchdog, reactor) = reactor();
     let turns = Rc::new(Cell::new(u64::MAX));
     let (go, wait) = mpsc::channel();
     let go = RefCell::new(Some(go));

@@ -4,15 +4,15 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use torsion_protocol::testing::{DescriptorGuard, Watchdog};
+use torsion_protocol::socket2::SockRef;
+use torsion_protocol::testing::{guarded_reactor, DescriptorGuard};
 use torsion_protocol::{
-    Address, CloseReason, Factory, ListenOptions, Protocol, Reactor, ReactorTcp, TransportRef,
+    Address, CloseReason, Factory, ListenOptions, Protocol, ReactorTcp, TransportRef,
 };
 
 /// Pauses reading as soon as it connects and never writes; records how
@@ -47,31 +47,16 @@ impl Factory for Build {
 
 /// Closes `stream` with a reset (`SO_LINGER` 0) instead of a FIN.
 fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `linger` is a valid `struct linger` of the size passed, and
-    // the descriptor is the open socket `stream` owns.
-    let result = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(result, 0, "{}", io::Error::last_os_error());
+    SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(stream);
 }
 
 #[test]
 fn a_reset_on_a_paused_idle_connection_is_reported_at_once_and_the_loop_stays_quiet() {
     let _fds = DescriptorGuard::new();
-    let _watchdog = Watchdog::new(Duration::from_secs(30));
-    let reactor = Reactor::new().unwrap();
-    reactor.set_signal_handling(false);
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let lost = Rc::new(RefCell::new(None));
     let port = reactor
         .listen_tcp_with(
