@@ -123,10 +123,11 @@ pub trait Transport {
     /// whole or a flush brings the buffer to the low watermark. That
     /// request comes after the write has returned (later in the
     /// transport's step, or on a later loop turn), never from inside it,
-    /// so a producer that answers with a write is never re-entered. Either hears
-    /// [`Producer::stop_producing`] when the connection closes, before the
-    /// protocol hears `connection_lost`; a producer unregistered first is
-    /// not stopped. While a producer is registered,
+    /// so a producer that answers with a write is never re-entered.
+    ///
+    /// Either kind hears [`Producer::stop_producing`] when the connection
+    /// closes, before the protocol hears `connection_lost`; a producer
+    /// unregistered first is not stopped. While a producer is registered,
     /// [`Transport::lose_connection`] waits for it to be unregistered.
     /// Producer callbacks may run inside a call to `write`.
     ///

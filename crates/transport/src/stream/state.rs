@@ -7,13 +7,41 @@
 //! write side is in one [`WriteShutdown`] state; yes/no facts are
 //! [`Flag`]s. Not every combination can happen. Per phase:
 //!
-//! | phase | reads | takes writes | write shutdown | flags, queue and pipe | leaves for |
-//! |---|---|---|---|---|---|
-//! | `Connecting` | no | no | `No` | no flag but `Processing`; queue empty; no producer, no reason | `Open` when the connect completes; `Closed` when it fails or is cancelled |
-//! | `Open` | unless `ReadingPaused`, `Throttled` or `ReadClosed` | unless `WritesClosed` | any; `WritesClosed` exactly when not `No`; never `Done` together with `ReadClosed` | any but `LoseAfterProducer` | `Draining` (lose, or the peer's end of stream without half-close); `Closing` (abort, error, a producer's panic, both halves shut); `Closed` (shutdown) |
-//! | `Draining` | no | unless `WritesClosed` (taken after the peer's end of stream, and from a producer that `LoseAfterProducer` waits for) | any | `LoseAfterProducer` only with a producer registered and `WritesClosed` clear | `Closed` once the queue is empty and no `LoseAfterProducer`, or at shutdown; `Closing` (abort, error) |
-//! | `Closing` | no | no | any | `WritesClosed`, no `LoseAfterProducer`; queue empty; reason recorded | `Closed` at the next step |
-//! | `Closed` | no | no | any | `WritesClosed`; queue empty; no pipe, no producer, no `ProducerPaused` or `PullPending` | — |
+//! ```text
+//!              | reads | takes  | write    | also true
+//! phase        |       | writes | shutdown |
+//! -------------+-------+--------+----------+-------------------------------
+//! Connecting   | no    | no     | No       | no flag but Processing; queue
+//!              |       |        |          | empty; no producer, no reason
+//! Open         | (1)   | (2)    | (3)      | no LoseAfterProducer
+//! Draining     | no    | (2)    | any      | LoseAfterProducer only with a
+//!              |       |        |          | producer and no WritesClosed
+//! Closing      | no    | no     | any      | WritesClosed; queue empty;
+//!              |       |        |          | reason recorded; no
+//!              |       |        |          | LoseAfterProducer
+//! Closed       | no    | no     | any      | WritesClosed; queue empty; no
+//!              |       |        |          | pipe, no producer, no
+//!              |       |        |          | ProducerPaused or PullPending
+//! ```
+//!
+//! 1. Unless `ReadingPaused`, `Throttled` or `ReadClosed`.
+//! 2. Unless `WritesClosed`. In `Draining`, writes are still taken after
+//!    the peer's end of stream (until the queue is flushed) and from a
+//!    producer that `LoseAfterProducer` waits for.
+//! 3. Not `No` exactly when `WritesClosed`; never `Done` together with
+//!    `ReadClosed` (both halves shut means `Closing`).
+//!
+//! The transitions:
+//!
+//! - `Connecting` → `Open` when the connect completes; → `Closed` when it
+//!   fails or is cancelled, or at shutdown.
+//! - `Open` → `Draining` on `lose_connection` or the peer's end of stream
+//!   (without half-close); → `Closing` on an abort, an error, a
+//!   producer's panic, or both halves shut; → `Closed` at shutdown.
+//! - `Draining` → `Closed` once the queue is empty and no
+//!   `LoseAfterProducer`, or at shutdown; → `Closing` on an abort, an
+//!   error or a producer's panic.
+//! - `Closing` → `Closed` at the next step (or at shutdown).
 //!
 //! Whatever the phase: `Throttled` only with `ReadThrottle`; `ReadClosed`
 //! only with `HalfCloseable`; `ProducerPaused` only with a streaming
@@ -25,7 +53,8 @@
 //! shutdown `Requested` means bytes are still queued: the shutdown happens
 //! when the flush empties the queue.
 //!
-//! `StreamTransport::check_state` asserts these in debug builds.
+//! `StreamTransport::check_state` asserts most of this after every step
+//! in debug builds.
 
 use std::cell::Cell;
 use std::fmt;
