@@ -52,7 +52,7 @@ impl Connector {
     }
 
     /// Abandons the attempt in progress; the factory hears
-    /// `client_connection_failed` with [`ConnectError::Cancelled`]
+    /// `client_connection_failed` with [`ConnectError::Cancelled`](crate::ConnectError::Cancelled)
     /// (Twisted's `stopConnecting`). Does nothing unless connecting.
     #[doc(alias = "stopConnecting")]
     pub fn stop_connecting(&self) {
