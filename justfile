@@ -43,11 +43,12 @@ test: setup lint
         --features torsion-reactor/polling-backend 2>&1 | tee -a target/test.log
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
-# Formatting and clippy, warnings denied.
+# Formatting, clippy and the API docs' links, warnings denied.
 lint:
     cargo fmt --all -- --check
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 # Reactor timers against tokio's, the framing receivers, then the echo
 # suite: Torsion, tokio current-thread and multi-thread, a mio loop, and
