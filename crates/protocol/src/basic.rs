@@ -667,7 +667,9 @@ impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N>
                 return;
             }
             let length = length as usize;
-            if available.len() < N + length {
+            // Compared without adding: a limit of `usize::MAX` and a prefix
+            // of all ones must not overflow.
+            if available.len() - N < length {
                 break;
             }
             let data = available[N..N + length].to_vec();

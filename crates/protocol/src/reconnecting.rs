@@ -211,10 +211,15 @@ impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
     type Protocol = F::Protocol;
 
     fn build_protocol(&self, peer: &Address) -> Option<F::Protocol> {
-        // Connected: the next loss starts the back-off afresh. Retrying
-        // stays off if `stop_trying` turned it off.
-        self.forget_failures();
-        self.inner.build_protocol(peer)
+        // Connected, and a protocol took the connection: the next loss
+        // starts the back-off afresh. A refusal is no success: the back-off
+        // and the retry limit go on. Retrying stays off if `stop_trying`
+        // turned it off.
+        let protocol = self.inner.build_protocol(peer);
+        if protocol.is_some() {
+            self.forget_failures();
+        }
+        protocol
     }
 
     fn start_factory(&self) {

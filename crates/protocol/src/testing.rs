@@ -594,6 +594,9 @@ pub struct MemoryConnect {
     factory_started: Cell<bool>,
     /// How many times the connector was told to connect again.
     pub reconnects: Cell<u32>,
+    /// How many times `disconnect` was called while connected; the test
+    /// then ends the connection with [`MemoryConnect::lose`].
+    pub disconnects: Cell<u32>,
 }
 
 impl MemoryConnect {
@@ -605,10 +608,18 @@ impl MemoryConnect {
     }
 
     /// The connection succeeds: the factory builds a protocol, connected to
-    /// a [`StringTransport`]; `None` if it refused.
+    /// a [`StringTransport`]. `None` if the factory refused: then, as on a
+    /// socket, the connection closes at once and the factory hears
+    /// `client_connection_lost` (and `stop_factory`, unless it connects
+    /// again).
     pub fn succeed(&self) -> Option<ProtocolHarness<Box<dyn Protocol>>> {
         self.state.set(crate::ConnectorState::Connected);
-        let protocol = self.factory.build(&Address::Unknown)?;
+        let Some(protocol) = self.factory.build(&Address::Unknown) else {
+            self.state.set(crate::ConnectorState::Disconnected);
+            self.factory.lost(&self.connector(), &CloseReason::Closed);
+            self.stop_factory_unless_reconnecting();
+            return None;
+        };
         Some(ProtocolHarness::new(protocol))
     }
 
@@ -661,7 +672,16 @@ impl crate::connector::ConnectorControl for MemoryConnect {
         }
     }
     fn disconnect(&self) {
-        self.state.set(crate::ConnectorState::Disconnected);
+        match self.state.get() {
+            // As a real connector: the attempt is cancelled.
+            crate::ConnectorState::Connecting => self.stop_connecting(),
+            // The connection is the test's to end, with `lose`, as a
+            // transport would end it.
+            crate::ConnectorState::Connected => {
+                self.disconnects.set(self.disconnects.get() + 1);
+            }
+            crate::ConnectorState::Disconnected => {}
+        }
     }
     fn destination(&self) -> &crate::Destination {
         &self.destination
@@ -754,6 +774,7 @@ impl crate::ReactorTcp for MemoryReactor {
             reactor: self.reactor.downgrade(),
             factory_started: Cell::new(false),
             reconnects: Cell::new(0),
+            disconnects: Cell::new(0),
         });
         self.connects.borrow_mut().push(record.clone());
         record.begin_attempt();

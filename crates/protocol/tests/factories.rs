@@ -195,3 +195,76 @@ fn a_reconnecting_factory_is_stopped_between_attempts_and_started_for_each() {
     assert_eq!(attempt.reconnects.get(), 1);
     assert_eq!(counts.get(), (2, 1));
 }
+
+#[test]
+fn memory_connector_disconnect_while_connecting_behaves_as_a_real_one() {
+    let _fds = DescriptorGuard::new();
+    let memory = MemoryReactor::new().unwrap();
+    let counts = Rc::new(Counts::default());
+    let connector = memory.connect_tcp(
+        "example.org",
+        80,
+        Counting(counts.clone()),
+        Duration::from_secs(5),
+    );
+    assert_eq!(counts.get(), (1, 0));
+    // A real connector: disconnect while connecting = stop_connecting:
+    // client_connection_failed(Cancelled), then stop_factory.
+    connector.disconnect();
+    assert_eq!(counts.failed.get(), 1, "the factory heard the cancel");
+    assert_eq!(counts.get(), (1, 1), "the factory was stopped");
+}
+
+#[test]
+fn real_connector_disconnect_while_connecting() {
+    let _fds = DescriptorGuard::new();
+    let reactor = Reactor::new().unwrap();
+    reactor.set_signal_handling(false);
+    let counts = Rc::new(Counts::default());
+    let connector = reactor.connect_tcp(
+        "127.0.0.1",
+        9,
+        Counting(counts.clone()),
+        Duration::from_secs(5),
+    );
+    assert_eq!(counts.get(), (1, 0));
+    connector.disconnect();
+    assert_eq!(counts.failed.get(), 1);
+    assert_eq!(counts.get(), (1, 1));
+}
+
+struct RefuseAll(Rc<Counts>);
+impl Factory for RefuseAll {
+    type Protocol = Echo;
+    fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+        None
+    }
+    fn start_factory(&self) {
+        self.0.started.set(self.0.started.get() + 1);
+    }
+    fn stop_factory(&self) {
+        self.0.stopped.set(self.0.stopped.get() + 1);
+    }
+}
+impl ClientFactory for RefuseAll {}
+
+#[test]
+fn memory_connector_refused_build_ends_the_connection_as_a_real_one() {
+    let _fds = DescriptorGuard::new();
+    let memory = MemoryReactor::new().unwrap();
+    let counts = Rc::new(Counts::default());
+    let connector = memory.connect_tcp(
+        "example.org",
+        80,
+        RefuseAll(counts.clone()),
+        Duration::from_secs(5),
+    );
+    assert!(memory.connects()[0].succeed().is_none());
+    // A real connector closes a refused connection: client_connection_lost,
+    // then stop_factory, and the connector is Disconnected.
+    assert_eq!(
+        connector.state(),
+        torsion_protocol::ConnectorState::Disconnected
+    );
+    assert_eq!(counts.get(), (1, 1));
+}

@@ -322,3 +322,14 @@ fn send_prefixed_with_the_widest_prefix() {
     );
     assert!(transport.written().is_empty());
 }
+
+#[test]
+fn an_8_byte_prefix_of_all_ones_with_no_limit_does_not_panic() {
+    let mut receiver =
+        torsion_protocol::basic::PrefixedStringReceiver::<Strings, 8>::new(Strings::default());
+    // "No limit": the prefix's own (u64::MAX) is all that applies.
+    receiver.set_max_length(usize::MAX);
+    let mut harness = ProtocolHarness::new(receiver);
+    // length = u64::MAX: `N + length` overflows in data_received.
+    harness.receive(&[0xff; 9]);
+}

@@ -240,3 +240,58 @@ fn a_success_after_stop_trying_does_not_turn_trying_back_on() {
     memory.clock().advance(secs(7200));
     assert_eq!(attempt.reconnects.get(), 1, "only the connect by hand");
 }
+
+/// Refuses every connection it is offered (builds no protocol).
+struct Refuse(Rc<Counts>);
+
+impl Factory for Refuse {
+    type Protocol = HangUp;
+    fn build_protocol(&self, _peer: &Address) -> Option<HangUp> {
+        None
+    }
+}
+
+impl ClientFactory for Refuse {
+    fn client_connection_lost(&self, _connector: &Connector, _reason: &CloseReason) {
+        self.0.lost.set(self.0.lost.get() + 1);
+    }
+}
+
+#[test]
+fn a_refused_connection_is_no_success_and_keeps_backing_off() {
+    let _fds = DescriptorGuard::new();
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    reactor.set_signal_handling(false);
+    let port = listener(&reactor);
+    let counts = Rc::new(Counts::default());
+    let factory = SharedFactory::new(
+        ReconnectingClientFactory::new(Refuse(counts.clone()))
+            .initial_delay(secs(1))
+            .factor(2.0)
+            .jitter(0.0)
+            .max_retries(Some(3)),
+    );
+    let _connector = reactor.connect_tcp("127.0.0.1", port, factory.clone(), secs(5));
+    let mut delays = Vec::new();
+    for round in 1..=6u32 {
+        let mut turns = 0;
+        while counts.lost.get() < round && turns < 1000 {
+            reactor.iterate(Duration::from_millis(10)).unwrap();
+            turns += 1;
+        }
+        if counts.lost.get() < round {
+            break;
+        }
+        match scheduled_retry(&reactor) {
+            Some(delay) => {
+                delays.push(delay);
+                clock.advance(delay);
+            }
+            None => break,
+        }
+    }
+    // The factory built nothing: no connection succeeded, so the back-off
+    // grows and the retry limit ends it (Twisted resets only when the
+    // protocol calls resetDelay from connectionMade).
+    assert_eq!(delays, [secs(2), secs(4), secs(8)]);
+}

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
 use torsion_protocol::testing::Echo;
-use torsion_protocol::testing::Watchdog;
+use torsion_protocol::testing::{Watchdog, XorShift};
 
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, ConnectorState, Factory,
@@ -20,22 +20,6 @@ use torsion_protocol::{
 };
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-/// A deterministic stream of pseudo-random bytes and sizes (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 // ----- echo ----------------------------------------------------------------
 
@@ -195,16 +179,16 @@ fn sixteen_mib_in_random_chunks_comes_back_identical() {
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
     let handle = reactor.handle();
     let client = std::thread::spawn(move || {
-        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut rng = XorShift::new(0x5eed_1234_abcd_0001);
         let data = rng.bytes(TOTAL);
         let stream = TcpStream::connect(addr).unwrap();
         let mut writer = stream.try_clone().unwrap();
         let sent = data.clone();
         let writer = std::thread::spawn(move || {
-            let mut rng = Rng(0x0ddba11);
+            let mut rng = XorShift::new(0x0ddba11);
             let mut at = 0;
             while at < sent.len() {
-                let n = (1 + rng.next() as usize % 100_000).min(sent.len() - at);
+                let n = (1 + rng.next_u64() as usize % 100_000).min(sent.len() - at);
                 writer.write_all(&sent[at..at + n]).unwrap();
                 at += n;
             }
@@ -235,7 +219,7 @@ struct Blaster {
 
 impl Protocol for Blaster {
     fn connection_made(&mut self, transport: &TransportRef) {
-        let data = Rng(7).bytes(self.size);
+        let data = XorShift::new(7).bytes(self.size);
         transport.write(&data);
         self.queued.set(transport.get_write_buffer_size());
         if self.abort {
@@ -314,7 +298,7 @@ fn lose_connection_delivers_everything_queued_before_closing() {
     assert!(queued > 0, "the test needs data left in the queue");
     let received = result.unwrap();
     assert_eq!(received.len(), BLAST);
-    assert!(received == Rng(7).bytes(BLAST));
+    assert!(received == XorShift::new(7).bytes(BLAST));
     assert_eq!(reasons, ["Closed"]);
 }
 
@@ -339,7 +323,7 @@ fn peer_end_of_stream_still_flushes_what_is_queued() {
     let (_port, addr) = listen_local(&reactor, EchoFactory::default());
     let handle = reactor.handle();
     let client = std::thread::spawn(move || {
-        let data = Rng(99).bytes(SIZE);
+        let data = XorShift::new(99).bytes(SIZE);
         let mut stream = TcpStream::connect(addr).unwrap();
         let mut reader = stream.try_clone().unwrap();
         let reading = std::thread::spawn(move || {

@@ -124,12 +124,12 @@ impl Readiness {
         )
     }
 
-    /// Keeps only the directions `interest` asks for; errors, hang-ups and
-    /// wake-ups stay.
+    /// Keeps only the directions `interest` asks for (the peer's end of
+    /// stream goes with reading); errors, hang-ups and wake-ups stay.
     pub(crate) fn masked(self, interest: Interest) -> Readiness {
-        let mut keep = !(READABLE | WRITABLE);
+        let mut keep = !(READABLE | WRITABLE | READ_CLOSED);
         if interest.is_readable() {
-            keep |= READABLE;
+            keep |= READABLE | READ_CLOSED;
         }
         if interest.is_writable() {
             keep |= WRITABLE;
@@ -223,9 +223,9 @@ mod tests {
         let all = Readiness::from_poller(true, true, true, true, true);
         let none = all.masked(Interest::NONE);
         assert!(!none.is_readable() && !none.is_writable());
-        assert!(none.is_error() && none.is_hangup() && none.is_read_closed());
+        assert!(none.is_error() && none.is_hangup() && !none.is_read_closed());
         let read = all.masked(Interest::READABLE);
-        assert!(read.is_readable() && !read.is_writable());
+        assert!(read.is_readable() && !read.is_writable() && read.is_read_closed());
         assert_eq!(
             format!("{:?}", Readiness::READABLE | Readiness::WOKEN),
             "Readiness(READABLE | WOKEN)"

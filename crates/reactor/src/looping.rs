@@ -125,7 +125,10 @@ impl LoopingCall {
     /// first call happens at once, inside `start` — or, when `start` is
     /// called from inside the function itself, as soon as the function
     /// returns, on the reactor's next pass over due calls. A zero interval
-    /// runs the function once per turn of the loop.
+    /// runs the function once per turn of the loop; on a
+    /// [`ManualClock`](crate::ManualClock), whose `advance` runs every call
+    /// that is due including those scheduled meanwhile, it would run
+    /// forever, so stop it from inside or use a non-zero interval there.
     ///
     /// # Errors
     /// [`LoopingCallError::AlreadyRunning`] if it is running;

@@ -308,6 +308,7 @@ impl Reactor {
         let handlers: Vec<Rc<dyn Handler>> = self.inner.sources.borrow().handlers();
         for handler in handlers {
             panics::isolate(self, "a source's shutdown", || handler.shutdown(self));
+            panics::isolate(self, "dropping an I/O handler", move || drop(handler));
         }
         triggers.fire(self, SystemEvent::Shutdown, Phase::During);
         triggers.fire(self, SystemEvent::Shutdown, Phase::After);
@@ -465,6 +466,9 @@ impl Reactor {
         };
         let readiness = readiness.masked(interest);
         let handled = panics::isolate(self, "an I/O handler", || handler.ready(self, readiness));
+        // This may be the last reference (the handler dropped its own
+        // registration), and a drop runs user code too.
+        panics::isolate(self, "dropping an I/O handler", move || drop(handler));
         // Level-triggered, an error or hang-up is reported again on every
         // wait until the source is closed. If its handler panicked, or
         // heard one and still wants nothing, nobody will consume it: take
@@ -659,9 +663,12 @@ impl Reactor {
         self.inner.turns.get()
     }
 
-    /// Panics caught in callbacks this reactor ran (see the crate's
-    /// panic policy in [`Handler`] and [`Reactor::run`]); each was logged
-    /// at `error` level. A diagnostic for tests and operators.
+    /// Panics this reactor's panic policy caught in callbacks it ran
+    /// (handlers, timers, `call_soon` work, thread calls, continuations,
+    /// triggers, looping calls); each was logged at `error` level. A
+    /// diagnostic for tests and operators. Panics a layer above contains
+    /// itself before they reach the reactor (a protocol's, which cost its
+    /// connection) are logged by that layer and not counted here.
     pub fn caught_panic_count(&self) -> u64 {
         self.inner.panics.get()
     }

@@ -152,3 +152,39 @@ fn a_looping_call_whose_function_panics_stops_and_can_start_again() {
     assert_eq!(runs.get(), 3);
     assert!(call.running());
 }
+
+/// Drops its own registration when it hears anything; panics when dropped.
+struct DropsItself {
+    registration: RefCell<Option<torsion_reactor::Registration<std::os::unix::net::UnixStream>>>,
+}
+
+impl Handler for DropsItself {
+    fn ready(&self, _reactor: &Reactor, _readiness: Readiness) {
+        drop(self.registration.borrow_mut().take());
+    }
+}
+
+impl Drop for DropsItself {
+    fn drop(&mut self) {
+        panic!("a handler whose drop panics");
+    }
+}
+
+#[test]
+fn a_panic_while_dropping_a_handler_after_its_call_is_contained() {
+    use std::io::Write;
+    let (_guards, reactor) = reactor();
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let handler = Rc::new(DropsItself {
+        registration: RefCell::new(None),
+    });
+    let registration = reactor
+        .register(ours, torsion_reactor::Interest::READABLE, handler.clone())
+        .unwrap();
+    *handler.registration.borrow_mut() = Some(registration);
+    drop(handler);
+    theirs.write_all(b"x").unwrap();
+    reactor.call_later(Duration::from_millis(50), |r| r.stop().unwrap());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run()));
+    assert!(outcome.is_ok(), "a panic escaped run()");
+}
