@@ -2,43 +2,20 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 use torsion_protocol::testing::DescriptorGuard;
-use torsion_protocol::testing::{guarded_reactor, Watchdog};
 
 use torsion_protocol::{
     Address, CloseReason, Factory, Keepalive, ListenOptions, Producer, Protocol, Reactor,
     ReactorTcp, TransportRef,
 };
 
+mod support;
+use support::{listen, reactor, Build};
+
 type Log = Rc<RefCell<Vec<String>>>;
-
-fn reactor() -> (Watchdog, Reactor) {
-    guarded_reactor(Duration::from_secs(30))
-}
-
-/// A factory that builds protocols from a closure.
-struct Build<P, F: Fn() -> P>(F);
-
-impl<P: Protocol, F: Fn() -> P + 'static> Factory for Build<P, F> {
-    type Protocol = P;
-    fn build_protocol(&self, _peer: &Address) -> Option<P> {
-        Some((self.0)())
-    }
-}
-
-fn listen<P: Protocol>(reactor: &Reactor, build: impl Fn() -> P + 'static) -> SocketAddr {
-    let port = reactor
-        .listen_tcp_with(
-            0,
-            Build(build),
-            ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
-        )
-        .unwrap();
-    port.get_host().socket_addr().unwrap()
-}
 
 /// Counts what it receives; once the peer half-closes, answers with the
 /// count and shuts its own write side.

@@ -6,46 +6,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use torsion_protocol::socket2::SockRef;
-use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Watchdog};
-use torsion_protocol::{
-    Address, CloseReason, Factory, ListenOptions, Producer, Protocol, Reactor, ReactorTcp,
-    TransportRef,
-};
+use torsion_protocol::testing::DescriptorGuard;
+use torsion_protocol::{CloseReason, Producer, Protocol, Reactor, TransportRef};
+
+mod support;
+use support::{listen, reactor};
 
 type Log = Rc<RefCell<Vec<String>>>;
-
-/// A reactor for one test, and a watchdog that ends the process if the
-/// test hangs.
-fn reactor() -> (Watchdog, Reactor) {
-    guarded_reactor(Duration::from_secs(30))
-}
-
-/// A factory that builds protocols from a closure.
-struct Build<P, F: Fn() -> P>(F);
-
-impl<P: Protocol, F: Fn() -> P + 'static> Factory for Build<P, F> {
-    type Protocol = P;
-    fn build_protocol(&self, _peer: &Address) -> Option<P> {
-        Some((self.0)())
-    }
-}
-
-fn listen<P: Protocol>(reactor: &Reactor, build: impl Fn() -> P + 'static) -> SocketAddr {
-    let port = reactor
-        .listen_tcp_with(
-            0,
-            Build(build),
-            ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
-        )
-        .unwrap();
-    port.get_host().socket_addr().unwrap()
-}
 
 /// Reads until end of stream or an error (a reset counts as the end).
 fn read_all(stream: &mut TcpStream) -> Vec<u8> {
