@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use torsion_protocol::socket2::SockRef;
 use torsion_protocol::testing::DescriptorGuard;
-use torsion_protocol::{CloseReason, Producer, Protocol, Reactor, TransportRef};
+use torsion_protocol::{CloseReason, LoopingCall, Producer, Protocol, Reactor, TransportRef};
 
 mod support;
 use support::{listen, reactor};
@@ -303,34 +303,39 @@ impl Producer for Recorder {
     }
 }
 
-/// Registers a streaming producer and closes at once; a later timer
-/// writes and unregisters it.
-struct LoseThenFinish {
+/// A streaming producer that stands for another connection (a proxy's
+/// upstream): it writes nothing, and nobody unregisters it.
+struct Idle;
+
+impl Producer for Idle {
+    fn pause_producing(&self) {}
+    fn resume_producing(&self) {}
+    fn stop_producing(&self) {}
+}
+
+/// The proxy idiom (Twisted's port-forwarding): its upstream is the
+/// registered producer; when the upstream goes, it loses this connection
+/// without unregistering anything.
+struct Forwarder {
     log: Log,
     reactor: Option<Reactor>,
 }
 
-impl Protocol for LoseThenFinish {
-    fn connection_made(&mut self, transport: &TransportRef) {
-        self.reactor = transport.reactor();
-        let recorder = Rc::new(Recorder {
-            log: self.log.clone(),
-        });
-        transport.register_producer(recorder, true).unwrap();
-        transport.lose_connection();
-        let t = transport.clone();
-        let log = self.log.clone();
-        self.reactor
-            .as_ref()
-            .unwrap()
-            .call_later(Duration::ZERO, move |_| {
-                log.borrow_mut().push("finish".into());
-                t.write(b"written by the producer after lose_connection");
-                t.unregister_producer();
-                t.write(b"; ignored once it is unregistered");
-            });
-    }
+impl Protocol for Forwarder {
     fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    fn connection_made(&mut self, transport: &TransportRef) {
+        let reactor = transport.reactor().unwrap();
+        transport.register_producer(Rc::new(Idle), true).unwrap();
+        transport.write(b"hello");
+        transport.lose_connection();
+        // Fires only if the close never comes.
+        let log = self.log.clone();
+        reactor.call_later(Duration::from_secs(10), move |reactor| {
+            log.borrow_mut().push("still open after 10 s".into());
+            reactor.stop().unwrap();
+        });
+        self.reactor = Some(reactor);
+    }
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.log.borrow_mut().push(format!("lost: {reason:?}"));
         self.reactor.take().unwrap().stop().unwrap();
@@ -338,12 +343,12 @@ impl Protocol for LoseThenFinish {
 }
 
 #[test]
-fn lose_connection_waits_for_a_streaming_producer_to_unregister() {
+fn lose_connection_with_an_unpaused_streaming_producer_closes_once_drained() {
     let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = reactor();
     let log: Log = Rc::default();
     let l = log.clone();
-    let addr = listen(&reactor, move || LoseThenFinish {
+    let addr = listen(&reactor, move || Forwarder {
         log: l.clone(),
         reactor: None,
     });
@@ -354,11 +359,213 @@ fn lose_connection_waits_for_a_streaming_producer_to_unregister() {
         all
     });
     reactor.run().unwrap();
-    assert_eq!(
-        client.join().unwrap(),
-        "written by the producer after lose_connection"
-    );
-    assert_eq!(*log.borrow(), ["finish", "lost: Closed"]);
+    // Before: the connection waited for an unregister that never came.
+    assert_eq!(client.join().unwrap(), "hello");
+    assert_eq!(*log.borrow(), ["lost: Closed"]);
+}
+
+/// A streaming producer that writes a tail once it is resumed.
+struct Tail {
+    transport: TransportRef,
+    log: Log,
+}
+
+impl Producer for Tail {
+    fn pause_producing(&self) {
+        self.log.borrow_mut().push("pause".into());
+    }
+    fn resume_producing(&self) {
+        self.log.borrow_mut().push("resume".into());
+        self.transport.write(b"tail");
+    }
+    fn stop_producing(&self) {
+        self.log.borrow_mut().push("stop".into());
+    }
+}
+
+/// Fills the buffer past the high watermark while the peer reads nothing
+/// (pausing its streaming producer), loses the connection, then tells
+/// the peer to read.
+struct FillThenLose {
+    log: Log,
+    reactor: Option<Reactor>,
+    go: Option<mpsc::Sender<()>>,
+}
+
+/// More than the kernel's buffers on both sides hold, so most of it
+/// waits in the transport's queue.
+const FILL: usize = 16 << 20;
+
+impl Protocol for FillThenLose {
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.reactor = transport.reactor();
+        let tail = Rc::new(Tail {
+            transport: transport.clone(),
+            log: self.log.clone(),
+        });
+        transport.register_producer(tail, true).unwrap();
+        transport.write(&vec![b'x'; FILL]);
+        transport.lose_connection();
+        self.go.take().unwrap().send(()).unwrap();
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.borrow_mut().push(format!("lost: {reason:?}"));
+        self.reactor.take().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn a_paused_streaming_producer_is_resumed_before_the_close() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let (go, read) = mpsc::channel();
+    let go = RefCell::new(Some(go));
+    let addr = listen(&reactor, move || FillThenLose {
+        log: l.clone(),
+        reactor: None,
+        go: go.borrow_mut().take(),
+    });
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        read.recv().unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all
+    });
+    reactor.run().unwrap();
+    let all = client.join().unwrap();
+    assert_eq!(all.len(), FILL + 4);
+    assert!(all.ends_with(b"tail"));
+    assert_eq!(*log.borrow(), ["pause", "resume", "stop", "lost: Closed"]);
+}
+
+/// Registers an idle streaming producer and queues more than the peer
+/// reads; once the peer's end of stream has made the connection close
+/// (draining), it loses the connection too, and tells the client to read.
+struct LoseAfterPeerEnd {
+    log: Log,
+    reactor: Option<Reactor>,
+    go: Option<mpsc::Sender<()>>,
+}
+
+const BIG: usize = 16 << 20;
+
+impl Protocol for LoseAfterPeerEnd {
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    fn connection_made(&mut self, transport: &TransportRef) {
+        let reactor = transport.reactor().unwrap();
+        transport.register_producer(Rc::new(Idle), true).unwrap();
+        transport.write(&vec![b'x'; BIG]);
+        let t = transport.clone();
+        let go = self.go.take().unwrap();
+        let poll = LoopingCall::new(&reactor, move |call| {
+            if t.is_closing() {
+                t.lose_connection();
+                go.send(()).unwrap();
+                call.stop().unwrap();
+            }
+        });
+        poll.start(Duration::from_millis(1), false).unwrap();
+        self.reactor = Some(reactor);
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.borrow_mut().push(format!("lost: {reason:?}"));
+        self.reactor.take().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn lose_connection_after_the_peers_end_of_stream_still_closes() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let (go, read) = mpsc::channel();
+    let go = RefCell::new(Some(go));
+    let addr = listen(&reactor, move || LoseAfterPeerEnd {
+        log: l.clone(),
+        reactor: None,
+        go: go.borrow_mut().take(),
+    });
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        read.recv().unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all.len()
+    });
+    reactor.run().unwrap();
+    // Before: lose_connection turned the close the peer's end of stream
+    // had started into a wait for an unregister that never came.
+    assert_eq!(client.join().unwrap(), BIG);
+    assert_eq!(log.borrow().len(), 1);
+}
+
+/// Answers a request with a pull producer of many small pieces, then
+/// closes.
+struct ManyPieces {
+    transport: TransportRef,
+    left: Cell<usize>,
+}
+
+impl Producer for ManyPieces {
+    fn resume_producing(&self) {
+        match self.left.get() {
+            0 => {
+                self.transport.unregister_producer();
+                self.transport.lose_connection();
+            }
+            n => {
+                self.left.set(n - 1);
+                self.transport.write(&[b'p'; 10]);
+            }
+        }
+    }
+}
+
+struct OnRequest {
+    reactor: Option<Reactor>,
+}
+
+const PIECES: usize = 2000;
+
+impl Protocol for OnRequest {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.reactor = transport.reactor();
+    }
+    fn data_received(&mut self, transport: &TransportRef, _data: &[u8]) {
+        let pieces = Rc::new(ManyPieces {
+            transport: transport.clone(),
+            left: Cell::new(PIECES),
+        });
+        transport.register_producer(pieces, false).unwrap();
+    }
+    fn connection_lost(&mut self, _reason: &CloseReason) {
+        self.reactor.take().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn a_request_followed_by_the_peers_end_of_stream_gets_the_whole_response() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let addr = listen(&reactor, || OnRequest { reactor: None });
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all.len()
+    });
+    reactor.run().unwrap();
+    // Before: the peer's end of stream closed the connection as soon as
+    // one piece went out whole, and the client saw a clean, short reply.
+    assert_eq!(client.join().unwrap(), PIECES * 10);
 }
 
 /// How the connection ends in [`close_path`].
@@ -366,8 +573,8 @@ fn lose_connection_waits_for_a_streaming_producer_to_unregister() {
 enum Ending {
     /// `abort_connection`.
     Abort,
-    /// `lose_connection` with the producer still registered, then
-    /// `abort_connection`.
+    /// `lose_connection` with a pull producer still registered (which
+    /// holds the connection open), then `abort_connection`.
     LoseThenAbort,
     /// The peer ends its stream.
     PeerCloses,
@@ -377,8 +584,9 @@ enum Ending {
     Shutdown,
 }
 
-/// Greets, registers a streaming producer, and lets the connection end
-/// as [`Ending`] says.
+/// Greets, registers a producer (streaming, but a pull producer for
+/// [`Ending::LoseThenAbort`]), and lets the connection end as [`Ending`]
+/// says.
 struct Ended {
     ending: Ending,
     log: Log,
@@ -392,7 +600,8 @@ impl Protocol for Ended {
         let recorder = Rc::new(Recorder {
             log: self.log.clone(),
         });
-        transport.register_producer(recorder, true).unwrap();
+        let streaming = self.ending != Ending::LoseThenAbort;
+        transport.register_producer(recorder, streaming).unwrap();
         match self.ending {
             Ending::Abort => transport.abort_connection(),
             Ending::LoseThenAbort => {
@@ -446,8 +655,11 @@ fn close_path(ending: Ending) -> Vec<String> {
     });
     reactor.run().unwrap();
     client.join().unwrap();
+    // Only the order of the ends matters here.
     let log = log.borrow().clone();
-    log
+    log.into_iter()
+        .filter(|entry| entry != "resume" && entry != "pause")
+        .collect()
 }
 
 #[test]

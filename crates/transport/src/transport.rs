@@ -56,11 +56,15 @@ pub trait Transport {
     /// `loseConnection`). Reading stops at once. Calling it again, or after
     /// an abort, does nothing.
     ///
-    /// If a producer is registered, the close waits for it, as Twisted's
-    /// contract says: writes are still taken (the producer finishes its
-    /// work) until [`Transport::unregister_producer`], and only then is the
-    /// queue flushed and the connection closed. [`Transport::is_closing`]
-    /// is true meanwhile.
+    /// With a producer registered, writes are still taken after this call
+    /// (the producer may finish its work), and the close follows the rule
+    /// of Twisted's implementation (`FileDescriptor.doWrite`): once
+    /// everything queued has gone out, the connection closes — unless a
+    /// *pull* producer is registered, which is asked for more until it
+    /// unregisters, or a *streaming* producer is paused, which the drained
+    /// queue resumes first. So a streaming producer that is never
+    /// unregistered (a proxy whose other side went away) does not keep
+    /// the connection open. [`Transport::is_closing`] is true meanwhile.
     #[doc(alias = "loseConnection")]
     fn lose_connection(&self);
 
@@ -127,8 +131,11 @@ pub trait Transport {
     ///
     /// Either kind hears [`Producer::stop_producing`] when the connection
     /// closes, before the protocol hears `connection_lost`; a producer
-    /// unregistered first is not stopped. While a producer is registered,
-    /// [`Transport::lose_connection`] waits for it to be unregistered.
+    /// unregistered first is not stopped. A registered pull producer, or a
+    /// paused streaming one, holds a [`Transport::lose_connection`] (and
+    /// the close after the peer's end of stream) open until it unregisters
+    /// or, for a streaming producer, until it is resumed and its output has
+    /// gone out.
     /// Producer callbacks may run inside a call to `write`.
     ///
     /// # Errors
@@ -260,11 +267,9 @@ impl ReadThrottle {
     }
 
     /// A producer that pauses and resumes reading on `transport`. It holds
-    /// the transport weakly, so registering it creates no cycle. Like any
-    /// registered producer it holds a [`Transport::lose_connection`] open
-    /// until it is unregistered: unregister it before closing.
-    /// ([`ReadThrottle::install`] on a socket transport registers no
-    /// producer, so nothing waits there.)
+    /// the transport weakly, so registering it creates no cycle. It is a
+    /// streaming producer: a [`Transport::lose_connection`] waits for it
+    /// only while it is paused.
     pub fn for_transport(transport: &TransportRef) -> Rc<dyn Producer> {
         Rc::new(ReadThrottle {
             transport: Rc::downgrade(transport),

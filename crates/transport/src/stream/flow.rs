@@ -84,10 +84,26 @@ impl<P: Pipe> StreamTransport<P> {
         if self.flags.replace(Flag::LoseAfterProducer, false) {
             // The close `lose_connection` asked for: drain, then close.
             self.flags.set(Flag::WritesClosed, true);
-            if self.queue.borrow().is_empty() {
-                self.poke();
-            }
         }
+        // A draining connection the producer held open may close now.
+        if self.phase.get() == Phase::Draining && self.queue.borrow().is_empty() {
+            self.poke();
+        }
+    }
+
+    /// True while a registered producer keeps a draining connection open
+    /// although everything queued has gone out, as Twisted's
+    /// `FileDescriptor.doWrite` does: a pull producer (it is asked for
+    /// more until it unregisters) or a paused streaming producer (the
+    /// drained queue resumes it). An unpaused streaming producer does not
+    /// hold it: the connection closes once what it wrote has gone out, so
+    /// a `lose_connection` made without unregistering — Twisted's
+    /// port-forwarding idiom, or a timeout that cannot know about the
+    /// producer — still closes.
+    pub(super) fn producer_holds_close(&self) -> bool {
+        self.producer.is_set()
+            && !self.flags.has(Flag::WritesClosed)
+            && (!self.flags.has(Flag::Streaming) || self.flags.has(Flag::ProducerPaused))
     }
 
     /// Stops the registered producer for good, if there is one: the
@@ -120,8 +136,10 @@ impl<P: Pipe> StreamTransport<P> {
     /// for more, at the end of this step or at the next one (never from
     /// inside the write, which may be its own answer).
     pub(super) fn wrote(&self) {
-        if self.producer.is_set() && !self.flags.has(Flag::Streaming) {
-            self.flags.set(Flag::PullPending, true);
+        if self.producer.is_set()
+            && !self.flags.has(Flag::Streaming)
+            && !self.flags.replace(Flag::PullPending, true)
+        {
             self.poke();
         }
     }
@@ -181,8 +199,7 @@ impl<P: Pipe> StreamTransport<P> {
                 );
                 self.call_producer(&*producer, ProducerCall::Resume);
             }
-        } else {
-            self.flags.set(Flag::PullPending, true);
+        } else if !self.flags.replace(Flag::PullPending, true) {
             self.poke();
         }
     }

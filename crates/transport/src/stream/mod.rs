@@ -204,13 +204,21 @@ impl<P: Pipe> StreamTransport<P> {
         let progress = match self.phase.get() {
             Phase::Closed => Progress::Pending,
             Phase::Connecting => self.finish_connect(readiness),
-            _ if readiness.is_error() && self.take_error() => self.finish(),
             _ => {
                 if readiness.is_writable() {
                     self.flush();
                 }
                 if readiness.is_readable() {
                     self.read(on_data);
+                }
+                // An error that no read will surface now (reading paused,
+                // stopped, or never wanted): take it, after the data that
+                // arrived before it was delivered.
+                if readiness.is_error()
+                    && !self.reads()
+                    && matches!(self.phase.get(), Phase::Open | Phase::Draining)
+                {
+                    self.take_error();
                 }
                 self.ask_pull_producer();
                 self.finish()
@@ -259,7 +267,7 @@ impl<P: Pipe> StreamTransport<P> {
                     Some(CloseReason::Closed | CloseReason::ClosedByPeer) => {
                         flushed
                             && self.phase.get() == Phase::Draining
-                            && !self.flags.has(Flag::LoseAfterProducer)
+                            && !self.producer_holds_close()
                     }
                     _ => false,
                 };

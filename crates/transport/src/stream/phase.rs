@@ -58,6 +58,7 @@ impl<P: Pipe> StreamTransport<P> {
 
     /// [`Transport::lose_connection`](crate::Transport::lose_connection).
     pub(super) fn lose(&self) {
+        let was_open = self.phase.get() == Phase::Open;
         match self.phase.get() {
             Phase::Open => {}
             // Already waiting for the producer to be unregistered.
@@ -67,11 +68,16 @@ impl<P: Pipe> StreamTransport<P> {
         }
         self.reason.note(CloseReason::Closed);
         self.phase.set(Phase::Draining);
-        if self.producer.is_set() && !self.flags.has(Flag::WritesClosed) {
-            // Reading stops now; the producer's writes are still taken
-            // and the close waits for `unregister_producer`.
+        if was_open && self.producer.is_set() && !self.flags.has(Flag::WritesClosed) {
+            // Reading stops now; the producer's writes are still taken,
+            // and the close waits for the queue to drain while the
+            // producer holds it (see `producer_holds_close`), or for
+            // `unregister_producer`.
             self.flags.set(Flag::LoseAfterProducer, true);
             self.update_interest();
+            if self.queue.borrow().is_empty() {
+                self.poke();
+            }
             return;
         }
         self.flags.set(Flag::WritesClosed, true);
@@ -209,9 +215,7 @@ impl<P: Pipe> StreamTransport<P> {
     pub(super) fn finish(&self) -> Progress {
         match self.phase.get() {
             Phase::Closing => Progress::Closed(self.close()),
-            Phase::Draining
-                if self.queue.borrow().is_empty() && !self.flags.has(Flag::LoseAfterProducer) =>
-            {
+            Phase::Draining if self.queue.borrow().is_empty() && !self.producer_holds_close() => {
                 Progress::Closed(self.close())
             }
             _ => Progress::Pending,

@@ -8,8 +8,11 @@ use crate::address::Address;
 use crate::transport::{Keepalive, PeerCredentials};
 
 /// The medium under a [`StreamTransport`](super::StreamTransport): a
-/// connected socket, a pair of OS pipes, a serial port, a TLS session over
-/// a socket. The transport keeps the write queue, flow control, producers
+/// connected socket, a pair of OS pipes, a serial port — any descriptor
+/// whose readiness says when it can move bytes. (A medium with buffers
+/// of its own that readiness does not reflect, such as a TLS session,
+/// needs more than this trait says today: a way to report output or input
+/// it holds.) The transport keeps the write queue, flow control, producers
 /// and the connection's phases (Twisted's `abstract.FileDescriptor`); the
 /// pipe moves bytes and watches for readiness (what `tcp.Connection` adds:
 /// `writeSomeData`, the read in `doRead`, `_closeWriteConnection`).

@@ -26,8 +26,8 @@
 //!
 //! 1. Unless `ReadingPaused`, `Throttled` or `ReadClosed`.
 //! 2. Unless `WritesClosed`. In `Draining`, writes are still taken after
-//!    the peer's end of stream (until the queue is flushed) and from a
-//!    producer that `LoseAfterProducer` waits for.
+//!    the peer's end of stream (until the queue is flushed) and, after
+//!    `lose_connection`, from a registered producer (`LoseAfterProducer`).
 //! 3. Not `No` exactly when `WritesClosed`; never `Done` together with
 //!    `ReadClosed` (both halves shut means `Closing`).
 //!
@@ -38,9 +38,10 @@
 //! - `Open` → `Draining` on `lose_connection` or the peer's end of stream
 //!   (without half-close); → `Closing` on an abort, an error, a
 //!   producer's panic, or both halves shut; → `Closed` at shutdown.
-//! - `Draining` → `Closed` once the queue is empty and no
-//!   `LoseAfterProducer`, or at shutdown; → `Closing` on an abort, an
-//!   error or a producer's panic.
+//! - `Draining` → `Closed` once the queue is empty and no producer holds
+//!   the connection open (a pull producer, or a paused streaming one,
+//!   while writes are taken: Twisted's `doWrite` rule), or at shutdown;
+//!   → `Closing` on an abort, an error or a producer's panic.
 //! - `Closing` → `Closed` at the next step (or at shutdown).
 //!
 //! Whatever the phase: `Throttled` only with `ReadThrottle`; `ReadClosed`
