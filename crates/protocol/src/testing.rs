@@ -78,6 +78,11 @@ pub enum Closing {
 
 /// An in-memory transport that records everything (Twisted's
 /// `StringTransport`).
+///
+/// It records what a protocol asks for and drives nothing itself: a
+/// registered producer is kept (see [`StringTransport::producer`]) but
+/// never paused, resumed or asked for more — a test calls it as the
+/// socket transport would.
 pub struct StringTransport {
     written: RefCell<Vec<u8>>,
     closing: RefCell<Closing>,
@@ -152,8 +157,17 @@ impl StringTransport {
 }
 
 impl Transport for StringTransport {
+    /// Records `data` while the connection is open, and after
+    /// `lose_connection` while a producer is registered (a socket
+    /// transport still takes a registered producer's writes then).
     fn write(&self, data: &[u8]) {
-        if self.open() {
+        let producing = self.producer.borrow().is_some()
+            && matches!(
+                *self.closing.borrow(),
+                Closing::Lost | Closing::LostWithError(_)
+            )
+            && !self.write_closed.get();
+        if self.open() || producing {
             self.written.borrow_mut().extend_from_slice(data);
         }
     }

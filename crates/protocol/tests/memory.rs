@@ -78,3 +78,25 @@ fn a_reconnecting_factory_retries_on_the_manual_clock() {
     memory.clock().advance(Duration::from_secs(2));
     assert_eq!(attempt.reconnects.get(), 2);
 }
+
+#[test]
+fn a_string_transport_takes_a_producers_writes_after_lose_connection() {
+    use torsion_protocol::testing::{Closing, StringTransport};
+    use torsion_protocol::{Producer, Transport};
+    struct Quiet;
+    impl Producer for Quiet {
+        fn pause_producing(&self) {}
+        fn resume_producing(&self) {}
+        fn stop_producing(&self) {}
+    }
+    let transport = StringTransport::new();
+    transport
+        .register_producer(std::rc::Rc::new(Quiet), false)
+        .unwrap();
+    transport.lose_connection();
+    transport.write(b"the producer's last words");
+    transport.unregister_producer();
+    transport.write(b"; nothing after it unregistered");
+    assert_eq!(transport.take_written(), b"the producer's last words");
+    assert_eq!(transport.closing(), Closing::Lost);
+}
