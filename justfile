@@ -94,7 +94,7 @@ leaks:
     #!/usr/bin/env bash
     set -euo pipefail
     command -v valgrind >/dev/null || { echo "just leaks needs valgrind"; exit 1; }
-    wanted=" reactor timers lifecycle tcp unix udp flow panics reconnecting descriptors policies backpressure "
+    wanted=" reactor timers lifecycle spin tcp unix udp flow producers reset panics reconnecting descriptors policies factories backpressure "
     cargo test --no-run --workspace --message-format=json 2>/dev/null \
         | python3 -c 'import json, sys
     for m in map(json.loads, sys.stdin):
