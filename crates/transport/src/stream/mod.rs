@@ -192,10 +192,11 @@ impl<P: Pipe> StreamTransport<P> {
         self.phase.get() == Phase::Connecting
     }
 
-    /// Handles one readiness event: finishes a connect, closes at once on
-    /// an error the pipe reports, flushes the write queue, reads (handing
-    /// each chunk to `on_data`), asks a pull producer for more, and closes
-    /// the pipe if the connection is done. Call it from the handler's
+    /// Handles one readiness event: finishes a connect, flushes the write
+    /// queue, reads (handing each chunk to `on_data`), fails the
+    /// connection with an error the pipe reports if no read will surface
+    /// it (reading paused or over), asks a pull producer for more, and
+    /// closes the pipe if the connection is done. Call it from the handler's
     /// [`Handler::ready`](torsion_reactor::Handler::ready); `on_data` must
     /// not call `process` again.
     pub fn process(&self, readiness: Readiness, on_data: &mut dyn FnMut(&[u8])) -> Progress {
