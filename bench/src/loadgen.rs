@@ -66,6 +66,11 @@ fn fill(message: &mut [u8], conn: usize, seq: u64) {
 /// late are skipped, not replayed); latency is measured from the actual
 /// send. The generator polls without sleeping in this mode, so its own
 /// wake-ups add nothing to the latencies (it has its own CPU).
+///
+/// With `per_connection`, each client closes its connection after that
+/// many round trips and connects again (1: short-lived connections, as
+/// HTTP/1.0 clients and health checks make); the latency of a connection's
+/// first round trip then includes its connect.
 pub fn run(
     addr: SocketAddr,
     connections: usize,
@@ -73,6 +78,7 @@ pub fn run(
     warmup: Duration,
     duration: Duration,
     rate: Option<f64>,
+    per_connection: Option<u64>,
 ) -> io::Result<Report> {
     let interval = rate.map(|rate| Duration::from_secs_f64(connections as f64 / rate));
     let mut poll = Poll::new()?;
@@ -192,6 +198,21 @@ pub fn run(
                     fill(&mut conn.message, key, conn.seq);
                     conn.written = 0;
                     conn.received = 0;
+                    if per_connection.is_some_and(|n| conn.seq % n.max(1) == 0) {
+                        // Close, connect again, and send once connected
+                        // (the writable event).
+                        poll.registry().deregister(&mut conn.stream)?;
+                        let mut stream = TcpStream::connect(addr)?;
+                        stream.set_nodelay(true)?;
+                        poll.registry().register(
+                            &mut stream,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        conn.stream = stream;
+                        conn.sent_at = Instant::now();
+                        continue;
+                    }
                     match interval {
                         Some(interval) => {
                             // The next slot on the grid, unless that is

@@ -57,6 +57,9 @@ struct Options {
     /// Requests per second over all connections; `None`: as fast as the
     /// server answers.
     rate: Option<f64>,
+    /// Round trips per connection before the client closes it and
+    /// connects again; `None`: connections live for the whole run.
+    per_connection: Option<u64>,
 }
 
 fn main() {
@@ -128,6 +131,7 @@ fn drive(port: u16, options: &Options) -> io::Result<loadgen::Report> {
         options.warmup,
         options.duration,
         options.rate,
+        options.per_connection,
     )
 }
 
@@ -144,6 +148,7 @@ fn parse(args: &[String]) -> io::Result<Options> {
         rounds: 3,
         servers: ["torsion", "tokio-ct", "mio"].map(String::from).to_vec(),
         rate: None,
+        per_connection: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -163,6 +168,7 @@ fn parse(args: &[String]) -> io::Result<Options> {
             "--rounds" => options.rounds = number()? as usize,
             "--servers" => options.servers = value.split(',').map(String::from).collect(),
             "--rate" => options.rate = Some(number()?),
+            "--requests-per-connection" => options.per_connection = Some(number()? as u64),
             other => return Err(invalid(format!("unknown option {other}"))),
         }
     }

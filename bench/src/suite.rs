@@ -22,6 +22,8 @@ struct Workload {
     connections: usize,
     size: usize,
     rate: Option<f64>,
+    /// Round trips per connection before it is closed and made again.
+    per_connection: Option<u64>,
 }
 
 const WORKLOADS: &[Workload] = &[
@@ -31,6 +33,7 @@ const WORKLOADS: &[Workload] = &[
         connections: 64,
         size: 1024,
         rate: None,
+        per_connection: None,
     },
     Workload {
         name: "pingpong_1k_x64_30k",
@@ -38,6 +41,7 @@ const WORKLOADS: &[Workload] = &[
         connections: 64,
         size: 1024,
         rate: Some(30_000.0),
+        per_connection: None,
     },
     Workload {
         name: "latency_16b_x1",
@@ -45,6 +49,7 @@ const WORKLOADS: &[Workload] = &[
         connections: 1,
         size: 16,
         rate: None,
+        per_connection: None,
     },
     Workload {
         name: "stream_16k_x8",
@@ -52,6 +57,15 @@ const WORKLOADS: &[Workload] = &[
         connections: 8,
         size: 16 * 1024,
         rate: None,
+        per_connection: None,
+    },
+    Workload {
+        name: "short_64b_x64",
+        title: "short-lived connections, 64 clients: connect, 64 B echoed, close",
+        connections: 64,
+        size: 64,
+        rate: None,
+        per_connection: Some(1),
     },
 ];
 
@@ -104,6 +118,7 @@ pub fn run(quick: bool) -> io::Result<()> {
             rounds,
             servers: servers.clone(),
             rate: workload.rate,
+            per_connection: workload.per_connection,
         };
         println!("\n== {}", workload.title);
         let medians = run_rounds(&options, two_cpus)?;
@@ -329,6 +344,7 @@ fn syscalls(
         rounds: 1,
         servers: Vec::new(),
         rate: None,
+        per_connection: None,
     };
     let report = crate::drive(server.port, &options)?;
     // SAFETY: kill only sends a signal to the tracer we started.
@@ -464,6 +480,7 @@ fn to_svg(servers: &[String], rows: &[Row], machine: &str) -> String {
         "CPU/msg 30k/s",
         "CPU/msg 1x16B",
         "CPU/msg 8x16K",
+        "CPU/conn short",
     ];
     for (w, label) in labels.iter().enumerate() {
         groups.push((
