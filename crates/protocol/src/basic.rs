@@ -672,17 +672,150 @@ pub trait StringHandler: 'static {
     }
 }
 
+/// Where a frame lies in buffered bytes, or how many more bytes it needs.
+enum Step {
+    /// A frame: `frame` within the bytes, the first `consumed` bytes used.
+    Frame {
+        frame: std::ops::Range<usize>,
+        consumed: usize,
+    },
+    /// At least this many more bytes are needed.
+    Need(usize),
+}
+
+/// Why a stream of strings cannot be parsed further.
+enum Fault {
+    /// Malformed input, described.
+    Malformed(String),
+    /// A string announced this length, over the maximum.
+    TooLong(u64),
+}
+
+/// What [`Framer::receive`] tells the receiver.
+enum Event<'a> {
+    Frame(&'a [u8]),
+    Fault(Fault),
+}
+
+/// The buffering the string receivers share: frames are decoded where
+/// they lie, in the current read when they are whole in it (lent without a
+/// copy); only an unfinished frame is kept, completed from the next read
+/// by appending just the bytes it still needs. A loop, never a recursion.
+#[derive(Default)]
+struct Framer {
+    /// Bytes received but not delivered: `buffer[start..]`.
+    buffer: Vec<u8>,
+    start: usize,
+    paused: bool,
+    failed: bool,
+}
+
+impl Framer {
+    fn held(&self) -> usize {
+        self.buffer.len() - self.start
+    }
+
+    fn pause(&mut self, transport: &TransportRef) {
+        if !self.paused {
+            self.paused = true;
+            transport.pause_reading();
+        }
+    }
+
+    fn resume(&mut self, transport: &TransportRef) -> bool {
+        let was = self.paused;
+        if was {
+            self.paused = false;
+            transport.resume_reading();
+        }
+        was
+    }
+
+    /// Delivers what is buffered, then `input`.
+    fn receive(
+        &mut self,
+        transport: &TransportRef,
+        input: &[u8],
+        decode: impl Fn(&[u8]) -> Result<Step, Fault>,
+        mut on: impl FnMut(&TransportRef, Event<'_>),
+    ) {
+        let mut at = 0;
+        loop {
+            if self.failed {
+                return;
+            }
+            if transport.is_closing() {
+                // Nothing more is delivered once the connection is closing.
+                self.buffer.clear();
+                self.start = 0;
+                return;
+            }
+            if self.paused {
+                self.buffer.extend_from_slice(&input[at..]);
+                return;
+            }
+            let (data, buffered) = if self.start < self.buffer.len() {
+                (&self.buffer[self.start..], true)
+            } else if at < input.len() {
+                (&input[at..], false)
+            } else {
+                return;
+            };
+            match decode(data) {
+                Err(fault) => {
+                    self.failed = true;
+                    self.buffer = Vec::new();
+                    self.start = 0;
+                    on(transport, Event::Fault(fault));
+                    return;
+                }
+                Ok(Step::Frame { frame, consumed }) => {
+                    on(transport, Event::Frame(&data[frame]));
+                    if buffered {
+                        self.start += consumed;
+                        if self.start == self.buffer.len() {
+                            self.buffer.clear();
+                            self.start = 0;
+                        }
+                    } else {
+                        at += consumed;
+                    }
+                }
+                Ok(Step::Need(more)) => {
+                    if buffered {
+                        if at == input.len() {
+                            if self.start > 0 {
+                                self.buffer.drain(..self.start);
+                                self.start = 0;
+                            }
+                            return;
+                        }
+                        // Only what the frame needs: the frames after it
+                        // are parsed in place in the input.
+                        let take = more.max(1).min(input.len() - at);
+                        self.buffer.extend_from_slice(&input[at..at + take]);
+                        at += take;
+                    } else {
+                        self.buffer.extend_from_slice(&input[at..]);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Reads netstrings: `<decimal length>:<bytes>,` (Twisted's
 /// `NetstringReceiver`). Malformed input — a non-digit in the length, a
 /// leading zero, a missing colon or comma — closes the connection with a
 /// [`CloseReason::ProtocolError`] naming the fault.
+///
+/// Strings are lent to the handler from the read they arrived in when
+/// they are whole in it; only an unfinished one is kept.
 pub struct NetstringReceiver<H> {
     handler: H,
     max_length: usize,
-    buffer: Vec<u8>,
-    /// The length of the string being read, once its prefix is parsed.
-    pending: Option<usize>,
-    failed: bool,
+    framer: Framer,
 }
 
 impl<H: StringHandler> NetstringReceiver<H> {
@@ -691,9 +824,7 @@ impl<H: StringHandler> NetstringReceiver<H> {
         NetstringReceiver {
             handler,
             max_length: DEFAULT_MAX_STRING,
-            buffer: Vec::new(),
-            pending: None,
-            failed: false,
+            framer: Framer::default(),
         }
     }
 
@@ -708,96 +839,96 @@ impl<H: StringHandler> NetstringReceiver<H> {
     }
 
     /// Bytes held waiting for the rest of a netstring: never more than
-    /// the maximum length plus its 20-digit length and two separators.
+    /// the maximum length plus its 20-digit length and two separators;
+    /// while paused, also what arrived since the pause.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.framer.held()
     }
 
-    fn fail(&mut self, transport: &TransportRef, fault: String) {
-        self.failed = true;
-        self.buffer = Vec::new();
-        transport.lose_connection_with_error(fault);
+    /// Stops delivering strings, those already received included, and
+    /// stops reading from the transport (Twisted's `pauseProducing`).
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        self.framer.pause(transport);
     }
 
-    fn parse(&mut self, transport: &TransportRef) {
-        let mut start = 0;
-        while !self.failed && !transport.is_closing() {
-            let available = &self.buffer[start..];
-            let length = match self.pending {
-                Some(length) => length,
-                None => {
-                    // Digits of the length are at most 20 (u64::MAX).
-                    // Only the first 21 bytes are examined, so the fault
-                    // named is the same however the stream was split.
-                    let Some(colon) = available.iter().take(21).position(|&b| b == b':') else {
-                        if let Some(bad) = available.iter().take(21).find(|b| !b.is_ascii_digit()) {
-                            return self.fail(
-                                transport,
-                                format!(
-                                    "netstring length contains {:?}, not a digit",
-                                    *bad as char
-                                ),
-                            );
-                        }
-                        if available.len() > 20 {
-                            return self
-                                .fail(transport, "netstring length has too many digits".into());
-                        }
-                        break;
-                    };
-                    let digits = &available[..colon];
-                    if digits.is_empty() {
-                        return self.fail(transport, "netstring length is empty".into());
-                    }
-                    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
-                        return self.fail(
-                            transport,
-                            format!("netstring length contains {:?}, not a digit", *bad as char),
-                        );
-                    }
-                    if digits.len() > 1 && digits[0] == b'0' {
-                        return self.fail(transport, "netstring length has a leading zero".into());
-                    }
-                    // Only ASCII digits remain, so parsing fails only on
-                    // overflow.
-                    let Some(value) = std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                    else {
-                        return self
-                            .fail(transport, "netstring length does not fit in 64 bits".into());
-                    };
-                    if value > self.max_length as u64 {
-                        self.failed = true;
-                        self.buffer = Vec::new();
-                        self.handler
-                            .length_limit_exceeded(transport, value, self.max_length);
-                        return;
-                    }
-                    start += colon + 1;
-                    self.pending = Some(value as usize);
-                    value as usize
-                }
-            };
-            let available = &self.buffer[start..];
-            if available.len() < length + 1 {
-                break;
-            }
-            if available[length] != b',' {
-                return self.fail(
-                    transport,
-                    format!("netstring of {length} bytes is not followed by ','"),
-                );
-            }
-            let data = available[..length].to_vec();
-            start += length + 1;
-            self.pending = None;
-            self.handler.string_received(transport, &data);
-        }
-        if !self.failed {
-            self.buffer.drain(..start.min(self.buffer.len()));
+    /// Resumes after a pause (Twisted's `resumeProducing`): delivers the
+    /// strings received meanwhile, in a loop, and resumes reading.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        if self.framer.resume(transport) {
+            self.data_received(transport, &[]);
         }
     }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.framer.paused
+    }
+}
+
+/// Where the netstring at the start of `data` lies.
+fn decode_netstring(data: &[u8], max_length: usize) -> Result<Step, Fault> {
+    // Digits of the length are at most 20 (u64::MAX). Only the first 21
+    // bytes are examined, so the fault named is the same however the
+    // stream was split.
+    let Some(colon) = data.iter().take(21).position(|&b| b == b':') else {
+        if let Some(bad) = data.iter().take(21).find(|b| !b.is_ascii_digit()) {
+            return Err(Fault::Malformed(format!(
+                "netstring length contains {:?}, not a digit",
+                *bad as char
+            )));
+        }
+        if data.len() > 20 {
+            return Err(Fault::Malformed(
+                "netstring length has too many digits".into(),
+            ));
+        }
+        return Ok(Step::Need(1));
+    };
+    let digits = &data[..colon];
+    if digits.is_empty() {
+        return Err(Fault::Malformed("netstring length is empty".into()));
+    }
+    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
+        return Err(Fault::Malformed(format!(
+            "netstring length contains {:?}, not a digit",
+            *bad as char
+        )));
+    }
+    if digits.len() > 1 && digits[0] == b'0' {
+        return Err(Fault::Malformed(
+            "netstring length has a leading zero".into(),
+        ));
+    }
+    // Only ASCII digits remain, so parsing fails only on overflow.
+    let Some(value) = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return Err(Fault::Malformed(
+            "netstring length does not fit in 64 bits".into(),
+        ));
+    };
+    if value > max_length as u64 {
+        return Err(Fault::TooLong(value));
+    }
+    let length = value as usize;
+    let body = &data[colon + 1..];
+    // Compared without adding: the length may be `usize::MAX`.
+    if body.len() <= length {
+        return Ok(Step::Need((length - body.len()).saturating_add(1)));
+    }
+    if body[length] != b',' {
+        return Err(Fault::Malformed(format!(
+            "netstring of {length} bytes is not followed by ','"
+        )));
+    }
+    let start = colon + 1;
+    Ok(Step::Frame {
+        frame: start..start + length,
+        consumed: start + length + 1,
+    })
 }
 
 impl<H: StringHandler> Protocol for NetstringReceiver<H> {
@@ -806,11 +937,22 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
     }
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        if self.failed {
-            return;
-        }
-        self.buffer.extend_from_slice(data);
-        self.parse(transport);
+        let max_length = self.max_length;
+        let handler = &mut self.handler;
+        self.framer.receive(
+            transport,
+            data,
+            |data| decode_netstring(data, max_length),
+            |transport, event| match event {
+                Event::Frame(data) => handler.string_received(transport, data),
+                Event::Fault(Fault::Malformed(fault)) => {
+                    transport.lose_connection_with_error(fault);
+                }
+                Event::Fault(Fault::TooLong(length)) => {
+                    handler.length_limit_exceeded(transport, length, max_length);
+                }
+            },
+        );
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -852,11 +994,13 @@ pub fn send_netstring(transport: &TransportRef, data: &[u8]) {
 /// # }
 /// let too_wide = PrefixedStringReceiver::<Strings, 9>::new(Strings);
 /// ```
+///
+/// Strings are lent to the handler from the read they arrived in when
+/// they are whole in it; only an unfinished one is kept.
 pub struct PrefixedStringReceiver<H, const N: usize> {
     handler: H,
     max_length: usize,
-    buffer: Vec<u8>,
-    failed: bool,
+    framer: Framer,
 }
 
 /// Strings prefixed with a 4-byte big-endian length (Twisted's
@@ -894,8 +1038,7 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
         PrefixedStringReceiver {
             handler,
             max_length: DEFAULT_MAX_STRING,
-            buffer: Vec::new(),
-            failed: false,
+            framer: Framer::default(),
         }
     }
 
@@ -920,10 +1063,57 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
     }
 
     /// Bytes held waiting for the rest of a string: never more than the
-    /// maximum length plus the prefix.
+    /// maximum length plus the prefix; while paused, also what arrived
+    /// since the pause.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.framer.held()
     }
+
+    /// Stops delivering strings, those already received included, and
+    /// stops reading from the transport (Twisted's `pauseProducing`).
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        self.framer.pause(transport);
+    }
+
+    /// Resumes after a pause (Twisted's `resumeProducing`): delivers the
+    /// strings received meanwhile, in a loop, and resumes reading.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        if self.framer.resume(transport) {
+            self.data_received(transport, &[]);
+        }
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.framer.paused
+    }
+}
+
+/// Where the string at the start of `data`, after an `N`-byte length,
+/// lies.
+fn decode_prefixed<const N: usize>(data: &[u8], max_length: usize) -> Result<Step, Fault> {
+    if data.len() < N {
+        return Ok(Step::Need(N - data.len()));
+    }
+    let length = data[..N]
+        .iter()
+        .fold(0u64, |value, &byte| value << 8 | u64::from(byte));
+    if length > max_length as u64 {
+        return Err(Fault::TooLong(length));
+    }
+    let length = length as usize;
+    let body = data.len() - N;
+    // Compared without adding: a limit of `usize::MAX` and a prefix of all
+    // ones must not overflow.
+    if body < length {
+        return Ok(Step::Need(length - body));
+    }
+    Ok(Step::Frame {
+        frame: N..N + length,
+        consumed: N + length,
+    })
 }
 
 impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N> {
@@ -932,38 +1122,22 @@ impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N>
     }
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        if self.failed {
-            return;
-        }
-        self.buffer.extend_from_slice(data);
-        let mut start = 0;
-        while !transport.is_closing() {
-            let available = &self.buffer[start..];
-            if available.len() < N {
-                break;
-            }
-            let length = available[..N]
-                .iter()
-                .fold(0u64, |value, &byte| value << 8 | u64::from(byte));
-            let max_length = self.max_length();
-            if length > max_length as u64 {
-                self.failed = true;
-                self.buffer = Vec::new();
-                self.handler
-                    .length_limit_exceeded(transport, length, max_length);
-                return;
-            }
-            let length = length as usize;
-            // Compared without adding: a limit of `usize::MAX` and a prefix
-            // of all ones must not overflow.
-            if available.len() - N < length {
-                break;
-            }
-            let data = available[N..N + length].to_vec();
-            start += N + length;
-            self.handler.string_received(transport, &data);
-        }
-        self.buffer.drain(..start.min(self.buffer.len()));
+        let max_length = self.max_length();
+        let handler = &mut self.handler;
+        self.framer.receive(
+            transport,
+            data,
+            |data| decode_prefixed::<N>(data, max_length),
+            |transport, event| match event {
+                Event::Frame(data) => handler.string_received(transport, data),
+                Event::Fault(Fault::Malformed(fault)) => {
+                    transport.lose_connection_with_error(fault);
+                }
+                Event::Fault(Fault::TooLong(length)) => {
+                    handler.length_limit_exceeded(transport, length, max_length);
+                }
+            },
+        );
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
