@@ -14,11 +14,17 @@
 //! the last three calling [`StringHandler::string_received`].
 //!
 //! All of them give the same frames however the input is split into
-//! chunks, scan each byte once (a 1 MiB line arriving a byte at a time
-//! costs no more per byte than a short one), and bound what they buffer:
-//! a frame over the maximum length is refused, and by default the
-//! connection is closed with [`CloseReason::ProtocolError`] naming the
-//! fault. Malformed input is handled the same way.
+//! chunks, and parse in place: a frame whole in the read it arrived in is
+//! lent to the handler from that read, without a copy, and only an
+//! unfinished frame is kept, which is not searched again when more arrives
+//! (a 1 MiB line arriving a byte at a time costs no more per byte than a
+//! short one). The work per frame does not grow with the number of frames
+//! in a read, mode switches included, and is a loop, never a recursion.
+//! They bound what they buffer: a frame over the maximum length is
+//! refused, and by default the connection is closed with
+//! [`CloseReason::ProtocolError`] naming the fault. Malformed input is
+//! handled the same way. Each can be paused and resumed as Twisted's
+//! (`pause_producing`, `resume_producing`).
 
 use torsion_transport::{CloseReason, TransportRef};
 
