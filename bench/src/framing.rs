@@ -1,17 +1,57 @@
-//! Framing benchmark: a long line delivered one byte at a time must cost
-//! the same per byte as a short one (the receiver never rescans).
+//! Framing benchmark: what a receiver costs per frame must not depend on
+//! how many frames arrive in one read (1, 32 or 1,500: a 64 KiB read of
+//! small pipelined requests), including with a switch into raw mode and
+//! back for every frame; and a long line delivered one byte at a time must
+//! cost the same per byte as a short one (the receiver never rescans).
 
 use std::time::Instant;
 
-use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
-use torsion_protocol::testing::ProtocolHarness;
-use torsion_protocol::TransportRef;
+use torsion_protocol::basic::{
+    send_prefixed, Int32StringReceiver, LineHandler, LineReceiver, LineState, StringHandler,
+};
+use torsion_protocol::testing::{ProtocolHarness, StringTransport};
+use torsion_protocol::{Protocol, TransportRef};
 
 struct Count(usize);
 
 impl LineHandler for Count {
     fn line_received(&mut self, _lines: &mut LineState, _transport: &TransportRef, line: &[u8]) {
         self.0 += line.len();
+    }
+}
+
+/// Requests of a header line (`R`) and a raw body of [`BODY`] bytes: two
+/// mode switches per request, as a line-header/raw-payload protocol does.
+struct Requests {
+    bytes: usize,
+    body_left: usize,
+}
+
+/// The raw body of each request in the raw-mode case.
+const BODY: usize = 37;
+
+impl LineHandler for Requests {
+    fn line_received(&mut self, lines: &mut LineState, _transport: &TransportRef, line: &[u8]) {
+        self.bytes += line.len();
+        self.body_left = BODY;
+        lines.set_raw_mode();
+    }
+
+    fn raw_data_received(&mut self, lines: &mut LineState, _transport: &TransportRef, data: &[u8]) {
+        let take = self.body_left.min(data.len());
+        self.body_left -= take;
+        self.bytes += take;
+        if self.body_left == 0 {
+            lines.set_line_mode(&data[take..]);
+        }
+    }
+}
+
+struct Strings(usize);
+
+impl StringHandler for Strings {
+    fn string_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+        self.0 += data.len();
     }
 }
 
@@ -31,13 +71,109 @@ fn per_byte(length: usize) -> f64 {
     elapsed.as_nanos() as f64 / length as f64
 }
 
-pub fn run() {
-    println!("LineReceiver, one line delivered a byte at a time:");
-    println!("{:>12} {:>14}", "line bytes", "ns per byte");
-    for length in [1 << 10, 1 << 14, 1 << 17, 1 << 20] {
-        let mut samples: Vec<f64> = (0..3).map(|_| per_byte(length)).collect();
-        samples.sort_by(|a, b| a.total_cmp(b));
-        println!("{:>12} {:>14.1}", length, samples[1]);
+/// Frames of 40 bytes each, for every case.
+const FRAME: usize = 40;
+
+/// Nanoseconds per frame to receive reads of `frames` frames each (about
+/// 100,000 frames in all), checking with `delivered` that every byte
+/// arrived.
+fn per_frame<P: Protocol>(
+    make: impl Fn() -> P,
+    read: &[u8],
+    frames: usize,
+    delivered: impl Fn(&P) -> usize,
+    payload: usize,
+) -> f64 {
+    let reads = (100_000 / frames).max(1);
+    let mut harness = ProtocolHarness::new(make());
+    let start = Instant::now();
+    for _ in 0..reads {
+        harness.receive(read);
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(delivered(harness.protocol()), reads * frames * payload);
+    elapsed.as_nanos() as f64 / (reads * frames) as f64
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+fn frames_per_read() {
+    println!("Cost per {FRAME}-byte frame by frames per read (ns per frame, median of 3):");
+    println!(
+        "{:>16} {:>14} {:>20} {:>14}",
+        "frames per read", "lines", "lines + raw body", "int32 strings"
+    );
+    for frames in [1, 32, 1500] {
+        let line = [vec![b'a'; FRAME - 2], b"\r\n".to_vec()].concat();
+        let lines = line.repeat(frames);
+        let request = [b"R\r\n".to_vec(), vec![b'b'; BODY]].concat();
+        let requests = request.repeat(frames);
+        let transport = StringTransport::new();
+        let handle: TransportRef = transport.clone();
+        send_prefixed::<4>(&handle, &[b'c'; FRAME - 4]).unwrap();
+        let strings = transport.take_written().repeat(frames);
+
+        let mut plain = Vec::new();
+        let mut raw = Vec::new();
+        let mut prefixed = Vec::new();
+        for _ in 0..3 {
+            plain.push(per_frame(
+                || LineReceiver::new(Count(0)),
+                &lines,
+                frames,
+                |r| r.handler().0,
+                FRAME - 2,
+            ));
+            raw.push(per_frame(
+                || {
+                    LineReceiver::new(Requests {
+                        bytes: 0,
+                        body_left: 0,
+                    })
+                },
+                &requests,
+                frames,
+                |r| r.handler().bytes,
+                1 + BODY,
+            ));
+            prefixed.push(per_frame(
+                || Int32StringReceiver::new(Strings(0)),
+                &strings,
+                frames,
+                |r| r.handler().0,
+                FRAME - 4,
+            ));
+        }
+        println!(
+            "{:>16} {:>14.1} {:>20.1} {:>14.1}",
+            frames,
+            median(plain),
+            median(raw),
+            median(prefixed)
+        );
     }
     println!();
+}
+
+pub fn run() {
+    // A large stack: earlier versions of the line receiver recursed once per mode switch,
+    // and this benchmark also measures them for comparison.
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(|| {
+            frames_per_read();
+            println!("LineReceiver, one line delivered a byte at a time:");
+            println!("{:>12} {:>14}", "line bytes", "ns per byte");
+            for length in [1 << 10, 1 << 14, 1 << 17, 1 << 20] {
+                let samples: Vec<f64> = (0..3).map(|_| per_byte(length)).collect();
+                println!("{:>12} {:>14.1}", length, median(samples));
+            }
+            println!();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }

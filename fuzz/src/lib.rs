@@ -7,6 +7,11 @@
 //!   parsers do not depend on how the network splits the stream);
 //! - no delivered frame is over the maximum, and the bytes a receiver holds
 //!   between calls stay under its bound.
+//!
+//! A chunk size of 0 also feeds the stream repeated to 64 KiB, in one read,
+//! on a thread with a 2 MiB stack: however many mode switches that read
+//! holds, the receiver must not exhaust the stack or hold more than its
+//! bound.
 
 use torsion_protocol::basic::{
     LineHandler, LineReceiver, LineState, NetstringReceiver, PrefixedStringReceiver, StringHandler,
@@ -24,6 +29,10 @@ pub trait Target: Protocol + Sized {
     fn bound(max: usize) -> usize;
     /// What it delivered, in order.
     fn delivered(&self) -> Vec<Vec<u8>>;
+    /// Called after each read: resumes a receiver the input paused.
+    fn after_read(&mut self, transport: &TransportRef) {
+        let _ = transport;
+    }
 }
 
 /// Runs one fuzz input against `T`.
@@ -32,14 +41,27 @@ pub fn run<T: Target>(input: &[u8]) {
         return;
     };
     let max = usize::from(*max);
+    if *chunk == 0 && !stream.is_empty() {
+        let long = stream.repeat((64 * 1024) / stream.len() + 1);
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let mut harness = ProtocolHarness::new(T::make(max));
+                receive(&mut harness, &long);
+                assert!(harness.protocol().held() <= T::bound(max));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
     let chunk = usize::from(*chunk).max(1);
 
     let mut whole = ProtocolHarness::new(T::make(max));
-    whole.receive(stream);
+    receive(&mut whole, stream);
 
     let mut cut = ProtocolHarness::new(T::make(max));
     for piece in stream.chunks(chunk) {
-        cut.receive(piece);
+        receive(&mut cut, piece);
         assert!(cut.protocol().held() <= T::bound(max));
     }
 
@@ -55,6 +77,13 @@ pub fn run<T: Target>(input: &[u8]) {
     }
 }
 
+/// One read, then whatever the receiver needs after it.
+fn receive<T: Target>(harness: &mut ProtocolHarness<T>, data: &[u8]) {
+    harness.receive(data);
+    let transport = harness.transport_ref().clone();
+    harness.protocol_mut().after_read(&transport);
+}
+
 /// A string handler that records what it receives.
 #[derive(Default)]
 pub struct Strings(pub Vec<Vec<u8>>);
@@ -67,7 +96,9 @@ impl StringHandler for Strings {
 
 /// A line handler that records what it receives: a line `R<n>` switches to
 /// raw mode for the next `n` bytes (0–9), a line `D` swaps the delimiter
-/// between `\r\n` and `\n`.
+/// between `\r\n` and `\n`, `B` toggles accepting a bare `\n`, `P`
+/// pauses (resumed after the read), and `X` hands back the bytes `x\r\n`
+/// to parse next.
 #[derive(Default)]
 pub struct Lines {
     /// Lines, and raw bytes one by one.
@@ -76,7 +107,7 @@ pub struct Lines {
 }
 
 impl LineHandler for Lines {
-    fn line_received(&mut self, lines: &mut LineState, _t: &TransportRef, line: &[u8]) {
+    fn line_received(&mut self, lines: &mut LineState, t: &TransportRef, line: &[u8]) {
         match line {
             [b'R', n @ b'0'..=b'9'] => {
                 self.raw_left = usize::from(n - b'0');
@@ -90,6 +121,12 @@ impl LineHandler for Lines {
                 };
                 lines.set_delimiter(next);
             }
+            b"B" => {
+                let accept = !lines.accepts_bare_newline();
+                lines.set_accept_bare_newline(accept);
+            }
+            b"P" => lines.pause_producing(t),
+            b"X" => lines.set_line_mode(b"x\r\n"),
             _ => {}
         }
         self.frames.push(line.to_vec());
@@ -122,6 +159,13 @@ impl Target for LineReceiver<Lines> {
     }
     fn delivered(&self) -> Vec<Vec<u8>> {
         self.handler().frames.clone()
+    }
+    fn after_read(&mut self, transport: &TransportRef) {
+        // Each resume delivers at least one line before a `P` can pause
+        // again.
+        while self.is_paused() {
+            self.resume_producing(transport);
+        }
     }
 }
 

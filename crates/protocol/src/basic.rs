@@ -14,11 +14,17 @@
 //! the last three calling [`StringHandler::string_received`].
 //!
 //! All of them give the same frames however the input is split into
-//! chunks, scan each byte once (a 1 MiB line arriving a byte at a time
-//! costs no more per byte than a short one), and bound what they buffer:
-//! a frame over the maximum length is refused, and by default the
-//! connection is closed with [`CloseReason::ProtocolError`] naming the
-//! fault. Malformed input is handled the same way.
+//! chunks, and parse in place: a frame whole in the read it arrived in is
+//! lent to the handler from that read, without a copy, and only an
+//! unfinished frame is kept, which is not searched again when more arrives
+//! (a 1 MiB line arriving a byte at a time costs no more per byte than a
+//! short one). The work per frame does not grow with the number of frames
+//! in a read, mode switches included, and is a loop, never a recursion.
+//! They bound what they buffer: a frame over the maximum length is
+//! refused, and by default the connection is closed with
+//! [`CloseReason::ProtocolError`] naming the fault. Malformed input is
+//! handled the same way. Each can be paused and resumed as Twisted's
+//! (`pause_producing`, `resume_producing`).
 
 use torsion_transport::{CloseReason, TransportRef};
 
@@ -34,13 +40,29 @@ pub const DEFAULT_MAX_STRING: usize = 1 << 20;
 // ----- lines ---------------------------------------------------------------
 
 /// The settings and mode of a [`LineReceiver`], handed to its handler so it
-/// can switch modes, change the delimiter, or send lines.
+/// can switch modes, change the delimiter, pause, or send lines.
 #[derive(Debug, Clone)]
 pub struct LineState {
     delimiter: Vec<u8>,
     max_length: usize,
     raw: bool,
-    /// Data to process in line mode after a switch back from raw mode.
+    /// Lines end at `\n`, with or without a `\r` before it.
+    bare_newline: bool,
+    /// No frames are delivered until resumed.
+    paused: bool,
+    /// What the receiver buffers is part of a line, already searched for
+    /// the line end in the current mode and delimiter (cleared by any
+    /// change of either).
+    scanned: bool,
+    /// The address range of the data lent to the raw handler in the call
+    /// in progress, to recognise `set_line_mode(extra)` with `extra` the
+    /// tail of it (compared, never dereferenced).
+    lent: (usize, usize),
+    /// Bytes at the end of the lent data handed back by `set_line_mode`:
+    /// parsed again without being copied.
+    handed_back: usize,
+    /// Data handed back by `set_line_mode` that is not the tail of what
+    /// was lent: copied, then parsed next.
     extra: Vec<u8>,
 }
 
@@ -50,10 +72,28 @@ impl LineState {
         &self.delimiter
     }
 
-    /// Sets the delimiter (it must not be empty).
+    /// Sets the delimiter (it must not be empty). It applies from the next
+    /// line on, including to lines already received but not yet delivered.
     pub fn set_delimiter(&mut self, delimiter: &[u8]) {
         assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
         self.delimiter = delimiter.to_vec();
+        self.scanned = false;
+    }
+
+    /// Accepts a bare `\n` as the end of a line, as well as `\r\n` (off by
+    /// default). When on, a line ends at the first `\n` whatever the
+    /// delimiter, and a `\r` just before that `\n` is not part of the line;
+    /// the delimiter is still what [`LineState::send_line`] sends. Many
+    /// text protocols (SMTP and HTTP servers in practice, IRC) accept both.
+    pub fn set_accept_bare_newline(&mut self, accept: bool) {
+        self.bare_newline = accept;
+        self.scanned = false;
+    }
+
+    /// True if a bare `\n` ends a line (see
+    /// [`LineState::set_accept_bare_newline`]).
+    pub fn accepts_bare_newline(&self) -> bool {
+        self.bare_newline
     }
 
     /// The longest line accepted, delimiter excluded.
@@ -67,20 +107,37 @@ impl LineState {
     }
 
     /// Switches to raw mode: from the next byte on, data goes to
-    /// [`LineHandler::raw_data_received`] as it arrives (Twisted's
-    /// `setRawMode`).
+    /// [`LineHandler::raw_data_received`] (Twisted's `setRawMode`).
     #[doc(alias = "setRawMode")]
     pub fn set_raw_mode(&mut self) {
         self.raw = true;
+        self.scanned = false;
     }
 
     /// Switches back to line mode, from raw mode (Twisted's
     /// `setLineMode`). `extra` is data the raw handler received but did not
-    /// consume: it is parsed as lines first.
+    /// consume: it is parsed as lines next, before anything received
+    /// later. Handing back the tail of the data the raw handler is given
+    /// (`&data[used..]`), the usual case, copies nothing; other bytes are
+    /// copied.
     #[doc(alias = "setLineMode")]
     pub fn set_line_mode(&mut self, extra: &[u8]) {
         self.raw = false;
-        self.extra.extend_from_slice(extra);
+        self.scanned = false;
+        if extra.is_empty() {
+            return;
+        }
+        let (start, length) = self.lent;
+        let at = extra.as_ptr() as usize;
+        if self.handed_back == 0
+            && self.extra.is_empty()
+            && at >= start
+            && at + extra.len() == start + length
+        {
+            self.handed_back = extra.len();
+        } else {
+            self.extra.extend_from_slice(extra);
+        }
     }
 
     /// True in raw mode.
@@ -88,11 +145,81 @@ impl LineState {
         self.raw
     }
 
+    /// Stops delivering frames, those already received included, and stops
+    /// reading from the transport, until [`LineState::resume_producing`]
+    /// or [`LineReceiver::resume_producing`] (Twisted's
+    /// `LineReceiver.pauseProducing`). Called from a handler's callback,
+    /// it takes effect after that callback returns.
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        if !self.paused {
+            self.paused = true;
+            transport.pause_reading();
+        }
+    }
+
+    /// Resumes after [`LineState::pause_producing`] (Twisted's
+    /// `resumeProducing`) and resumes reading. Called from a handler's
+    /// callback, delivery goes on once that callback returns; from
+    /// outside the receiver, call [`LineReceiver::resume_producing`]
+    /// instead, which also delivers the lines received meanwhile.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        if self.paused {
+            self.paused = false;
+            transport.resume_reading();
+        }
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     /// Sends `line` followed by the delimiter, in one write (Twisted's
     /// `sendLine`).
     #[doc(alias = "sendLine")]
     pub fn send_line(&self, transport: &TransportRef, line: &[u8]) {
         transport.write_sequence(&[line, &self.delimiter]);
+    }
+
+    /// How many bytes the search for a line end looks for.
+    fn search_length(&self) -> usize {
+        if self.bare_newline {
+            1
+        } else {
+            self.delimiter.len()
+        }
+    }
+
+    /// The most a line end takes: bytes beyond the maximum line length
+    /// that a line may still end in.
+    fn end_length(&self) -> usize {
+        if self.bare_newline {
+            2
+        } else {
+            self.delimiter.len()
+        }
+    }
+
+    /// The first line end in `data`: where the line stops and where the
+    /// next one starts.
+    fn find_line(&self, data: &[u8]) -> Option<(usize, usize)> {
+        if self.bare_newline {
+            let at = data.iter().position(|&b| b == b'\n')?;
+            Some((at, at + 1))
+        } else {
+            let at = find(data, &self.delimiter)?;
+            Some((at, at + self.delimiter.len()))
+        }
+    }
+
+    /// `line` without the `\r` a bare-newline line end leaves on it.
+    fn trim<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        match line {
+            [rest @ .., b'\r'] if self.bare_newline => rest,
+            _ => line,
+        }
     }
 }
 
@@ -109,7 +236,9 @@ pub trait LineHandler: 'static {
     #[doc(alias = "lineReceived")]
     fn line_received(&mut self, lines: &mut LineState, transport: &TransportRef, line: &[u8]);
 
-    /// Data arrived in raw mode (Twisted's `rawDataReceived`).
+    /// Data arrived in raw mode (Twisted's `rawDataReceived`): all that is
+    /// at hand, which may run past what the handler wants; it hands the
+    /// rest back with [`LineState::set_line_mode`].
     #[doc(alias = "rawDataReceived")]
     fn raw_data_received(&mut self, lines: &mut LineState, transport: &TransportRef, data: &[u8]) {
         let _ = (lines, transport, data);
@@ -145,6 +274,13 @@ pub trait LineHandler: 'static {
 /// A protocol that splits its input into lines (Twisted's
 /// `LineReceiver`).
 ///
+/// Lines are parsed where they lie: in the data of the current read when
+/// they are whole in it (lent to the handler without a copy), and only the
+/// unfinished line at the end of a read is kept. Raw data is lent the same
+/// way, and a switch to raw mode and back copies nothing, however many
+/// switches one read holds; the work is a loop, never a recursion, so a
+/// peer cannot exhaust the stack with them.
+///
 /// ```
 /// use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
 /// use torsion_protocol::testing::ProtocolHarness;
@@ -166,12 +302,25 @@ pub trait LineHandler: 'static {
 pub struct LineReceiver<H> {
     handler: H,
     state: LineState,
+    /// Bytes received but not delivered: `buffer[start..]`.
     buffer: Vec<u8>,
-    /// Bytes of `buffer` already searched for the delimiter.
-    scanned: usize,
+    start: usize,
     /// The line being received is over the maximum: drop it up to the
-    /// next delimiter.
+    /// next line end.
     discarding: bool,
+}
+
+/// Why parsing stopped before the end of the data.
+enum Stop {
+    /// Everything was consumed.
+    End,
+    /// What is left is an unfinished line, searched to its end.
+    Unfinished,
+    /// Paused, or the connection is closing.
+    Held,
+    /// The handler handed back bytes to copy (`LineState::extra`): from
+    /// raw mode, to go after what is left; otherwise before it.
+    Extra { from_raw: bool },
 }
 
 impl<H: LineHandler> LineReceiver<H> {
@@ -184,10 +333,15 @@ impl<H: LineHandler> LineReceiver<H> {
                 delimiter: b"\r\n".to_vec(),
                 max_length: DEFAULT_MAX_LINE,
                 raw: false,
+                bare_newline: false,
+                paused: false,
+                scanned: false,
+                lent: (0, 0),
+                handed_back: 0,
                 extra: Vec::new(),
             },
             buffer: Vec::new(),
-            scanned: 0,
+            start: 0,
             discarding: false,
         }
     }
@@ -214,111 +368,247 @@ impl<H: LineHandler> LineReceiver<H> {
         &mut self.state
     }
 
-    /// Bytes held waiting for the end of a line: never more than the
-    /// maximum line length plus the delimiter.
+    /// Bytes held, received but not delivered: the unfinished line, never
+    /// more than the maximum line length plus the delimiter; while paused,
+    /// also what arrived since the pause.
     pub fn buffered(&self) -> usize {
-        self.buffer.len() + self.state.extra.len()
+        self.buffer.len() - self.start + self.state.extra.len()
     }
 
-    /// Parses `data` (appended to what is buffered) in the current mode.
-    fn feed(&mut self, transport: &TransportRef, data: &[u8]) {
-        if self.state.raw {
-            self.handler
-                .raw_data_received(&mut self.state, transport, data);
-            self.after_raw(transport);
-            return;
-        }
-        self.buffer.extend_from_slice(data);
-        self.parse_lines(transport);
+    /// Stops delivering lines and raw data, those already received
+    /// included, and stops reading from the transport (Twisted's
+    /// `pauseProducing`). See [`LineState::pause_producing`] to pause from
+    /// the handler.
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        self.state.pause_producing(transport);
     }
 
-    /// After a raw-mode call: if the handler switched back to line mode,
-    /// parse what it handed back.
-    fn after_raw(&mut self, transport: &TransportRef) {
-        if !self.state.raw && !self.state.extra.is_empty() {
-            let extra = std::mem::take(&mut self.state.extra);
-            self.feed(transport, &extra);
-        }
+    /// Resumes after a pause (Twisted's `resumeProducing`): delivers what
+    /// was received meanwhile, in a loop until it is all delivered or the
+    /// handler pauses again, then resumes reading. The handler cannot call
+    /// this method from its callbacks (it is lent the [`LineState`], not
+    /// the receiver), so delivery never re-enters it.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        self.state.resume_producing(transport);
+        self.receive(transport, &[]);
     }
 
-    fn parse_lines(&mut self, transport: &TransportRef) {
-        let delimiter = self.state.delimiter.clone();
-        let mut start = 0;
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.state.paused
+    }
+
+    /// Delivers what is buffered, then `input`, in the current mode: a
+    /// loop over the two, never a recursion.
+    fn receive(&mut self, transport: &TransportRef, input: &[u8]) {
+        let mut at = 0;
         loop {
             if transport.is_closing() {
                 // Twisted stops delivering lines once the connection is
                 // closing; so do we.
                 self.buffer.clear();
-                self.scanned = 0;
+                self.start = 0;
+                self.state.extra.clear();
                 return;
             }
-            // Resume the search where the last one stopped, minus the bytes
-            // a delimiter could straddle.
-            let from = self.scanned.saturating_sub(delimiter.len() - 1).max(start);
-            match find(&self.buffer[from..], &delimiter) {
-                Some(at) => {
-                    let end = from + at;
-                    let next = end + delimiter.len();
-                    self.scanned = next;
-                    if std::mem::take(&mut self.discarding) {
-                        // The tail of an overlong line.
-                        start = next;
-                        continue;
-                    }
-                    let length = end - start;
-                    if length > self.state.max_length {
-                        start = next;
-                        self.handler
-                            .line_length_exceeded(&mut self.state, transport, length);
-                        continue;
-                    }
-                    let line = self.buffer[start..end].to_vec();
-                    start = next;
-                    self.handler
-                        .line_received(&mut self.state, transport, &line);
-                    if self.state.raw {
-                        // The rest of the buffer is raw data now.
-                        let rest = self.buffer.split_off(start);
-                        self.buffer.clear();
-                        self.scanned = 0;
-                        if !rest.is_empty() {
-                            self.handler
-                                .raw_data_received(&mut self.state, transport, &rest);
-                        }
-                        self.after_raw(transport);
+            if self.state.paused {
+                if at < input.len() {
+                    self.buffer.extend_from_slice(&input[at..]);
+                    self.state.scanned = false;
+                }
+                return;
+            }
+            if self.start < self.buffer.len() {
+                if !self.state.raw && self.state.scanned {
+                    // An unfinished line: finish it from the input.
+                    if at == input.len() {
                         return;
                     }
-                    if delimiter != self.state.delimiter {
-                        // The handler changed the delimiter: rescan the rest.
-                        self.buffer.drain(..start);
-                        self.scanned = 0;
-                        return self.parse_lines(transport);
-                    }
+                    at += self.finish_line(transport, &input[at..]);
+                    continue;
                 }
-                None => {
-                    self.buffer.drain(..start);
-                    self.scanned = self.buffer.len();
-                    if self.buffer.len() >= self.state.max_length + delimiter.len()
-                        && !self.discarding
-                    {
-                        let length = self.buffer.len();
-                        // Keep the last bytes: they may start a delimiter.
-                        let keep = delimiter.len() - 1;
-                        self.buffer.drain(..length - keep);
-                        self.scanned = self.buffer.len();
-                        self.discarding = true;
-                        self.handler
-                            .line_length_exceeded(&mut self.state, transport, length);
-                    } else if self.discarding && self.buffer.len() >= delimiter.len() {
-                        let keep = delimiter.len() - 1;
-                        let length = self.buffer.len();
-                        self.buffer.drain(..length - keep);
-                        self.scanned = self.buffer.len();
+                // Frames already buffered (after a pause, or bytes handed
+                // back) go first, parsed where they lie.
+                let buffer = std::mem::take(&mut self.buffer);
+                let (used, stop) = self.parse(transport, &buffer[self.start..]);
+                self.buffer = buffer;
+                self.start += used;
+                match stop {
+                    Stop::Unfinished => self.keep_unfinished(transport),
+                    Stop::Extra { from_raw: true } => {
+                        self.buffer.append(&mut self.state.extra);
                     }
-                    return;
+                    Stop::Extra { from_raw: false } => {
+                        let extra = std::mem::take(&mut self.state.extra);
+                        self.buffer.splice(self.start..self.start, extra);
+                    }
+                    Stop::End | Stop::Held => {}
                 }
+                if self.start == self.buffer.len() {
+                    self.buffer.clear();
+                    self.start = 0;
+                }
+                continue;
+            }
+            if at == input.len() {
+                return;
+            }
+            let (used, stop) = self.parse(transport, &input[at..]);
+            at += used;
+            match stop {
+                Stop::Unfinished => {
+                    self.buffer.extend_from_slice(&input[at..]);
+                    at = input.len();
+                    self.keep_unfinished(transport);
+                }
+                Stop::Extra { from_raw: true } => {
+                    self.buffer.extend_from_slice(&input[at..]);
+                    self.buffer.append(&mut self.state.extra);
+                    at = input.len();
+                }
+                Stop::Extra { from_raw: false } => {
+                    self.buffer.append(&mut self.state.extra);
+                    self.buffer.extend_from_slice(&input[at..]);
+                    at = input.len();
+                }
+                Stop::End | Stop::Held => {}
             }
         }
+    }
+
+    /// Delivers the frames in `data`, where they lie, until the end, an
+    /// unfinished line, a pause or a close. Returns how much it consumed.
+    fn parse(&mut self, transport: &TransportRef, data: &[u8]) -> (usize, Stop) {
+        let mut at = 0;
+        while at < data.len() {
+            if self.state.paused || transport.is_closing() {
+                return (at, Stop::Held);
+            }
+            let rest = &data[at..];
+            if self.state.raw {
+                self.state.lent = (rest.as_ptr() as usize, rest.len());
+                self.handler
+                    .raw_data_received(&mut self.state, transport, rest);
+                self.state.lent = (0, 0);
+                at = data.len() - std::mem::take(&mut self.state.handed_back);
+                if !self.state.extra.is_empty() {
+                    return (at, Stop::Extra { from_raw: true });
+                }
+                continue;
+            }
+            let Some((end, next)) = self.state.find_line(rest) else {
+                return (at, Stop::Unfinished);
+            };
+            at += next;
+            if std::mem::take(&mut self.discarding) {
+                // The tail of an overlong line.
+                continue;
+            }
+            let line = self.state.trim(&rest[..end]);
+            if line.len() > self.state.max_length {
+                self.handler
+                    .line_length_exceeded(&mut self.state, transport, line.len());
+            } else {
+                self.handler.line_received(&mut self.state, transport, line);
+            }
+            if !self.state.extra.is_empty() {
+                return (at, Stop::Extra { from_raw: false });
+            }
+        }
+        (at, Stop::End)
+    }
+
+    /// `buffer[start..]` is an unfinished line, searched to its end: keeps
+    /// it (at the front of the buffer), or, if it is already over the
+    /// maximum, drops all but the bytes a line end could start with.
+    fn keep_unfinished(&mut self, transport: &TransportRef) {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        self.state.scanned = true;
+        let keep = self.state.search_length() - 1;
+        let length = self.buffer.len();
+        if self.discarding {
+            if length > keep {
+                self.buffer.drain(..length - keep);
+            }
+        } else if length >= self.state.max_length + self.state.end_length() {
+            self.buffer.drain(..length - keep);
+            self.discarding = true;
+            self.handler
+                .line_length_exceeded(&mut self.state, transport, length);
+        }
+    }
+
+    /// The buffer holds an unfinished line; `input` (not empty) continues
+    /// it. Delivers the line if `input` ends it, or keeps `input` too.
+    /// Returns how much of `input` it consumed.
+    fn finish_line(&mut self, transport: &TransportRef, input: &[u8]) -> usize {
+        let held = self.buffer.len();
+        let straddle = self.state.search_length() - 1;
+        // A line end that starts in the buffer and ends in the input.
+        let mut found = None;
+        if straddle > 0 {
+            let head = straddle.min(input.len());
+            self.buffer.extend_from_slice(&input[..head]);
+            let from = held.saturating_sub(straddle);
+            if let Some((end, next)) = self.state.find_line(&self.buffer[from..]) {
+                found = Some((from + end, next + from - held));
+            }
+            self.buffer.truncate(held);
+        }
+        let used = match found {
+            Some((end, used)) => {
+                self.buffer.truncate(end);
+                used
+            }
+            None => match self.state.find_line(input) {
+                Some((end, next)) => {
+                    let cr = self.state.bare_newline
+                        && input[..end].last().or(self.buffer.last()) == Some(&b'\r');
+                    let length = held + end - usize::from(cr);
+                    if !self.discarding && length <= self.state.max_length {
+                        self.buffer.extend_from_slice(&input[..end]);
+                    } else {
+                        // Not needed: an overlong line is not delivered.
+                        self.buffer.clear();
+                        if !std::mem::take(&mut self.discarding) {
+                            self.handler
+                                .line_length_exceeded(&mut self.state, transport, length);
+                        }
+                        self.state.scanned = false;
+                        return next;
+                    }
+                    next
+                }
+                None => {
+                    self.buffer.extend_from_slice(input);
+                    self.keep_unfinished(transport);
+                    return input.len();
+                }
+            },
+        };
+        self.state.scanned = false;
+        if std::mem::take(&mut self.discarding) {
+            self.buffer.clear();
+            return used;
+        }
+        let line = self.state.trim(&self.buffer);
+        if line.len() > self.state.max_length {
+            let length = line.len();
+            self.buffer.clear();
+            self.handler
+                .line_length_exceeded(&mut self.state, transport, length);
+        } else {
+            self.handler.line_received(&mut self.state, transport, line);
+            self.buffer.clear();
+        }
+        // Bytes handed back go before the rest of the input.
+        self.buffer.append(&mut self.state.extra);
+        used
     }
 }
 
@@ -339,10 +629,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 impl<H: LineHandler> Protocol for LineReceiver<H> {
     fn connection_made(&mut self, transport: &TransportRef) {
         self.handler.connection_made(&mut self.state, transport);
+        // Bytes handed back before any data: parsed first.
+        self.buffer.append(&mut self.state.extra);
     }
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        self.feed(transport, data);
+        self.receive(transport, data);
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -351,9 +643,10 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
 }
 
 /// Twisted's `LineOnlyReceiver` is a `LineReceiver` without raw mode, kept
-/// for speed; Torsion's [`LineReceiver`] costs nothing extra for raw mode,
-/// so this is the same type. A handler that never switches modes is a line-
-/// only receiver.
+/// for speed; Torsion's [`LineReceiver`] parses lines the same way whether
+/// or not a handler uses raw mode, and a switch copies nothing, so this is
+/// the same type. A handler that never switches modes is a line-only
+/// receiver.
 pub type LineOnlyReceiver<H> = LineReceiver<H>;
 
 // ----- strings ----------------------------------------------------------------
@@ -385,17 +678,150 @@ pub trait StringHandler: 'static {
     }
 }
 
+/// Where a frame lies in buffered bytes, or how many more bytes it needs.
+enum Step {
+    /// A frame: `frame` within the bytes, the first `consumed` bytes used.
+    Frame {
+        frame: std::ops::Range<usize>,
+        consumed: usize,
+    },
+    /// At least this many more bytes are needed.
+    Need(usize),
+}
+
+/// Why a stream of strings cannot be parsed further.
+enum Fault {
+    /// Malformed input, described.
+    Malformed(String),
+    /// A string announced this length, over the maximum.
+    TooLong(u64),
+}
+
+/// What [`Framer::receive`] tells the receiver.
+enum Event<'a> {
+    Frame(&'a [u8]),
+    Fault(Fault),
+}
+
+/// The buffering the string receivers share: frames are decoded where
+/// they lie, in the current read when they are whole in it (lent without a
+/// copy); only an unfinished frame is kept, completed from the next read
+/// by appending just the bytes it still needs. A loop, never a recursion.
+#[derive(Default)]
+struct Framer {
+    /// Bytes received but not delivered: `buffer[start..]`.
+    buffer: Vec<u8>,
+    start: usize,
+    paused: bool,
+    failed: bool,
+}
+
+impl Framer {
+    fn held(&self) -> usize {
+        self.buffer.len() - self.start
+    }
+
+    fn pause(&mut self, transport: &TransportRef) {
+        if !self.paused {
+            self.paused = true;
+            transport.pause_reading();
+        }
+    }
+
+    fn resume(&mut self, transport: &TransportRef) -> bool {
+        let was = self.paused;
+        if was {
+            self.paused = false;
+            transport.resume_reading();
+        }
+        was
+    }
+
+    /// Delivers what is buffered, then `input`.
+    fn receive(
+        &mut self,
+        transport: &TransportRef,
+        input: &[u8],
+        decode: impl Fn(&[u8]) -> Result<Step, Fault>,
+        mut on: impl FnMut(&TransportRef, Event<'_>),
+    ) {
+        let mut at = 0;
+        loop {
+            if self.failed {
+                return;
+            }
+            if transport.is_closing() {
+                // Nothing more is delivered once the connection is closing.
+                self.buffer.clear();
+                self.start = 0;
+                return;
+            }
+            if self.paused {
+                self.buffer.extend_from_slice(&input[at..]);
+                return;
+            }
+            let (data, buffered) = if self.start < self.buffer.len() {
+                (&self.buffer[self.start..], true)
+            } else if at < input.len() {
+                (&input[at..], false)
+            } else {
+                return;
+            };
+            match decode(data) {
+                Err(fault) => {
+                    self.failed = true;
+                    self.buffer = Vec::new();
+                    self.start = 0;
+                    on(transport, Event::Fault(fault));
+                    return;
+                }
+                Ok(Step::Frame { frame, consumed }) => {
+                    on(transport, Event::Frame(&data[frame]));
+                    if buffered {
+                        self.start += consumed;
+                        if self.start == self.buffer.len() {
+                            self.buffer.clear();
+                            self.start = 0;
+                        }
+                    } else {
+                        at += consumed;
+                    }
+                }
+                Ok(Step::Need(more)) => {
+                    if buffered {
+                        if at == input.len() {
+                            if self.start > 0 {
+                                self.buffer.drain(..self.start);
+                                self.start = 0;
+                            }
+                            return;
+                        }
+                        // Only what the frame needs: the frames after it
+                        // are parsed in place in the input.
+                        let take = more.max(1).min(input.len() - at);
+                        self.buffer.extend_from_slice(&input[at..at + take]);
+                        at += take;
+                    } else {
+                        self.buffer.extend_from_slice(&input[at..]);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Reads netstrings: `<decimal length>:<bytes>,` (Twisted's
 /// `NetstringReceiver`). Malformed input — a non-digit in the length, a
 /// leading zero, a missing colon or comma — closes the connection with a
 /// [`CloseReason::ProtocolError`] naming the fault.
+///
+/// Strings are lent to the handler from the read they arrived in when
+/// they are whole in it; only an unfinished one is kept.
 pub struct NetstringReceiver<H> {
     handler: H,
     max_length: usize,
-    buffer: Vec<u8>,
-    /// The length of the string being read, once its prefix is parsed.
-    pending: Option<usize>,
-    failed: bool,
+    framer: Framer,
 }
 
 impl<H: StringHandler> NetstringReceiver<H> {
@@ -404,9 +830,7 @@ impl<H: StringHandler> NetstringReceiver<H> {
         NetstringReceiver {
             handler,
             max_length: DEFAULT_MAX_STRING,
-            buffer: Vec::new(),
-            pending: None,
-            failed: false,
+            framer: Framer::default(),
         }
     }
 
@@ -421,96 +845,96 @@ impl<H: StringHandler> NetstringReceiver<H> {
     }
 
     /// Bytes held waiting for the rest of a netstring: never more than
-    /// the maximum length plus its 20-digit length and two separators.
+    /// the maximum length plus its 20-digit length and two separators;
+    /// while paused, also what arrived since the pause.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.framer.held()
     }
 
-    fn fail(&mut self, transport: &TransportRef, fault: String) {
-        self.failed = true;
-        self.buffer = Vec::new();
-        transport.lose_connection_with_error(fault);
+    /// Stops delivering strings, those already received included, and
+    /// stops reading from the transport (Twisted's `pauseProducing`).
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        self.framer.pause(transport);
     }
 
-    fn parse(&mut self, transport: &TransportRef) {
-        let mut start = 0;
-        while !self.failed && !transport.is_closing() {
-            let available = &self.buffer[start..];
-            let length = match self.pending {
-                Some(length) => length,
-                None => {
-                    // Digits of the length are at most 20 (u64::MAX).
-                    // Only the first 21 bytes are examined, so the fault
-                    // named is the same however the stream was split.
-                    let Some(colon) = available.iter().take(21).position(|&b| b == b':') else {
-                        if let Some(bad) = available.iter().take(21).find(|b| !b.is_ascii_digit()) {
-                            return self.fail(
-                                transport,
-                                format!(
-                                    "netstring length contains {:?}, not a digit",
-                                    *bad as char
-                                ),
-                            );
-                        }
-                        if available.len() > 20 {
-                            return self
-                                .fail(transport, "netstring length has too many digits".into());
-                        }
-                        break;
-                    };
-                    let digits = &available[..colon];
-                    if digits.is_empty() {
-                        return self.fail(transport, "netstring length is empty".into());
-                    }
-                    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
-                        return self.fail(
-                            transport,
-                            format!("netstring length contains {:?}, not a digit", *bad as char),
-                        );
-                    }
-                    if digits.len() > 1 && digits[0] == b'0' {
-                        return self.fail(transport, "netstring length has a leading zero".into());
-                    }
-                    // Only ASCII digits remain, so parsing fails only on
-                    // overflow.
-                    let Some(value) = std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                    else {
-                        return self
-                            .fail(transport, "netstring length does not fit in 64 bits".into());
-                    };
-                    if value > self.max_length as u64 {
-                        self.failed = true;
-                        self.buffer = Vec::new();
-                        self.handler
-                            .length_limit_exceeded(transport, value, self.max_length);
-                        return;
-                    }
-                    start += colon + 1;
-                    self.pending = Some(value as usize);
-                    value as usize
-                }
-            };
-            let available = &self.buffer[start..];
-            if available.len() < length + 1 {
-                break;
-            }
-            if available[length] != b',' {
-                return self.fail(
-                    transport,
-                    format!("netstring of {length} bytes is not followed by ','"),
-                );
-            }
-            let data = available[..length].to_vec();
-            start += length + 1;
-            self.pending = None;
-            self.handler.string_received(transport, &data);
-        }
-        if !self.failed {
-            self.buffer.drain(..start.min(self.buffer.len()));
+    /// Resumes after a pause (Twisted's `resumeProducing`): delivers the
+    /// strings received meanwhile, in a loop, and resumes reading.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        if self.framer.resume(transport) {
+            self.data_received(transport, &[]);
         }
     }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.framer.paused
+    }
+}
+
+/// Where the netstring at the start of `data` lies.
+fn decode_netstring(data: &[u8], max_length: usize) -> Result<Step, Fault> {
+    // Digits of the length are at most 20 (u64::MAX). Only the first 21
+    // bytes are examined, so the fault named is the same however the
+    // stream was split.
+    let Some(colon) = data.iter().take(21).position(|&b| b == b':') else {
+        if let Some(bad) = data.iter().take(21).find(|b| !b.is_ascii_digit()) {
+            return Err(Fault::Malformed(format!(
+                "netstring length contains {:?}, not a digit",
+                *bad as char
+            )));
+        }
+        if data.len() > 20 {
+            return Err(Fault::Malformed(
+                "netstring length has too many digits".into(),
+            ));
+        }
+        return Ok(Step::Need(1));
+    };
+    let digits = &data[..colon];
+    if digits.is_empty() {
+        return Err(Fault::Malformed("netstring length is empty".into()));
+    }
+    if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
+        return Err(Fault::Malformed(format!(
+            "netstring length contains {:?}, not a digit",
+            *bad as char
+        )));
+    }
+    if digits.len() > 1 && digits[0] == b'0' {
+        return Err(Fault::Malformed(
+            "netstring length has a leading zero".into(),
+        ));
+    }
+    // Only ASCII digits remain, so parsing fails only on overflow.
+    let Some(value) = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return Err(Fault::Malformed(
+            "netstring length does not fit in 64 bits".into(),
+        ));
+    };
+    if value > max_length as u64 {
+        return Err(Fault::TooLong(value));
+    }
+    let length = value as usize;
+    let body = &data[colon + 1..];
+    // Compared without adding: the length may be `usize::MAX`.
+    if body.len() <= length {
+        return Ok(Step::Need((length - body.len()).saturating_add(1)));
+    }
+    if body[length] != b',' {
+        return Err(Fault::Malformed(format!(
+            "netstring of {length} bytes is not followed by ','"
+        )));
+    }
+    let start = colon + 1;
+    Ok(Step::Frame {
+        frame: start..start + length,
+        consumed: start + length + 1,
+    })
 }
 
 impl<H: StringHandler> Protocol for NetstringReceiver<H> {
@@ -519,11 +943,22 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
     }
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        if self.failed {
-            return;
-        }
-        self.buffer.extend_from_slice(data);
-        self.parse(transport);
+        let max_length = self.max_length;
+        let handler = &mut self.handler;
+        self.framer.receive(
+            transport,
+            data,
+            |data| decode_netstring(data, max_length),
+            |transport, event| match event {
+                Event::Frame(data) => handler.string_received(transport, data),
+                Event::Fault(Fault::Malformed(fault)) => {
+                    transport.lose_connection_with_error(fault);
+                }
+                Event::Fault(Fault::TooLong(length)) => {
+                    handler.length_limit_exceeded(transport, length, max_length);
+                }
+            },
+        );
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -565,11 +1000,13 @@ pub fn send_netstring(transport: &TransportRef, data: &[u8]) {
 /// # }
 /// let too_wide = PrefixedStringReceiver::<Strings, 9>::new(Strings);
 /// ```
+///
+/// Strings are lent to the handler from the read they arrived in when
+/// they are whole in it; only an unfinished one is kept.
 pub struct PrefixedStringReceiver<H, const N: usize> {
     handler: H,
     max_length: usize,
-    buffer: Vec<u8>,
-    failed: bool,
+    framer: Framer,
 }
 
 /// Strings prefixed with a 4-byte big-endian length (Twisted's
@@ -607,8 +1044,7 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
         PrefixedStringReceiver {
             handler,
             max_length: DEFAULT_MAX_STRING,
-            buffer: Vec::new(),
-            failed: false,
+            framer: Framer::default(),
         }
     }
 
@@ -633,10 +1069,57 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
     }
 
     /// Bytes held waiting for the rest of a string: never more than the
-    /// maximum length plus the prefix.
+    /// maximum length plus the prefix; while paused, also what arrived
+    /// since the pause.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.framer.held()
     }
+
+    /// Stops delivering strings, those already received included, and
+    /// stops reading from the transport (Twisted's `pauseProducing`).
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        self.framer.pause(transport);
+    }
+
+    /// Resumes after a pause (Twisted's `resumeProducing`): delivers the
+    /// strings received meanwhile, in a loop, and resumes reading.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        if self.framer.resume(transport) {
+            self.data_received(transport, &[]);
+        }
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.framer.paused
+    }
+}
+
+/// Where the string at the start of `data`, after an `N`-byte length,
+/// lies.
+fn decode_prefixed<const N: usize>(data: &[u8], max_length: usize) -> Result<Step, Fault> {
+    if data.len() < N {
+        return Ok(Step::Need(N - data.len()));
+    }
+    let length = data[..N]
+        .iter()
+        .fold(0u64, |value, &byte| value << 8 | u64::from(byte));
+    if length > max_length as u64 {
+        return Err(Fault::TooLong(length));
+    }
+    let length = length as usize;
+    let body = data.len() - N;
+    // Compared without adding: a limit of `usize::MAX` and a prefix of all
+    // ones must not overflow.
+    if body < length {
+        return Ok(Step::Need(length - body));
+    }
+    Ok(Step::Frame {
+        frame: N..N + length,
+        consumed: N + length,
+    })
 }
 
 impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N> {
@@ -645,38 +1128,22 @@ impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N>
     }
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
-        if self.failed {
-            return;
-        }
-        self.buffer.extend_from_slice(data);
-        let mut start = 0;
-        while !transport.is_closing() {
-            let available = &self.buffer[start..];
-            if available.len() < N {
-                break;
-            }
-            let length = available[..N]
-                .iter()
-                .fold(0u64, |value, &byte| value << 8 | u64::from(byte));
-            let max_length = self.max_length();
-            if length > max_length as u64 {
-                self.failed = true;
-                self.buffer = Vec::new();
-                self.handler
-                    .length_limit_exceeded(transport, length, max_length);
-                return;
-            }
-            let length = length as usize;
-            // Compared without adding: a limit of `usize::MAX` and a prefix
-            // of all ones must not overflow.
-            if available.len() - N < length {
-                break;
-            }
-            let data = available[N..N + length].to_vec();
-            start += N + length;
-            self.handler.string_received(transport, &data);
-        }
-        self.buffer.drain(..start.min(self.buffer.len()));
+        let max_length = self.max_length();
+        let handler = &mut self.handler;
+        self.framer.receive(
+            transport,
+            data,
+            |data| decode_prefixed::<N>(data, max_length),
+            |transport, event| match event {
+                Event::Frame(data) => handler.string_received(transport, data),
+                Event::Fault(Fault::Malformed(fault)) => {
+                    transport.lose_connection_with_error(fault);
+                }
+                Event::Fault(Fault::TooLong(length)) => {
+                    handler.length_limit_exceeded(transport, length, max_length);
+                }
+            },
+        );
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {

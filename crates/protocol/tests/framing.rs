@@ -333,3 +333,207 @@ fn an_8_byte_prefix_of_all_ones_with_no_limit_does_not_panic() {
     // length = u64::MAX: `N + length` overflows in data_received.
     harness.receive(&[0xff; 9]);
 }
+
+/// Records lines; a line `pause` pauses the receiver from the handler.
+#[derive(Default)]
+struct Pausing(Vec<String>);
+
+impl LineHandler for Pausing {
+    fn line_received(&mut self, lines: &mut LineState, transport: &TransportRef, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).into_owned();
+        if line == "pause" {
+            lines.pause_producing(transport);
+        }
+        self.0.push(line);
+    }
+}
+
+#[test]
+fn a_paused_line_receiver_delivers_nothing_until_resumed() {
+    let mut harness = ProtocolHarness::new(LineReceiver::new(Pausing::default()));
+    // Paused by its handler mid-read: the lines after it in the same read
+    // wait, and reading from the socket pauses.
+    harness.receive(b"a\r\npause\r\nb\r\nc\r\nunfin");
+    assert_eq!(harness.protocol().handler().0, ["a", "pause"]);
+    assert!(harness.transport.reading_paused());
+    assert!(harness.protocol().is_paused());
+    // What still arrives is held too.
+    harness.receive(b"ished\r\nd\r\n");
+    assert_eq!(harness.protocol().handler().0, ["a", "pause"]);
+    // Resumed from outside: every held line, in order, and reading again.
+    let transport = harness.transport_ref().clone();
+    harness.protocol_mut().resume_producing(&transport);
+    assert_eq!(
+        harness.protocol().handler().0,
+        ["a", "pause", "b", "c", "unfinished", "d"]
+    );
+    assert!(!harness.transport.reading_paused());
+    assert_eq!(harness.protocol().buffered(), 0);
+
+    // Paused from outside with lines held: a second `pause` in them stops
+    // the delivery again, the rest wait for the next resume.
+    harness.protocol_mut().pause_producing(&transport);
+    harness.receive(b"e\r\npause\r\nf\r\n");
+    assert_eq!(harness.protocol().handler().0.len(), 6);
+    harness.protocol_mut().resume_producing(&transport);
+    assert_eq!(harness.protocol().handler().0[6..], ["e", "pause"]);
+    assert!(harness.transport.reading_paused());
+    harness.protocol_mut().resume_producing(&transport);
+    assert_eq!(harness.protocol().handler().0[8..], ["f"]);
+}
+
+#[test]
+fn raw_data_waits_while_paused_too() {
+    let mut harness = ProtocolHarness::new(LineReceiver::new(Lines::default()));
+    let transport = harness.transport_ref().clone();
+    harness.receive(b"RAW 3\r\nx");
+    harness.protocol_mut().pause_producing(&transport);
+    harness.receive(b"yzone\r\n");
+    assert_eq!(harness.protocol().handler().events, ["line RAW 3", "raw x"]);
+    harness.protocol_mut().resume_producing(&transport);
+    assert_eq!(
+        harness.protocol().handler().events,
+        ["line RAW 3", "raw x", "raw y", "raw z", "line one"]
+    );
+}
+
+#[test]
+fn a_handler_that_resumes_in_its_callback_gets_the_rest_at_once() {
+    struct Blip(Vec<Vec<u8>>);
+    impl LineHandler for Blip {
+        fn line_received(&mut self, lines: &mut LineState, transport: &TransportRef, line: &[u8]) {
+            // Pause and resume within the callback: a no-op for delivery.
+            lines.pause_producing(transport);
+            lines.resume_producing(transport);
+            self.0.push(line.to_vec());
+        }
+    }
+    let mut harness = ProtocolHarness::new(LineReceiver::new(Blip(Vec::new())));
+    harness.receive(b"a\r\nb\r\n");
+    assert_eq!(
+        harness.protocol().handler().0,
+        [b"a".to_vec(), b"b".to_vec()]
+    );
+    assert!(!harness.transport.reading_paused());
+}
+
+#[test]
+fn paused_string_receivers_hold_their_strings() {
+    let mut harness = ProtocolHarness::new(NetstringReceiver::new(Strings::default()));
+    let transport = harness.transport_ref().clone();
+    harness.protocol_mut().pause_producing(&transport);
+    harness.receive(b"1:a,2:bc,3:d");
+    assert!(harness.protocol().handler().0.is_empty());
+    assert!(harness.transport.reading_paused());
+    harness.protocol_mut().resume_producing(&transport);
+    assert_eq!(
+        harness.protocol().handler().0,
+        [b"a".to_vec(), b"bc".to_vec()]
+    );
+    assert!(!harness.transport.reading_paused());
+    harness.receive(b"ef,");
+    assert_eq!(harness.protocol().handler().0[2], b"def");
+
+    let mut harness = ProtocolHarness::new(Int16StringReceiver::new(Strings::default()));
+    harness.protocol_mut().pause_producing(&transport);
+    harness.receive(b"\0\x01a\0\x02bc\0");
+    harness.protocol_mut().resume_producing(&transport);
+    harness.receive(b"\x01d");
+    assert_eq!(
+        harness.protocol().handler().0,
+        [b"a".to_vec(), b"bc".to_vec(), b"d".to_vec()]
+    );
+}
+
+#[test]
+fn bare_newlines_end_lines_when_accepted() {
+    let mut receiver = LineReceiver::new(Lines::default());
+    assert!(!receiver.state_mut().accepts_bare_newline());
+    receiver.state_mut().set_accept_bare_newline(true);
+    let input: &[u8] = b"crlf\r\nlf\n\nlone\rcr\r\nlast\r";
+    for size in 1..=input.len() {
+        let mut receiver = LineReceiver::new(Lines::default());
+        receiver.state_mut().set_accept_bare_newline(true);
+        let mut harness = ProtocolHarness::new(receiver);
+        harness.receive_in_chunks_of(input, size);
+        harness.receive(b"\n");
+        assert_eq!(
+            harness.protocol().handler().events,
+            [
+                "line crlf",
+                "line lf",
+                "line ",
+                "line lone\rcr",
+                "line last"
+            ],
+            "chunks of {size}"
+        );
+    }
+    // Off (the default), a bare `\n` is part of the line.
+    let mut harness = ProtocolHarness::new(LineReceiver::new(Lines::default()));
+    harness.receive(b"a\nb\r\n");
+    assert_eq!(harness.protocol().handler().events, ["line a\nb"]);
+}
+
+#[test]
+fn with_bare_newlines_the_limit_does_not_count_the_cr() {
+    for input in [&b"abcd\r\n"[..], b"abcd\n"] {
+        for size in 1..=input.len() {
+            let mut receiver = LineReceiver::new(Lines::default());
+            receiver.state_mut().set_accept_bare_newline(true);
+            receiver.state_mut().set_max_length(4);
+            let mut harness = ProtocolHarness::new(receiver);
+            harness.receive_in_chunks_of(input, size);
+            assert_eq!(harness.protocol().handler().events, ["line abcd"]);
+            assert_eq!(harness.transport.closing(), Closing::Open);
+        }
+    }
+    let mut receiver = LineReceiver::new(Lines::default());
+    receiver.state_mut().set_accept_bare_newline(true);
+    receiver.state_mut().set_max_length(4);
+    let mut harness = ProtocolHarness::new(receiver);
+    harness.receive(b"abcde\n");
+    assert!(matches!(
+        harness.transport.closing(),
+        Closing::LostWithError(_)
+    ));
+}
+
+#[test]
+fn lines_are_lent_from_the_read_and_raw_switches_copy_nothing() {
+    /// Checks that each line and raw chunk lies inside the read.
+    struct Inside {
+        read: (usize, usize),
+        lent: usize,
+        raw_left: usize,
+    }
+    impl Inside {
+        fn check(&mut self, data: &[u8]) {
+            let at = data.as_ptr() as usize;
+            assert!(at >= self.read.0 && at + data.len() <= self.read.1);
+            self.lent += 1;
+        }
+    }
+    impl LineHandler for Inside {
+        fn line_received(&mut self, lines: &mut LineState, _t: &TransportRef, line: &[u8]) {
+            self.check(line);
+            self.raw_left = 2;
+            lines.set_raw_mode();
+        }
+        fn raw_data_received(&mut self, lines: &mut LineState, _t: &TransportRef, data: &[u8]) {
+            self.check(data);
+            self.raw_left -= 2;
+            lines.set_line_mode(&data[2..]);
+        }
+    }
+    let read = b"h\r\nxyhead\r\nzw".to_vec();
+    let range = (read.as_ptr() as usize, read.as_ptr() as usize + read.len());
+    let mut harness = ProtocolHarness::new(LineReceiver::new(Inside {
+        read: range,
+        lent: 0,
+        raw_left: 0,
+    }));
+    harness.receive(&read);
+    assert_eq!(harness.protocol().handler().lent, 4);
+    assert_eq!(harness.protocol().buffered(), 0);
+}
