@@ -102,6 +102,17 @@ impl WriteQueue {
         self.storage().tail.extend_from_slice(data);
     }
 
+    /// The queued bytes, if they are one contiguous slice (one chunk, or
+    /// copied bytes only).
+    pub(crate) fn single(&self) -> Option<&[u8]> {
+        let storage = self.storage.as_deref()?;
+        match (storage.chunks.len(), storage.tail.is_empty()) {
+            (0, false) => Some(&storage.tail[..]),
+            (1, true) => storage.chunks.front().map(|chunk| &chunk[..]),
+            _ => None,
+        }
+    }
+
     /// Fills `slices` with the queued bytes, front first, and returns how
     /// many it filled and how many bytes they hold.
     pub(crate) fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
@@ -213,5 +224,10 @@ mod tests {
         }
         let mut slices = [IoSlice::new(&[]); 4];
         assert_eq!(q.fill(&mut slices), (1, 600));
+        assert_eq!(q.single().map(<[u8]>::len), Some(600));
+        q.push(Bytes::from_static(b"x"));
+        assert_eq!(q.single(), None);
+        q.advance(600);
+        assert_eq!(q.single(), Some(&b"x"[..]));
     }
 }
