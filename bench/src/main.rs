@@ -9,6 +9,7 @@
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! torsion-bench reactor
 //! torsion-bench framing
+//! torsion-bench pipelined [--quick]
 //! torsion-bench idle [CONNECTIONS]
 //! ```
 //!
@@ -17,7 +18,9 @@
 //! choosing. `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
 //! cancelled, 1,000,000 fired), the CPU an idle reactor uses, and
 //! `call_from_thread` throughput. `framing` shows that a line receiver's
-//! cost per byte stays flat as lines grow.
+//! cost per byte stays flat as lines grow. `pipelined` answers lines with
+//! lines (Torsion's `LineReceiver`, tokio + `LinesCodec`, a mio loop) at
+//! depths 1 and 32: CPU and send calls per request.
 //!
 //! `serve` runs one server (printing its port); `load` drives a server
 //! that is already running, for tracing it (`strace -c -f -p`) or
@@ -33,6 +36,7 @@
 mod framing;
 mod idle;
 mod loadgen;
+mod pipelined;
 mod reactor;
 mod servers;
 mod suite;
@@ -68,6 +72,8 @@ fn main() {
     } else if args.first().map(String::as_str) == Some("reactor") {
         reactor::run(3);
         Ok(())
+    } else if args.first().map(String::as_str) == Some("pipelined") {
+        pipelined::run(args.iter().any(|a| a == "--quick"))
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())
@@ -94,6 +100,9 @@ fn serve(kind: &str) -> io::Result<()> {
         "tokio-ct" => servers::tokio_current_thread(),
         "tokio-mt" => servers::tokio_multi_thread(),
         "mio" => servers::mio_loop(),
+        "lines-torsion" => pipelined::torsion(),
+        "lines-tokio" => pipelined::tokio(),
+        "lines-mio" => pipelined::mio_loop(),
         other => Err(invalid(format!(
             "unknown server {other:?}; one of {KINDS:?}"
         ))),
