@@ -50,7 +50,8 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-# Reactor timers against tokio's, the framing receivers, then the echo
+# Reactor timers against tokio's, the framing receivers, pipelined lines
+# (LineReceiver against tokio + LinesCodec and a mio loop), then the echo
 # suite: Torsion, tokio current-thread and multi-thread, a mio loop, and
 # Torsion on two reactors, on four workloads, plus idle memory and system
 # calls. Results go to bench/results/; docs/performance.md reads them.
@@ -60,6 +61,7 @@ bench:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench reactor
     ./target/release/torsion-bench framing
+    ./target/release/torsion-bench pipelined
     ./target/release/torsion-bench suite
 
 # The single-threaded servers, one short round; writes

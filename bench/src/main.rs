@@ -9,6 +9,7 @@
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! torsion-bench reactor
 //! torsion-bench framing
+//! torsion-bench pipelined [--quick]
 //! torsion-bench idle [CONNECTIONS]
 //! ```
 //!
@@ -19,7 +20,9 @@
 //! `call_from_thread` throughput. `framing` shows that the framing
 //! receivers cost the same per frame with 1, 32 or 1,500 frames per read
 //! (raw-mode switches included), and that a line receiver's
-//! cost per byte stays flat as lines grow.
+//! cost per byte stays flat as lines grow. `pipelined` answers lines with
+//! lines (Torsion's `LineReceiver`, tokio + `LinesCodec`, a mio loop) at
+//! depths 1 and 32: CPU and send calls per request.
 //!
 //! `serve` runs one server (printing its port); `load` drives a server
 //! that is already running, for tracing it (`strace -c -f -p`) or
@@ -35,6 +38,7 @@
 mod framing;
 mod idle;
 mod loadgen;
+mod pipelined;
 mod reactor;
 mod servers;
 mod suite;
@@ -73,6 +77,8 @@ fn main() {
     } else if args.first().map(String::as_str) == Some("reactor") {
         reactor::run(3);
         Ok(())
+    } else if args.first().map(String::as_str) == Some("pipelined") {
+        pipelined::run(args.iter().any(|a| a == "--quick"))
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())
@@ -99,6 +105,9 @@ fn serve(kind: &str) -> io::Result<()> {
         "tokio-ct" => servers::tokio_current_thread(),
         "tokio-mt" => servers::tokio_multi_thread(),
         "mio" => servers::mio_loop(),
+        "lines-torsion" => pipelined::torsion(),
+        "lines-tokio" => pipelined::tokio(),
+        "lines-mio" => pipelined::mio_loop(),
         other => Err(invalid(format!(
             "unknown server {other:?}; one of {KINDS:?}"
         ))),

@@ -381,6 +381,23 @@ impl Reactor {
         self.inner.running.get()
     }
 
+    /// True while the loop is in a turn, that is, while the reactor is
+    /// running one of the callbacks it dispatches (I/O handlers, timers,
+    /// calls from other threads, [`Reactor::call_soon`] work, woken
+    /// sources). Every source woken with
+    /// [`Registration::wake`](crate::Registration::wake) meanwhile is
+    /// dispatched before the loop next waits, so work deferred to a wake
+    /// from inside a turn is not delayed past it.
+    ///
+    /// Stream transports use this to gather writes: a write made while
+    /// dispatching is queued and sent, together with the turn's other
+    /// writes to that connection, in one system call at the end of the
+    /// turn; a write made outside a turn (before [`Reactor::run`], from a
+    /// startup or shutdown trigger) goes to the socket at once.
+    pub fn is_dispatching(&self) -> bool {
+        self.inner.in_turn.get()
+    }
+
     /// Runs one turn of the loop: waits for events at most `max_wait`
     /// (less if a timer is due sooner), then dispatches I/O, calls from
     /// other threads, due timers and [`Reactor::call_soon`] work (Twisted's
@@ -512,16 +529,16 @@ impl Reactor {
         }
     }
 
+    /// The end of a turn: the `call_soon` work queued before it, then the
+    /// sources woken so far ([`Registration::wake`]). Woken sources come
+    /// last so that everything the turn's callbacks asked of them
+    /// (a transport's writes, gathered into one send) is finished before
+    /// the loop waits again; a source woken during this phase is
+    /// dispatched on the next turn, which does not wait.
+    ///
+    /// [`Registration::wake`]: crate::Registration::wake
     fn run_soon(&self) {
         let inner = &*self.inner;
-        let woken = std::mem::take(&mut *inner.woken.borrow_mut());
-        let mut last = None;
-        for key in woken {
-            if last != Some(key) {
-                self.dispatch(key, Readiness::WOKEN);
-            }
-            last = Some(key);
-        }
         let count = inner.soon.borrow().len();
         for _ in 0..count {
             let job = inner.soon.borrow_mut().pop_front();
@@ -531,6 +548,14 @@ impl Reactor {
                 }
                 None => break,
             }
+        }
+        let woken = std::mem::take(&mut *inner.woken.borrow_mut());
+        let mut last = None;
+        for key in woken {
+            if last != Some(key) {
+                self.dispatch(key, Readiness::WOKEN);
+            }
+            last = Some(key);
         }
     }
 

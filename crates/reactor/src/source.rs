@@ -269,9 +269,13 @@ impl<S: AsFd> Registration<S> {
     }
 
     /// Asks the reactor to call this source's handler with
-    /// [`Readiness::WOKEN`] later in the current turn (or early in the next
-    /// one), outside whatever callback is running now. Transports use it to
-    /// finish work that was requested from elsewhere, such as a close.
+    /// [`Readiness::WOKEN`] at the end of the current turn, after its I/O,
+    /// timers and [`Reactor::call_soon`] work and before the loop waits
+    /// again (a wake asked for during that last phase is delivered early
+    /// in the next turn, which does not wait), outside whatever callback is
+    /// running now. Transports use it to finish work that was requested
+    /// from elsewhere, such as a close, and to send the writes a turn
+    /// gathered. Costs no system call.
     pub fn wake(&self) {
         if let Some(reactor) = self.reactor.upgrade() {
             reactor.inner().woken.borrow_mut().push(self.key);

@@ -272,3 +272,50 @@ fn dropping_the_reactor_closes_registered_sources() {
     let mut buf = [0u8; 1];
     assert_eq!(theirs.read(&mut buf).unwrap(), 0);
 }
+
+/// Records the order of events, for the tests of the turn's last phase.
+struct Log(Rc<RefCell<Vec<&'static str>>>);
+
+impl Handler for Log {
+    fn ready(&self, reactor: &Reactor, readiness: Readiness) {
+        assert!(readiness.is_woken());
+        assert!(reactor.is_dispatching());
+        self.0.borrow_mut().push("woken");
+    }
+}
+
+#[test]
+fn woken_sources_run_after_the_turns_call_soon_work_and_before_the_next_wait() {
+    let _fds = DescriptorGuard::new();
+    let _watchdog = Watchdog::new(Duration::from_secs(10));
+    let reactor = Reactor::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    let registration = Rc::new(
+        reactor
+            .register(ours, Interest::NONE, Rc::new(Log(log.clone())))
+            .unwrap(),
+    );
+    assert!(!reactor.is_dispatching());
+    let (reg, timer_log) = (registration.clone(), log.clone());
+    reactor.call_later(Duration::ZERO, move |reactor| {
+        assert!(reactor.is_dispatching());
+        timer_log.borrow_mut().push("timer");
+        reg.wake();
+        let (reg, soon_log) = (reg.clone(), timer_log.clone());
+        reactor.call_soon(move |reactor| {
+            assert!(reactor.is_dispatching());
+            soon_log.borrow_mut().push("soon");
+            // Woken again before the woken phase: still one dispatch.
+            reg.wake();
+        });
+    });
+    // One turn that does not wait: the timer, its call_soon work, then the
+    // woken source (once), all before the turn ends. Before, the woken
+    // source ran before the call_soon work, and a wake made by that work
+    // waited for the next turn.
+    reactor.iterate(Duration::ZERO).unwrap();
+    assert_eq!(*log.borrow(), ["timer", "soon", "woken"]);
+    assert!(!reactor.is_dispatching());
+    drop(registration);
+}

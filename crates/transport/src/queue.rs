@@ -1,19 +1,67 @@
-//! The write queue: what the kernel has not taken yet, as reference-counted
-//! chunks that are never copied again once queued. The chunk list is
-//! allocated the first time something is queued, so a connection whose
-//! writes always go straight out carries 16 bytes of queue.
+//! The write queue: what the kernel has not taken yet.
+//!
+//! Two kinds of bytes are queued, in order: `Bytes` chunks, held as they
+//! are (never copied), and copies of borrowed slices, appended to one
+//! growable tail buffer (so a turn's small writes gathered for one send
+//! cost no allocation each). The tail is logically after every chunk; a
+//! chunk queued after copied bytes first turns the tail into a chunk.
+//!
+//! The storage (chunk list and tail) is taken from a small per-thread pool
+//! when something is queued and given back when the queue drains, so an
+//! idle connection carries 16 bytes of queue and a busy one allocates
+//! nothing in the steady state.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Storage kept in the per-thread pool, at most. A connection's own
+/// writes are sent, and its storage given back, at the end of its step,
+/// so one or two serve the common case; the bound keeps what an idle
+/// thread holds small (at most 32 KiB of tails).
+const POOL_SIZE: usize = 2;
+
+/// A tail buffer that grew beyond this is freed rather than pooled.
+const POOLED_TAIL_CAPACITY: usize = 16 * 1024;
+
+#[derive(Default)]
+struct Storage {
+    chunks: VecDeque<Bytes>,
+    /// Copied bytes, after every chunk.
+    tail: BytesMut,
+}
+
+thread_local! {
+    // Boxed on purpose: a queue holds its storage boxed, and moves the box
+    // in and out of the pool without allocating.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<Storage>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_storage() -> Box<Storage> {
+    POOL.with_borrow_mut(Vec::pop).unwrap_or_default()
+}
+
+fn give_back(mut storage: Box<Storage>) {
+    if storage.tail.capacity() > POOLED_TAIL_CAPACITY {
+        return;
+    }
+    storage.chunks.clear();
+    storage.tail.clear();
+    // Ignored if the thread is exiting.
+    let _ = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL_SIZE {
+            pool.push(storage);
+        }
+    });
+}
 
 #[derive(Default)]
 pub(crate) struct WriteQueue {
-    // Boxed on purpose: an idle connection's queue is then one null
-    // pointer instead of an empty 32-byte `VecDeque`.
-    #[allow(clippy::box_collection)]
-    chunks: Option<Box<VecDeque<Bytes>>>,
+    storage: Option<Box<Storage>>,
     len: usize,
 }
 
@@ -27,24 +75,57 @@ impl WriteQueue {
         self.len
     }
 
+    fn storage(&mut self) -> &mut Storage {
+        self.storage.get_or_insert_with(take_storage)
+    }
+
+    /// Queues `chunk` as it is.
     pub(crate) fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks
-                .get_or_insert_with(Box::default)
-                .push_back(chunk);
+        if chunk.is_empty() {
+            return;
+        }
+        self.len += chunk.len();
+        let storage = self.storage();
+        if !storage.tail.is_empty() {
+            let copied = storage.tail.split().freeze();
+            storage.chunks.push_back(copied);
+        }
+        storage.chunks.push_back(chunk);
+    }
+
+    /// Queues a copy of `data`, appended to the tail buffer.
+    pub(crate) fn push_copy(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        self.storage().tail.extend_from_slice(data);
+    }
+
+    /// The queued bytes, if they are one contiguous slice (one chunk, or
+    /// copied bytes only).
+    pub(crate) fn single(&self) -> Option<&[u8]> {
+        let storage = self.storage.as_deref()?;
+        match (storage.chunks.len(), storage.tail.is_empty()) {
+            (0, false) => Some(&storage.tail[..]),
+            (1, true) => storage.chunks.front().map(|chunk| &chunk[..]),
+            _ => None,
         }
     }
 
-    /// Fills `slices` with the queued chunks, front first, and returns how
+    /// Fills `slices` with the queued bytes, front first, and returns how
     /// many it filled and how many bytes they hold.
     pub(crate) fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
         let mut bytes = 0;
         let mut count = 0;
-        let chunks = self.chunks.iter().flat_map(|chunks| chunks.iter());
-        for (slot, chunk) in slices.iter_mut().zip(chunks) {
-            *slot = IoSlice::new(chunk);
-            bytes += chunk.len();
+        let Some(storage) = self.storage.as_deref() else {
+            return (0, 0);
+        };
+        let tail = (!storage.tail.is_empty()).then_some(&storage.tail[..]);
+        let parts = storage.chunks.iter().map(|chunk| &chunk[..]).chain(tail);
+        for (slot, part) in slices.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+            bytes += part.len();
             count += 1;
         }
         (count, bytes)
@@ -52,16 +133,23 @@ impl WriteQueue {
 
     /// Drops the first `n` bytes, which the kernel has taken.
     pub(crate) fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.len, "advance within queued bytes");
         self.len -= n;
-        let Some(chunks) = self.chunks.as_mut() else {
-            assert_eq!(n, 0, "advance within queued bytes");
+        if self.len == 0 {
+            self.clear();
+            return;
+        }
+        let Some(storage) = self.storage.as_deref_mut() else {
             return;
         };
         while n > 0 {
-            let front = chunks.front_mut().expect("advance within queued bytes");
+            let Some(front) = storage.chunks.front_mut() else {
+                storage.tail.advance(n);
+                return;
+            };
             if front.len() <= n {
                 n -= front.len();
-                chunks.pop_front();
+                storage.chunks.pop_front();
             } else {
                 front.advance(n);
                 n = 0;
@@ -69,17 +157,26 @@ impl WriteQueue {
         }
     }
 
+    /// Drops everything queued and gives the storage back to the pool.
     pub(crate) fn clear(&mut self) {
-        if let Some(chunks) = &mut self.chunks {
-            chunks.clear();
-        }
         self.len = 0;
+        if let Some(storage) = self.storage.take() {
+            give_back(storage);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn contents(q: &WriteQueue) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let (count, bytes) = q.fill(&mut slices);
+        let all: Vec<u8> = slices[..count].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(all.len(), bytes);
+        all
+    }
 
     #[test]
     fn advance_across_chunks() {
@@ -96,5 +193,41 @@ mod tests {
         assert_eq!(&*slices[0], b"efg");
         q.advance(3);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn copies_and_chunks_keep_their_order() {
+        let mut q = WriteQueue::default();
+        q.push_copy(b"ab");
+        q.push_copy(b"cd");
+        q.push(Bytes::from_static(b"EF"));
+        q.push_copy(b"gh");
+        assert_eq!(q.len(), 8);
+        assert_eq!(contents(&q), b"abcdEFgh");
+        q.advance(3);
+        assert_eq!(contents(&q), b"dEFgh");
+        q.advance(3);
+        assert_eq!(contents(&q), b"gh");
+        q.advance(1);
+        q.push_copy(b"ij");
+        assert_eq!(contents(&q), b"hij");
+        q.advance(3);
+        assert!(q.is_empty());
+        assert_eq!(contents(&q), b"");
+    }
+
+    #[test]
+    fn copied_bytes_go_out_in_one_slice() {
+        let mut q = WriteQueue::default();
+        for _ in 0..100 {
+            q.push_copy(b"line\r\n");
+        }
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(q.fill(&mut slices), (1, 600));
+        assert_eq!(q.single().map(<[u8]>::len), Some(600));
+        q.push(Bytes::from_static(b"x"));
+        assert_eq!(q.single(), None);
+        q.advance(600);
+        assert_eq!(q.single(), Some(&b"x"[..]));
     }
 }

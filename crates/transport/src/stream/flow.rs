@@ -212,8 +212,13 @@ impl<P: Pipe> StreamTransport<P> {
     /// stack nor one connection's loop turn grows without bound. A request
     /// noted while output is still queued above the low watermark is
     /// dropped: the flush that drains the queue notes another.
+    ///
+    /// Gathered writes are sent first, before each request (the producer
+    /// is asked once its output has gone out) and once more at the end, so
+    /// the step ends with nothing gathered.
     pub(super) fn ask_pull_producer(&self) {
         for _ in 0..MAX_PULLS_PER_STEP {
+            self.flush_gathered();
             if !self.flags.replace(Flag::PullPending, false)
                 || !matches!(self.phase.get(), Phase::Open | Phase::Draining)
                 || self.queue.borrow().len() > self.low_water.get() as usize
@@ -225,6 +230,7 @@ impl<P: Pipe> StreamTransport<P> {
             };
             self.call_producer(&*producer, ProducerCall::Resume);
         }
+        self.flush_gathered();
         if self.flags.has(Flag::PullPending) {
             self.wake();
         }

@@ -100,11 +100,21 @@ pub enum Opening {
 /// transport asks the reactor for through [`Pipe::wake`].
 ///
 /// # Write path
-/// A write first tries the pipe directly; only what it does not take is
-/// queued, as [`Bytes`] (copied once from a `&[u8]`, never copied from a
-/// `Bytes`). The queue is flushed with vectored writes when the pipe is
-/// writable, and write interest is registered only while the queue is
-/// non-empty.
+/// A write made while the reactor is dispatching (from any callback it
+/// runs: a protocol's `data_received`, a timer, a `call_soon`) is
+/// *gathered*: queued, and sent together with the other writes to this
+/// connection at the end of the current [`process`](Self::process) step,
+/// or, for a write from elsewhere, at the end of the reactor's turn (the
+/// transport wakes its own handler through [`Pipe::wake`]). So a turn
+/// makes at most one send per connection in the common case, however
+/// many replies a protocol writes, and no reply waits past the turn it
+/// was written in. A write made outside a turn (before the reactor runs),
+/// or one larger than 16 KiB, tries the pipe at once.
+///
+/// What is queued is kept as [`Bytes`] as given (never copied) or, from a
+/// `&[u8]`, copied once into a buffer from a per-thread pool. The queue is
+/// flushed with vectored writes, and write interest is registered only
+/// while the pipe has refused bytes.
 ///
 /// # Read path
 /// Reads go into one buffer per thread, and the bytes are lent to the
@@ -221,6 +231,8 @@ impl<P: Pipe> StreamTransport<P> {
                 {
                     self.take_error();
                 }
+                // Sends what this step and the turn so far gathered (one
+                // send), then asks a pull producer for more.
                 self.ask_pull_producer();
                 self.finish()
             }
@@ -342,16 +354,18 @@ impl<P: Pipe> StreamTransport<P> {
             "{}",
             state()
         );
+        // Every step ends having sent what was gathered.
+        assert!(!has(Flag::Gathered), "{}", state());
     }
 }
 
 impl<P: Pipe> Transport for StreamTransport<P> {
     fn write(&self, data: &[u8]) {
-        self.write_with(data, |sent| Bytes::copy_from_slice(&data[sent..]));
+        self.write_with(data, |queue, sent| queue.push_copy(&data[sent..]));
     }
 
     fn write_bytes(&self, data: Bytes) {
-        self.write_with(&data, |sent| data.slice(sent..));
+        self.write_with(&data, |queue, sent| queue.push(data.slice(sent..)));
     }
 
     fn write_sequence(&self, data: &[&[u8]]) {

@@ -88,7 +88,12 @@ impl<P: Pipe> StreamTransport<P> {
     }
 
     /// [`Transport::abort_connection`](crate::Transport::abort_connection).
+    ///
+    /// What was gathered this turn is first handed to the pipe (what it
+    /// takes now), as a write made before the abort would have been had
+    /// it been tried at once; the rest of the queue is dropped.
     pub(super) fn abort(&self) {
+        self.flush_gathered();
         if matches!(
             self.phase.get(),
             Phase::Connecting | Phase::Closing | Phase::Closed
@@ -177,6 +182,7 @@ impl<P: Pipe> StreamTransport<P> {
         self.phase.set(Phase::Closing);
         self.flags.set(Flag::WritesClosed, true);
         self.flags.set(Flag::LoseAfterProducer, false);
+        self.flags.set(Flag::Gathered, false);
         self.queue.borrow_mut().clear();
         self.poke();
     }
@@ -200,7 +206,8 @@ impl<P: Pipe> StreamTransport<P> {
     pub(super) fn update_interest(&self) {
         let interest = Interest::NONE.with_readable(self.reads()).with_writable(
             matches!(self.phase.get(), Phase::Open | Phase::Draining)
-                && !self.queue.borrow().is_empty(),
+                && !self.queue.borrow().is_empty()
+                && !self.flags.has(Flag::Gathered),
         );
         let result = match &*self.pipe.borrow() {
             Some(pipe) => pipe.set_interest(interest),
@@ -237,6 +244,7 @@ impl<P: Pipe> StreamTransport<P> {
         self.phase.set(Phase::Closed);
         self.flags.set(Flag::WritesClosed, true);
         self.flags.set(Flag::LoseAfterProducer, false);
+        self.flags.set(Flag::Gathered, false);
         self.queue.borrow_mut().clear();
         // Dropping the pipe removes it from the reactor and closes it.
         let pipe = self.pipe.borrow_mut().take();

@@ -50,7 +50,9 @@
 //! registered; `Processing` only while `process` runs. Interest follows
 //! from the state (`update_interest`): readable exactly when the table
 //! says the transport reads, writable exactly when it is `Open` or
-//! `Draining` with something queued. In `Open` and `Draining`, write
+//! `Draining` with something queued that is not `Gathered` (gathered
+//! writes are sent at the end of the step or turn, not on writability).
+//! `Gathered` only with something queued, in `Open` or `Draining`. In `Open` and `Draining`, write
 //! shutdown `Requested` means bytes are still queued: the shutdown happens
 //! when the flush empties the queue.
 //!
@@ -128,6 +130,11 @@ pub(super) enum Flag {
     /// A pull producer's output has gone out: ask it for more at the end
     /// of the current step (see `ask_pull_producer`).
     PullPending,
+    /// Writes made during the reactor's turn are queued, not yet tried:
+    /// they go out together, in one send, at the end of the current step
+    /// or (for writes from elsewhere) of the turn, through a wake. Write
+    /// interest is not registered for them.
+    Gathered,
 }
 
 /// The [`Flag`]s, packed into one `u16`.
@@ -135,7 +142,7 @@ pub(super) enum Flag {
 pub(super) struct Flags(Cell<u16>);
 
 impl Flag {
-    const ALL: [Flag; 11] = [
+    const ALL: [Flag; 12] = [
         Flag::WritesClosed,
         Flag::LoseAfterProducer,
         Flag::Processing,
@@ -147,6 +154,7 @@ impl Flag {
         Flag::Streaming,
         Flag::ProducerPaused,
         Flag::PullPending,
+        Flag::Gathered,
     ];
 }
 

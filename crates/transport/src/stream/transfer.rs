@@ -1,15 +1,16 @@
-//! The write and read paths: writes go to the pipe at once when nothing is
-//! queued, the rest is queued and flushed with vectored writes; reads go
-//! into one buffer per thread, lent to the caller.
+//! The write and read paths: writes made while the reactor dispatches are
+//! gathered and sent together at the end of the step or turn; others go
+//! to the pipe at once when nothing is queued; what the pipe does not take
+//! is queued and flushed with vectored writes. Reads go into one buffer
+//! per thread, lent to the caller.
 
 use std::cell::Cell;
 use std::io::{self, IoSlice};
 
-use bytes::{Bytes, BytesMut};
-
 use super::pipe::Pipe;
 use super::state::{Flag, Phase, WriteShutdown};
 use super::{StreamTransport, READ_BUFFER_SIZE};
+use crate::queue::WriteQueue;
 
 /// Reads per readiness event before yielding to other sources. Level
 /// triggering reports what is left on the next turn.
@@ -17,6 +18,10 @@ const MAX_READS_PER_EVENT: usize = 8;
 
 /// Slices per vectored write (well under every platform's `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
+
+/// Writes larger than this are not gathered: they are a send of their own,
+/// tried at once (after what was gathered before them), not copied.
+const MAX_GATHERED_WRITE: usize = 16 * 1024;
 
 thread_local! {
     static READ_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
@@ -68,21 +73,73 @@ impl<P: Pipe> StreamTransport<P> {
             && matches!(self.phase.get(), Phase::Open | Phase::Draining)
     }
 
-    /// Writes `data` now if nothing is queued, and queues the rest through
-    /// `queue_rest` (which copies or slices as the caller can).
-    pub(super) fn write_with(&self, data: &[u8], queue_rest: impl FnOnce(usize) -> Bytes) {
+    /// True if a write made now is gathered for the end of the step or
+    /// turn rather than tried at once: the reactor is dispatching (see
+    /// [`Reactor::is_dispatching`](torsion_reactor::Reactor::is_dispatching)).
+    fn gathers(&self) -> bool {
+        self.flags.has(Flag::Processing)
+            || self
+                .reactor
+                .upgrade()
+                .is_some_and(|reactor| reactor.is_dispatching())
+    }
+
+    /// Decides where a write of `len` bytes goes when it arrives: `true`
+    /// if it is to be queued behind what is queued (or gathered), `false`
+    /// if it is to be tried on the pipe at once. Sends what was gathered
+    /// first when a write is too large to gather.
+    fn queues(&self, len: usize) -> bool {
+        if self.queue.borrow().is_empty() {
+            if !self.gathers() || len > MAX_GATHERED_WRITE {
+                return false;
+            }
+            self.gather();
+            return true;
+        }
+        if len > MAX_GATHERED_WRITE && self.flags.has(Flag::Gathered) {
+            // A large write is a send of its own: send what was gathered
+            // before it now, and try the write itself at once if all of
+            // that went out, rather than copy it into the queue.
+            self.flush();
+            return !self.queue.borrow().is_empty() || !self.accepts_writes();
+        }
+        true
+    }
+
+    /// Marks what is about to be queued as gathered, and makes sure it is
+    /// sent: by `process` itself if it is running, else by a wake at the
+    /// end of the turn.
+    fn gather(&self) {
+        if !self.flags.replace(Flag::Gathered, true) {
+            self.poke();
+        }
+    }
+
+    /// Sends what was gathered, if anything was.
+    pub(super) fn flush_gathered(&self) {
+        if self.flags.has(Flag::Gathered) {
+            self.flush();
+        }
+    }
+
+    /// Writes `data`: tried on the pipe at once when nothing is queued and
+    /// the reactor is not dispatching; otherwise queued (gathered), the
+    /// unsent rest copied or sliced by `queue_rest`.
+    pub(super) fn write_with(&self, data: &[u8], queue_rest: impl FnOnce(&mut WriteQueue, usize)) {
         if data.is_empty() || !self.accepts_writes() {
             return;
         }
-        if !self.queue.borrow().is_empty() {
-            self.queue.borrow_mut().push(queue_rest(0));
-            self.queue_grew();
+        if self.queues(data.len()) {
+            if self.accepts_writes() {
+                queue_rest(&mut self.queue.borrow_mut(), 0);
+                self.queue_grew();
+            }
             return;
         }
         match self.send(data) {
             Ok(sent) if sent == data.len() => self.wrote(),
             Ok(sent) => {
-                self.queue.borrow_mut().push(queue_rest(sent));
+                queue_rest(&mut self.queue.borrow_mut(), sent);
                 self.update_interest();
                 self.queue_grew();
             }
@@ -90,15 +147,15 @@ impl<P: Pipe> StreamTransport<P> {
         }
     }
 
-    /// Writes several buffers as one: in one vectored call if nothing is
-    /// queued, and the rest queued as one chunk.
+    /// Writes several buffers as one: in one vectored call if tried at
+    /// once, and what is queued copied into the queue's tail.
     pub(super) fn write_gathered(&self, data: &[&[u8]]) {
         let total: usize = data.iter().map(|part| part.len()).sum();
         if total == 0 || !self.accepts_writes() {
             return;
         }
         let mut sent = 0;
-        if self.queue.borrow().is_empty() {
+        if !self.queues(total) {
             let slices: Vec<IoSlice<'_>> = data
                 .iter()
                 .filter(|part| !part.is_empty())
@@ -110,36 +167,49 @@ impl<P: Pipe> StreamTransport<P> {
                 Ok(n) => sent = n,
                 Err(e) => return self.fail(e),
             }
+        } else if !self.accepts_writes() {
+            return;
         }
-        // Queue the rest as one chunk.
-        let mut rest = BytesMut::with_capacity(total - sent);
-        let mut skip = sent;
-        for part in data {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
+        // Queue the rest, copied into the queue's tail.
+        {
+            let mut queue = self.queue.borrow_mut();
+            let mut skip = sent;
+            for part in data {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                queue.push_copy(&part[skip..]);
+                skip = 0;
             }
-            rest.extend_from_slice(&part[skip..]);
-            skip = 0;
         }
-        self.queue.borrow_mut().push(rest.freeze());
-        self.update_interest();
+        if sent > 0 {
+            self.update_interest();
+        }
         self.queue_grew();
     }
 
     /// Hands the pipe what it takes of the queue, then shuts the write
     /// side down if that was asked for and the queue is empty.
     pub(super) fn flush(&self) {
+        self.flags.set(Flag::Gathered, false);
         loop {
             let result = {
                 let queue = self.queue.borrow();
                 if queue.is_empty() {
                     break;
                 }
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let (count, bytes) = queue.fill(&mut slices);
-                self.send_vectored(&slices[..count])
-                    .map(|sent| (sent, bytes))
+                if let Some(only) = queue.single() {
+                    // The common case (one reply, or a turn's replies
+                    // gathered into one buffer): a plain send, cheaper
+                    // than a vectored one.
+                    self.send(only).map(|sent| (sent, only.len()))
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let (count, bytes) = queue.fill(&mut slices);
+                    self.send_vectored(&slices[..count])
+                        .map(|sent| (sent, bytes))
+                }
             };
             match result {
                 Ok((sent, bytes)) => {
