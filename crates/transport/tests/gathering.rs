@@ -15,10 +15,12 @@ use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration};
 use torsion_transport::driver::{Opening, Pipe, StreamTransport};
 use torsion_transport::{Address, Transport};
 
-/// A registered Unix stream that counts the send calls made on it.
+/// A registered Unix stream that counts the send calls made on it, and
+/// the interest changes asked of it.
 struct Counted {
     registration: Registration<UnixStream>,
     sends: Rc<Cell<usize>>,
+    interest_changes: Rc<Cell<usize>>,
 }
 
 impl Pipe for Counted {
@@ -42,6 +44,9 @@ impl Pipe for Counted {
         self.registration.get_ref().take_error()
     }
     fn set_interest(&self, interest: Interest) -> io::Result<()> {
+        if interest != self.registration.interest() {
+            self.interest_changes.set(self.interest_changes.get() + 1);
+        }
         self.registration.set_interest(interest)
     }
     fn wake(&self) {
@@ -69,6 +74,7 @@ impl Handler for Drive {
 struct Connection {
     transport: Rc<StreamTransport<Counted>>,
     sends: Rc<Cell<usize>>,
+    interest_changes: Rc<Cell<usize>>,
     peer: UnixStream,
 }
 
@@ -77,6 +83,7 @@ fn connect(reactor: &Reactor, on_data: OnData) -> Connection {
     ours.set_nonblocking(true).unwrap();
     peer.set_nonblocking(true).unwrap();
     let sends = Rc::new(Cell::new(0));
+    let interest_changes = Rc::new(Cell::new(0));
     let drive = Rc::new(Drive {
         transport: RefCell::new(None),
         on_data,
@@ -86,6 +93,7 @@ fn connect(reactor: &Reactor, on_data: OnData) -> Connection {
             Ok(Counted {
                 registration: reactor.register(ours, interest, drive.clone())?,
                 sends: sends.clone(),
+                interest_changes: interest_changes.clone(),
             })
         })
         .unwrap();
@@ -93,6 +101,7 @@ fn connect(reactor: &Reactor, on_data: OnData) -> Connection {
     Connection {
         transport,
         sends,
+        interest_changes,
         peer,
     }
 }
@@ -253,4 +262,29 @@ fn a_close_after_gathered_writes_sends_them_first() {
     assert_eq!(conn.sends.get(), 1);
     // Everything, then end of stream.
     assert_eq!(available(&mut conn.peer), b"last words");
+}
+
+#[test]
+fn a_step_that_ends_in_a_close_changes_no_interest() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    let conn = connect(&reactor, Box::new(|transport, data| transport.write(data)));
+    let before = conn.interest_changes.get();
+    let Connection {
+        transport,
+        mut peer,
+        interest_changes,
+        ..
+    } = conn;
+    // A short-lived client: its request and its end of stream arrive
+    // together; the echo goes out and the connection closes in one step.
+    peer.write_all(b"ping").unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    while !transport.is_closed() {
+        reactor.iterate(Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(available(&mut peer), b"ping");
+    // Before: reading stopped at the end of stream (an interest change,
+    // one epoll_ctl), and then the close removed the registration anyway.
+    assert_eq!(interest_changes.get(), before);
 }

@@ -237,6 +237,16 @@ impl<P: Pipe> StreamTransport<P> {
                 self.finish()
             }
         };
+        // The interest changes this step noted, made once, unless the
+        // connection closed meanwhile (which removed it from the poller).
+        if self.flags.replace(Flag::InterestStale, false) && !self.is_closed() {
+            self.apply_interest();
+            if self.phase.get() == Phase::Closing {
+                // The poller refused: the connection failed, and the step
+                // that closes it must still run.
+                self.wake();
+            }
+        }
         self.check_state();
         progress
     }

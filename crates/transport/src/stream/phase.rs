@@ -203,7 +203,21 @@ impl<P: Pipe> StreamTransport<P> {
     }
 
     /// Tells the pipe what to watch for, as the state says.
+    ///
+    /// Inside `process` the change is only noted, and made once at the end
+    /// of the step if the connection is still open: a step that changes
+    /// its mind (reading stops, then the connection closes) makes one
+    /// system call or none.
     pub(super) fn update_interest(&self) {
+        if self.flags.has(Flag::Processing) {
+            self.flags.set(Flag::InterestStale, true);
+            return;
+        }
+        self.apply_interest();
+    }
+
+    /// Makes the pipe's interest what the state says.
+    pub(super) fn apply_interest(&self) {
         let interest = Interest::NONE.with_readable(self.reads()).with_writable(
             matches!(self.phase.get(), Phase::Open | Phase::Draining)
                 && !self.queue.borrow().is_empty()

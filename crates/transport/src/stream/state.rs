@@ -47,7 +47,8 @@
 //! Whatever the phase: `Throttled` only with `ReadThrottle`; `ReadClosed`
 //! only with `HalfCloseable`; `ProducerPaused` only with a streaming
 //! producer registered; `PullPending` only with a pull producer
-//! registered; `Processing` only while `process` runs. Interest follows
+//! registered; `Processing` and `InterestStale` only while `process`
+//! runs. Outside a step, interest follows
 //! from the state (`update_interest`): readable exactly when the table
 //! says the transport reads, writable exactly when it is `Open` or
 //! `Draining` with something queued that is not `Gathered` (gathered
@@ -135,6 +136,9 @@ pub(super) enum Flag {
     /// or (for writes from elsewhere) of the turn, through a wake. Write
     /// interest is not registered for them.
     Gathered,
+    /// Inside `process`, the interest no longer matches the state; it is
+    /// brought up to date once, at the end of the step.
+    InterestStale,
 }
 
 /// The [`Flag`]s, packed into one `u16`.
@@ -142,7 +146,7 @@ pub(super) enum Flag {
 pub(super) struct Flags(Cell<u16>);
 
 impl Flag {
-    const ALL: [Flag; 12] = [
+    const ALL: [Flag; 13] = [
         Flag::WritesClosed,
         Flag::LoseAfterProducer,
         Flag::Processing,
@@ -155,6 +159,7 @@ impl Flag {
         Flag::ProducerPaused,
         Flag::PullPending,
         Flag::Gathered,
+        Flag::InterestStale,
     ];
 }
 
