@@ -20,7 +20,8 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Storage kept in the per-thread pool, at most. A connection's own
 /// writes are sent, and its storage given back, at the end of its step,
 /// so one or two serve the common case; the bound keeps what an idle
-/// thread holds small (at most 32 KiB of tails).
+/// thread holds small (at most 32 KiB of tails: only a tail that was never
+/// split or advanced, whose capacity is what it holds, is pooled).
 const POOL_SIZE: usize = 2;
 
 /// A tail buffer that grew beyond this is freed rather than pooled.
@@ -31,6 +32,10 @@ struct Storage {
     chunks: VecDeque<Bytes>,
     /// Copied bytes, after every chunk.
     tail: BytesMut,
+    /// The tail was split or advanced: it may be a small view that keeps a
+    /// large allocation alive, and its `capacity()` no longer says how much
+    /// memory it holds, so it is not pooled.
+    tail_shared: bool,
 }
 
 thread_local! {
@@ -45,6 +50,11 @@ fn take_storage() -> Box<Storage> {
 }
 
 fn give_back(mut storage: Box<Storage>) {
+    if storage.tail_shared {
+        // Pool the list, not a tail whose size cannot be known.
+        storage.tail = BytesMut::new();
+        storage.tail_shared = false;
+    }
     if storage.tail.capacity() > POOLED_TAIL_CAPACITY {
         return;
     }
@@ -88,6 +98,7 @@ impl WriteQueue {
         let storage = self.storage();
         if !storage.tail.is_empty() {
             let copied = storage.tail.split().freeze();
+            storage.tail_shared = true;
             storage.chunks.push_back(copied);
         }
         storage.chunks.push_back(chunk);
@@ -145,6 +156,7 @@ impl WriteQueue {
         while n > 0 {
             let Some(front) = storage.chunks.front_mut() else {
                 storage.tail.advance(n);
+                storage.tail_shared = true;
                 return;
             };
             if front.len() <= n {
@@ -229,5 +241,29 @@ mod tests {
         assert_eq!(q.single(), None);
         q.advance(600);
         assert_eq!(q.single(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn a_split_or_advanced_tail_is_not_pooled() {
+        // A slow peer made a 4 MiB tail; a chunk queued after it split
+        // the tail, whose remaining view still holds the allocation.
+        let mut q = WriteQueue::default();
+        q.push_copy(&vec![7u8; 4 << 20]);
+        q.push(Bytes::from_static(b"x"));
+        let total = q.len();
+        q.advance(total);
+        // The same through advancing the tail itself.
+        let mut q = WriteQueue::default();
+        q.push_copy(&vec![1u8; 1 << 20]);
+        q.advance((1 << 20) - 1);
+        q.advance(1);
+        // Before: the pooled tails reported a capacity of 0 while holding
+        // megabytes (a counting allocator measured 4,194,568 bytes kept).
+        POOL.with_borrow(|pool| {
+            for storage in pool {
+                assert!(!storage.tail_shared);
+                assert!(storage.tail.capacity() <= POOLED_TAIL_CAPACITY);
+            }
+        });
     }
 }

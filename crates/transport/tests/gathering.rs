@@ -288,3 +288,58 @@ fn a_step_that_ends_in_a_close_changes_no_interest() {
     // one epoll_ctl), and then the close removed the registration anyway.
     assert_eq!(interest_changes.get(), before);
 }
+
+/// A streaming producer that writes once each time it is resumed.
+struct Resumer {
+    transport: RefCell<std::rc::Weak<StreamTransport<Counted>>>,
+    resumed: Cell<usize>,
+}
+
+impl torsion_transport::Producer for Resumer {
+    fn pause_producing(&self) {}
+    fn resume_producing(&self) {
+        self.resumed.set(self.resumed.get() + 1);
+        if let Some(transport) = self.transport.borrow().upgrade() {
+            transport.write(b"written on resume");
+        }
+    }
+    fn stop_producing(&self) {}
+}
+
+#[test]
+fn a_producer_resumed_by_the_end_of_step_send_gets_its_write_sent() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    let seen = Rc::new(Cell::new(false));
+    let flag = seen.clone();
+    let producer = Rc::new(Resumer {
+        transport: RefCell::new(std::rc::Weak::new()),
+        resumed: Cell::new(0),
+    });
+    let mut conn = connect(
+        &reactor,
+        Box::new(move |transport, _data| {
+            flag.set(true);
+            // Gathered above the high watermark: the producer is paused;
+            // the end-of-step send drains the queue and resumes it, and it
+            // writes from inside that resume.
+            transport.write(&[b'x'; 2000]);
+        }),
+    );
+    *producer.transport.borrow_mut() = Rc::downgrade(&conn.transport);
+    conn.transport.set_write_buffer_limits(1024, 512);
+    conn.transport
+        .register_producer(producer.clone(), true)
+        .unwrap();
+    deliver(&reactor, &mut conn, b"go", &seen);
+    // Turns that do not wait: whatever is owed goes out in them.
+    for _ in 0..3 {
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    assert_eq!(producer.resumed.get(), 1);
+    // Before: the resumed producer's write stayed gathered with nothing
+    // to send it (no wake, no write interest) until the peer sent more.
+    let got = available(&mut conn.peer);
+    assert_eq!(got.len(), 2000 + b"written on resume".len());
+    assert_eq!(conn.transport.get_write_buffer_size(), 0);
+}

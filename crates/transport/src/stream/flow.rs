@@ -223,15 +223,33 @@ impl<P: Pipe> StreamTransport<P> {
                 || !matches!(self.phase.get(), Phase::Open | Phase::Draining)
                 || self.queue.borrow().len() > self.low_water.get() as usize
             {
+                self.settle_gathered();
                 return;
             }
             let Some(producer) = self.producer.get() else {
+                self.settle_gathered();
                 return;
             };
             self.call_producer(&*producer, ProducerCall::Resume);
         }
-        self.flush_gathered();
+        self.settle_gathered();
         if self.flags.has(Flag::PullPending) {
+            self.wake();
+        }
+    }
+
+    /// Leaves the step with nothing gathered: a send that drains the queue
+    /// may resume a streaming producer, whose write is gathered again
+    /// (inside the step, nothing wakes the connection for it). Sends again
+    /// a bounded number of times, then leaves the rest to a wake-up.
+    fn settle_gathered(&self) {
+        for _ in 0..MAX_PULLS_PER_STEP {
+            if !self.flags.has(Flag::Gathered) {
+                return;
+            }
+            self.flush_gathered();
+        }
+        if self.flags.has(Flag::Gathered) {
             self.wake();
         }
     }
