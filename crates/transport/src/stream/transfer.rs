@@ -20,8 +20,11 @@ const MAX_READS_PER_EVENT: usize = 8;
 const MAX_IOVECS: usize = 64;
 
 /// Writes larger than this are not gathered: they are a send of their own,
-/// tried at once (after what was gathered before them), not copied.
-const MAX_GATHERED_WRITE: usize = 16 * 1024;
+/// tried at once (after what was gathered before them), not copied. Past a
+/// few kilobytes the copy costs more than the send call it saves: with a
+/// 16 KiB cut-off, echoing 8 streams of 16 KiB messages cost 4 % more CPU
+/// per message than without gathering; with 4 KiB, nothing measurable.
+const MAX_GATHERED_WRITE: usize = 4 * 1024;
 
 thread_local! {
     static READ_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
