@@ -28,6 +28,14 @@ pub struct ListenOptions {
     /// reactor per core, each on its own thread — share the port and the
     /// kernel spreads connections among them. Default: off.
     pub reuse_port: bool,
+    /// Turns Nagle's algorithm off (`TCP_NODELAY`) for the accepted
+    /// connections. Default: on — writes are gathered per loop turn
+    /// already, so Nagle's algorithm would only hold back a reply until
+    /// the peer acknowledges the last one (tens of milliseconds with
+    /// delayed acknowledgements). Set on the listening socket, which
+    /// passes it on to every connection it accepts on Linux and the BSDs,
+    /// so it costs no system call per connection.
+    pub nodelay: bool,
 }
 
 impl Default for ListenOptions {
@@ -36,6 +44,7 @@ impl Default for ListenOptions {
             interface: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             backlog: DEFAULT_BACKLOG,
             reuse_port: false,
+            nodelay: true,
         }
     }
 }
@@ -106,6 +115,9 @@ impl ReactorTcp for Reactor {
         let addr = SocketAddr::new(options.interface, port);
         let socket = bind_listener(addr, options.backlog, options.reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        if options.nodelay {
+            socket.set_tcp_nodelay(true)?;
+        }
         let host = net::local_address(&socket)?;
         Port::listen(self, socket, host, None, factory)
     }

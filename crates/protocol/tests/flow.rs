@@ -338,3 +338,86 @@ fn ipv6_listen_and_connect() {
     reactor.connect_tcp("::1", addr.port(), Stop, Duration::from_secs(5));
     reactor.run().unwrap();
 }
+
+/// Notes whether Nagle's algorithm is off on its connection, then closes.
+struct NoDelay {
+    seen: Rc<RefCell<Vec<bool>>>,
+}
+
+impl Protocol for NoDelay {
+    fn connection_made(&mut self, transport: &TransportRef) {
+        self.seen
+            .borrow_mut()
+            .push(transport.tcp_nodelay().unwrap());
+        transport.lose_connection();
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+}
+
+struct NoDelayClient {
+    seen: Rc<RefCell<Vec<bool>>>,
+}
+
+impl Factory for NoDelayClient {
+    type Protocol = NoDelay;
+    fn build_protocol(&self, _peer: &Address) -> Option<NoDelay> {
+        Some(NoDelay {
+            seen: self.seen.clone(),
+        })
+    }
+}
+
+impl torsion_protocol::ClientFactory for NoDelayClient {}
+
+#[test]
+fn nagle_is_off_by_default_on_accepted_and_connected_sockets() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let seen: Rc<RefCell<Vec<bool>>> = Rc::default();
+    let (s1, s2) = (seen.clone(), seen.clone());
+    let port = reactor
+        .listen_tcp_with(
+            0,
+            Build(move || NoDelay { seen: s1.clone() }),
+            ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
+        )
+        .unwrap();
+    let off = reactor
+        .listen_tcp_with(
+            0,
+            Build(move || NoDelay { seen: s2.clone() }),
+            ListenOptions {
+                nodelay: false,
+                ..ListenOptions::interface(Ipv4Addr::LOCALHOST.into())
+            },
+        )
+        .unwrap();
+    // A plain client on the port that keeps Nagle's algorithm on.
+    let plain = off.get_host().socket_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(plain).unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+    });
+    // Torsion's own client on the default port: both of its ends.
+    reactor.connect_tcp(
+        "127.0.0.1",
+        port.get_host().port().unwrap(),
+        NoDelayClient { seen: seen.clone() },
+        Duration::from_secs(10),
+    );
+    let all = seen.clone();
+    let check = torsion_protocol::LoopingCall::new(&reactor, move |call| {
+        if all.borrow().len() == 3 {
+            call.reactor().unwrap().stop().unwrap();
+        }
+    });
+    check.start(Duration::from_millis(1), false).unwrap();
+    reactor.run().unwrap();
+    client.join().unwrap();
+    let mut seen = seen.borrow().clone();
+    seen.sort();
+    // Accepted and connected on the default port: off; on the port that
+    // asked for Nagle's algorithm: on.
+    assert_eq!(seen, [false, true, true]);
+}

@@ -37,13 +37,19 @@ pub fn stream_socket(domain: Domain) -> io::Result<Socket> {
 
 /// Starts a non-blocking connect to `addr` (an IP address or a Unix socket
 /// path). The connection completes (or fails) later: wait until the socket
-/// is writable, then call [`finish_connect`].
+/// is writable, then call [`finish_connect`]. A TCP socket has Nagle's
+/// algorithm turned off (`TCP_NODELAY`).
 ///
 /// # Errors
 /// If the socket cannot be created, or the connect fails at once (refused,
 /// no such socket file, no route to the host).
 pub fn start_connect(addr: &SockAddr) -> io::Result<Socket> {
     let socket = stream_socket(addr.domain())?;
+    if addr.domain() != Domain::UNIX {
+        // Writes are gathered per loop turn: Nagle's algorithm would only
+        // delay replies (see `Transport::tcp_nodelay`).
+        socket.set_tcp_nodelay(true)?;
+    }
     match socket.connect(addr) {
         Ok(()) => Ok(socket),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),

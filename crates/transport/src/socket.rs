@@ -123,6 +123,10 @@ impl Pipe for Registration<Socket> {
         self.get_ref().set_tcp_nodelay(nodelay)
     }
 
+    fn tcp_nodelay(&self) -> io::Result<bool> {
+        self.get_ref().tcp_nodelay()
+    }
+
     fn set_tcp_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
         let socket = self.get_ref();
         match keepalive {

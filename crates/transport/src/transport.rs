@@ -192,6 +192,18 @@ pub trait Transport {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
+    /// True if Nagle's algorithm is off (`TCP_NODELAY`; Twisted's
+    /// `getTcpNoDelay`). Torsion turns it off by default on the TCP
+    /// connections it makes and accepts: writes are gathered per loop turn
+    /// already, so Nagle's algorithm would only delay replies.
+    ///
+    /// # Errors
+    /// As for [`Transport::set_tcp_nodelay`].
+    #[doc(alias = "getTcpNoDelay")]
+    fn tcp_nodelay(&self) -> io::Result<bool> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     /// Turns TCP keep-alive probes on with the given timing, or off with
     /// `None`.
     ///

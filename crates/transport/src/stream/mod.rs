@@ -464,6 +464,10 @@ impl<P: Pipe> Transport for StreamTransport<P> {
         self.with_pipe(|pipe| pipe.set_tcp_nodelay(nodelay))
     }
 
+    fn tcp_nodelay(&self) -> io::Result<bool> {
+        self.with_pipe(Pipe::tcp_nodelay)
+    }
+
     fn set_tcp_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
         self.with_pipe(|pipe| pipe.set_tcp_keepalive(keepalive))
     }

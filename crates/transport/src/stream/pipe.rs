@@ -116,6 +116,14 @@ pub trait Pipe {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
+    /// [`Transport::tcp_nodelay`](crate::Transport::tcp_nodelay).
+    ///
+    /// # Errors
+    /// `Unsupported` by default; otherwise the medium's error.
+    fn tcp_nodelay(&self) -> io::Result<bool> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     /// [`Transport::set_tcp_keepalive`](crate::Transport::set_tcp_keepalive).
     ///
     /// # Errors
