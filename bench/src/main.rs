@@ -11,6 +11,7 @@
 //! torsion-bench framing
 //! torsion-bench pipelined [--quick]
 //! torsion-bench idle [CONNECTIONS]
+//! torsion-bench udp [--quick] [--servers a,b,...]
 //! ```
 //!
 //! `suite` (the default) runs every server on every workload and writes
@@ -22,7 +23,9 @@
 //! (raw-mode switches included), and that a line receiver's
 //! cost per byte stays flat as lines grow. `pipelined` answers lines with
 //! lines (Torsion's `LineReceiver`, tokio + `LinesCodec`, a mio loop) at
-//! depths 1 and 32: CPU and send calls per request.
+//! depths 1 and 32: CPU and send calls per request. `udp` echoes
+//! 64-byte datagrams from 8 senders (Torsion, tokio current-thread and a
+//! mio loop): datagrams per second and CPU per datagram.
 //!
 //! `serve` runs one server (printing its port); `load` drives a server
 //! that is already running, for tracing it (`strace -c -f -p`) or
@@ -42,6 +45,7 @@ mod pipelined;
 mod reactor;
 mod servers;
 mod suite;
+mod udp;
 
 #[global_allocator]
 static ALLOCATOR: reactor::CountingAllocator = reactor::CountingAllocator;
@@ -82,6 +86,8 @@ fn main() {
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())
+    } else if args.first().map(String::as_str) == Some("udp") {
+        udp::run(&args[1..])
     } else if args.first().map(String::as_str) == Some("idle") {
         idle::run(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(400));
         Ok(())
@@ -108,6 +114,9 @@ fn serve(kind: &str) -> io::Result<()> {
         "lines-torsion" => pipelined::torsion(),
         "lines-tokio" => pipelined::tokio(),
         "lines-mio" => pipelined::mio_loop(),
+        "udp-torsion" => udp::torsion(),
+        "udp-tokio" => udp::tokio(),
+        "udp-mio" => udp::mio_loop(),
         other => Err(invalid(format!(
             "unknown server {other:?}; one of {KINDS:?}"
         ))),

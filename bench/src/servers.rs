@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use torsion_echo::EchoFactory;
 use torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
 
-fn announce(port: u16) {
+pub(crate) fn announce(port: u16) {
     println!("{port}");
     let _ = io::stdout().flush();
 }

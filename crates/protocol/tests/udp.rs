@@ -219,3 +219,83 @@ fn unix_datagrams_both_ways() {
         "socket files removed"
     );
 }
+
+/// Logs each datagram with its sender; stops the reactor after `until`
+/// events.
+struct Collect {
+    log: Rc<RefCell<Vec<(String, SocketAddr)>>>,
+    until: usize,
+}
+
+impl Collect {
+    fn record(&mut self, transport: &DatagramTransportRef, what: String, from: &Address) {
+        let mut log = self.log.borrow_mut();
+        log.push((what, from.socket_addr().unwrap()));
+        if log.len() == self.until {
+            transport.reactor().unwrap().stop().unwrap();
+        }
+    }
+}
+
+impl DatagramProtocol for Collect {
+    fn datagram_received(&mut self, transport: &DatagramTransportRef, data: &[u8], from: &Address) {
+        self.record(transport, String::from_utf8_lossy(data).into_owned(), from);
+    }
+    fn datagram_truncated(
+        &mut self,
+        transport: &DatagramTransportRef,
+        from: &Address,
+        received: usize,
+    ) {
+        self.record(transport, format!("truncated at {received}"), from);
+    }
+}
+
+#[test]
+fn queued_datagrams_arrive_in_order_with_senders_in_few_receive_calls() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log = Rc::default();
+    const COUNT: usize = 64;
+    let options = UdpOptions {
+        max_datagram_size: 16,
+        ..local()
+    };
+    let port = reactor
+        .listen_udp_with(
+            0,
+            Collect {
+                log: Rc::clone(&log),
+                until: COUNT,
+            },
+            options,
+        )
+        .unwrap();
+    let addr = port.get_host().socket_addr().unwrap();
+    let senders = [client(), client()];
+    let mut expected = Vec::new();
+    // Everything is queued on the port's socket before the reactor turns;
+    // one datagram in the middle is too large and must be reported alone.
+    for i in 0..COUNT {
+        let sender = &senders[i % 2];
+        let from = sender.local_addr().unwrap();
+        if i == 33 {
+            sender.send_to(&[b'x'; 40], addr).unwrap();
+            expected.push(("truncated at 16".to_string(), from));
+        } else {
+            let text = format!("datagram {i}");
+            sender.send_to(text.as_bytes(), addr).unwrap();
+            expected.push((text, from));
+        }
+    }
+    reactor.run().unwrap();
+    assert_eq!(*log.borrow(), expected);
+    // Linux receives in batches of up to 32 (`recvmmsg`); elsewhere each
+    // datagram is its own call.
+    let calls = port.receive_calls();
+    if cfg!(target_os = "linux") {
+        assert!(calls <= 3, "{COUNT} datagrams took {calls} receive calls");
+    } else {
+        assert!(calls >= COUNT as u64, "{calls} receive calls");
+    }
+}

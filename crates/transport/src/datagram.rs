@@ -12,7 +12,11 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 
-use socket2::{MaybeUninitSlice, SockAddr, Socket};
+#[cfg(not(target_os = "linux"))]
+use socket2::MaybeUninitSlice;
+#[cfg(target_os = "linux")]
+use socket2::SockAddrStorage;
+use socket2::{SockAddr, Socket};
 use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
 
 use crate::address::Address;
@@ -25,6 +29,35 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 64 * 1024;
 
 /// Datagrams read per readiness event before other sources get a turn.
 const MAX_DATAGRAMS_PER_EVENT: usize = 64;
+
+/// Most datagrams one `recvmmsg` call receives (Linux).
+#[cfg(target_os = "linux")]
+const BATCH: usize = 32;
+
+/// Largest receive buffer a batch may use: a batch is `BATCH` slots of the
+/// socket's maximum datagram size (2 MiB with the default 64 KiB), fewer
+/// slots for larger maxima. Only the bytes datagrams fill are touched.
+#[cfg(target_os = "linux")]
+const BATCH_BYTES: usize = BATCH * DEFAULT_MAX_DATAGRAM;
+
+thread_local! {
+    /// The receive buffer all datagram sockets of this thread share (as
+    /// stream transports share one read buffer per thread): datagrams are
+    /// handed out before the next socket reads, so one buffer serves all.
+    /// Always empty: its spare capacity is lent, never written through
+    /// the vector, so untouched pages stay unallocated.
+    static RECEIVE_BUFFER: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
+}
+
+/// Lends `len` bytes of the thread's receive buffer to `f`. A nested call
+/// (which the reactor never makes) gets a fresh buffer.
+fn with_receive_buffer<R>(len: usize, f: impl FnOnce(&mut [MaybeUninit<u8>]) -> R) -> R {
+    let mut buf = RECEIVE_BUFFER.take().unwrap_or_default();
+    buf.reserve(len);
+    let result = f(&mut buf.spare_capacity_mut()[..len]);
+    RECEIVE_BUFFER.set(Some(buf));
+    result
+}
 
 /// What [`DatagramTransport::process`] found.
 ///
@@ -62,8 +95,8 @@ pub struct DatagramTransport {
     processing: Cell<bool>,
     connected: RefCell<Option<Address>>,
     max_datagram: Cell<usize>,
-    /// Receive buffer, `max_datagram` long, kept between reads.
-    buffer: RefCell<Vec<MaybeUninit<u8>>>,
+    /// System calls made to receive.
+    receive_calls: Cell<u64>,
     host: Address,
     reactor: WeakReactor,
     /// A Unix socket file to remove when the socket closes.
@@ -89,7 +122,7 @@ impl DatagramTransport {
             processing: Cell::new(false),
             connected: RefCell::new(None),
             max_datagram: Cell::new(DEFAULT_MAX_DATAGRAM),
-            buffer: RefCell::new(Vec::new()),
+            receive_calls: Cell::new(0),
             host,
             reactor: reactor.downgrade(),
             file: RefCell::new(None),
@@ -181,6 +214,13 @@ impl DatagramTransport {
         }
     }
 
+    /// How many system calls this transport has made to receive: on
+    /// Linux one `recvmmsg` moves up to 32 datagrams, elsewhere each
+    /// datagram takes one call. For tests and benchmarks.
+    pub fn receive_calls(&self) -> u64 {
+        self.receive_calls.get()
+    }
+
     /// True once the socket is closed.
     pub fn is_closed(&self) -> bool {
         self.io.borrow().is_none()
@@ -230,14 +270,17 @@ impl DatagramTransport {
         self.closing.get() && self.close()
     }
 
+    #[cfg(not(target_os = "linux"))]
     fn receive(&self, on_event: &mut dyn FnMut(DatagramEvent<'_>)) {
-        let mut buf = std::mem::take(&mut *self.buffer.borrow_mut());
-        buf.resize(self.max_datagram.get(), MaybeUninit::uninit());
-        self.receive_into(&mut buf, on_event);
-        *self.buffer.borrow_mut() = buf;
+        with_receive_buffer(self.max_datagram.get(), |buf| {
+            self.receive_one_at_a_time(buf, on_event)
+        });
     }
 
-    fn receive_into(
+    /// Receives one datagram per system call, up to
+    /// `MAX_DATAGRAMS_PER_EVENT`.
+    #[cfg(not(target_os = "linux"))]
+    fn receive_one_at_a_time(
         &self,
         buf: &mut [MaybeUninit<u8>],
         on_event: &mut dyn FnMut(DatagramEvent<'_>),
@@ -246,6 +289,7 @@ impl DatagramTransport {
             if self.closing.get() {
                 return;
             }
+            self.receive_calls.set(self.receive_calls.get() + 1);
             let received = self.with_socket(|socket| {
                 let mut slices = [MaybeUninitSlice::new(buf)];
                 socket.recv_from_vectored(&mut slices)
@@ -262,15 +306,147 @@ impl DatagramTransport {
                     let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
                     on_event(DatagramEvent::Datagram { data, from });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    on_event(DatagramEvent::Refused)
-                }
                 Err(e) => {
-                    on_event(DatagramEvent::Error(e));
+                    if !self.receive_error(e, on_event) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn receive(&self, on_event: &mut dyn FnMut(DatagramEvent<'_>)) {
+        let slot = self.max_datagram.get();
+        let slots = (BATCH_BYTES / slot).clamp(1, BATCH);
+        with_receive_buffer(slot * slots, |buf| {
+            self.receive_batches(buf, slot, on_event)
+        });
+    }
+
+    /// Receives up to `buf.len() / slot` datagrams per `recvmmsg`, one per
+    /// `slot` bytes of `buf`, up to `MAX_DATAGRAMS_PER_EVENT`. A batch that
+    /// comes back short emptied the socket: level-triggered readiness
+    /// reports whatever arrives after it (or a pending error) on the next
+    /// turn, so no call is spent to hear `WouldBlock`.
+    #[cfg(target_os = "linux")]
+    fn receive_batches(
+        &self,
+        buf: &mut [MaybeUninit<u8>],
+        slot: usize,
+        on_event: &mut dyn FnMut(DatagramEvent<'_>),
+    ) {
+        use std::os::fd::AsRawFd;
+        let slots = buf.len() / slot;
+        let mut received = 0;
+        while received < MAX_DATAGRAMS_PER_EVENT {
+            if self.closing.get() {
+                return;
+            }
+            let asked = slots.min(MAX_DATAGRAMS_PER_EVENT - received);
+            let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; BATCH];
+            let mut iovecs = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            // SAFETY: mmsghdr is plain data (pointers, lengths, flags); all
+            // zeros is a valid, empty header.
+            let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (i, ((header, iovec), name)) in headers
+                .iter_mut()
+                .zip(&mut iovecs)
+                .zip(&mut names)
+                .take(asked)
+                .enumerate()
+            {
+                iovec.iov_base = buf[i * slot..].as_mut_ptr().cast();
+                iovec.iov_len = slot;
+                header.msg_hdr.msg_name = name.as_mut_ptr().cast();
+                header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                header.msg_hdr.msg_iov = iovec;
+                header.msg_hdr.msg_iovlen = 1;
+            }
+            self.receive_calls.set(self.receive_calls.get() + 1);
+            let count = self.with_socket(|socket| {
+                // SAFETY: the first `asked` headers each point at one iovec
+                // of `slot` bytes inside `buf` (no two overlap) and at a
+                // whole sockaddr_storage, all alive and unborrowed for the
+                // call; no control buffer; no timeout.
+                let n = unsafe {
+                    libc::recvmmsg(
+                        socket.as_raw_fd(),
+                        headers.as_mut_ptr(),
+                        asked as libc::c_uint,
+                        0,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            let count = match count {
+                Ok(count) => count,
+                Err(e) => {
+                    if self.receive_error(e, on_event) {
+                        continue;
+                    }
                     return;
                 }
+            };
+            for (i, header) in headers.iter().take(count).enumerate() {
+                if self.closing.get() {
+                    return;
+                }
+                let namelen = header.msg_hdr.msg_namelen;
+                let mut storage = SockAddrStorage::zeroed();
+                // SAFETY: the kernel wrote `namelen` bytes (at most a
+                // sockaddr_storage) of the sender's address into names[i];
+                // they are copied into a storage of the same size, which
+                // then holds that address, `namelen` long.
+                let from = unsafe {
+                    let len = (namelen as usize).min(size_of::<libc::sockaddr_storage>());
+                    std::ptr::copy_nonoverlapping(
+                        names[i].as_ptr().cast::<u8>(),
+                        (&raw mut storage).cast::<u8>(),
+                        len,
+                    );
+                    SockAddr::new(storage, len as libc::socklen_t)
+                };
+                let from = datagram_address(&from);
+                let n = header.msg_len as usize;
+                if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    on_event(DatagramEvent::Truncated { from, received: n });
+                    continue;
+                }
+                // SAFETY: recvmmsg initialised the first `n` (at most
+                // `slot`) bytes of this message's slot of `buf`;
+                // MaybeUninit<u8> has the layout of u8.
+                let data =
+                    unsafe { std::slice::from_raw_parts(buf[i * slot..].as_ptr().cast::<u8>(), n) };
+                on_event(DatagramEvent::Datagram { data, from });
+            }
+            received += count;
+            if count < asked {
+                return;
+            }
+        }
+    }
+
+    /// Handles an error from a receive call; true to keep receiving.
+    fn receive_error(&self, e: io::Error, on_event: &mut dyn FnMut(DatagramEvent<'_>)) -> bool {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => false,
+            io::ErrorKind::Interrupted => true,
+            io::ErrorKind::ConnectionRefused => {
+                on_event(DatagramEvent::Refused);
+                true
+            }
+            _ => {
+                on_event(DatagramEvent::Error(e));
+                false
             }
         }
     }
