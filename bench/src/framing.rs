@@ -107,7 +107,9 @@ const FRAME: usize = 40;
 
 /// Nanoseconds per frame to receive reads of `frames` frames each (about
 /// 100,000 frames in all), checking with `delivered` that every byte
-/// arrived.
+/// arrived. Never inlined: each case is compiled alike whatever else the
+/// benchmark measures (inlined, adding a case moved another's figure).
+#[inline(never)]
 fn per_frame<P: Protocol>(
     make: impl Fn() -> P,
     read: &[u8],
