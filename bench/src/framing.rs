@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use torsion_protocol::basic::{
-    send_prefixed, DecodeError, Decoded, Decoder, FrameHandler, FrameReceiver, Int32StringReceiver,
-    LineHandler, LineReceiver, LineState, StringHandler,
+    send_prefixed, DecodeError, Decoded, Decoder, FrameFlow, FrameHandler, FrameReceiver,
+    Int32StringReceiver, LineHandler, LineReceiver, LineState, StringHandler,
 };
 use torsion_protocol::testing::{ProtocolHarness, StringTransport};
 use torsion_protocol::{Protocol, TransportRef};
@@ -81,7 +81,12 @@ impl Decoder for Tlv {
 }
 
 impl FrameHandler<Tlv> for Strings {
-    fn frame_received(&mut self, _transport: &TransportRef, (_tag, value): (u8, &[u8])) {
+    fn frame_received(
+        &mut self,
+        _flow: &mut FrameFlow,
+        _transport: &TransportRef,
+        (_tag, value): (u8, &[u8]),
+    ) {
         self.0 += value.len();
     }
 }

@@ -681,6 +681,45 @@ pub trait StringHandler: 'static {
     }
 }
 
+/// Pausing a [`FrameReceiver`] from its handler's callback: handed to
+/// [`FrameHandler::frame_received`].
+#[derive(Debug, Default)]
+pub struct FrameFlow {
+    paused: bool,
+}
+
+impl FrameFlow {
+    /// Stops delivering frames once the callback returns, those already
+    /// received included, and stops reading from the transport, until
+    /// resumed (Twisted's `pauseProducing`): back-pressure from the
+    /// handler, when what it does with frames cannot keep up.
+    #[doc(alias = "pauseProducing")]
+    pub fn pause_producing(&mut self, transport: &TransportRef) {
+        if !self.paused {
+            self.paused = true;
+            transport.pause_reading();
+        }
+    }
+
+    /// Resumes after [`FrameFlow::pause_producing`] (Twisted's
+    /// `resumeProducing`) and resumes reading. Called from the callback,
+    /// delivery goes on once it returns; from outside the receiver, call
+    /// [`FrameReceiver::resume_producing`] instead, which also delivers
+    /// the frames received meanwhile.
+    #[doc(alias = "resumeProducing")]
+    pub fn resume_producing(&mut self, transport: &TransportRef) {
+        if self.paused {
+            self.paused = false;
+            transport.resume_reading();
+        }
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+}
+
 /// A frame found at the start of buffered bytes, or how many more bytes
 /// it needs.
 enum Step<F> {
@@ -726,7 +765,7 @@ struct Framer {
     /// Bytes received but not delivered: `buffer[start..]`.
     buffer: Vec<u8>,
     start: usize,
-    paused: bool,
+    flow: FrameFlow,
     failed: bool,
 }
 
@@ -736,18 +775,12 @@ impl Framer {
     }
 
     fn pause(&mut self, transport: &TransportRef) {
-        if !self.paused {
-            self.paused = true;
-            transport.pause_reading();
-        }
+        self.flow.pause_producing(transport);
     }
 
     fn resume(&mut self, transport: &TransportRef) -> bool {
-        let was = self.paused;
-        if was {
-            self.paused = false;
-            transport.resume_reading();
-        }
+        let was = self.flow.paused;
+        self.flow.resume_producing(transport);
         was
     }
 
@@ -757,7 +790,7 @@ impl Framer {
         transport: &TransportRef,
         input: &[u8],
         decoder: &mut D,
-        mut on: impl for<'a> FnMut(&TransportRef, Event<D::Frame<'a>>),
+        mut on: impl for<'a> FnMut(&mut FrameFlow, &TransportRef, Event<D::Frame<'a>>),
     ) {
         let mut at = 0;
         loop {
@@ -770,7 +803,7 @@ impl Framer {
                 self.start = 0;
                 return;
             }
-            if self.paused {
+            if self.flow.paused {
                 self.buffer.extend_from_slice(&input[at..]);
                 return;
             }
@@ -786,7 +819,7 @@ impl Framer {
             let step = match decoder.step(data) {
                 Err(fault) => Err(fault),
                 Ok(Step::Frame { frame, consumed }) => {
-                    on(transport, Event::Frame(frame));
+                    on(&mut self.flow, transport, Event::Frame(frame));
                     Ok(Step::Frame {
                         frame: (),
                         consumed,
@@ -799,7 +832,7 @@ impl Framer {
                     self.failed = true;
                     self.buffer = Vec::new();
                     self.start = 0;
-                    on(transport, Event::Fault(fault));
+                    on(&mut self.flow, transport, Event::Fault(fault));
                     return;
                 }
                 Ok(Step::Frame {
@@ -901,7 +934,7 @@ impl<H: StringHandler> NetstringReceiver<H> {
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.framer.paused
+        self.framer.flow.paused
     }
 }
 
@@ -992,7 +1025,7 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
             transport,
             data,
             &mut Netstrings { max_length },
-            |transport, event| match event {
+            |_flow, transport, event| match event {
                 Event::Frame(data) => handler.string_received(transport, data),
                 Event::Fault(Fault::Malformed(fault)) => {
                     transport.lose_connection_with_error(fault);
@@ -1136,7 +1169,7 @@ impl<H: StringHandler, const N: usize> PrefixedStringReceiver<H, N> {
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.framer.paused
+        self.framer.flow.paused
     }
 }
 
@@ -1189,7 +1222,7 @@ impl<H: StringHandler, const N: usize> Protocol for PrefixedStringReceiver<H, N>
             transport,
             data,
             &mut Prefixed::<N> { max_length },
-            |transport, event| match event {
+            |_flow, transport, event| match event {
                 Event::Frame(data) => handler.string_received(transport, data),
                 Event::Fault(Fault::Malformed(fault)) => {
                     transport.lose_connection_with_error(fault);
@@ -1348,8 +1381,14 @@ pub trait FrameHandler<D: Decoder>: 'static {
     }
 
     /// A frame arrived. It may borrow the receiver's buffer or the read
-    /// it came in: keep what you need of it by copying.
-    fn frame_received(&mut self, transport: &TransportRef, frame: D::Frame<'_>);
+    /// it came in: keep what you need of it by copying. `flow` pauses
+    /// delivery and reading ([`FrameFlow::pause_producing`]).
+    fn frame_received(
+        &mut self,
+        flow: &mut FrameFlow,
+        transport: &TransportRef,
+        frame: D::Frame<'_>,
+    );
 
     /// The connection is closed.
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -1416,15 +1455,18 @@ impl<D: Decoder> Decode for Limited<'_, D> {
 ///   arrived since the pause).
 /// - **Errors**: a [`DecodeError`] closes the connection with its reason;
 ///   nothing after it is delivered.
-/// - **Back-pressure**: [`FrameReceiver::pause_producing`] stops delivery,
-///   frames already received included, and reading from the transport,
-///   until [`FrameReceiver::resume_producing`].
+/// - **Back-pressure**: [`FrameReceiver::pause_producing`], or
+///   [`FrameFlow::pause_producing`] from the handler's callback, stops
+///   delivery, frames already received included, and reading from the
+///   transport, until [`FrameReceiver::resume_producing`].
 ///
 /// A type-length-value format, one tag byte and a 2-byte big-endian
 /// length:
 ///
 /// ```
-/// use torsion_protocol::basic::{DecodeError, Decoded, Decoder, FrameHandler, FrameReceiver};
+/// use torsion_protocol::basic::{
+///     DecodeError, Decoded, Decoder, FrameFlow, FrameHandler, FrameReceiver,
+/// };
 /// use torsion_protocol::testing::ProtocolHarness;
 /// use torsion_protocol::TransportRef;
 ///
@@ -1449,7 +1491,7 @@ impl<D: Decoder> Decode for Limited<'_, D> {
 /// struct Record(Vec<(u8, Vec<u8>)>);
 ///
 /// impl FrameHandler<Tlv> for Record {
-///     fn frame_received(&mut self, _transport: &TransportRef, (tag, value): (u8, &[u8])) {
+///     fn frame_received(&mut self, _: &mut FrameFlow, _: &TransportRef, (tag, value): (u8, &[u8])) {
 ///         self.0.push((tag, value.to_vec()));
 ///     }
 /// }
@@ -1525,7 +1567,7 @@ impl<D: Decoder, H: FrameHandler<D>> FrameReceiver<D, H> {
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.framer.paused
+        self.framer.flow.paused
     }
 }
 
@@ -1544,8 +1586,8 @@ impl<D: Decoder, H: FrameHandler<D>> Protocol for FrameReceiver<D, H> {
                 decoder: &mut self.decoder,
                 max_length,
             },
-            |transport, event| match event {
-                Event::Frame(frame) => handler.frame_received(transport, frame),
+            |flow, transport, event| match event {
+                Event::Frame(frame) => handler.frame_received(flow, transport, frame),
                 Event::Fault(Fault::Malformed(reason)) => {
                     transport.lose_connection_with_error(reason);
                 }

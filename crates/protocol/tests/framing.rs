@@ -3,9 +3,9 @@
 
 use proptest::prelude::*;
 use torsion_protocol::basic::{
-    send_netstring, send_prefixed, DecodeError, Decoded, Decoder, FrameHandler, FrameReceiver,
-    Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, LineHandler, LineReceiver,
-    LineState, NetstringReceiver, StringHandler,
+    send_netstring, send_prefixed, DecodeError, Decoded, Decoder, FrameFlow, FrameHandler,
+    FrameReceiver, Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, LineHandler,
+    LineReceiver, LineState, NetstringReceiver, StringHandler,
 };
 use torsion_protocol::testing::{Closing, ProtocolHarness, StringTransport};
 use torsion_protocol::{Protocol, TransportRef};
@@ -570,7 +570,12 @@ impl Decoder for Tlv {
 struct Records(Vec<(u8, Vec<u8>)>);
 
 impl FrameHandler<Tlv> for Records {
-    fn frame_received(&mut self, _transport: &TransportRef, (tag, value): (u8, &[u8])) {
+    fn frame_received(
+        &mut self,
+        _flow: &mut FrameFlow,
+        _transport: &TransportRef,
+        (tag, value): (u8, &[u8]),
+    ) {
         self.0.push((tag, value.to_vec()));
     }
 }
@@ -599,7 +604,7 @@ impl Decoder for Zero {
 }
 
 impl FrameHandler<Zero> for Strings {
-    fn frame_received(&mut self, _transport: &TransportRef, frame: &[u8]) {
+    fn frame_received(&mut self, _flow: &mut FrameFlow, _transport: &TransportRef, frame: &[u8]) {
         self.0.push(frame.to_vec());
     }
 }
@@ -677,7 +682,12 @@ fn every_chunk_size_gives_the_same_decoded_frames() {
 fn decoded_frames_are_lent_from_the_read() {
     struct Inside((usize, usize), usize);
     impl FrameHandler<Zero> for Inside {
-        fn frame_received(&mut self, _transport: &TransportRef, frame: &[u8]) {
+        fn frame_received(
+            &mut self,
+            _flow: &mut FrameFlow,
+            _transport: &TransportRef,
+            frame: &[u8],
+        ) {
             let at = frame.as_ptr() as usize;
             assert!(at >= self.0 .0 && at + frame.len() <= self.0 .1);
             self.1 += 1;
@@ -758,7 +768,12 @@ fn a_decoder_that_consumes_nothing_is_stopped_not_looped() {
         }
     }
     impl FrameHandler<Stuck> for Strings {
-        fn frame_received(&mut self, _transport: &TransportRef, frame: &[u8]) {
+        fn frame_received(
+            &mut self,
+            _flow: &mut FrameFlow,
+            _transport: &TransportRef,
+            frame: &[u8],
+        ) {
             self.0.push(frame.to_vec());
         }
     }
@@ -807,4 +822,54 @@ fn a_long_frame_of_unknown_length_is_scanned_a_bounded_number_of_times() {
     assert_eq!(harness.protocol().buffered(), 0);
     let scanned = harness.protocol().decoder().scanned;
     assert!(scanned < 4 * 106_005, "{scanned} bytes scanned");
+}
+
+#[test]
+fn a_frame_handler_pauses_from_its_callback() {
+    /// Records values; a record of tag 9 pauses delivery.
+    #[derive(Default)]
+    struct Pausing(Vec<Vec<u8>>);
+    impl FrameHandler<Tlv> for Pausing {
+        fn frame_received(
+            &mut self,
+            flow: &mut FrameFlow,
+            t: &TransportRef,
+            (tag, value): (u8, &[u8]),
+        ) {
+            self.0.push(value.to_vec());
+            if tag == 9 {
+                flow.pause_producing(t);
+            }
+        }
+    }
+    let input = tlv_stream(&[
+        (1, b"a".to_vec()),
+        (9, b"stop".to_vec()),
+        (1, b"b".to_vec()),
+        (9, b"again".to_vec()),
+        (1, b"c".to_vec()),
+    ]);
+    for size in 1..=input.len() {
+        let mut harness = ProtocolHarness::new(FrameReceiver::new(Tlv, Pausing::default()));
+        let transport = harness.transport_ref().clone();
+        harness.receive_in_chunks_of(&input, size);
+        // Frames already received wait too, and reading stops.
+        assert_eq!(
+            harness.protocol().handler().0,
+            [&b"a"[..], b"stop"],
+            "chunks of {size}"
+        );
+        assert!(harness.protocol().is_paused());
+        assert!(harness.transport.reading_paused());
+        harness.protocol_mut().resume_producing(&transport);
+        assert_eq!(harness.protocol().handler().0.len(), 4, "chunks of {size}");
+        assert!(harness.protocol().is_paused());
+        harness.protocol_mut().resume_producing(&transport);
+        assert_eq!(
+            harness.protocol().handler().0,
+            [&b"a"[..], b"stop", b"b", b"again", b"c"]
+        );
+        assert!(!harness.transport.reading_paused());
+        assert_eq!(harness.protocol().buffered(), 0);
+    }
 }

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use torsion_protocol::basic::{
-    DecodeError, Decoded, Decoder, FrameHandler, FrameReceiver, Int16StringReceiver,
+    DecodeError, Decoded, Decoder, FrameFlow, FrameHandler, FrameReceiver, Int16StringReceiver,
     Int32StringReceiver, Int8StringReceiver, LineHandler, LineReceiver, LineState,
     NetstringReceiver, StringHandler,
 };
@@ -125,7 +125,7 @@ impl Decoder for Tlv {
 }
 
 impl FrameHandler<Tlv> for Strings {
-    fn frame_received(&mut self, _t: &TransportRef, frame: &[u8]) {
+    fn frame_received(&mut self, _flow: &mut FrameFlow, _t: &TransportRef, frame: &[u8]) {
         self.0.push(frame.to_vec());
     }
 }
