@@ -3,11 +3,14 @@
 //! small pipelined requests), including with a switch into raw mode and
 //! back for every frame; and a long line delivered one byte at a time must
 //! cost the same per byte as a short one (the receiver never rescans).
+//! A user's decoder (`FrameReceiver`, a type-length-value format) is
+//! measured alongside.
 
 use std::time::Instant;
 
 use torsion_protocol::basic::{
-    send_prefixed, Int32StringReceiver, LineHandler, LineReceiver, LineState, StringHandler,
+    send_prefixed, DecodeError, Decoded, Decoder, FrameFlow, FrameHandler, FrameReceiver,
+    Int32StringReceiver, LineHandler, LineReceiver, LineState, StringHandler,
 };
 use torsion_protocol::testing::{ProtocolHarness, StringTransport};
 use torsion_protocol::{Protocol, TransportRef};
@@ -55,6 +58,39 @@ impl StringHandler for Strings {
     }
 }
 
+/// A type-length-value format through a user's [`Decoder`]: a tag byte, a
+/// 2-byte big-endian length, the value.
+struct Tlv;
+
+impl Decoder for Tlv {
+    type Frame<'a> = (u8, &'a [u8]);
+
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Decoded<(u8, &'a [u8])>, DecodeError> {
+        let [tag, high, low, value @ ..] = bytes else {
+            return Ok(Decoded::NeedMore(Some(3 - bytes.len())));
+        };
+        let length = usize::from(u16::from_be_bytes([*high, *low]));
+        if value.len() < length {
+            return Ok(Decoded::NeedMore(Some(length - value.len())));
+        }
+        Ok(Decoded::Frame {
+            frame: (*tag, &value[..length]),
+            consumed: 3 + length,
+        })
+    }
+}
+
+impl FrameHandler<Tlv> for Strings {
+    fn frame_received(
+        &mut self,
+        _flow: &mut FrameFlow,
+        _transport: &TransportRef,
+        (_tag, value): (u8, &[u8]),
+    ) {
+        self.0 += value.len();
+    }
+}
+
 /// Nanoseconds per byte to receive one `length`-byte line a byte at a
 /// time.
 fn per_byte(length: usize) -> f64 {
@@ -76,7 +112,9 @@ const FRAME: usize = 40;
 
 /// Nanoseconds per frame to receive reads of `frames` frames each (about
 /// 100,000 frames in all), checking with `delivered` that every byte
-/// arrived.
+/// arrived. Never inlined: each case is compiled alike whatever else the
+/// benchmark measures (inlined, adding a case moved another's figure).
+#[inline(never)]
 fn per_frame<P: Protocol>(
     make: impl Fn() -> P,
     read: &[u8],
@@ -103,8 +141,8 @@ fn median(mut samples: Vec<f64>) -> f64 {
 fn frames_per_read() {
     println!("Cost per {FRAME}-byte frame by frames per read (ns per frame, median of 3):");
     println!(
-        "{:>16} {:>14} {:>20} {:>14}",
-        "frames per read", "lines", "lines + raw body", "int32 strings"
+        "{:>16} {:>14} {:>20} {:>14} {:>14}",
+        "frames per read", "lines", "lines + raw body", "int32 strings", "tlv decoder"
     );
     for frames in [1, 32, 1500] {
         let line = [vec![b'a'; FRAME - 2], b"\r\n".to_vec()].concat();
@@ -115,10 +153,13 @@ fn frames_per_read() {
         let handle: TransportRef = transport.clone();
         send_prefixed::<4>(&handle, &[b'c'; FRAME - 4]).unwrap();
         let strings = transport.take_written().repeat(frames);
+        let record = [vec![7, 0, FRAME as u8 - 3], vec![b'd'; FRAME - 3]].concat();
+        let records = record.repeat(frames);
 
         let mut plain = Vec::new();
         let mut raw = Vec::new();
         let mut prefixed = Vec::new();
+        let mut decoded = Vec::new();
         for _ in 0..3 {
             plain.push(per_frame(
                 || LineReceiver::new(Count(0)),
@@ -146,13 +187,21 @@ fn frames_per_read() {
                 |r| r.handler().0,
                 FRAME - 4,
             ));
+            decoded.push(per_frame(
+                || FrameReceiver::new(Tlv, Strings(0)),
+                &records,
+                frames,
+                |r| r.handler().0,
+                FRAME - 3,
+            ));
         }
         println!(
-            "{:>16} {:>14.1} {:>20.1} {:>14.1}",
+            "{:>16} {:>14.1} {:>20.1} {:>14.1} {:>14.1}",
             frames,
             median(plain),
             median(raw),
-            median(prefixed)
+            median(prefixed),
+            median(decoded)
         );
     }
     println!();

@@ -3,8 +3,9 @@
 
 use proptest::prelude::*;
 use torsion_protocol::basic::{
-    send_netstring, send_prefixed, Int16StringReceiver, Int32StringReceiver, Int8StringReceiver,
-    LineHandler, LineReceiver, LineState, NetstringReceiver, StringHandler,
+    send_netstring, send_prefixed, DecodeError, Decoded, Decoder, FrameFlow, FrameHandler,
+    FrameReceiver, Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, LineHandler,
+    LineReceiver, LineState, NetstringReceiver, StringHandler,
 };
 use torsion_protocol::testing::{Closing, ProtocolHarness, StringTransport};
 use torsion_protocol::{Protocol, TransportRef};
@@ -536,4 +537,339 @@ fn lines_are_lent_from_the_read_and_raw_switches_copy_nothing() {
     harness.receive(&read);
     assert_eq!(harness.protocol().handler().lent, 4);
     assert_eq!(harness.protocol().buffered(), 0);
+}
+
+// ----- FrameReceiver: a decoder of the user's ---------------------------------
+
+/// Type-length-value: a tag byte, a 2-byte big-endian length, the value.
+/// Tag 0 is refused.
+struct Tlv;
+
+impl Decoder for Tlv {
+    type Frame<'a> = (u8, &'a [u8]);
+
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Decoded<(u8, &'a [u8])>, DecodeError> {
+        if bytes.first() == Some(&0) {
+            return Err(DecodeError::new("unknown tag 0"));
+        }
+        let [tag, high, low, value @ ..] = bytes else {
+            return Ok(Decoded::NeedMore(Some(3 - bytes.len())));
+        };
+        let length = usize::from(u16::from_be_bytes([*high, *low]));
+        if value.len() < length {
+            return Ok(Decoded::NeedMore(Some(length - value.len())));
+        }
+        Ok(Decoded::Frame {
+            frame: (*tag, &value[..length]),
+            consumed: 3 + length,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Records(Vec<(u8, Vec<u8>)>);
+
+impl FrameHandler<Tlv> for Records {
+    fn frame_received(
+        &mut self,
+        _flow: &mut FrameFlow,
+        _transport: &TransportRef,
+        (tag, value): (u8, &[u8]),
+    ) {
+        self.0.push((tag, value.to_vec()));
+    }
+}
+
+/// Frames end at a zero byte; the decoder cannot say how many more bytes
+/// it needs, and counts the bytes it scans.
+#[derive(Default)]
+struct Zero {
+    scanned: usize,
+}
+
+impl Decoder for Zero {
+    type Frame<'a> = &'a [u8];
+
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Decoded<&'a [u8]>, DecodeError> {
+        let end = bytes.iter().position(|&b| b == 0);
+        self.scanned += end.map_or(bytes.len(), |end| end + 1);
+        Ok(match end {
+            Some(end) => Decoded::Frame {
+                frame: &bytes[..end],
+                consumed: end + 1,
+            },
+            None => Decoded::NeedMore(None),
+        })
+    }
+}
+
+impl FrameHandler<Zero> for Strings {
+    fn frame_received(&mut self, _flow: &mut FrameFlow, _transport: &TransportRef, frame: &[u8]) {
+        self.0.push(frame.to_vec());
+    }
+}
+
+fn tlv_stream(records: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for (tag, value) in records {
+        stream.push(*tag);
+        stream.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        stream.extend_from_slice(value);
+    }
+    stream
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7015_1012),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn decoded_frames_are_the_same_for_every_chunking(
+        records in prop::collection::vec(
+            (1u8.., prop::collection::vec(any::<u8>(), 0..100)), 0..10),
+        strings in prop::collection::vec(prop::collection::vec(1u8.., 0..100), 0..10),
+        cuts in prop::collection::vec(1usize..10, 0..40),
+    ) {
+        let input = tlv_stream(&records);
+        let harness = feed(FrameReceiver::new(Tlv, Records::default()), &input, &cuts);
+        prop_assert_eq!(&harness.protocol().handler().0, &records);
+        prop_assert_eq!(harness.protocol().buffered(), 0);
+
+        let input: Vec<u8> = strings.iter().flat_map(|s| [&s[..], &[0]].concat()).collect();
+        let harness = feed(FrameReceiver::new(Zero::default(), Strings::default()), &input, &cuts);
+        prop_assert_eq!(&harness.protocol().handler().0, &strings);
+        prop_assert_eq!(harness.protocol().buffered(), 0);
+    }
+}
+
+#[test]
+fn every_chunk_size_gives_the_same_decoded_frames() {
+    let records: Vec<(u8, Vec<u8>)> = (1..=40u8)
+        .map(|i| (i, vec![i; usize::from(i) * 3]))
+        .collect();
+    let input = tlv_stream(&records);
+    for size in 1..=input.len() {
+        let mut harness = ProtocolHarness::new(FrameReceiver::new(Tlv, Records::default()));
+        harness.receive_in_chunks_of(&input, size);
+        assert_eq!(harness.protocol().handler().0, records, "chunks of {size}");
+        assert_eq!(harness.protocol().buffered(), 0);
+        assert_eq!(harness.transport.closing(), Closing::Open);
+    }
+    let input = b"one\0\0three\0a longer frame than the others\0".repeat(20);
+    let whole = feed(
+        FrameReceiver::new(Zero::default(), Strings::default()),
+        &input,
+        &[],
+    );
+    assert_eq!(whole.protocol().handler().0.len(), 80);
+    for size in 1..=input.len() {
+        let mut harness =
+            ProtocolHarness::new(FrameReceiver::new(Zero::default(), Strings::default()));
+        harness.receive_in_chunks_of(&input, size);
+        assert_eq!(
+            harness.protocol().handler().0,
+            whole.protocol().handler().0,
+            "chunks of {size}"
+        );
+    }
+}
+
+#[test]
+fn decoded_frames_are_lent_from_the_read() {
+    struct Inside((usize, usize), usize);
+    impl FrameHandler<Zero> for Inside {
+        fn frame_received(
+            &mut self,
+            _flow: &mut FrameFlow,
+            _transport: &TransportRef,
+            frame: &[u8],
+        ) {
+            let at = frame.as_ptr() as usize;
+            assert!(at >= self.0 .0 && at + frame.len() <= self.0 .1);
+            self.1 += 1;
+        }
+    }
+    let read = b"ab\0cd\0\0ef\0gh".to_vec();
+    let range = (read.as_ptr() as usize, read.as_ptr() as usize + read.len());
+    let mut harness = ProtocolHarness::new(FrameReceiver::new(Zero::default(), Inside(range, 0)));
+    harness.receive(&read);
+    assert_eq!(harness.protocol().handler().1, 4);
+    // Only the unfinished frame is kept.
+    assert_eq!(harness.protocol().buffered(), 2);
+}
+
+#[test]
+fn a_frame_over_the_limit_closes_the_connection_naming_the_limit() {
+    // A declared length over the limit is refused before it is buffered.
+    let mut receiver = FrameReceiver::new(Tlv, Records::default());
+    receiver.set_max_length(100);
+    let mut harness = ProtocolHarness::new(receiver);
+    harness.receive(b"\x01\x00\x01a\x02\xff\xff");
+    assert_eq!(harness.protocol().handler().0, [(1, b"a".to_vec())]);
+    assert_eq!(
+        harness.transport.closing(),
+        Closing::LostWithError("frame exceeds the maximum of 100 bytes".into())
+    );
+    assert_eq!(harness.protocol().buffered(), 0);
+    harness.receive(b"\x01\x00\x01b");
+    assert_eq!(harness.protocol().handler().0.len(), 1);
+
+    // A frame whole in one read, one byte over, is refused too; exactly at
+    // the limit is accepted.
+    for (length, accepted) in [(97u16, true), (98, false)] {
+        let mut receiver = FrameReceiver::new(Tlv, Records::default());
+        receiver.set_max_length(100);
+        let mut harness = ProtocolHarness::new(receiver);
+        harness.receive(&tlv_stream(&[(7, vec![b'x'; usize::from(length)])]));
+        assert_eq!(harness.protocol().handler().0.len(), usize::from(accepted));
+        assert_eq!(harness.transport.closing() == Closing::Open, accepted);
+    }
+
+    // A decoder that cannot tell the length: refused once the buffered
+    // part alone is over the limit, however it arrives.
+    for size in [1, 7, 100, 1000] {
+        let mut receiver = FrameReceiver::new(Zero::default(), Strings::default());
+        receiver.set_max_length(100);
+        let mut harness = ProtocolHarness::new(receiver);
+        harness.receive_in_chunks_of(&[b'x'; 1000], size);
+        assert!(harness.protocol().buffered() <= 100);
+        assert_eq!(
+            harness.transport.closing(),
+            Closing::LostWithError("frame exceeds the maximum of 100 bytes".into())
+        );
+    }
+}
+
+#[test]
+fn a_decoder_error_closes_with_its_reason() {
+    let mut harness = ProtocolHarness::new(FrameReceiver::new(Tlv, Records::default()));
+    harness.receive(b"\x01\x00\x00\x00\x00\x00\x01\x00\x00");
+    assert_eq!(harness.protocol().handler().0, [(1, vec![])]);
+    assert_eq!(
+        harness.transport.closing(),
+        Closing::LostWithError("unknown tag 0".into())
+    );
+}
+
+#[test]
+fn a_decoder_that_consumes_nothing_is_stopped_not_looped() {
+    struct Stuck;
+    impl Decoder for Stuck {
+        type Frame<'a> = &'a [u8];
+        fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Decoded<&'a [u8]>, DecodeError> {
+            Ok(Decoded::Frame {
+                frame: &bytes[..0],
+                consumed: 0,
+            })
+        }
+    }
+    impl FrameHandler<Stuck> for Strings {
+        fn frame_received(
+            &mut self,
+            _flow: &mut FrameFlow,
+            _transport: &TransportRef,
+            frame: &[u8],
+        ) {
+            self.0.push(frame.to_vec());
+        }
+    }
+    let mut harness = ProtocolHarness::new(FrameReceiver::new(Stuck, Strings::default()));
+    harness.receive(b"abc");
+    assert!(harness.protocol().handler().0.is_empty());
+    assert!(matches!(
+        harness.transport.closing(),
+        Closing::LostWithError(reason) if reason.contains("consumed 0 of 3 bytes")
+    ));
+}
+
+#[test]
+fn a_paused_frame_receiver_holds_its_frames() {
+    let mut harness = ProtocolHarness::new(FrameReceiver::new(Tlv, Records::default()));
+    let transport = harness.transport_ref().clone();
+    harness.protocol_mut().pause_producing(&transport);
+    harness.receive(b"\x01\x00\x01a\x02\x00\x02bc\x03\x00");
+    assert!(harness.protocol().handler().0.is_empty());
+    assert!(harness.protocol().is_paused());
+    assert!(harness.transport.reading_paused());
+    harness.protocol_mut().resume_producing(&transport);
+    assert_eq!(
+        harness.protocol().handler().0,
+        [(1, b"a".to_vec()), (2, b"bc".to_vec())]
+    );
+    assert!(!harness.transport.reading_paused());
+    harness.receive(b"\x01d");
+    assert_eq!(harness.protocol().handler().0[2], (3, b"d".to_vec()));
+    assert_eq!(harness.protocol().buffered(), 0);
+}
+
+#[test]
+fn a_long_frame_of_unknown_length_is_scanned_a_bounded_number_of_times() {
+    // After a partial frame is kept, a frame of unknown length that ends in
+    // the next read is appended in growing steps: its bytes are scanned a
+    // few times, not once per byte, and the frames after it are parsed in
+    // place.
+    let mut harness = ProtocolHarness::new(FrameReceiver::new(Zero::default(), Strings::default()));
+    harness.receive(b"start");
+    let mut rest = vec![b'x'; 100_000];
+    rest.push(0);
+    rest.extend_from_slice(&b"after\0".repeat(1000));
+    harness.receive(&rest);
+    assert_eq!(harness.protocol().handler().0.len(), 1001);
+    assert_eq!(harness.protocol().buffered(), 0);
+    let scanned = harness.protocol().decoder().scanned;
+    assert!(scanned < 4 * 106_005, "{scanned} bytes scanned");
+}
+
+#[test]
+fn a_frame_handler_pauses_from_its_callback() {
+    /// Records values; a record of tag 9 pauses delivery.
+    #[derive(Default)]
+    struct Pausing(Vec<Vec<u8>>);
+    impl FrameHandler<Tlv> for Pausing {
+        fn frame_received(
+            &mut self,
+            flow: &mut FrameFlow,
+            t: &TransportRef,
+            (tag, value): (u8, &[u8]),
+        ) {
+            self.0.push(value.to_vec());
+            if tag == 9 {
+                flow.pause_producing(t);
+            }
+        }
+    }
+    let input = tlv_stream(&[
+        (1, b"a".to_vec()),
+        (9, b"stop".to_vec()),
+        (1, b"b".to_vec()),
+        (9, b"again".to_vec()),
+        (1, b"c".to_vec()),
+    ]);
+    for size in 1..=input.len() {
+        let mut harness = ProtocolHarness::new(FrameReceiver::new(Tlv, Pausing::default()));
+        let transport = harness.transport_ref().clone();
+        harness.receive_in_chunks_of(&input, size);
+        // Frames already received wait too, and reading stops.
+        assert_eq!(
+            harness.protocol().handler().0,
+            [&b"a"[..], b"stop"],
+            "chunks of {size}"
+        );
+        assert!(harness.protocol().is_paused());
+        assert!(harness.transport.reading_paused());
+        harness.protocol_mut().resume_producing(&transport);
+        assert_eq!(harness.protocol().handler().0.len(), 4, "chunks of {size}");
+        assert!(harness.protocol().is_paused());
+        harness.protocol_mut().resume_producing(&transport);
+        assert_eq!(
+            harness.protocol().handler().0,
+            [&b"a"[..], b"stop", b"b", b"again", b"c"]
+        );
+        assert!(!harness.transport.reading_paused());
+        assert_eq!(harness.protocol().buffered(), 0);
+    }
 }

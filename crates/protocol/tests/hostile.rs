@@ -5,8 +5,9 @@
 
 use proptest::prelude::*;
 use torsion_protocol::basic::{
-    Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, LineHandler, LineReceiver,
-    LineState, NetstringReceiver, StringHandler,
+    DecodeError, Decoded, Decoder, FrameFlow, FrameHandler, FrameReceiver, Int16StringReceiver,
+    Int32StringReceiver, Int8StringReceiver, LineHandler, LineReceiver, LineState,
+    NetstringReceiver, StringHandler,
 };
 use torsion_protocol::testing::{Closing, ProtocolHarness};
 use torsion_protocol::{Protocol, TransportRef};
@@ -96,6 +97,56 @@ prefixed!(Int32StringReceiver, 4);
 prefixed!(Int16StringReceiver, 2);
 prefixed!(Int8StringReceiver, 1);
 
+/// Type-length-value records (a tag byte, a 2-byte big-endian length, the
+/// value) through a user's [`Decoder`]; tags over 200 are refused.
+struct Tlv;
+
+impl Decoder for Tlv {
+    type Frame<'a> = &'a [u8];
+
+    fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<Decoded<&'a [u8]>, DecodeError> {
+        if let Some(&tag) = bytes.first() {
+            if tag > 200 {
+                return Err(DecodeError::new(format!("unknown tag {tag}")));
+            }
+        }
+        let [_, high, low, value @ ..] = bytes else {
+            return Ok(Decoded::NeedMore(Some(3 - bytes.len())));
+        };
+        let length = usize::from(u16::from_be_bytes([*high, *low]));
+        if value.len() < length {
+            return Ok(Decoded::NeedMore(Some(length - value.len())));
+        }
+        Ok(Decoded::Frame {
+            frame: &value[..length],
+            consumed: 3 + length,
+        })
+    }
+}
+
+impl FrameHandler<Tlv> for Strings {
+    fn frame_received(&mut self, _flow: &mut FrameFlow, _t: &TransportRef, frame: &[u8]) {
+        self.0.push(frame.to_vec());
+    }
+}
+
+impl Receiver for FrameReceiver<Tlv, Strings> {
+    fn make() -> Self {
+        let mut receiver = FrameReceiver::new(Tlv, Strings::default());
+        receiver.set_max_length(MAX);
+        receiver
+    }
+    fn held(&self) -> usize {
+        self.buffered()
+    }
+    fn bound() -> usize {
+        MAX
+    }
+    fn delivered(&self) -> &[Vec<u8>] {
+        &self.handler().0
+    }
+}
+
 /// Feeds `good` then `bad` then more valid-looking input; the connection
 /// must close with a fault containing `fault`, after delivering exactly the
 /// good frames, and hold nothing.
@@ -176,6 +227,19 @@ fn hostile_length_prefixes() {
     refuses::<Int8StringReceiver<Strings>>(&[1, b'a'], &[0xff], 1, "exceeds");
 }
 
+#[test]
+fn hostile_decoded_frames() {
+    type R = FrameReceiver<Tlv, Strings>;
+    let good = b"\x01\x00\x01a";
+    // Huge declared sizes: refused at once, nothing buffered for them.
+    for bad in [&b"\x01\xff\xff"[..], b"\x01\x00\x3e", b"\x07\x80\x00abc"] {
+        refuses::<R>(good, bad, 1, "exceeds the maximum of 64 bytes");
+    }
+    // Garbage: the decoder's reason.
+    refuses::<R>(good, b"\xfe\x00\x00", 1, "unknown tag 254");
+    refuses::<R>(good, &[0xff; 1000], 1, "unknown tag 255");
+}
+
 fn survives<R: Receiver>(chunks: &[Vec<u8>]) -> Result<(), TestCaseError> {
     let mut harness = ProtocolHarness::new(R::make());
     for chunk in chunks {
@@ -235,6 +299,11 @@ proptest! {
         survives::<Int32StringReceiver<Strings>>(&chunks)?;
         survives::<Int16StringReceiver<Strings>>(&chunks)?;
         survives::<Int8StringReceiver<Strings>>(&chunks)?;
+    }
+
+    #[test]
+    fn any_input_to_a_frame_receiver(chunks in hostile_bytes()) {
+        survives::<FrameReceiver<Tlv, Strings>>(&chunks)?;
     }
 }
 
