@@ -692,7 +692,10 @@ impl FrameFlow {
     /// Stops delivering frames once the callback returns, those already
     /// received included, and stops reading from the transport, until
     /// resumed (Twisted's `pauseProducing`): back-pressure from the
-    /// handler, when what it does with frames cannot keep up.
+    /// handler, when what it does with frames cannot keep up. Resume it
+    /// with [`FrameFlow::resume_producing`] or the receiver's own
+    /// `resume_producing`, not with `transport.resume_reading()` alone: that
+    /// would read on while the receiver holds every frame, unbounded.
     #[doc(alias = "pauseProducing")]
     pub fn pause_producing(&mut self, transport: &TransportRef) {
         if !self.paused {
@@ -765,6 +768,10 @@ struct Framer {
     /// Bytes received but not delivered: `buffer[start..]`.
     buffer: Vec<u8>,
     start: usize,
+    /// What the decoder last answered about `buffer[start..]`, while no
+    /// byte was added since: it is not asked again until its need is met
+    /// (`Some(n)`: until `n` more bytes arrived; `None`: until any did).
+    waiting: Option<Option<usize>>,
     flow: FrameFlow,
     failed: bool,
 }
@@ -772,6 +779,17 @@ struct Framer {
 impl Framer {
     fn held(&self) -> usize {
         self.buffer.len() - self.start
+    }
+
+    /// Appends `bytes` to the unfinished frame, and counts them against
+    /// what the decoder is waiting for.
+    fn append(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        self.waiting = match self.waiting {
+            Some(Some(need)) if need > bytes.len() => Some(Some(need - bytes.len())),
+            Some(_) if bytes.is_empty() => self.waiting,
+            _ => None,
+        };
     }
 
     fn pause(&mut self, transport: &TransportRef) {
@@ -801,10 +819,11 @@ impl Framer {
                 // Nothing more is delivered once the connection is closing.
                 self.buffer.clear();
                 self.start = 0;
+                self.waiting = None;
                 return;
             }
             if self.flow.paused {
-                self.buffer.extend_from_slice(&input[at..]);
+                self.append(&input[at..]);
                 return;
             }
             let (data, buffered) = if self.start < self.buffer.len() {
@@ -814,9 +833,12 @@ impl Framer {
             } else {
                 return;
             };
+            // A decoder that already said what the buffered bytes need is
+            // not asked again before it arrives.
+            let known = if buffered { self.waiting } else { None };
             // The frame is handed on before the buffer changes: it may
             // borrow from it.
-            let step = match decoder.step(data) {
+            let step = match known.map_or_else(|| decoder.step(data), |more| Ok(Step::Need(more))) {
                 Err(fault) => Err(fault),
                 Ok(Step::Frame { frame, consumed }) => {
                     on(&mut self.flow, transport, Event::Frame(frame));
@@ -832,6 +854,7 @@ impl Framer {
                     self.failed = true;
                     self.buffer = Vec::new();
                     self.start = 0;
+                    self.waiting = None;
                     on(&mut self.flow, transport, Event::Fault(fault));
                     return;
                 }
@@ -839,6 +862,7 @@ impl Framer {
                     frame: (),
                     consumed,
                 }) => {
+                    self.waiting = None;
                     if buffered {
                         self.start += consumed;
                         if self.start == self.buffer.len() {
@@ -851,6 +875,7 @@ impl Framer {
                 }
                 Ok(Step::Need(more)) => {
                     if buffered {
+                        self.waiting = Some(more);
                         if at == input.len() {
                             if self.start > 0 {
                                 self.buffer.drain(..self.start);
@@ -864,10 +889,13 @@ impl Framer {
                             .unwrap_or_else(|| self.held().max(GROW))
                             .max(1)
                             .min(input.len() - at);
-                        self.buffer.extend_from_slice(&input[at..at + take]);
+                        self.append(&input[at..at + take]);
                         at += take;
                     } else {
+                        // The decoder has seen these bytes: they do not
+                        // count towards what it asked for.
                         self.buffer.extend_from_slice(&input[at..]);
+                        self.waiting = Some(more);
                         return;
                     }
                 }

@@ -116,7 +116,12 @@ impl ReactorTcp for Reactor {
         let socket = bind_listener(addr, options.backlog, options.reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         if options.nodelay {
-            socket.set_tcp_nodelay(true)?;
+            socket.set_tcp_nodelay(true).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: TCP_NODELAY: {e}"),
+                )
+            })?;
         }
         let host = net::local_address(&socket)?;
         Port::listen(self, socket, host, None, factory)

@@ -873,3 +873,81 @@ fn a_frame_handler_pauses_from_its_callback() {
         assert_eq!(harness.protocol().buffered(), 0);
     }
 }
+
+/// A length-prefixed decoder (4-byte header) that checks the receiver's
+/// promise: once it asked for `n` more bytes, it is not asked again
+/// before they arrive.
+struct Patient {
+    calls: std::rc::Rc<std::cell::Cell<usize>>,
+    /// What it had and how much more it asked for, last time.
+    asked: Option<(usize, usize)>,
+}
+
+impl torsion_protocol::basic::Decoder for Patient {
+    type Frame<'a> = &'a [u8];
+    fn decode<'a>(
+        &mut self,
+        buffered: &'a [u8],
+    ) -> Result<torsion_protocol::basic::Decoded<&'a [u8]>, torsion_protocol::basic::DecodeError>
+    {
+        use torsion_protocol::basic::{DecodeError, Decoded};
+        self.calls.set(self.calls.get() + 1);
+        if let Some((had, more)) = self.asked.take() {
+            if buffered.len() < had + more {
+                return Err(DecodeError::new(format!(
+                    "asked again with {} bytes after asking for {more} more than {had}",
+                    buffered.len()
+                )));
+            }
+        }
+        let need = if buffered.len() < 4 {
+            4
+        } else {
+            4 + u32::from_be_bytes(buffered[..4].try_into().unwrap()) as usize
+        };
+        if buffered.len() < need {
+            self.asked = Some((buffered.len(), need - buffered.len()));
+            return Ok(Decoded::NeedMore(Some(need - buffered.len())));
+        }
+        Ok(Decoded::Frame {
+            frame: &buffered[4..need],
+            consumed: need,
+        })
+    }
+}
+
+struct CountFrames(usize);
+
+impl torsion_protocol::basic::FrameHandler<Patient> for CountFrames {
+    fn frame_received(
+        &mut self,
+        _flow: &mut torsion_protocol::basic::FrameFlow,
+        _transport: &TransportRef,
+        _frame: &[u8],
+    ) {
+        self.0 += 1;
+    }
+}
+
+#[test]
+fn a_decoder_that_asked_for_n_bytes_is_not_asked_again_before_they_arrive() {
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let decoder = Patient {
+        calls: calls.clone(),
+        asked: None,
+    };
+    let mut harness = ProtocolHarness::new(torsion_protocol::basic::FrameReceiver::new(
+        decoder,
+        CountFrames(0),
+    ));
+    let mut frame = 100u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[7; 100]);
+    // Before: each read first asked the decoder again about the bytes it
+    // had already answered for, and again whenever fewer bytes than it
+    // asked for had come.
+    harness.receive_in_chunks_of(&frame, 10);
+    assert_eq!(harness.transport.closing(), Closing::Open);
+    assert_eq!(harness.protocol().handler().0, 1);
+    // Once for the header, once when the body had come.
+    assert_eq!(calls.get(), 2);
+}

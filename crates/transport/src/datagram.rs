@@ -27,6 +27,11 @@ use crate::unix::SocketFile;
 /// truncated. 65,536 bytes hold any UDP datagram.
 pub const DEFAULT_MAX_DATAGRAM: usize = 64 * 1024;
 
+/// The largest maximum datagram size a transport accepts (64 MiB: more
+/// than any socket buffer holds), so the receive buffer's size cannot
+/// overflow.
+const MAX_DATAGRAM_LIMIT: usize = 64 << 20;
+
 /// Datagrams read per readiness event before other sources get a turn.
 const MAX_DATAGRAMS_PER_EVENT: usize = 64;
 
@@ -196,9 +201,9 @@ impl DatagramTransport {
     }
 
     /// Sets the largest datagram received whole; larger ones are reported
-    /// as truncated (Twisted's `maxPacketSize`).
+    /// as truncated (Twisted's `maxPacketSize`). At most 64 MiB.
     pub fn set_max_datagram_size(&self, size: usize) {
-        self.max_datagram.set(size.max(1));
+        self.max_datagram.set(size.clamp(1, MAX_DATAGRAM_LIMIT));
     }
 
     /// Stops receiving and closes the socket; the protocol hears
@@ -326,9 +331,10 @@ impl DatagramTransport {
 
     /// Receives up to `buf.len() / slot` datagrams per `recvmmsg`, one per
     /// `slot` bytes of `buf`, up to `MAX_DATAGRAMS_PER_EVENT`. A batch that
-    /// comes back short emptied the socket: level-triggered readiness
-    /// reports whatever arrives after it (or a pending error) on the next
-    /// turn, so no call is spent to hear `WouldBlock`.
+    /// comes back short ends the event (the socket was emptied, or an error
+    /// cut the batch short): level-triggered readiness reports whatever
+    /// is left — later datagrams, or a pending error — on the next turn,
+    /// so no call is spent to hear `WouldBlock`.
     #[cfg(target_os = "linux")]
     fn receive_batches(
         &self,

@@ -487,11 +487,16 @@ impl<P> fmt::Debug for StreamTransport<P> {
     }
 }
 
-/// Clears [`Flag::Processing`] when `process` returns, however it does.
-struct ResetOnDrop<'a, P>(&'a StreamTransport<P>);
+/// Clears [`Flag::Processing`] when `process` returns, however it does;
+/// if it unwound (a driver's `on_data` panicked) before the step's
+/// interest change was made, makes it.
+struct ResetOnDrop<'a, P: Pipe>(&'a StreamTransport<P>);
 
-impl<P> Drop for ResetOnDrop<'_, P> {
+impl<P: Pipe> Drop for ResetOnDrop<'_, P> {
     fn drop(&mut self) {
         self.0.flags.set(Flag::Processing, false);
+        if self.0.flags.replace(Flag::InterestStale, false) && !self.0.is_closed() {
+            self.0.apply_interest();
+        }
     }
 }
