@@ -51,8 +51,9 @@ pub struct LineState {
     raw: bool,
     /// Lines end at `\n`, with or without a `\r` before it.
     bare_newline: bool,
-    /// No frames are delivered until resumed.
-    paused: bool,
+    /// Paused: no frames are delivered until resumed (the same state and
+    /// rules as every frame receiver's).
+    flow: FrameFlow,
     /// What the receiver buffers is part of a line, already searched for
     /// the line end in the current mode and delimiter (cleared by any
     /// change of either).
@@ -155,10 +156,7 @@ impl LineState {
     /// it takes effect after that callback returns.
     #[doc(alias = "pauseProducing")]
     pub fn pause_producing(&mut self, transport: &TransportRef) {
-        if !self.paused {
-            self.paused = true;
-            transport.pause_reading();
-        }
+        self.flow.pause_producing(transport);
     }
 
     /// Resumes after [`LineState::pause_producing`] (Twisted's
@@ -168,15 +166,12 @@ impl LineState {
     /// instead, which also delivers the lines received meanwhile.
     #[doc(alias = "resumeProducing")]
     pub fn resume_producing(&mut self, transport: &TransportRef) {
-        if self.paused {
-            self.paused = false;
-            transport.resume_reading();
-        }
+        self.flow.resume_producing(transport);
     }
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.flow.is_paused()
     }
 
     /// Sends `line` followed by the delimiter, in one write (Twisted's
@@ -337,7 +332,7 @@ impl<H: LineHandler> LineReceiver<H> {
                 max_length: DEFAULT_MAX_LINE,
                 raw: false,
                 bare_newline: false,
-                paused: false,
+                flow: FrameFlow::default(),
                 scanned: false,
                 lent: (0, 0),
                 handed_back: 0,
@@ -400,7 +395,7 @@ impl<H: LineHandler> LineReceiver<H> {
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.state.paused
+        self.state.flow.paused
     }
 
     /// Delivers what is buffered, then `input`, in the current mode: a
@@ -416,7 +411,7 @@ impl<H: LineHandler> LineReceiver<H> {
                 self.state.extra.clear();
                 return;
             }
-            if self.state.paused {
+            if self.state.flow.paused {
                 if at < input.len() {
                     self.buffer.extend_from_slice(&input[at..]);
                     self.state.scanned = false;
@@ -486,7 +481,7 @@ impl<H: LineHandler> LineReceiver<H> {
     fn parse(&mut self, transport: &TransportRef, data: &[u8]) -> (usize, Stop) {
         let mut at = 0;
         while at < data.len() {
-            if self.state.paused || transport.is_closing() {
+            if self.state.flow.paused || transport.is_closing() {
                 return (at, Stop::Held);
             }
             let rest = &data[at..];
@@ -683,7 +678,7 @@ pub trait StringHandler: 'static {
 
 /// Pausing a [`FrameReceiver`] from its handler's callback: handed to
 /// [`FrameHandler::frame_received`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct FrameFlow {
     paused: bool,
 }
@@ -883,8 +878,9 @@ impl Framer {
                             }
                             return;
                         }
-                        // Only what the frame needs: the frames after it
-                        // are parsed in place in the input.
+                        // Only what the frame needs (when the need is not
+                        // known, a share of the input as large as what is
+                        // held): the rest of the input is parsed in place.
                         let take = more
                             .unwrap_or_else(|| self.held().max(GROW))
                             .max(1)

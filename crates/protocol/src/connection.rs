@@ -2,14 +2,13 @@
 //! into protocol events, and keeps a panicking protocol from taking the
 //! reactor down.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use torsion_transport::driver::{Progress, SocketTransport};
 use torsion_transport::reactor::Reactor;
-use torsion_transport::reactor::{Handler, Readiness};
+use torsion_transport::reactor::{panic_message, Handler, Readiness};
 use torsion_transport::{CloseReason, Transport, TransportRef};
 
 use crate::protocol::Protocol;
@@ -125,17 +124,6 @@ impl<P: Protocol> Driver<P> {
             protocol.connection_lost(reason)
         });
         drop(self.protocol.take());
-    }
-}
-
-/// A panic payload as text, for the log.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-text panic payload)"
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use torsion_transport::driver::SocketTransport;
 use torsion_transport::reactor::Reactor;
-use torsion_transport::reactor::{Handler, Interest, Readiness, Registration};
+use torsion_transport::reactor::{panic_message, Handler, Interest, Readiness, Registration};
 use torsion_transport::socket2::Socket;
 use torsion_transport::unix::SocketFile;
 use torsion_transport::{net, Address};
 
-use crate::connection::{guarded, panic_message, Driver, ServerConnection};
+use crate::connection::{guarded, Driver, ServerConnection};
 use crate::factory::Factory;
 
 /// Connections accepted per readiness event before other sources get a

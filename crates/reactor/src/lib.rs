@@ -67,6 +67,7 @@ pub use crate::delayed::{DelayedCall, TimerError};
 pub use crate::handle::{ReactorClosed, ReactorHandle};
 pub use crate::interest::{Interest, Readiness};
 pub use crate::looping::{LoopingCall, LoopingCallError};
+pub use crate::panics::panic_message;
 pub use crate::reactor::{Reactor, ReactorError, WeakReactor};
 pub use crate::source::{Handler, Registration};
 pub use crate::triggers::{Phase, SystemEvent, TriggerId};

@@ -223,7 +223,7 @@ impl LoopingCall {
             panics::report(&reactor, "a looping call", &*payload);
             self.inner
                 .failure
-                .replace(Some(panics::message(&*payload).to_owned()));
+                .replace(Some(panics::panic_message(&*payload).to_owned()));
             let _ = self.stop();
         }
     }

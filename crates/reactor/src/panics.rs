@@ -43,13 +43,16 @@ pub(crate) fn report(reactor: &Reactor, what: &'static str, payload: &(dyn Any +
     reactor.count_panic();
     tracing::error!(
         callback = what,
-        panic = message(payload),
+        panic = panic_message(payload),
         "a callback panicked; the reactor carries on"
     );
 }
 
-/// The message a panic was raised with, when it has one.
-pub(crate) fn message(payload: &(dyn Any + Send)) -> &str {
+/// The message a panic was raised with, when it has one: the text of
+/// `panic!("...")`, or a placeholder for a payload that is not text. For
+/// the layers above, which contain panics of their own (a protocol's, a
+/// producer's) under the same policy.
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
     if let Some(message) = payload.downcast_ref::<&'static str>() {
         message
     } else if let Some(message) = payload.downcast_ref::<String>() {

@@ -2,7 +2,6 @@
 //! the built-in read throttle, and the guard every producer call goes
 //! through.
 
-use std::any::Any;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -12,6 +11,7 @@ use super::state::{Flag, Phase};
 use super::StreamTransport;
 use crate::reason::CloseReason;
 use crate::transport::Producer;
+use torsion_reactor::panic_message;
 
 /// Requests to a pull producer per step whose answers all go straight
 /// to the pipe; past this the next loop turn goes on asking.
@@ -32,17 +32,6 @@ impl ProducerCall {
             ProducerCall::Resume => "resume_producing",
             ProducerCall::Stop => "stop_producing",
         }
-    }
-}
-
-/// A panic's payload as text, for the log and the close reason.
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text
-    } else {
-        "(a panic payload that is not text)"
     }
 }
 
