@@ -47,6 +47,7 @@
 
 mod clock;
 mod delayed;
+mod futures;
 mod handle;
 mod interest;
 mod looping;
@@ -58,16 +59,19 @@ mod signals;
 mod slab;
 mod source;
 mod sys;
+mod task;
 pub mod testing;
 mod timer_queue;
 mod triggers;
 
 pub use crate::clock::ManualClock;
 pub use crate::delayed::{DelayedCall, TimerError};
+pub use crate::futures::{Sleep, ThreadWork, TimedOut, Timeout};
 pub use crate::handle::{ReactorClosed, ReactorHandle};
 pub use crate::interest::{Interest, Readiness};
 pub use crate::looping::{LoopingCall, LoopingCallError};
 pub use crate::panics::panic_message;
 pub use crate::reactor::{Reactor, ReactorError, WeakReactor};
 pub use crate::source::{Handler, Registration};
+pub use crate::task::{JoinHandle, RunError, TaskError, MAX_TASK_POLLS_PER_TURN};
 pub use crate::triggers::{Phase, SystemEvent, TriggerId};

@@ -22,6 +22,7 @@ use crate::signals::SignalGuard;
 use crate::slab::Slab;
 use crate::source::{Handler, Sources};
 use crate::sys::{Events, Poller};
+use crate::task::Executor;
 use crate::timer_queue::{duration_nanos, Callback, TimerQueue};
 use crate::triggers::{Phase, SystemEvent, TriggerId, Triggers};
 
@@ -81,6 +82,7 @@ pub(crate) struct Inner {
     soon: RefCell<VecDeque<Callback>>,
     pub(crate) woken: RefCell<Vec<usize>>,
     continuations: RefCell<Slab<Continuation>>,
+    pub(crate) tasks: Executor,
     pool: ThreadPool,
     clock: Clock,
     triggers: Triggers,
@@ -101,6 +103,7 @@ impl Drop for Inner {
         drop(self.timers.get_mut().clear());
         self.soon.get_mut().clear();
         drop(self.continuations.get_mut().drain());
+        self.tasks.drain();
         self.triggers.clear();
         // Handles on other threads may live on; the descriptors do not.
         self.shared.release_poller();
@@ -215,6 +218,7 @@ impl Reactor {
                 soon: RefCell::new(VecDeque::new()),
                 woken: RefCell::new(Vec::new()),
                 continuations: RefCell::new(Slab::new()),
+                tasks: Executor::new(),
                 pool: ThreadPool::new(DEFAULT_POOL_THREADS),
                 clock,
                 triggers: Triggers::default(),
@@ -275,6 +279,12 @@ impl Reactor {
     /// example from one of its callbacks); [`ReactorError::Io`] if waiting
     /// on the poller fails.
     pub fn run(&self) -> Result<(), ReactorError> {
+        self.run_loop(&|| false).map(drop)
+    }
+
+    /// [`Reactor::run`], returning early (true), without the shutdown
+    /// sequence, once `done` says so after a turn; false if stopped.
+    pub(crate) fn run_loop(&self, done: &dyn Fn() -> bool) -> Result<bool, ReactorError> {
         if self.inner.running.get() || self.inner.in_turn.get() {
             return Err(ReactorError::AlreadyRunning);
         }
@@ -296,10 +306,13 @@ impl Reactor {
             self.inner.triggers.fire(self, SystemEvent::Startup, phase);
         }
         while !self.inner.stopping.get() {
+            if done() {
+                return Ok(true);
+            }
             self.turn(None).map_err(ReactorError::Io)?;
         }
         self.shut_down();
-        Ok(())
+        Ok(false)
     }
 
     fn shut_down(&self) {
@@ -310,6 +323,9 @@ impl Reactor {
             panics::isolate(self, "a source's shutdown", || handler.shutdown(self));
             panics::isolate(self, "dropping an I/O handler", move || drop(handler));
         }
+        // Tasks still alive are cancelled: their futures hold what they
+        // wait on (and often a clone of this reactor).
+        self.inner.tasks.clear(self);
         triggers.fire(self, SystemEvent::Shutdown, Phase::During);
         triggers.fire(self, SystemEvent::Shutdown, Phase::After);
     }
@@ -445,6 +461,7 @@ impl Reactor {
         if inner.stopping.get()
             || !inner.soon.borrow().is_empty()
             || !inner.woken.borrow().is_empty()
+            || inner.tasks.has_work()
         {
             return Some(Duration::ZERO);
         }
@@ -549,6 +566,9 @@ impl Reactor {
                 None => break,
             }
         }
+        // Tasks run before the woken sources, so their writes join the
+        // turn's gathered send.
+        inner.tasks.run(self);
         let woken = std::mem::take(&mut *inner.woken.borrow_mut());
         let mut last = None;
         for key in woken {

@@ -26,6 +26,11 @@ impl<T> Slab<T> {
         self.len
     }
 
+    /// The key the next [`Slab::insert`] will return.
+    pub(crate) fn vacant_key(&self) -> usize {
+        self.next_free
+    }
+
     /// Stores `value` and returns its key.
     pub(crate) fn insert(&mut self, value: T) -> usize {
         let key = self.next_free;
