@@ -46,6 +46,7 @@
 #![cfg(unix)]
 
 mod clock;
+mod deferred;
 mod delayed;
 mod futures;
 mod handle;
@@ -65,6 +66,10 @@ mod timer_queue;
 mod triggers;
 
 pub use crate::clock::ManualClock;
+pub use crate::deferred::{
+    deferred_list, first_success, gather_results, AlreadyCalledError, CancelledError, Deferred,
+    DeferredList, FirstError, FirstSuccess, GatherResults,
+};
 pub use crate::delayed::{DelayedCall, TimerError};
 pub use crate::futures::{Sleep, ThreadWork, TimedOut, Timeout};
 pub use crate::handle::{ReactorClosed, ReactorHandle};
