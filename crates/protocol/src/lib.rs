@@ -59,6 +59,7 @@ pub mod policies;
 mod port;
 mod protocol;
 mod reconnecting;
+pub mod stream;
 mod tcp;
 pub mod testing;
 mod udp;
@@ -70,6 +71,11 @@ mod unix;
 pub use torsion_transport::reactor::{
     DelayedCall, LoopingCall, LoopingCallError, ManualClock, Phase, Reactor, ReactorClosed,
     ReactorError, ReactorHandle, SystemEvent, TimerError, TriggerId, WeakReactor,
+};
+// Tasks, futures and Deferreds (see `docs/async.md`).
+pub use torsion_transport::reactor::{
+    deferred_list, first_success, gather_results, AlreadyCalledError, CancelledError, Deferred,
+    FirstError, JoinHandle, RunError, Sleep, TaskError, ThreadWork, TimedOut, Timeout,
 };
 pub use torsion_transport::{
     socket2, Address, Bytes, CloseReason, ConnectError, DatagramTransport, DatagramTransportRef,
@@ -84,6 +90,7 @@ pub use crate::factory::{ClientFactory, Factory, SharedFactory};
 pub use crate::port::ListeningPort;
 pub use crate::protocol::Protocol;
 pub use crate::reconnecting::ReconnectingClientFactory;
+pub use crate::stream::{AsyncStream, Connect, ReactorAsync, StreamListener};
 pub use crate::tcp::{ListenOptions, ReactorTcp};
 pub use crate::udp::{ReactorUdp, UdpOptions};
 pub use crate::unix::{ReactorUnix, UnixListenOptions};

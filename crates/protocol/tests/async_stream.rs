@@ -1,0 +1,373 @@
+//! Connections as async streams: connecting and accepting as futures,
+//! the AsyncRead/AsyncWrite adapter with its back-pressure, and the book's
+//! echo client written as async code, over loopback.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+use futures_io::AsyncRead;
+use torsion_protocol::stream::READ_BUFFER_LIMIT;
+use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Watchdog};
+use torsion_protocol::{
+    AsyncStream, ConnectError, ConnectorState, ListenOptions, Reactor, ReactorAsync,
+    StreamListener, UnixListenOptions,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(LIMIT)
+}
+
+fn loopback() -> ListenOptions {
+    ListenOptions::interface(Ipv4Addr::LOCALHOST.into())
+}
+
+fn port_of(listener: &StreamListener) -> u16 {
+    match listener.get_host() {
+        torsion_protocol::Address::Tcp(addr) => addr.port(),
+        other => panic!("not TCP: {other:?}"),
+    }
+}
+
+/// Serves each accepted connection with an echo task until `count`
+/// connections have come and gone.
+async fn echo_server(reactor: Reactor, listener: StreamListener, count: usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let stream = listener.accept().await;
+        tasks.push(reactor.spawn(async move {
+            let mut buffer = vec![0; 4096];
+            loop {
+                let n = stream.read(&mut buffer).await?;
+                if n == 0 {
+                    return stream.close().await;
+                }
+                stream.write_all(&buffer[..n]).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+/// The book's echo client as async code: connect, write, read until the
+/// echo is complete, close; all under a timeout.
+async fn echo_client(reactor: Reactor, port: u16, message: &[u8]) -> Result<Vec<u8>, String> {
+    let exchange = async {
+        let stream = reactor
+            .connect_tcp_stream("127.0.0.1", port, LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(message).await.map_err(|e| e.to_string())?;
+        let mut echoed = Vec::new();
+        let mut buffer = [0; 1024];
+        while echoed.len() < message.len() {
+            let n = stream.read(&mut buffer).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed early".into());
+            }
+            echoed.extend_from_slice(&buffer[..n]);
+        }
+        stream.close().await.map_err(|e| e.to_string())?;
+        Ok(echoed)
+    };
+    reactor
+        .timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+#[test]
+fn the_echo_client_as_async_code() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = reactor.listen_tcp_stream(0, loopback()).unwrap();
+    let port = port_of(&listener);
+    let server = reactor.spawn(echo_server(reactor.clone(), listener, 2));
+    let r = reactor.clone();
+    let echoed = reactor
+        .run_until_complete(async move {
+            let first = echo_client(r.clone(), port, b"Hello, world!").await;
+            let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+            let second = echo_client(r.clone(), port, &big).await;
+            server.await.unwrap();
+            (first, second.map(|echo| echo == big))
+        })
+        .unwrap();
+    assert_eq!(echoed.0.as_deref(), Ok(&b"Hello, world!"[..]));
+    assert_eq!(echoed.1, Ok(true));
+    assert_eq!(reactor.task_count(), 0);
+}
+
+#[test]
+fn unix_sockets_too() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let path = torsion_protocol::testing::socket_path("async");
+    let listener = reactor
+        .listen_unix_stream(&path, UnixListenOptions::default())
+        .unwrap();
+    let server = reactor.spawn(echo_server(reactor.clone(), listener, 1));
+    let r = reactor.clone();
+    let reply = reactor
+        .run_until_complete(async move {
+            let stream = r.connect_unix_stream(&path, LIMIT).await.unwrap();
+            stream.write_all(b"over a path").await.unwrap();
+            stream.transport().unwrap().lose_write_connection();
+            let mut reply = Vec::new();
+            let mut buffer = [0; 64];
+            loop {
+                let n = stream.read(&mut buffer).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                reply.extend_from_slice(&buffer[..n]);
+            }
+            server.await.unwrap();
+            reply
+        })
+        .unwrap();
+    assert_eq!(reply, b"over a path");
+}
+
+#[test]
+fn a_refused_connect_is_the_connect_error() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let connect = reactor.connect_tcp_stream("127.0.0.1", port, LIMIT);
+    let result = reactor.run_until_complete(connect).unwrap();
+    assert!(
+        matches!(result, Err(ConnectError::Refused(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn dropping_the_connect_future_cancels_the_attempt() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = reactor.connect_tcp_stream("127.0.0.1", port, LIMIT);
+    let connector = connect.connector().clone();
+    assert_eq!(connector.state(), ConnectorState::Connecting);
+    assert_eq!(reactor.pending_call_count(), 1, "the connect timeout");
+    drop(connect);
+    assert_eq!(connector.state(), ConnectorState::Disconnected);
+    assert_eq!(reactor.pending_call_count(), 0, "the timeout was cancelled");
+    for _ in 0..5 {
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    assert_eq!(connector.state(), ConnectorState::Disconnected);
+    assert_eq!(reactor.source_count(), 0, "no socket left connecting");
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing connected"
+    );
+}
+
+/// A connected pair: our `AsyncStream` and the peer's plain socket.
+fn connected(reactor: &Reactor) -> (AsyncStream, std::net::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stream = reactor
+        .run_until_complete(reactor.connect_tcp_stream("127.0.0.1", port, LIMIT))
+        .unwrap()
+        .unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (stream, peer)
+}
+
+fn noop_waker() -> Waker {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    Waker::from(Arc::new(Noop))
+}
+
+/// Turns the reactor until `done` or the watchdog fires; never sleeps on
+/// its own account.
+fn turn_until(reactor: &Reactor, mut done: impl FnMut() -> bool) {
+    while !done() {
+        reactor.iterate(Duration::from_millis(100)).unwrap();
+    }
+}
+
+#[test]
+fn reading_pauses_while_the_task_does_not_read_and_loses_nothing() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let (stream, mut peer) = connected(&reactor);
+    let total = 1 << 20;
+    let writer = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&data).unwrap();
+        peer
+    });
+    turn_until(&reactor, || stream.is_reading_paused());
+    // Turn some more: nothing more is read while paused.
+    let buffered = stream.buffered();
+    for _ in 0..10 {
+        reactor.iterate(Duration::from_millis(1)).unwrap();
+    }
+    assert_eq!(stream.buffered(), buffered);
+    assert!((READ_BUFFER_LIMIT..READ_BUFFER_LIMIT + 256 * 1024).contains(&buffered));
+
+    // A read future dropped before it completes takes nothing.
+    let mut pending_read = stream.clone();
+    let mut small = [0u8; 0];
+    let _ =
+        Pin::new(&mut pending_read).poll_read(&mut Context::from_waker(&noop_waker()), &mut small);
+    drop(pending_read);
+
+    let s = stream.clone();
+    let received = reactor
+        .run_until_complete(async move {
+            let mut received = Vec::new();
+            let mut buffer = vec![0; 8192];
+            while received.len() < total {
+                let n = s.read(&mut buffer).await.unwrap();
+                assert!(n > 0);
+                received.extend_from_slice(&buffer[..n]);
+            }
+            received
+        })
+        .unwrap();
+    assert!(received
+        .iter()
+        .enumerate()
+        .all(|(i, byte)| *byte == (i % 251) as u8));
+    drop(writer.join().unwrap());
+    let s = stream.clone();
+    let eof = reactor
+        .run_until_complete(async move { s.read(&mut [0; 16]).await.unwrap() })
+        .unwrap();
+    assert_eq!(eof, 0, "end of stream");
+}
+
+#[test]
+fn writing_waits_above_the_high_watermark_and_flush_waits_for_the_kernel() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let (stream, mut peer) = connected(&reactor);
+    stream.set_write_high_water(32 * 1024);
+    let transport = stream.transport().unwrap();
+    let chunk = vec![7u8; 16 * 1024];
+    let s = stream.clone();
+    let writer = reactor.spawn(async move {
+        let mut written = 0usize;
+        for _ in 0..256 {
+            s.write_all(&chunk).await.unwrap();
+            written += chunk.len();
+        }
+        s.flush().await.unwrap();
+        written
+    });
+    // The peer does not read: the writer stops, and the buffer stays
+    // bounded.
+    let mut max_buffer = 0;
+    let mut stalled_turns = 0;
+    while stalled_turns < 20 {
+        let before = reactor.task_poll_count();
+        reactor.iterate(Duration::from_millis(5)).unwrap();
+        max_buffer = max_buffer.max(transport.get_write_buffer_size());
+        if reactor.task_poll_count() == before {
+            stalled_turns += 1;
+        }
+    }
+    assert!(!writer.is_finished());
+    assert!(
+        max_buffer <= 32 * 1024 + 16 * 1024,
+        "buffer {max_buffer} above high water + one write"
+    );
+    let reader = std::thread::spawn(move || {
+        let mut received = 0usize;
+        let mut buffer = vec![0; 65536];
+        while received < 256 * 16 * 1024 {
+            received += peer.read(&mut buffer).unwrap();
+        }
+        (peer, received)
+    });
+    let written = reactor.run_until_complete(writer).unwrap().unwrap();
+    assert_eq!(written, 256 * 16 * 1024);
+    assert_eq!(
+        transport.get_write_buffer_size(),
+        0,
+        "flushed to the kernel"
+    );
+    let (_peer, received) = reader.join().unwrap();
+    assert_eq!(received, written);
+}
+
+#[test]
+fn an_idle_connection_costs_no_polls() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let (stream, mut peer) = connected(&reactor);
+    let s = stream.clone();
+    let reader = reactor.spawn(async move {
+        let mut buffer = [0; 16];
+        let n = s.read(&mut buffer).await.unwrap();
+        buffer[..n].to_vec()
+    });
+    reactor.iterate(Duration::ZERO).unwrap();
+    let polls = reactor.task_poll_count();
+    for _ in 0..100 {
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    assert_eq!(reactor.task_poll_count(), polls);
+    peer.write_all(b"ping").unwrap();
+    turn_until(&reactor, || reader.is_finished());
+    assert_eq!(
+        reactor.task_poll_count(),
+        polls + 1,
+        "one poll for the data"
+    );
+    let got = reactor.run_until_complete(reader).unwrap().unwrap();
+    assert_eq!(got, b"ping");
+}
+
+#[test]
+fn a_reset_is_an_error_and_writes_after_close_fail() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let (stream, peer) = connected(&reactor);
+    let socket = torsion_protocol::socket2::Socket::from(peer);
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(socket);
+    let s = stream.clone();
+    let result = reactor
+        .run_until_complete(async move {
+            let read = s.read(&mut [0; 8]).await;
+            let write = s.write_all(b"late").await;
+            (read, write)
+        })
+        .unwrap();
+    assert!(result.0.is_err(), "{:?}", result.0);
+    assert!(result.1.is_err());
+    assert!(stream.is_closed());
+}
+
+/// The futures and the stream are `Unpin`: they can be polled by hand
+/// and stored without pinning.
+#[test]
+fn futures_are_unpin() {
+    fn unpin<T: Unpin>() {}
+    unpin::<torsion_protocol::Connect>();
+    unpin::<AsyncStream>();
+    unpin::<torsion_protocol::JoinHandle<()>>();
+    unpin::<torsion_protocol::Sleep>();
+}
