@@ -136,3 +136,43 @@ fn our_client_against_a_twisted_server() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout_of(&output), BOOK_OUTPUT);
 }
+
+fn our_async_client(port: u16) -> Output {
+    let mut command = Command::new(example("async_echo_client"));
+    command.args(["127.0.0.1", &port.to_string()]);
+    run_client(command)
+}
+
+#[test]
+fn our_async_client_against_our_server() {
+    let (_server, port) = our_server();
+    let output = our_async_client(port);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), BOOK_OUTPUT);
+}
+
+#[test]
+fn our_async_client_without_a_server_reports_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = our_async_client(port);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), "Connection failed.\n");
+}
+
+#[test]
+fn our_async_client_against_a_twisted_server() {
+    let Some(python) = python() else { return };
+    let mut command = Command::new(python);
+    command
+        .arg(workspace_root().join("examples/twisted/echo_server.py"))
+        .arg("0");
+    let (server, port) = start_logging_port(command, "listening on ", Reports::Stdout);
+    let _server = Server(server);
+    let output = our_async_client(port);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), BOOK_OUTPUT);
+}

@@ -315,3 +315,44 @@ fn acceptor_hands_connections_to_workers() {
         thirty_echoes_then_sigterm("acceptor", &["0", "--workers", "3"], "host=tcp:0.0.0.0:");
     assert_eq!(served, [10, 10, 10]);
 }
+
+#[test]
+fn async_fetch_gathers_replies_and_failures() {
+    let (mut server, port) = start_tcp_server("echo_server");
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Connects (the kernel's backlog accepts) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let output = Command::new(example("async_fetch"))
+        .args(["--timeout-ms", "300"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{refused}"))
+        .arg(format!("127.0.0.1:{silent_port}"))
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let out = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(
+        lines[0],
+        format!("127.0.0.1:{port}: replied 23 bytes: hello from async_fetch")
+    );
+    assert!(
+        lines[1].starts_with(&format!("127.0.0.1:{refused}: failed: "))
+            && lines[1].contains("refused"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("127.0.0.1:{silent_port}: failed: timed out after 300ms")
+    );
+    assert_eq!(lines[3], "3 servers, 2 failed");
+    drop(silent);
+}
