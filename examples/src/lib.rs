@@ -50,6 +50,9 @@ pub mod pages {
     /// `docs/echo.md`.
     #[doc = include_str!("../../docs/echo.md")]
     pub struct EchoPage;
+    /// `docs/async.md`.
+    #[doc = include_str!("../../docs/async.md")]
+    pub struct AsyncPage;
     /// `docs/performance.md`.
     #[doc = include_str!("../../docs/performance.md")]
     pub struct PerformancePage;
