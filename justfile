@@ -62,6 +62,8 @@ bench:
     ./target/release/torsion-bench reactor
     ./target/release/torsion-bench framing
     ./target/release/torsion-bench pipelined
+    ./target/release/torsion-bench async
+    ./target/release/torsion-bench echo --servers torsion,torsion-async,tokio-ct
     ./target/release/torsion-bench udp
     ./target/release/torsion-bench suite
 

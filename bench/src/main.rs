@@ -9,6 +9,7 @@
 //! torsion-bench load PORT [--connections N] [--size BYTES] [--duration SECS]
 //! torsion-bench reactor
 //! torsion-bench framing
+//! torsion-bench async
 //! torsion-bench pipelined [--quick]
 //! torsion-bench idle [CONNECTIONS]
 //! torsion-bench udp [--quick] [--servers a,b,...]
@@ -18,7 +19,10 @@
 //! `bench/results/` (see `suite.rs`); `echo` runs one workload of your
 //! choosing. `reactor` benchmarks timers against tokio's (1,000,000 scheduled then
 //! cancelled, 1,000,000 fired), the CPU an idle reactor uses, and
-//! `call_from_thread` throughput. `framing` shows that the framing
+//! `call_from_thread` throughput. `async` measures spawning and completing
+//! a task and a `sleep(0)` round trip against tokio's `LocalSet` (the
+//! async echo server is `echo --servers torsion,torsion-async,tokio-ct`).
+//! `framing` shows that the framing
 //! receivers cost the same per frame with 1, 32 or 1,500 frames per read
 //! (raw-mode switches included), and that a line receiver's
 //! cost per byte stays flat as lines grow. `pipelined` answers lines with
@@ -45,6 +49,7 @@ mod pipelined;
 mod reactor;
 mod servers;
 mod suite;
+mod tasks;
 mod udp;
 
 #[global_allocator]
@@ -81,6 +86,9 @@ fn main() {
     } else if args.first().map(String::as_str) == Some("reactor") {
         reactor::run(3);
         Ok(())
+    } else if args.first().map(String::as_str) == Some("async") {
+        tasks::run(3);
+        Ok(())
     } else if args.first().map(String::as_str) == Some("pipelined") {
         pipelined::run(args.iter().any(|a| a == "--quick"))
     } else if args.first().map(String::as_str) == Some("framing") {
@@ -109,6 +117,7 @@ fn serve(kind: &str) -> io::Result<()> {
         "torsion" => servers::torsion(),
         "torsion-2t" => servers::torsion_threads(2),
         "tokio-ct" => servers::tokio_current_thread(),
+        "torsion-async" => servers::torsion_async(),
         "tokio-mt" => servers::tokio_multi_thread(),
         "mio" => servers::mio_loop(),
         "lines-torsion" => pipelined::torsion(),

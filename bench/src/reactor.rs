@@ -167,7 +167,7 @@ fn delay_queue_fire() -> Row {
 }
 
 /// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {

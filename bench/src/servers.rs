@@ -56,6 +56,39 @@ pub fn torsion() -> io::Result<()> {
     reactor.run().map_err(io::Error::other)
 }
 
+/// Torsion's echo server written as async code: one task per connection
+/// over the `AsyncStream` adapter, with its own buffer, as the tokio
+/// server below is written.
+pub fn torsion_async() -> io::Result<()> {
+    use torsion_protocol::ReactorAsync;
+    let reactor = Reactor::new()?;
+    let listener =
+        reactor.listen_tcp_stream(0, ListenOptions::interface(Ipv4Addr::LOCALHOST.into()))?;
+    announce(listener.get_host().port().unwrap_or(0));
+    let r = reactor.clone();
+    reactor
+        .run_until_complete(async move {
+            loop {
+                let stream = listener.accept().await;
+                r.spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if stream.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+        .map_err(io::Error::other)
+}
+
 /// An echo server on tokio's current-thread runtime, written the way its
 /// documentation shows: a task per connection with its own buffer.
 pub fn tokio_current_thread() -> io::Result<()> {
