@@ -562,8 +562,10 @@ impl Reactor {
     /// signal handling). When the future finishes, the loop returns at
     /// once **without** the shutdown sequence: sources stay registered and
     /// the reactor can be run again. If the reactor is stopped first
-    /// ([`Reactor::stop`], SIGINT), the future is dropped, the shutdown
-    /// sequence runs as for `run`, and the result is [`RunError::Stopped`].
+    /// ([`Reactor::stop`], SIGINT), the shutdown sequence runs as for
+    /// `run` (it cancels the tasks still alive), and the result is
+    /// [`RunError::Stopped`], unless the future finished in that same turn:
+    /// then its output is returned.
     ///
     /// # Errors
     /// [`RunError::Stopped`] as above; [`RunError::Panicked`] if the
@@ -576,8 +578,10 @@ impl Reactor {
     {
         let task = self.spawn(future);
         let finished = || task.is_finished();
-        let completed = self.run_loop(&finished)?;
-        if !completed {
+        self.run_loop(&finished)?;
+        // A future that finished in the turn that stopped the reactor (it
+        // may have called `stop` itself) still has its output.
+        if !task.is_finished() {
             task.cancel();
             return Err(RunError::Stopped);
         }

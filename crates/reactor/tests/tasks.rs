@@ -385,3 +385,16 @@ fn noop_waker() -> Waker {
     }
     Waker::from(Arc::new(Noop))
 }
+
+#[test]
+fn a_future_that_stops_the_reactor_still_returns_its_output() {
+    let _descriptors = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(LIMIT);
+    let r = reactor.clone();
+    let output = reactor.run_until_complete(async move {
+        r.stop().unwrap();
+        "done"
+    });
+    assert_eq!(output.unwrap(), "done");
+    assert!(!reactor.is_running());
+}
