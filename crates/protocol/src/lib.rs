@@ -90,7 +90,7 @@ pub use crate::factory::{ClientFactory, Factory, SharedFactory};
 pub use crate::port::ListeningPort;
 pub use crate::protocol::Protocol;
 pub use crate::reconnecting::ReconnectingClientFactory;
-pub use crate::stream::{AsyncStream, Connect, ReactorAsync, StreamListener};
+pub use crate::stream::{AsyncStream, Connect, Connected, ReactorAsync, StreamListener};
 pub use crate::tcp::{ListenOptions, ReactorTcp};
 pub use crate::udp::{ReactorUdp, UdpOptions};
 pub use crate::unix::{ReactorUnix, UnixListenOptions};

@@ -497,15 +497,15 @@ impl fmt::Debug for AsyncStream {
 
 // ----- connecting -----------------------------------------------------------------
 
-type ConnectSlot = Rc<RefCell<ConnectState>>;
+type ConnectSlot<T> = Rc<RefCell<ConnectState<T>>>;
 
-enum ConnectState {
+enum ConnectState<T> {
     Waiting(Option<Waker>),
-    Done(Result<AsyncStream, ConnectError>),
+    Done(Result<T, ConnectError>),
     Taken,
 }
 
-fn finish(slot: &ConnectSlot, result: Result<AsyncStream, ConnectError>) {
+fn finish<T>(slot: &ConnectSlot<T>, result: Result<T, ConnectError>) {
     let previous = std::mem::replace(&mut *slot.borrow_mut(), ConnectState::Done(result));
     match previous {
         ConnectState::Waiting(Some(waker)) => waker.wake(),
@@ -517,7 +517,7 @@ fn finish(slot: &ConnectSlot, result: Result<AsyncStream, ConnectError>) {
 
 /// The client factory behind [`Connect`].
 struct StreamClient {
-    slot: ConnectSlot,
+    slot: ConnectSlot<AsyncStream>,
 }
 
 impl Factory for StreamClient {
@@ -556,35 +556,53 @@ fn copy_connect_error(reason: &ConnectError) -> ConnectError {
 }
 
 /// An outgoing connection as a future: yields the connected
-/// [`AsyncStream`], or the [`ConnectError`] the attempt failed with.
-/// Made by [`ReactorAsync::connect_tcp_stream`],
-/// [`ReactorAsync::connect_unix_stream`] or [`connect_endpoint`].
+/// [`AsyncStream`] (or, made by the `..._protocol` calls, a
+/// [`Connected`] handle on your protocol), or the [`ConnectError`] the
+/// attempt failed with. Made by [`ReactorAsync::connect_tcp_stream`],
+/// [`ReactorAsync::connect_unix_stream`], [`connect_endpoint`] and their
+/// `_protocol` counterparts.
 ///
 /// The attempt starts at once (not at the first poll). Dropping the future
 /// before it finishes cancels the attempt: the name lookup's answer is
 /// ignored, the connecting socket closed, the timeout timer cancelled.
 #[doc(alias = "connectProtocol")]
 #[must_use = "dropping a Connect cancels the attempt"]
-pub struct Connect {
-    slot: ConnectSlot,
+pub struct Connect<T = AsyncStream> {
+    slot: ConnectSlot<T>,
     connector: Connector,
 }
 
-impl Connect {
+impl Connect<AsyncStream> {
     fn start(open: impl FnOnce(StreamClient) -> Connector) -> Connect {
         let slot = Rc::new(RefCell::new(ConnectState::Waiting(None)));
         let connector = open(StreamClient { slot: slot.clone() });
         Connect { slot, connector }
     }
+}
 
+impl<P: Protocol> Connect<Connected<P>> {
+    fn start_protocol(
+        protocol: P,
+        open: impl FnOnce(ProtocolClient<P>) -> Connector,
+    ) -> Connect<Connected<P>> {
+        let slot = Rc::new(RefCell::new(ConnectState::Waiting(None)));
+        let connector = open(ProtocolClient {
+            protocol: RefCell::new(Some(protocol)),
+            slot: slot.clone(),
+        });
+        Connect { slot, connector }
+    }
+}
+
+impl<T> Connect<T> {
     /// The connector of the attempt (for its destination and state).
     pub fn connector(&self) -> &Connector {
         &self.connector
     }
 }
 
-impl Future for Connect {
-    type Output = Result<AsyncStream, ConnectError>;
+impl<T> Future for Connect<T> {
+    type Output = Result<T, ConnectError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.slot.borrow_mut();
@@ -603,7 +621,7 @@ impl Future for Connect {
     }
 }
 
-impl Drop for Connect {
+impl<T> Drop for Connect<T> {
     fn drop(&mut self) {
         let waiting = matches!(*self.slot.borrow(), ConnectState::Waiting(_));
         if waiting {
@@ -612,11 +630,97 @@ impl Drop for Connect {
     }
 }
 
-impl fmt::Debug for Connect {
+impl<T> fmt::Debug for Connect<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connect")
             .field("connector", &self.connector)
             .finish()
+    }
+}
+
+/// A connected protocol, the output of the `..._protocol` connects
+/// (Twisted's `connectProtocol`, whose Deferred fires with the protocol):
+/// the protocol, shared with the connection that drives it, and its
+/// transport.
+///
+/// The connection borrows the protocol mutably for each of its events;
+/// borrow it from `async` code only between awaits, never across one.
+pub struct Connected<P> {
+    /// The protocol, once its `connection_made` has run.
+    pub protocol: Rc<RefCell<P>>,
+    /// Its transport.
+    pub transport: TransportRef,
+}
+
+impl<P> fmt::Debug for Connected<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connected")
+            .field("peer", &self.transport.get_peer())
+            .finish()
+    }
+}
+
+/// Drives a shared protocol and reports its connection.
+struct Handed<P> {
+    protocol: Rc<RefCell<P>>,
+    slot: Option<ConnectSlot<Connected<P>>>,
+}
+
+impl<P: Protocol> Protocol for Handed<P> {
+    fn make_connection(&mut self, transport: &TransportRef) {
+        self.protocol.borrow_mut().make_connection(transport);
+        if let Some(slot) = self.slot.take() {
+            let connected = Connected {
+                protocol: self.protocol.clone(),
+                transport: transport.clone(),
+            };
+            finish(&slot, Ok(connected));
+        }
+    }
+
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        self.protocol.borrow_mut().data_received(transport, data);
+    }
+
+    fn half_closeable(&self) -> bool {
+        self.protocol.borrow().half_closeable()
+    }
+
+    fn read_connection_lost(&mut self, transport: &TransportRef) {
+        self.protocol.borrow_mut().read_connection_lost(transport);
+    }
+
+    fn write_connection_lost(&mut self, transport: &TransportRef) {
+        self.protocol.borrow_mut().write_connection_lost(transport);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.protocol.borrow_mut().connection_lost(reason);
+    }
+}
+
+/// The client factory behind the `..._protocol` connects: hands its one
+/// protocol to the first connection.
+struct ProtocolClient<P> {
+    protocol: RefCell<Option<P>>,
+    slot: ConnectSlot<Connected<P>>,
+}
+
+impl<P: Protocol> Factory for ProtocolClient<P> {
+    type Protocol = Handed<P>;
+
+    fn build_protocol(&self, _peer: &Address) -> Option<Handed<P>> {
+        let protocol = self.protocol.borrow_mut().take()?;
+        Some(Handed {
+            protocol: Rc::new(RefCell::new(protocol)),
+            slot: Some(self.slot.clone()),
+        })
+    }
+}
+
+impl<P: Protocol> ClientFactory for ProtocolClient<P> {
+    fn client_connection_failed(&self, _connector: &Connector, reason: &ConnectError) {
+        finish(&self.slot, Err(copy_connect_error(reason)));
     }
 }
 
@@ -743,6 +847,26 @@ pub trait ReactorAsync {
     /// Connects to the Unix socket at `path`.
     fn connect_unix_stream(&self, path: impl AsRef<Path>, timeout: Duration) -> Connect;
 
+    /// Connects `protocol` to `host` on `port`, and yields it once
+    /// connected (Twisted's `connectProtocol`); see [`Connected`].
+    #[doc(alias = "connectProtocol")]
+    fn connect_tcp_protocol<P: Protocol>(
+        &self,
+        host: &str,
+        port: u16,
+        protocol: P,
+        timeout: Duration,
+    ) -> Connect<Connected<P>>;
+
+    /// Connects `protocol` to the Unix socket at `path`, and yields it once
+    /// connected.
+    fn connect_unix_protocol<P: Protocol>(
+        &self,
+        path: impl AsRef<Path>,
+        protocol: P,
+        timeout: Duration,
+    ) -> Connect<Connected<P>>;
+
     /// Listens on TCP `port` (0 picks a free one) with `options`.
     ///
     /// # Errors
@@ -769,6 +893,29 @@ impl ReactorAsync for Reactor {
         Connect::start(|factory| self.connect_unix(path.as_ref(), factory, timeout))
     }
 
+    fn connect_tcp_protocol<P: Protocol>(
+        &self,
+        host: &str,
+        port: u16,
+        protocol: P,
+        timeout: Duration,
+    ) -> Connect<Connected<P>> {
+        Connect::start_protocol(protocol, |factory| {
+            self.connect_tcp(host, port, factory, timeout)
+        })
+    }
+
+    fn connect_unix_protocol<P: Protocol>(
+        &self,
+        path: impl AsRef<Path>,
+        protocol: P,
+        timeout: Duration,
+    ) -> Connect<Connected<P>> {
+        Connect::start_protocol(protocol, |factory| {
+            self.connect_unix(path.as_ref(), factory, timeout)
+        })
+    }
+
     fn listen_tcp_stream(&self, port: u16, options: ListenOptions) -> io::Result<StreamListener> {
         StreamListener::start(|factory| self.listen_tcp_with(port, factory, options))
     }
@@ -787,6 +934,17 @@ impl ReactorAsync for Reactor {
 /// `"tcp:host=example.com:port=80:timeout=5"`).
 pub fn connect_endpoint(reactor: &Reactor, endpoint: &ClientEndpoint) -> Connect {
     Connect::start(|factory| endpoint.connect(reactor, factory))
+}
+
+/// Connects `protocol` to a client endpoint and yields it once connected
+/// (Twisted's `connectProtocol(endpoint, protocol)`).
+#[doc(alias = "connectProtocol")]
+pub fn connect_endpoint_protocol<P: Protocol>(
+    reactor: &Reactor,
+    endpoint: &ClientEndpoint,
+    protocol: P,
+) -> Connect<Connected<P>> {
+    Connect::start_protocol(protocol, |factory| endpoint.connect(reactor, factory))
 }
 
 /// Listens on a server endpoint (from

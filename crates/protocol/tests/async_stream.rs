@@ -371,3 +371,47 @@ fn futures_are_unpin() {
     unpin::<torsion_protocol::JoinHandle<()>>();
     unpin::<torsion_protocol::Sleep>();
 }
+
+/// Sends a greeting and fires a Deferred with the first reply: a
+/// protocol bridged to async code.
+struct Greeter {
+    reply: torsion_protocol::Deferred<Vec<u8>, torsion_protocol::CancelledError>,
+}
+
+impl torsion_protocol::Protocol for Greeter {
+    fn connection_made(&mut self, transport: &torsion_protocol::TransportRef) {
+        transport.write(b"hi there");
+    }
+
+    fn data_received(&mut self, _transport: &torsion_protocol::TransportRef, data: &[u8]) {
+        let _ = self.reply.callback(data.to_vec());
+    }
+}
+
+#[test]
+fn connect_protocol_yields_the_connected_protocol() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = reactor.listen_tcp_stream(0, loopback()).unwrap();
+    let port = port_of(&listener);
+    let server = reactor.spawn(echo_server(reactor.clone(), listener, 1));
+    let r = reactor.clone();
+    let reply = reactor
+        .run_until_complete(async move {
+            let reply = torsion_protocol::Deferred::new();
+            let greeter = Greeter {
+                reply: reply.clone(),
+            };
+            let connected = r
+                .connect_tcp_protocol("127.0.0.1", port, greeter, LIMIT)
+                .await
+                .unwrap();
+            let echoed = reply.await.unwrap();
+            assert!(connected.protocol.borrow().reply.is_called());
+            connected.transport.lose_connection();
+            server.await.unwrap();
+            echoed
+        })
+        .unwrap();
+    assert_eq!(reply, b"hi there");
+}
