@@ -195,7 +195,9 @@ impl Executor {
     /// Drops every task without running user-code isolation (the
     /// reactor itself is being dropped).
     pub(crate) fn drain(&mut self) {
-        drop(self.tasks.get_mut().drain());
+        for (_, task) in self.tasks.get_mut().drain() {
+            task.abandon();
+        }
         self.queue.borrow_mut().clear();
     }
 
@@ -281,6 +283,9 @@ trait Runnable {
     fn run(&self, reactor: &Reactor) -> bool;
     /// Drops the future; the join handle will see `Cancelled`.
     fn cancel(&self, reactor: &Reactor);
+    /// As `cancel`, while the reactor itself is being dropped (there is
+    /// no reactor to report a panic to).
+    fn abandon(&self);
 }
 
 enum Stage<F: Future> {
@@ -362,6 +367,15 @@ impl<F: Future + 'static> Runnable for Task<F> {
                 self.finish(Err(TaskError::Panicked(message)));
                 true
             }
+        }
+    }
+
+    fn abandon(&self) {
+        let running = matches!(self.stage.try_borrow().as_deref(), Ok(Stage::Running(_)));
+        if running {
+            // Dropped in place, as in `drop_future`.
+            *self.stage.borrow_mut() = Stage::Taken;
+            self.finish(Err(TaskError::Cancelled));
         }
     }
 

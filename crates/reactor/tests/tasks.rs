@@ -398,3 +398,20 @@ fn a_future_that_stops_the_reactor_still_returns_its_output() {
     assert_eq!(output.unwrap(), "done");
     assert!(!reactor.is_running());
 }
+
+#[test]
+fn dropping_the_reactor_cancels_its_tasks() {
+    let _descriptors = DescriptorGuard::new();
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let mut task = reactor.spawn(async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+    });
+    turn(&reactor);
+    drop(reactor);
+    assert!(dropped.get(), "the future was dropped with the reactor");
+    let polled = Pin::new(&mut task).poll(&mut Context::from_waker(&noop_waker()));
+    assert_eq!(polled, Poll::Ready(Err(TaskError::Cancelled)));
+}
