@@ -45,6 +45,11 @@ use crate::unix::{ReactorUnix, UnixListenOptions};
 /// Bytes an [`AsyncStream`] buffers unread before it pauses reading.
 pub const READ_BUFFER_LIMIT: usize = 64 * 1024;
 
+/// Connections a [`StreamListener`] holds accepted but not yet taken by
+/// [`StreamListener::accept`]; beyond this, new connections are closed at
+/// once, so a program that stops accepting does not hoard them.
+pub const ACCEPT_QUEUE_LIMIT: usize = 1024;
+
 /// Keeps one waker, replaced only when it would wake another task.
 fn register(slot: &RefCell<Option<Waker>>, cx: &Context<'_>) {
     let mut slot = slot.borrow_mut();
@@ -232,6 +237,9 @@ struct Owner(Rc<Shared>);
 impl Drop for Owner {
     fn drop(&mut self) {
         if let Some(transport) = self.0.transport() {
+            // Nobody writes any more: the flow hook must not hold the
+            // close open.
+            transport.unregister_producer();
             transport.lose_connection();
         }
     }
@@ -739,7 +747,11 @@ struct StreamServer {
 impl Factory for StreamServer {
     type Protocol = StreamProtocol;
 
-    fn build_protocol(&self, _peer: &Address) -> Option<StreamProtocol> {
+    fn build_protocol(&self, peer: &Address) -> Option<StreamProtocol> {
+        if self.queue.ready.borrow().len() >= ACCEPT_QUEUE_LIMIT {
+            tracing::warn!(%peer, "StreamListener: {ACCEPT_QUEUE_LIMIT} connections wait to be accepted; closing a new one");
+            return None;
+        }
         let queue = self.queue.clone();
         Some(StreamProtocol {
             shared: Shared::new(),
@@ -757,7 +769,7 @@ impl Factory for StreamServer {
 /// [`ReactorAsync::listen_unix_stream`] or [`listen_endpoint`].
 ///
 /// Connections accepted by the port while nobody awaits `accept` wait in
-/// a queue, open. Dropping the listener stops listening and closes the
+/// a queue, open, up to [`ACCEPT_QUEUE_LIMIT`]. Dropping the listener stops listening and closes the
 /// connections still queued.
 pub struct StreamListener {
     queue: Rc<AcceptQueue>,

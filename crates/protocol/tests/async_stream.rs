@@ -415,3 +415,32 @@ fn connect_protocol_yields_the_connected_protocol() {
         .unwrap();
     assert_eq!(reply, b"hi there");
 }
+
+#[test]
+fn endpoints_connect_and_listen() {
+    use torsion_protocol::endpoints::{client_from_string, server_from_string};
+    use torsion_protocol::stream::{connect_endpoint, listen_endpoint};
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let server = server_from_string("tcp:0:interface=127.0.0.1").unwrap();
+    let listener = listen_endpoint(&reactor, &server).unwrap();
+    let port = port_of(&listener);
+    let served = reactor.spawn(echo_server(reactor.clone(), listener, 1));
+    let client = client_from_string(&format!("tcp:host=127.0.0.1:port={port}:timeout=5")).unwrap();
+    let r = reactor.clone();
+    let reply = reactor
+        .run_until_complete(async move {
+            let stream = connect_endpoint(&r, &client).await.unwrap();
+            stream.write_all(b"endpoint").await.unwrap();
+            let mut buffer = [0; 8];
+            let mut got = 0;
+            while got < buffer.len() {
+                got += stream.read(&mut buffer[got..]).await.unwrap();
+            }
+            drop(stream); // the last handle: closes gracefully
+            served.await.unwrap();
+            buffer
+        })
+        .unwrap();
+    assert_eq!(&reply, b"endpoint");
+}
