@@ -430,12 +430,13 @@ impl<F: Future + 'static> Join<F::Output> for Task<F> {
 
     fn take(&self) -> Option<Result<F::Output, TaskError>> {
         let mut stage = self.stage.borrow_mut();
+        // Only a finished stage is moved: a running future is pinned.
+        if !matches!(*stage, Stage::Done(_)) {
+            return None;
+        }
         match std::mem::replace(&mut *stage, Stage::Taken) {
             Stage::Done(result) => Some(result),
-            other => {
-                *stage = other;
-                None
-            }
+            _ => unreachable!("checked above"),
         }
     }
 }
