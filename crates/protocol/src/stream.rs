@@ -15,7 +15,7 @@
 //!   the turn's other writes into one send) until its write buffer is above
 //!   the high watermark, then waits until the buffer has drained to the
 //!   kernel. `poll_flush` waits for that drain; `poll_close` is
-//!   [`Transport::lose_connection`](crate::Transport::lose_connection).
+//!   [`Transport::lose_connection`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -219,7 +219,7 @@ impl Protocol for StreamProtocol {
 ///   is above, until it has drained; writes to a closed connection fail
 ///   with `BrokenPipe` (or the error that closed it).
 /// - `poll_flush` waits until everything written has been handed to the
-///   kernel. `poll_close` calls [`Transport::lose_connection`](crate::Transport::lose_connection) and waits
+///   kernel. `poll_close` calls [`Transport::lose_connection`] and waits
 ///   until the connection is closed.
 ///
 /// Clones share the connection: one task may read while another writes
