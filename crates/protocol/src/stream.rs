@@ -16,6 +16,9 @@
 //!   the high watermark, then waits until the buffer has drained to the
 //!   kernel. `poll_flush` waits for that drain; `poll_close` is
 //!   [`Transport::lose_connection`].
+//!
+//! TLS connections will get the same futures (`connect_tls`) once the TLS
+//! crate lands; nothing here depends on it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

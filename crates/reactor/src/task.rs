@@ -528,6 +528,12 @@ impl Reactor {
     /// leaves this thread. Dropping the returned [`JoinHandle`] cancels
     /// the task; [`JoinHandle::detach`] keeps it running.
     ///
+    /// A future that captures a `Reactor` clone keeps the reactor alive
+    /// while the task lives: the end of [`Reactor::run`] (its shutdown
+    /// sequence) cancels the tasks still alive, which ends that cycle; a
+    /// reactor that is never run and still has such tasks is not freed
+    /// until they finish or are cancelled.
+    ///
     /// ```
     /// use torsion_reactor::Reactor;
     ///
