@@ -516,13 +516,23 @@ enum ConnectState<T> {
     Taken,
 }
 
-fn finish<T>(slot: &ConnectSlot<T>, result: Result<T, ConnectError>) {
-    let previous = std::mem::replace(&mut *slot.borrow_mut(), ConnectState::Done(result));
-    match previous {
-        ConnectState::Waiting(Some(waker)) => waker.wake(),
-        ConnectState::Waiting(None) => {}
-        // A late event of an attempt already settled: keep the first.
-        other => *slot.borrow_mut() = other,
+/// Settles the attempt. A result that arrives when it is settled already
+/// (a late event), or when its future is gone (dropped), is handed back:
+/// the caller closes a connection nobody will take.
+#[must_use]
+fn finish<T>(slot: &ConnectSlot<T>, result: Result<T, ConnectError>) -> Option<T> {
+    let mut state = slot.borrow_mut();
+    match &mut *state {
+        ConnectState::Waiting(waker) => {
+            let waker = waker.take();
+            *state = ConnectState::Done(result);
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            None
+        }
+        ConnectState::Done(_) | ConnectState::Taken => result.ok(),
     }
 }
 
@@ -538,14 +548,15 @@ impl Factory for StreamClient {
         let slot = self.slot.clone();
         Some(StreamProtocol {
             shared: Shared::new(),
-            on_made: Some(Box::new(move |stream| finish(&slot, Ok(stream)))),
+            // A stream handed back is dropped here: that closes it.
+            on_made: Some(Box::new(move |stream| drop(finish(&slot, Ok(stream))))),
         })
     }
 }
 
 impl ClientFactory for StreamClient {
     fn client_connection_failed(&self, _connector: &Connector, reason: &ConnectError) {
-        finish(&self.slot, Err(copy_connect_error(reason)));
+        let _ = finish(&self.slot, Err(copy_connect_error(reason)));
     }
 }
 
@@ -576,18 +587,27 @@ fn copy_connect_error(reason: &ConnectError) -> ConnectError {
 /// The attempt starts at once (not at the first poll). Dropping the future
 /// before it finishes cancels the attempt: the name lookup's answer is
 /// ignored, the connecting socket closed, the timeout timer cancelled.
+/// Dropping it after the connection was made but before it yielded the
+/// connection closes that connection gracefully (`lose_connection`).
 #[doc(alias = "connectProtocol")]
 #[must_use = "dropping a Connect cancels the attempt"]
 pub struct Connect<T = AsyncStream> {
     slot: ConnectSlot<T>,
     connector: Connector,
+    /// Ends a connection made for a future dropped before it yielded it.
+    abandon: fn(T),
 }
 
 impl Connect<AsyncStream> {
     fn start(open: impl FnOnce(StreamClient) -> Connector) -> Connect {
         let slot = Rc::new(RefCell::new(ConnectState::Waiting(None)));
         let connector = open(StreamClient { slot: slot.clone() });
-        Connect { slot, connector }
+        Connect {
+            slot,
+            connector,
+            // The last handle: dropping it closes the connection.
+            abandon: drop,
+        }
     }
 }
 
@@ -601,7 +621,11 @@ impl<P: Protocol> Connect<Connected<P>> {
             protocol: RefCell::new(Some(protocol)),
             slot: slot.clone(),
         });
-        Connect { slot, connector }
+        Connect {
+            slot,
+            connector,
+            abandon: |connected| connected.transport.lose_connection(),
+        }
     }
 }
 
@@ -634,9 +658,14 @@ impl<T> Future for Connect<T> {
 
 impl<T> Drop for Connect<T> {
     fn drop(&mut self) {
-        let waiting = matches!(*self.slot.borrow(), ConnectState::Waiting(_));
-        if waiting {
-            self.connector.stop_connecting();
+        // The slot is shared with the factory the connector keeps: what
+        // stays there would outlive this future, unreachable.
+        let state = std::mem::replace(&mut *self.slot.borrow_mut(), ConnectState::Taken);
+        match state {
+            ConnectState::Waiting(_) => self.connector.stop_connecting(),
+            // Connected, but nobody will see it: close it.
+            ConnectState::Done(Ok(connection)) => (self.abandon)(connection),
+            ConnectState::Done(Err(_)) | ConnectState::Taken => {}
         }
     }
 }
@@ -685,7 +714,9 @@ impl<P: Protocol> Protocol for Handed<P> {
                 protocol: self.protocol.clone(),
                 transport: transport.clone(),
             };
-            finish(&slot, Ok(connected));
+            if let Some(unwanted) = finish(&slot, Ok(connected)) {
+                unwanted.transport.lose_connection();
+            }
         }
     }
 
@@ -731,7 +762,7 @@ impl<P: Protocol> Factory for ProtocolClient<P> {
 
 impl<P: Protocol> ClientFactory for ProtocolClient<P> {
     fn client_connection_failed(&self, _connector: &Connector, reason: &ConnectError) {
-        finish(&self.slot, Err(copy_connect_error(reason)));
+        let _ = finish(&self.slot, Err(copy_connect_error(reason)));
     }
 }
 

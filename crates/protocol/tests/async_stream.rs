@@ -464,3 +464,56 @@ fn a_read_future_dropped_midway_loses_no_bytes() {
     };
     assert_eq!(&buffer[..n], b"first second");
 }
+
+/// Turns until the connect has connected; the server side accepted.
+fn connected_but_not_polled<T>(
+    reactor: &Reactor,
+    connect: &torsion_protocol::Connect<T>,
+    listener: &TcpListener,
+) -> std::net::TcpStream {
+    turn_until(reactor, || {
+        connect.connector().state() == ConnectorState::Connected
+    });
+    let (peer, _) = listener.accept().unwrap();
+    // A safety net only: the test fails, not hangs, without the close.
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    peer
+}
+
+#[test]
+fn dropping_a_connect_that_connected_unpolled_closes_the_connection() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = reactor.connect_tcp_stream("127.0.0.1", port, LIMIT);
+    let mut peer = connected_but_not_polled(&reactor, &connect, &listener);
+    drop(connect);
+    for _ in 0..5 {
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    assert_eq!(peer.read(&mut [0; 16]).unwrap(), 0, "closed: end of stream");
+    assert_eq!(reactor.source_count(), 0);
+}
+
+#[test]
+fn dropping_a_protocol_connect_that_connected_unpolled_closes_the_connection() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let greeter = Greeter {
+        reply: torsion_protocol::Deferred::new(),
+    };
+    let connect = reactor.connect_tcp_protocol("127.0.0.1", port, greeter, LIMIT);
+    let mut peer = connected_but_not_polled(&reactor, &connect, &listener);
+    drop(connect);
+    for _ in 0..5 {
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    let mut greeting = [0; 8];
+    peer.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"hi there");
+    assert_eq!(peer.read(&mut [0; 16]).unwrap(), 0, "closed: end of stream");
+    assert_eq!(reactor.source_count(), 0);
+}
