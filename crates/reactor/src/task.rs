@@ -354,6 +354,12 @@ impl<F: Future + 'static> Runnable for Task<F> {
                 false
             }
             Ok(Poll::Ready(output)) => {
+                // The spent future is dropped here, where a panic in its
+                // drop is caught, not by `finish` storing the output in
+                // its place. The output was made: it is kept.
+                panics::isolate(reactor, "dropping a finished task", || {
+                    *self.stage.borrow_mut() = Stage::Taken;
+                });
                 self.finish(Ok(output));
                 true
             }

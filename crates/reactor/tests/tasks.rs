@@ -415,3 +415,37 @@ fn dropping_the_reactor_cancels_its_tasks() {
     let polled = Pin::new(&mut task).poll(&mut Context::from_waker(&noop_waker()));
     assert_eq!(polled, Poll::Ready(Err(TaskError::Cancelled)));
 }
+
+/// Ready at its first poll, and panics when dropped.
+struct PanicsOnDrop;
+
+impl Future for PanicsOnDrop {
+    type Output = u32;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<u32> {
+        Poll::Ready(3)
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("dropping a finished future");
+    }
+}
+
+#[test]
+fn a_finished_future_panicking_in_drop_dies_alone() {
+    let _descriptors = DescriptorGuard::new();
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    reactor.spawn(PanicsOnDrop).detach();
+    let kept = reactor.spawn(PanicsOnDrop);
+    let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reactor.iterate(Duration::ZERO)
+    }));
+    assert!(matches!(turned, Ok(Ok(()))), "the panic left the turn");
+    assert_eq!(reactor.caught_panic_count(), 2);
+    assert_eq!(reactor.task_count(), 0);
+    // The output was made before the drop panicked: it is kept.
+    let polled = Pin::new(&mut { kept }).poll(&mut Context::from_waker(&noop_waker()));
+    assert_eq!(polled, Poll::Ready(Ok(3)));
+}
