@@ -267,7 +267,9 @@ impl Reactor {
     /// `stop()` the shutdown sequence runs: `Before` shutdown triggers;
     /// every registered source's [`Handler::shutdown`] (ports stop
     /// listening, connections close and their protocols hear
-    /// `connection_lost`) and the `During` triggers; the `After` triggers.
+    /// `connection_lost`); the tasks still alive are cancelled (and so are
+    /// tasks spawned while their futures are dropped); the `During`
+    /// triggers; the `After` triggers.
     /// Then `run` returns. Timers still pending stay scheduled for the next
     /// run.
     ///

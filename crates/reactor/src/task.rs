@@ -201,12 +201,21 @@ impl Executor {
         self.queue.borrow_mut().clear();
     }
 
-    /// Cancels every task (the reactor is shutting down).
+    /// Cancels every task (the reactor is shutting down), including the
+    /// tasks spawned by the drops of those cancelled: until none is left.
+    /// (A task spawned later, by a shutdown trigger, is polled by the
+    /// next run.)
     pub(crate) fn clear(&self, reactor: &Reactor) {
-        let tasks = self.tasks.borrow_mut().drain();
-        for (_, task) in tasks {
-            task.cancel(reactor);
+        loop {
+            let tasks = self.tasks.borrow_mut().drain();
+            if tasks.is_empty() {
+                break;
+            }
+            for (_, task) in tasks {
+                task.cancel(reactor);
+            }
         }
+        // Only entries of the tasks just cancelled are left.
         self.queue.borrow_mut().clear();
     }
 }

@@ -449,3 +449,52 @@ fn a_finished_future_panicking_in_drop_dies_alone() {
     let polled = Pin::new(&mut { kept }).poll(&mut Context::from_waker(&noop_waker()));
     assert_eq!(polled, Poll::Ready(Ok(3)));
 }
+
+/// Spawns a task when dropped, and keeps its handle.
+struct SpawnsOnDrop {
+    reactor: Reactor,
+    spawned: Rc<RefCell<Option<torsion_reactor::JoinHandle<u32>>>>,
+}
+
+impl Drop for SpawnsOnDrop {
+    fn drop(&mut self) {
+        let handle = self.reactor.spawn(async { 5 });
+        *self.spawned.borrow_mut() = Some(handle);
+    }
+}
+
+#[test]
+fn a_task_spawned_while_shutdown_cancels_tasks_is_not_stranded() {
+    let _descriptors = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(LIMIT);
+    let spawned = Rc::new(RefCell::new(None));
+    let guard = SpawnsOnDrop {
+        reactor: reactor.clone(),
+        spawned: spawned.clone(),
+    };
+    reactor
+        .spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        })
+        .detach();
+    reactor.call_soon(|reactor| reactor.stop().unwrap());
+    reactor.run().unwrap();
+    for _ in 0..3 {
+        turn(&reactor);
+    }
+    let handle = spawned
+        .borrow_mut()
+        .take()
+        .expect("spawned during shutdown");
+    assert!(
+        handle.is_finished(),
+        "the task spawned during shutdown hangs"
+    );
+    assert_eq!(reactor.task_count(), 0);
+    let polled = Pin::new(&mut { handle }).poll(&mut Context::from_waker(&noop_waker()));
+    assert!(
+        matches!(polled, Poll::Ready(Ok(5) | Err(TaskError::Cancelled))),
+        "{polled:?}"
+    );
+}
