@@ -18,6 +18,7 @@
 //! | `DeferredList(ds, fireOnOneCallback=True)` | `first_success(ds)` |
 //! | `DeferredList(ds, fireOnOneErrback=True)` | `gather_results(ds)` (its error is the first failure, with its index) |
 
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
@@ -75,7 +76,9 @@ struct Inner<T, E> {
 /// `Deferred` is a cheap handle (`Rc` inside): the code that will fire it
 /// keeps one clone, the code that awaits it another. One place awaits it;
 /// the result is handed over once. Dropping the awaiting clone does not
-/// cancel; [`Deferred::cancel`] does.
+/// cancel; [`Deferred::cancel`] does, and so do the combinators
+/// ([`gather_results`], [`deferred_list`], [`first_success`]) for the
+/// Deferreds they were given and no longer wait for.
 ///
 /// ```
 /// use torsion_reactor::{Deferred, CancelledError, Reactor};
@@ -165,10 +168,12 @@ impl<T, E> Deferred<T, E> {
     fn fire(&self, result: Result<T, E>) -> Result<(), AlreadyCalledError> {
         {
             let mut state = self.inner.state.borrow_mut();
+            // Cancelled: a late result is ignored (given up by a
+            // combinator, it may not have been fired at all).
+            if self.inner.cancelled.get() {
+                return Ok(());
+            }
             if !matches!(*state, State::Waiting) {
-                if self.inner.cancelled.get() {
-                    return Ok(());
-                }
                 return Err(AlreadyCalledError);
             }
             *state = State::Fired(result);
@@ -205,6 +210,25 @@ impl<T, E> Deferred<T, E> {
         }
         if !self.is_called() {
             let _ = self.fire(Err(E::from(CancelledError)));
+            self.inner.cancelled.set(true);
+        }
+    }
+}
+
+impl<T, E> Deferred<T, E> {
+    /// What a combinator does to a member it gives up: as
+    /// [`Deferred::cancel`] (the canceller runs, a later result is
+    /// ignored), but nobody awaits it any more, so it is not failed with
+    /// `CancelledError` (which `E` may not convert from).
+    fn abandon(&self) {
+        if self.is_called() {
+            return;
+        }
+        let canceller = self.inner.canceller.borrow_mut().take();
+        if let Some(canceller) = canceller {
+            canceller(self);
+        }
+        if !self.is_called() {
             self.inner.cancelled.set(true);
         }
     }
@@ -269,16 +293,45 @@ struct Children<F: Future> {
     futures: Vec<Option<Pin<Box<F>>>>,
     outputs: Vec<Option<F::Output>>,
     pending: usize,
+    /// Cancels a child given up, when the children are Deferreds (any
+    /// other future is cancelled by being dropped).
+    abandon: Option<fn(&F)>,
+}
+
+/// How to give up a child of type `F`: cancel it if it is a Deferred.
+fn abandoner<F, T, E>() -> Option<fn(&F)>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: 'static,
+{
+    if TypeId::of::<F>() != TypeId::of::<Deferred<T, E>>() {
+        return None;
+    }
+    Some(|child: &F| {
+        if let Some(deferred) = (child as &dyn Any).downcast_ref::<Deferred<T, E>>() {
+            deferred.abandon();
+        }
+    })
+}
+
+/// A combinator given up (dropped before it finished, as by a timeout)
+/// gives up its children.
+impl<F: Future> Drop for Children<F> {
+    fn drop(&mut self) {
+        self.cancel_rest();
+    }
 }
 
 impl<F: Future> Children<F> {
-    fn new(futures: impl IntoIterator<Item = F>) -> Children<F> {
+    fn new(futures: impl IntoIterator<Item = F>, abandon: Option<fn(&F)>) -> Children<F> {
         let futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
         let count = futures.len();
         Children {
             futures,
             outputs: (0..count).map(|_| None).collect(),
             pending: count,
+            abandon,
         }
     }
 
@@ -304,9 +357,15 @@ impl<F: Future> Children<F> {
         None
     }
 
-    /// Drops (cancels) every child still pending.
+    /// Cancels every child still pending: a Deferred with its cancel, any
+    /// other future by dropping it.
     fn cancel_rest(&mut self) {
-        self.futures.iter_mut().for_each(|slot| *slot = None);
+        for slot in &mut self.futures {
+            if let (Some(child), Some(abandon)) = (slot.as_ref(), self.abandon) {
+                abandon(child);
+            }
+            *slot = None;
+        }
     }
 
     fn take_all(&mut self) -> impl Iterator<Item = F::Output> + '_ {
@@ -319,7 +378,23 @@ impl<F: Future> Children<F> {
 /// Waits for every future of a list to succeed (Twisted's
 /// `gatherResults`, and `DeferredList(fireOnOneErrback=True)`): yields
 /// their values in list order, or at the first failure, that failure and
-/// its index, dropping (cancelling) the futures still pending.
+/// its index, cancelling the futures still pending (see
+/// [Giving up](#giving-up)).
+///
+/// # Giving up
+/// When the result is decided early, and when the combinator itself is
+/// dropped before it finishes (as by a timeout), the members still
+/// pending are given up. A member that is a [`Deferred`] is cancelled:
+/// its canceller runs and a result fired later is ignored (it is not
+/// failed with `CancelledError`: nobody awaits it any more). Any other
+/// future is dropped, which cancels what drop cancels: a task
+/// ([`JoinHandle`](crate::JoinHandle)), a connect, a sleep or timeout and
+/// its timer. A Deferred awaited *inside* another future (an `async`
+/// block) is only dropped with it, not cancelled; to have it cancelled,
+/// give the Deferreds to the combinator directly.
+///
+/// The members are `'static` (they are told apart from Deferreds by
+/// type).
 ///
 /// ```
 /// use torsion_reactor::{gather_results, Deferred, CancelledError, Reactor};
@@ -337,10 +412,12 @@ impl<F: Future> Children<F> {
 pub fn gather_results<I, F, T, E>(futures: I) -> GatherResults<F>
 where
     I: IntoIterator<Item = F>,
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: 'static,
 {
     GatherResults {
-        children: Children::new(futures),
+        children: Children::new(futures, abandoner::<F, T, E>()),
     }
 }
 
@@ -378,15 +455,19 @@ where
 
 /// Waits for every future of a list and yields each one's result, success
 /// or failure, in list order (Twisted's `DeferredList` with
-/// `consumeErrors=True`).
+/// `consumeErrors=True`). Dropped before it finishes, it cancels the
+/// members still pending as [`gather_results`] does (see its
+/// [Giving up](gather_results#giving-up)).
 #[doc(alias = "DeferredList")]
 pub fn deferred_list<I, F, T, E>(futures: I) -> DeferredList<F>
 where
     I: IntoIterator<Item = F>,
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: 'static,
 {
     DeferredList {
-        children: Children::new(futures),
+        children: Children::new(futures, abandoner::<F, T, E>()),
     }
 }
 
@@ -414,16 +495,19 @@ where
 
 /// Waits for the first future of a list to succeed (Twisted's
 /// `DeferredList(fireOnOneCallback=True)`): yields its index and value,
-/// dropping (cancelling) the others; or, if every one fails, all their
-/// errors in list order. An empty list yields `Err(vec![])`.
+/// cancelling the others as [`gather_results`] does (see its
+/// [Giving up](gather_results#giving-up)); or, if every one fails, all
+/// their errors in list order. An empty list yields `Err(vec![])`.
 #[doc(alias = "fireOnOneCallback")]
 pub fn first_success<I, F, T, E>(futures: I) -> FirstSuccess<F>
 where
     I: IntoIterator<Item = F>,
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: 'static,
 {
     FirstSuccess {
-        children: Children::new(futures),
+        children: Children::new(futures, abandoner::<F, T, E>()),
     }
 }
 

@@ -205,3 +205,44 @@ fn first_success_takes_the_first_value_or_every_error() {
     let result = reactor.run_until_complete(first_success(all_fail)).unwrap();
     assert_eq!(result, Err(vec![Failure::Bad("a"), Failure::Bad("b")]));
 }
+
+/// A pending Deferred whose canceller sets `flag`.
+fn cancellable(flag: &Rc<Cell<bool>>) -> Deferred<u32, Failure> {
+    let flag = flag.clone();
+    Deferred::with_canceller(move |_| flag.set(true))
+}
+
+#[test]
+fn the_combinators_cancel_the_deferreds_they_give_up() {
+    let _descriptors = DescriptorGuard::new();
+    let reactor = Reactor::new().unwrap();
+
+    let cancelled = Rc::new(Cell::new(false));
+    let loser = cancellable(&cancelled);
+    let winner = reactor
+        .run_until_complete(first_success(vec![Deferred::succeed(1), loser.clone()]))
+        .unwrap();
+    assert_eq!(winner, Ok((0, 1)));
+    assert!(cancelled.get(), "first_success ran the loser's canceller");
+    assert_eq!(loser.callback(2), Ok(()), "a late result is ignored");
+
+    let cancelled = Rc::new(Cell::new(false));
+    let failed = reactor
+        .run_until_complete(gather_results(vec![
+            Deferred::fail(Failure::Bad("first")),
+            cancellable(&cancelled),
+        ]))
+        .unwrap();
+    assert_eq!(failed.unwrap_err().index, 0);
+    assert!(cancelled.get(), "gather_results ran the other's canceller");
+
+    // A combinator given up itself (dropped, as by a timeout) cancels
+    // the Deferreds still pending in it.
+    let cancelled = Rc::new(Cell::new(false));
+    let list = deferred_list(vec![Deferred::succeed(1), cancellable(&cancelled)]);
+    drop(list);
+    assert!(
+        cancelled.get(),
+        "dropping deferred_list cancelled its member"
+    );
+}
