@@ -55,7 +55,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let reactor = Reactor::new()?;
     let exchange = echo(reactor.clone(), host, port);
-    match reactor.run_until_complete(reactor.timeout(Duration::from_secs(60), exchange))? {
+    let outcome = reactor.run_until_complete(reactor.timeout(Duration::from_secs(60), exchange))?;
+    // run_until_complete does not shut down: close what is left (tasks
+    // holding a reactor clone would keep it alive).
+    reactor.shut_down()?;
+    match outcome {
         Ok(result) => result,
         Err(timed_out) => Err(timed_out.into()),
     }

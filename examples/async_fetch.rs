@@ -78,6 +78,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             .into_iter()
             .map(|task| async move { task.await.map_err(|e| e.to_string())? }),
     ))?;
+    // run_until_complete does not shut down; the fetches hold reactor
+    // clones, so end them before the reactor goes.
+    reactor.shut_down()?;
     let mut failures = 0;
     for (server, result) in servers.iter().zip(results) {
         match result {

@@ -517,3 +517,27 @@ fn dropping_a_protocol_connect_that_connected_unpolled_closes_the_connection() {
     assert_eq!(peer.read(&mut [0; 16]).unwrap(), 0, "closed: end of stream");
     assert_eq!(reactor.source_count(), 0);
 }
+
+/// A detached task holding a clone of its reactor keeps it alive after
+/// `run_until_complete` (which does not shut down); `shut_down` ends
+/// that cycle, and dropping the reactor then frees every descriptor.
+#[test]
+fn shut_down_after_run_until_complete_frees_a_reactor_its_tasks_hold() {
+    let fds = DescriptorGuard::new();
+    let (watchdog, reactor) = reactor();
+    let listener = reactor.listen_tcp_stream(0, loopback()).unwrap();
+    let r = reactor.clone();
+    reactor
+        .spawn(async move {
+            let _reactor = r;
+            let _stream = listener.accept().await;
+        })
+        .detach();
+    let answer = reactor.run_until_complete(async { 42 }).unwrap();
+    assert_eq!(answer, 42);
+    reactor.shut_down().unwrap();
+    assert_eq!(reactor.task_count(), 0);
+    drop(reactor);
+    drop(watchdog);
+    fds.check();
+}

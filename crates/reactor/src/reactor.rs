@@ -313,11 +313,49 @@ impl Reactor {
             }
             self.turn(None).map_err(ReactorError::Io)?;
         }
-        self.shut_down();
+        self.shutdown_sequence();
         Ok(false)
     }
 
-    fn shut_down(&self) {
+    /// Runs the shutdown sequence now, as the end of [`Reactor::run`]
+    /// does: `Before` shutdown triggers; every registered source's
+    /// [`Handler::shutdown`] (ports stop listening, connections close); the
+    /// tasks still alive are cancelled; the `During` and `After` triggers.
+    ///
+    /// For a reactor driven by [`Reactor::run_until_complete`] or
+    /// [`Reactor::iterate`], which return without that sequence: call it
+    /// when done with the reactor. A task that holds a clone of its
+    /// reactor (a detached server loop, say) keeps the reactor, its
+    /// sockets and its worker threads alive until the task ends; dropping
+    /// the last `Reactor` you hold then frees nothing. This cancels such
+    /// tasks and closes the sources, so that dropping the reactor frees
+    /// everything. The reactor can still be run again afterwards.
+    ///
+    /// ```
+    /// use torsion_reactor::Reactor;
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let r = reactor.clone();
+    /// // Holds a clone: alive until cancelled.
+    /// reactor.spawn(async move { r.sleep(std::time::Duration::from_secs(3600)).await }).detach();
+    /// assert_eq!(reactor.run_until_complete(async { 7 })?, 7);
+    /// reactor.shut_down()?;
+    /// assert_eq!(reactor.task_count(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ReactorError::AlreadyRunning`] if the reactor is running or in a
+    /// turn (call [`Reactor::stop`] there instead).
+    pub fn shut_down(&self) -> Result<(), ReactorError> {
+        if self.inner.running.get() || self.inner.in_turn.get() {
+            return Err(ReactorError::AlreadyRunning);
+        }
+        self.shutdown_sequence();
+        Ok(())
+    }
+
+    fn shutdown_sequence(&self) {
         let triggers = &self.inner.triggers;
         triggers.fire(self, SystemEvent::Shutdown, Phase::Before);
         let handlers: Vec<Rc<dyn Handler>> = self.inner.sources.borrow().handlers();

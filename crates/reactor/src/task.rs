@@ -544,10 +544,14 @@ impl Reactor {
     /// the task; [`JoinHandle::detach`] keeps it running.
     ///
     /// A future that captures a `Reactor` clone keeps the reactor alive
-    /// while the task lives: the end of [`Reactor::run`] (its shutdown
-    /// sequence) cancels the tasks still alive, which ends that cycle; a
-    /// reactor that is never run and still has such tasks is not freed
-    /// until they finish or are cancelled.
+    /// while the task lives (the reactor owns the task, the task the
+    /// clone): dropping every other `Reactor` then frees nothing, neither
+    /// its sockets nor its worker threads. The shutdown sequence ends that
+    /// cycle by cancelling the tasks still alive: it runs at the end of
+    /// [`Reactor::run`], but not when [`Reactor::run_until_complete`] or
+    /// [`Reactor::iterate`] return; after those, call
+    /// [`Reactor::shut_down`] before dropping the reactor (or have the
+    /// futures hold a [`WeakReactor`](crate::WeakReactor)).
     ///
     /// ```
     /// use torsion_reactor::Reactor;
@@ -602,6 +606,12 @@ impl Reactor {
     /// `run` (it cancels the tasks still alive), and the result is
     /// [`RunError::Stopped`], unless the future finished in that same turn:
     /// then its output is returned.
+    ///
+    /// Because it returns without shutting down, tasks still alive stay
+    /// alive; one that holds a clone of this reactor keeps the reactor (its
+    /// sockets, its worker threads) alive after you drop yours. When done
+    /// with the reactor, call [`Reactor::shut_down`]: it cancels them and
+    /// closes the sources, as the end of `run` does.
     ///
     /// # Errors
     /// [`RunError::Stopped`] as above; [`RunError::Panicked`] if the
