@@ -770,7 +770,25 @@ impl<P: Protocol> ClientFactory for ProtocolClient<P> {
 
 struct AcceptQueue {
     ready: RefCell<VecDeque<AsyncStream>>,
-    waker: RefCell<Option<Waker>>,
+    /// The tasks waiting in `accept`, one waker each: all are woken by a
+    /// new connection (one takes it, the others wait again).
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl AcceptQueue {
+    fn wait(&self, cx: &Context<'_>) {
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|waiter| waiter.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for waiter in waiters {
+            waiter.wake();
+        }
+    }
 }
 
 /// The server factory behind [`StreamListener`].
@@ -791,7 +809,7 @@ impl Factory for StreamServer {
             shared: Shared::new(),
             on_made: Some(Box::new(move |stream| {
                 queue.ready.borrow_mut().push_back(stream);
-                wake(&queue.waker);
+                queue.wake_all();
             })),
         })
     }
@@ -814,7 +832,7 @@ impl StreamListener {
     fn start(open: impl FnOnce(StreamServer) -> io::Result<ListeningPort>) -> io::Result<Self> {
         let queue = Rc::new(AcceptQueue {
             ready: RefCell::new(VecDeque::new()),
-            waker: RefCell::new(None),
+            waiters: RefCell::new(Vec::new()),
         });
         let port = open(StreamServer {
             queue: queue.clone(),
@@ -825,6 +843,12 @@ impl StreamListener {
     /// The next connection (Twisted's `Factory.buildProtocol`, as a
     /// future). Never fails: a port that stops listening simply yields no
     /// more.
+    ///
+    /// Several tasks may await `accept` on one listener at once (through a
+    /// shared reference or an `Rc`): each new connection goes to one of
+    /// them, and each keeps its own waker. Every waiting task is polled
+    /// once per new connection, so for many acceptors prefer one accepting
+    /// task that spawns a task per connection.
     pub fn accept(&self) -> Accept<'_> {
         Accept { listener: self }
     }
@@ -873,7 +897,7 @@ impl Future for Accept<'_> {
         match next {
             Some(stream) => Poll::Ready(stream),
             None => {
-                register(&queue.waker, cx);
+                queue.wait(cx);
                 Poll::Pending
             }
         }

@@ -541,3 +541,41 @@ fn shut_down_after_run_until_complete_frees_a_reactor_its_tasks_hold() {
     drop(watchdog);
     fds.check();
 }
+
+#[test]
+fn two_tasks_accepting_on_one_listener_both_get_a_connection() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = std::rc::Rc::new(reactor.listen_tcp_stream(0, loopback()).unwrap());
+    let port = port_of(&listener);
+    let accepting: Vec<_> = (0..2)
+        .map(|_| {
+            let listener = listener.clone();
+            reactor.spawn(async move { listener.accept().await })
+        })
+        .collect();
+    // Both wait before anything connects.
+    reactor.iterate(Duration::ZERO).unwrap();
+    let clients: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for _ in 0..50 {
+        if accepting.iter().all(|task| task.is_finished()) {
+            break;
+        }
+        reactor.iterate(Duration::from_millis(100)).unwrap();
+    }
+    assert!(
+        accepting.iter().all(|task| task.is_finished()),
+        "an accept was never woken"
+    );
+    let streams: Vec<_> = accepting
+        .into_iter()
+        .map(|task| reactor.run_until_complete(task).unwrap().unwrap())
+        .collect();
+    assert_eq!(streams.len(), 2);
+    drop(streams);
+    drop(clients);
+    drop(listener);
+    reactor.shut_down().unwrap();
+}
