@@ -12,9 +12,10 @@
 //!   transport stops reading (the kernel's buffers fill, TCP slows the
 //!   peer); it reads again once the task has taken them.
 //! - **Writing**: `poll_write` hands bytes to the transport (gathered with
-//!   the turn's other writes into one send) until its write buffer is above
-//!   the high watermark, then waits until the buffer has drained to the
-//!   kernel. `poll_flush` waits for that drain; `poll_close` is
+//!   the turn's other writes into one send) up to its write buffer's high
+//!   watermark, taking part of a larger `buf`; above it, it waits until
+//!   the buffer has drained to the kernel. One huge write is held to the
+//!   watermark as a stream of small ones is. `poll_flush` waits for that drain; `poll_close` is
 //!   [`Transport::lose_connection`].
 //!
 //! TLS connections will get the same futures (`connect_tls`) once the TLS
@@ -217,10 +218,12 @@ impl Protocol for StreamProtocol {
 ///   stream (or a clean close), or the error that closed the connection.
 ///   Dropping a read future in the middle loses nothing: bytes stay in the
 ///   buffer until a read copies them out.
-/// - `poll_write` takes all of `buf` while the transport's write buffer is
-///   at or below the high watermark (default 64 KiB), and waits while it
-///   is above, until it has drained; writes to a closed connection fail
-///   with `BrokenPipe` (or the error that closed it).
+/// - `poll_write` takes as much of `buf` as fits below the transport's
+///   write buffer high watermark (default 64 KiB; at least one byte while
+///   the writer is not paused), and waits while the buffer is above it,
+///   until it has drained: one large write is buffered a watermark at a
+///   time, never whole. Writes to a closed connection fail with
+///   `BrokenPipe` (or the error that closed it).
 /// - `poll_flush` waits until everything written has been handed to the
 ///   kernel. `poll_close` calls [`Transport::lose_connection`] and waits
 ///   until the connection is closed.
@@ -361,6 +364,17 @@ impl AsyncStream {
         })
     }
 
+    /// How many bytes a write may hand to the transport now: what fits up
+    /// to the high watermark, so that one large write is held to it as a
+    /// stream of small ones is. At least one byte: a buffer exactly at the
+    /// watermark does not pause the writer, and the byte that takes it
+    /// above does (a `Pending` without that pause would never be woken).
+    fn room(&self, transport: &TransportRef) -> usize {
+        let high = self.shared.high_water.get();
+        high.saturating_sub(transport.get_write_buffer_size())
+            .max(1)
+    }
+
     /// Ends a flush: the user's watermark again.
     fn end_flush(&self, transport: &TransportRef) {
         if self.shared.flushing.replace(false) {
@@ -430,8 +444,9 @@ impl AsyncWrite for AsyncStream {
             return Poll::Pending;
         }
         self.end_flush(&transport);
-        transport.write(buf);
-        Poll::Ready(Ok(buf.len()))
+        let n = buf.len().min(self.room(&transport));
+        transport.write(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -451,7 +466,16 @@ impl AsyncWrite for AsyncStream {
             return Poll::Pending;
         }
         self.end_flush(&transport);
-        let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+        let mut room = self.room(&transport);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(bufs.len());
+        for buf in bufs {
+            if room == 0 {
+                break;
+            }
+            let n = buf.len().min(room);
+            parts.push(&buf[..n]);
+            room -= n;
+        }
         transport.write_sequence(&parts);
         Poll::Ready(Ok(parts.iter().map(|p| p.len()).sum()))
     }

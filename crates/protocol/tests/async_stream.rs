@@ -579,3 +579,37 @@ fn two_tasks_accepting_on_one_listener_both_get_a_connection() {
     drop(listener);
     reactor.shut_down().unwrap();
 }
+
+#[test]
+fn one_huge_write_is_held_to_the_high_watermark() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let (stream, peer) = connected(&reactor);
+    let transport = stream.transport().unwrap();
+    let high = torsion_protocol::DEFAULT_HIGH_WATER;
+    let s = stream.clone();
+    let writer = reactor.spawn(async move {
+        let data = vec![7u8; 100 << 20];
+        s.write_all(&data).await
+    });
+    // The peer never reads: the kernel's buffers fill, then the writer
+    // waits with at most the high watermark (and a byte) buffered.
+    let mut max_buffer = 0;
+    let mut stalled_turns = 0;
+    while stalled_turns < 20 {
+        let before = reactor.task_poll_count();
+        reactor.iterate(Duration::from_millis(5)).unwrap();
+        max_buffer = max_buffer.max(transport.get_write_buffer_size());
+        if reactor.task_poll_count() == before {
+            stalled_turns += 1;
+        }
+    }
+    assert!(
+        max_buffer <= high + 1,
+        "buffer {max_buffer} above the high watermark {high}"
+    );
+    assert!(!writer.is_finished(), "100 MB do not fit in the kernel");
+    assert!(max_buffer > 0);
+    drop(writer);
+    drop(peer);
+}
