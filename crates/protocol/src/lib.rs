@@ -75,7 +75,8 @@ pub use torsion_transport::reactor::{
 // Tasks, futures and Deferreds (see `docs/async.md`).
 pub use torsion_transport::reactor::{
     deferred_list, first_success, gather_results, AlreadyCalledError, CancelledError, Deferred,
-    FirstError, JoinHandle, RunError, Sleep, TaskError, ThreadWork, TimedOut, Timeout,
+    DeferredList, FirstError, FirstSuccess, GatherResults, JoinHandle, RunError, Sleep, TaskError,
+    ThreadWork, TimedOut, Timeout, MAX_TASK_POLLS_PER_TURN,
 };
 pub use torsion_transport::{
     socket2, Address, Bytes, CloseReason, ConnectError, DatagramTransport, DatagramTransportRef,

@@ -362,6 +362,12 @@ fn futures_are_unpin() {
     unpin::<AsyncStream>();
     unpin::<torsion_protocol::JoinHandle<()>>();
     unpin::<torsion_protocol::Sleep>();
+    // The combinators' futures, at the crate root like their functions.
+    type D = torsion_protocol::Deferred<u32, torsion_protocol::CancelledError>;
+    unpin::<torsion_protocol::GatherResults<D>>();
+    unpin::<torsion_protocol::DeferredList<D>>();
+    unpin::<torsion_protocol::FirstSuccess<D>>();
+    const { assert!(torsion_protocol::MAX_TASK_POLLS_PER_TURN > 0) };
 }
 
 /// Sends a greeting and fires a Deferred with the first reply: a
