@@ -49,6 +49,10 @@ use crate::unix::{ReactorUnix, UnixListenOptions};
 /// Bytes an [`AsyncStream`] buffers unread before it pauses reading.
 pub const READ_BUFFER_LIMIT: usize = 64 * 1024;
 
+/// What one `poll_write` may buffer when the high watermark is set lower
+/// than this (down to zero: every write waits for the drain).
+const MIN_WRITE_ROOM: usize = 16 * 1024;
+
 /// Connections a [`StreamListener`] holds accepted but not yet taken by
 /// [`StreamListener::accept`]; beyond this, new connections are closed at
 /// once, so a program that stops accepting does not hoard them.
@@ -219,8 +223,9 @@ impl Protocol for StreamProtocol {
 ///   Dropping a read future in the middle loses nothing: bytes stay in the
 ///   buffer until a read copies them out.
 /// - `poll_write` takes as much of `buf` as fits below the transport's
-///   write buffer high watermark (default 64 KiB; at least one byte while
-///   the writer is not paused), and waits while the buffer is above it,
+///   write buffer high watermark (default 64 KiB; below 16 KiB if the
+///   watermark is set lower; at least one byte while the writer is not
+///   paused), and waits while the buffer is above it,
 ///   until it has drained: one large write is buffered a watermark at a
 ///   time, never whole. Writes to a closed connection fail with
 ///   `BrokenPipe` (or the error that closed it).
@@ -365,13 +370,16 @@ impl AsyncStream {
     }
 
     /// How many bytes a write may hand to the transport now: what fits up
-    /// to the high watermark, so that one large write is held to it as a
-    /// stream of small ones is. At least one byte: a buffer exactly at the
-    /// watermark does not pause the writer, and the byte that takes it
-    /// above does (a `Pending` without that pause would never be woken).
+    /// to the high watermark (or [`MIN_WRITE_ROOM`] if that is lower, so
+    /// that a tiny watermark does not cut a large write into a send per
+    /// byte), so that one large write is held to it as a stream of small
+    /// ones is. At least one byte: a buffer exactly at the watermark does
+    /// not pause the writer, and the byte that takes it above does (a
+    /// `Pending` without that pause would never be woken).
     fn room(&self, transport: &TransportRef) -> usize {
-        let high = self.shared.high_water.get();
-        high.saturating_sub(transport.get_write_buffer_size())
+        let limit = self.shared.high_water.get().max(MIN_WRITE_ROOM);
+        limit
+            .saturating_sub(transport.get_write_buffer_size())
             .max(1)
     }
 

@@ -619,3 +619,32 @@ fn one_huge_write_is_held_to_the_high_watermark() {
     drop(writer);
     drop(peer);
 }
+
+/// A watermark of zero (every write waits for the drain) still writes in
+/// chunks, not a byte per drain.
+#[test]
+fn a_zero_high_watermark_still_writes_in_chunks() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let (stream, mut peer) = connected(&reactor);
+    stream.set_write_high_water(0);
+    let total = 256 * 1024;
+    let reader = std::thread::spawn(move || {
+        let mut received = 0;
+        let mut buffer = vec![0; 65536];
+        while received < total {
+            received += peer.read(&mut buffer).unwrap();
+        }
+        (peer, received)
+    });
+    let s = stream.clone();
+    let polls = reactor.task_poll_count();
+    reactor
+        .run_until_complete(async move { s.write_all(&vec![1u8; total]).await })
+        .unwrap()
+        .unwrap();
+    let polls = reactor.task_poll_count() - polls;
+    assert!(polls <= 64, "{polls} polls to write {total} bytes");
+    let (_peer, received) = reader.join().unwrap();
+    assert_eq!(received, total);
+}
