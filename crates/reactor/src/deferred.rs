@@ -12,7 +12,7 @@
 //! | `d.addErrback(g)` | `d.await.or_else(g)` |
 //! | `d.addBoth(h)` | `h(d.await)` |
 //! | a callback returning a Deferred | `.await` inside the chain |
-//! | `d.addTimeout(t, reactor)` | `reactor.timeout(t, d)` |
+//! | `d.addTimeout(t, reactor)` | `reactor.timeout(t, d)` (at the timeout `d` is dropped, not cancelled: call `d.cancel()` on a clone to run its canceller) |
 //! | `gatherResults(ds)` | `gather_results(ds)` |
 //! | `DeferredList(ds, consumeErrors=True)` | `deferred_list(ds)` |
 //! | `DeferredList(ds, fireOnOneCallback=True)` | `first_success(ds)` |
