@@ -344,15 +344,28 @@ impl<F: Future + 'static> Runnable for Task<F> {
             let Ok(mut stage) = self.stage.try_borrow_mut() else {
                 return false;
             };
-            let Stage::Running(future) = &mut *stage else {
+            if !matches!(*stage, Stage::Running(_)) {
                 return true;
-            };
-            // SAFETY: the future lives inside this task's `Rc` allocation
-            // and is never moved out while running: it leaves the `stage`
-            // only by being dropped in place of a `Done`/`Taken` value
-            // after polling has ended for good.
-            let future = unsafe { Pin::new_unchecked(future) };
-            panic::catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
+            }
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                let Stage::Running(future) = &mut *stage else {
+                    unreachable!("checked above");
+                };
+                // SAFETY: the future lives inside this task's `Rc`
+                // allocation and is never moved out while running: it
+                // leaves the `stage` only by being dropped in place of a
+                // `Done`/`Taken` value after polling has ended for good.
+                let future = unsafe { Pin::new_unchecked(future) };
+                let polled = future.poll(&mut cx);
+                if polled.is_ready() {
+                    // The spent future is dropped in place here, inside
+                    // this catch: a panic in its drop is the task's panic
+                    // (it does not unwind out of the loop), and the
+                    // assignment leaves `Taken` behind even then.
+                    *stage = Stage::Taken;
+                }
+                polled
+            }))
         };
         match polled {
             Ok(Poll::Pending) => {
@@ -363,18 +376,14 @@ impl<F: Future + 'static> Runnable for Task<F> {
                 false
             }
             Ok(Poll::Ready(output)) => {
-                // The spent future is dropped here, where a panic in its
-                // drop is caught, not by `finish` storing the output in
-                // its place. The output was made: it is kept.
-                panics::isolate(reactor, "dropping a finished task", || {
-                    *self.stage.borrow_mut() = Stage::Taken;
-                });
                 self.finish(Ok(output));
                 true
             }
             Err(payload) => {
                 panics::report(reactor, "a task", &*payload);
                 let message = panics::panic_message(&*payload).to_owned();
+                // (Taken already if the panic came from dropping a
+                // finished future.)
                 panics::isolate(reactor, "dropping a panicked task", || {
                     *self.stage.borrow_mut() = Stage::Taken;
                 });

@@ -445,9 +445,14 @@ fn a_finished_future_panicking_in_drop_dies_alone() {
     assert!(matches!(turned, Ok(Ok(()))), "the panic left the turn");
     assert_eq!(reactor.caught_panic_count(), 2);
     assert_eq!(reactor.task_count(), 0);
-    // The output was made before the drop panicked: it is kept.
+    // A panic in the drop is the task's panic.
     let polled = Pin::new(&mut { kept }).poll(&mut Context::from_waker(&noop_waker()));
-    assert_eq!(polled, Poll::Ready(Ok(3)));
+    assert_eq!(
+        polled,
+        Poll::Ready(Err(TaskError::Panicked(
+            "dropping a finished future".into()
+        )))
+    );
 }
 
 /// Spawns a task when dropped, and keeps its handle.
