@@ -6,6 +6,7 @@
 //! what otherwise takes three.
 
 mod credentials;
+pub(crate) mod process;
 
 use std::io;
 

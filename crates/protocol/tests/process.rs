@@ -1,0 +1,430 @@
+//! Child processes with real children: events and their order, how a
+//! child ended, spawn failures, signals, descriptors, back-pressure.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Watchdog};
+use torsion_protocol::{
+    ChildFd, CloseReason, ProcessOptions, ProcessProtocol, ProcessReason, ProcessTransportRef,
+    Reactor, ReactorProcess, SignalError, Transport, WeakReactor,
+};
+
+fn reactor() -> (Watchdog, Reactor) {
+    guarded_reactor(Duration::from_secs(30))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Made,
+    Data(RawFd, Vec<u8>),
+    Lost(RawFd),
+    Exited(ProcessReason),
+    Ended(ProcessReason),
+}
+
+type Log = Rc<RefCell<Vec<Event>>>;
+/// (child fd, reason as text, its errno) for each lost pipe.
+type Reasons = Rc<RefCell<Vec<(RawFd, String, Option<i32>)>>>;
+type OnMade = Option<Box<dyn FnOnce(&ProcessTransportRef)>>;
+
+/// Records every event (data merged per descriptor); stops the reactor
+/// when the process ends. `on_made` runs in `connection_made`.
+struct Recorder {
+    log: Log,
+    reasons: Reasons,
+    on_made: OnMade,
+    reactor: WeakReactor,
+}
+
+impl Recorder {
+    fn new(log: &Log, reactor: &Reactor) -> Recorder {
+        Recorder {
+            log: log.clone(),
+            reasons: Rc::default(),
+            on_made: None,
+            reactor: reactor.downgrade(),
+        }
+    }
+
+    fn on_made(mut self, f: impl FnOnce(&ProcessTransportRef) + 'static) -> Recorder {
+        self.on_made = Some(Box::new(f));
+        self
+    }
+}
+
+impl ProcessProtocol for Recorder {
+    fn connection_made(&mut self, transport: &ProcessTransportRef) {
+        self.log.borrow_mut().push(Event::Made);
+        if let Some(f) = self.on_made.take() {
+            f(transport);
+        }
+    }
+
+    fn child_data_received(&mut self, _t: &ProcessTransportRef, fd: RawFd, data: &[u8]) {
+        let mut log = self.log.borrow_mut();
+        let merged = log.iter_mut().rev().find_map(|e| match e {
+            Event::Data(f, bytes) if *f == fd => Some(bytes),
+            _ => None,
+        });
+        match merged {
+            Some(bytes) => bytes.extend_from_slice(data),
+            None => log.push(Event::Data(fd, data.to_vec())),
+        }
+    }
+
+    fn child_connection_lost(&mut self, _t: &ProcessTransportRef, fd: RawFd, reason: &CloseReason) {
+        let errno = match reason {
+            CloseReason::Lost(e) => e.raw_os_error(),
+            _ => None,
+        };
+        self.reasons
+            .borrow_mut()
+            .push((fd, reason.to_string(), errno));
+        self.log.borrow_mut().push(Event::Lost(fd));
+    }
+
+    fn process_exited(&mut self, transport: &ProcessTransportRef, reason: ProcessReason) {
+        assert_eq!(transport.pid(), None, "no pid once reaped");
+        self.log.borrow_mut().push(Event::Exited(reason));
+    }
+
+    fn process_ended(&mut self, reason: ProcessReason) {
+        self.log.borrow_mut().push(Event::Ended(reason));
+        if let Some(reactor) = self.reactor.upgrade() {
+            reactor.stop().unwrap();
+        }
+    }
+}
+
+/// Runs `program args` with a recorder to its end; returns the log.
+fn run(program: &str, args: &[&str], options: ProcessOptions) -> Vec<Event> {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    reactor
+        .spawn_process(Recorder::new(&log, &reactor), program, args, options)
+        .unwrap();
+    reactor.run().unwrap();
+    let log = log.borrow().clone();
+    log
+}
+
+fn data(log: &[Event], fd: RawFd) -> Vec<u8> {
+    log.iter()
+        .filter_map(|e| match e {
+            Event::Data(f, d) if *f == fd => Some(d.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn terminated(exit_code: Option<i32>, signal: Option<i32>) -> ProcessReason {
+    ProcessReason::Terminated { exit_code, signal }
+}
+
+/// The order every run must respect: made first, ended last, exited
+/// once, each default pipe lost once.
+fn check_order(log: &[Event], reason: ProcessReason) {
+    assert_eq!(log.first(), Some(&Event::Made), "{log:?}");
+    assert_eq!(log.last(), Some(&Event::Ended(reason)), "{log:?}");
+    let exited = log.iter().filter(|e| **e == Event::Exited(reason)).count();
+    assert_eq!(exited, 1, "{log:?}");
+    for fd in 0..3 {
+        let lost = log.iter().filter(|e| **e == Event::Lost(fd)).count();
+        assert_eq!(lost, 1, "fd {fd}: {log:?}");
+    }
+}
+
+#[test]
+fn cat_echoes_stdin_and_events_come_in_order() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let protocol = Recorder::new(&log, &reactor).on_made(|transport| {
+        assert!(transport.pid().is_some());
+        transport.write(b"hello ");
+        transport.write_sequence(&[b"wor", b"ld\n"]);
+        transport.close_stdin();
+    });
+    let transport = reactor
+        .spawn_process(protocol, "cat", [] as [&str; 0], ProcessOptions::new())
+        .unwrap();
+    reactor.run().unwrap();
+    let log = log.borrow().clone();
+    check_order(&log, ProcessReason::Done);
+    assert_eq!(data(&log, 1), b"hello world\n");
+    assert_eq!(data(&log, 2), b"");
+    assert_eq!(transport.pid(), None);
+    assert_eq!(transport.exit_reason(), Some(ProcessReason::Done));
+    // Stdin was closed by us before the child exited.
+    let lost_in = log.iter().position(|e| *e == Event::Lost(0)).unwrap();
+    let exited = log
+        .iter()
+        .position(|e| matches!(e, Event::Exited(_)))
+        .unwrap();
+    assert!(lost_in < exited, "{log:?}");
+}
+
+#[test]
+fn exit_status_zero_non_zero_and_stderr() {
+    let log = run("true", &[], ProcessOptions::new());
+    check_order(&log, ProcessReason::Done);
+    let log = run("false", &[], ProcessOptions::new());
+    check_order(&log, terminated(Some(1), None));
+    let log = run(
+        "/bin/sh",
+        &["-c", "echo out; echo err >&2; exit 3"],
+        ProcessOptions::new(),
+    );
+    check_order(&log, terminated(Some(3), None));
+    assert_eq!(data(&log, 1), b"out\n");
+    assert_eq!(data(&log, 2), b"err\n");
+    assert_eq!(
+        terminated(Some(3), None).to_string(),
+        "process exited with status 3"
+    );
+}
+
+#[test]
+fn killed_by_a_signal_then_signalling_is_an_error() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let protocol = Recorder::new(&log, &reactor).on_made(|transport| {
+        assert!(matches!(
+            transport.signal_process("NOSUCH"),
+            Err(SignalError::UnknownSignal(_))
+        ));
+        transport.signal_process("KILL").unwrap();
+    });
+    let transport = reactor
+        .spawn_process(protocol, "sleep", ["1000"], ProcessOptions::new())
+        .unwrap();
+    reactor.run().unwrap();
+    let log = log.borrow().clone();
+    let reason = terminated(None, Some(libc::SIGKILL));
+    check_order(&log, reason);
+    assert_eq!(reason.to_string(), "process killed by signal 9 (SIGKILL)");
+    assert!(matches!(
+        transport.signal_process("TERM"),
+        Err(SignalError::ProcessExitedAlready)
+    ));
+    assert!(matches!(
+        transport.signal_process(libc::SIGTERM),
+        Err(SignalError::ProcessExitedAlready)
+    ));
+}
+
+#[test]
+fn term_by_name_with_sig_prefix() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let protocol = Recorder::new(&log, &reactor).on_made(|transport| {
+        transport.signal_process("SIGTERM").unwrap();
+    });
+    reactor
+        .spawn_process(protocol, "sleep", ["1000"], ProcessOptions::new())
+        .unwrap();
+    reactor.run().unwrap();
+    check_order(&log.borrow(), terminated(None, Some(libc::SIGTERM)));
+}
+
+#[test]
+fn spawn_failures_are_clear_errors() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let spawn = |program: &str, options: ProcessOptions| {
+        reactor
+            .spawn_process(Recorder::new(&log, &reactor), program, ["x"], options)
+            .unwrap_err()
+    };
+    let e = spawn("no-such-program-here", ProcessOptions::new());
+    assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("no-such-program-here"), "{e}");
+
+    let plain = std::env::temp_dir().join(format!("torsion-not-exec-{}", std::process::id()));
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    let e = spawn(plain.to_str().unwrap(), ProcessOptions::new());
+    std::fs::remove_file(&plain).unwrap();
+    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+
+    let e = spawn("true", ProcessOptions::new().cwd("/no/such/dir"));
+    assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("/no/such/dir"), "{e}");
+
+    let e = spawn("true", ProcessOptions::new().cwd("/etc/passwd"));
+    assert!(e.to_string().contains("Not a directory"), "{e}");
+
+    let e = spawn(
+        "true",
+        ProcessOptions::new().child_fd(5, ChildFd::Inherit(9999)),
+    );
+    assert!(e.to_string().contains("9999"), "{e}");
+
+    // The protocol heard nothing, and nothing is left registered.
+    assert!(log.borrow().is_empty());
+    assert_eq!(reactor.source_count(), 0);
+}
+
+#[test]
+fn writing_to_a_child_that_exited_is_epipe() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let protocol = Recorder::new(&log, &reactor).on_made(|transport| {
+        // More than the pipe holds: the rest is queued, and written after
+        // the child (which never reads) has exited.
+        transport.write(&vec![b'x'; 1 << 20]);
+    });
+    let reasons = protocol.reasons.clone();
+    reactor
+        .spawn_process(protocol, "true", [] as [&str; 0], ProcessOptions::new())
+        .unwrap();
+    reactor.run().unwrap();
+    check_order(&log.borrow(), ProcessReason::Done);
+    let reasons = reasons.borrow();
+    let stdin = reasons.iter().find(|(fd, ..)| *fd == 0).unwrap();
+    assert_eq!(stdin.2, Some(libc::EPIPE), "{stdin:?}");
+}
+
+#[test]
+fn no_descriptor_of_ours_reaches_the_child() {
+    let _guard = DescriptorGuard::new();
+    // A descriptor without close-on-exec, and a marked file: neither may
+    // show up in the child.
+    let marker = std::env::temp_dir().join(format!("torsion-fd-marker-{}", std::process::id()));
+    let file = std::fs::File::create(&marker).unwrap();
+    // SAFETY: dup of an open descriptor; the copy is closed below.
+    let leaky = unsafe { libc::dup(file.as_raw_fd()) };
+    assert!(leaky > 2);
+    let log = run(
+        "/bin/sh",
+        &["-c", "exec ls -l /proc/self/fd"],
+        ProcessOptions::new(),
+    );
+    // SAFETY: closes the copy made above.
+    unsafe { libc::close(leaky) };
+    drop(file);
+    std::fs::remove_file(&marker).unwrap();
+    check_order(&log, ProcessReason::Done);
+    let listing = String::from_utf8(data(&log, 1)).unwrap();
+    assert!(!listing.contains("torsion-fd-marker"), "{listing}");
+    let fds: Vec<i32> = listing
+        .lines()
+        .filter(|line| line.starts_with('l'))
+        .filter_map(|line| {
+            line.split(" -> ")
+                .next()?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // 0, 1, 2 and the directory ls reads.
+    assert_eq!(fds.len(), 4, "{listing}");
+    assert!(fds.iter().all(|&fd| fd <= 3), "{listing}");
+}
+
+#[test]
+fn reading_pauses_and_a_busy_child_blocks() {
+    const TOTAL: usize = 16 << 20;
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+
+    /// Pauses at the first chunk; counts what it gets.
+    struct Slow {
+        inner: Recorder,
+        received: Rc<RefCell<usize>>,
+        paused_once: bool,
+    }
+    impl ProcessProtocol for Slow {
+        fn connection_made(&mut self, t: &ProcessTransportRef) {
+            self.inner.connection_made(t);
+        }
+        fn out_received(&mut self, transport: &ProcessTransportRef, data: &[u8]) {
+            *self.received.borrow_mut() += data.len();
+            if !self.paused_once {
+                self.paused_once = true;
+                transport.pause_reading();
+                let transport = transport.clone();
+                let received = self.received.clone();
+                let reactor = transport.reactor().unwrap();
+                reactor.call_later(Duration::from_millis(200), move |_| {
+                    // Nothing more was read meanwhile, and the child is
+                    // blocked on its full pipe, not exited.
+                    assert!(*received.borrow() <= 64 * 1024);
+                    assert!(transport.pid().is_some());
+                    transport.resume_reading();
+                });
+            }
+        }
+        fn child_connection_lost(&mut self, t: &ProcessTransportRef, fd: RawFd, r: &CloseReason) {
+            self.inner.child_connection_lost(t, fd, r);
+        }
+        fn process_exited(&mut self, t: &ProcessTransportRef, reason: ProcessReason) {
+            self.inner.process_exited(t, reason);
+        }
+        fn process_ended(&mut self, reason: ProcessReason) {
+            self.inner.process_ended(reason);
+        }
+    }
+    let received = Rc::new(RefCell::new(0));
+    let protocol = Slow {
+        inner: Recorder::new(&log, &reactor),
+        received: received.clone(),
+        paused_once: false,
+    };
+    reactor
+        .spawn_process(
+            protocol,
+            "head",
+            ["-c", &TOTAL.to_string(), "/dev/zero"],
+            ProcessOptions::new(),
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    check_order(&log.borrow(), ProcessReason::Done);
+    assert_eq!(*received.borrow(), TOTAL);
+}
+
+#[test]
+fn a_panicking_protocol_loses_its_pipes_and_still_hears_the_end() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+
+    struct Panicky(Recorder);
+    impl ProcessProtocol for Panicky {
+        fn out_received(&mut self, _t: &ProcessTransportRef, _data: &[u8]) {
+            panic!("out_received fails");
+        }
+        fn child_connection_lost(&mut self, t: &ProcessTransportRef, fd: RawFd, r: &CloseReason) {
+            self.0.child_connection_lost(t, fd, r);
+        }
+        fn process_exited(&mut self, t: &ProcessTransportRef, reason: ProcessReason) {
+            self.0.process_exited(t, reason);
+        }
+        fn process_ended(&mut self, reason: ProcessReason) {
+            self.0.process_ended(reason);
+        }
+    }
+    // The child writes, then waits for its stdin to close (which the
+    // panic causes) and exits 0.
+    reactor
+        .spawn_process(
+            Panicky(Recorder::new(&log, &reactor)),
+            "/bin/sh",
+            ["-c", "echo hi; read line; exit 0"],
+            ProcessOptions::new(),
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    let log = log.borrow();
+    assert_eq!(
+        log.last(),
+        Some(&Event::Ended(ProcessReason::Done)),
+        "{log:?}"
+    );
+    assert_eq!(reactor.caught_panic_count(), 0);
+}

@@ -1,0 +1,741 @@
+//! Child processes as transports (Twisted's `Process` and
+//! `IProcessTransport`): spawning with a descriptor map, a stream
+//! transport per pipe, and reaping.
+//!
+//! Applications use this through the protocol layer
+//! (`reactor.spawn_process(protocol, program, args, options)` with a
+//! `ProcessProtocol`); this module is the mechanism, and reports a
+//! child's events to a [`ProcessEvents`] that the layer above supplies.
+//!
+//! # Reaping
+//! On Linux each child gets a pidfd (`pidfd_open`), registered with the
+//! reactor like a socket: it becomes readable when the child exits, and
+//! `waitid(P_PIDFD, ...)` reaps that child and no other. The pidfd is then
+//! removed from the reactor (it stays readable for ever). No signal
+//! handler is involved, nothing is taken from other code that runs
+//! children, and a reactor hears only its own children. Where pidfds are
+//! missing (`ENOSYS`, `EPERM` under some seccomp filters, other systems)
+//! a `SIGCHLD` handler wakes each reactor that has children, which asks
+//! `waitpid(pid, WNOHANG)` for each of its own children (never
+//! `waitpid(-1)`).
+//!
+//! # Descriptors
+//! The child is started with `std::process::Command` and a `pre_exec`
+//! step that applies the descriptor map with `fcntl` and `dup2` only (no
+//! allocation between fork and exec), after marking every other
+//! descriptor close-on-exec: no descriptor of ours reaches the child
+//! unless the map names it.
+
+mod options;
+mod pipe;
+mod sigchld;
+
+use std::cell::{Cell, RefCell};
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
+
+pub use self::options::{ChildFd, IntoSignal, ProcessOptions, ProcessReason, Signal, SignalError};
+pub use self::pipe::{ChildPipe, ChildPipeTransport, Direction};
+#[doc(hidden)]
+pub use self::sigchld::force_sigchld_fallback;
+use crate::address::Address;
+use crate::reason::CloseReason;
+use crate::stream::{Opening, Progress, StreamTransport};
+use crate::sys::process as sys;
+use crate::transport::{Producer, Transport};
+
+/// What a child process reports, to the layer above (which turns these
+/// into `ProcessProtocol` events and keeps a panicking protocol from
+/// taking the reactor down). Called on the reactor's thread, never
+/// re-entrantly.
+pub trait ProcessEvents {
+    /// The child wrote `data` on its descriptor `fd`.
+    fn child_data(&self, process: &Rc<ProcessTransport>, fd: RawFd, data: &[u8]);
+    /// Our pipe to or from the child's descriptor `fd` is closed.
+    fn child_closed(&self, process: &Rc<ProcessTransport>, fd: RawFd, reason: &CloseReason);
+    /// The child was reaped.
+    fn exited(&self, process: &Rc<ProcessTransport>, reason: ProcessReason);
+    /// The child was reaped and every pipe is closed; the last event.
+    fn ended(&self, reason: ProcessReason);
+}
+
+/// How this child is reaped.
+enum Reaper {
+    /// Not watched: reaped already, or left at the reactor's shutdown.
+    None,
+    /// A pidfd registered with the reactor.
+    #[cfg(target_os = "linux")]
+    Pidfd(Registration<OwnedFd>),
+    /// The `SIGCHLD` fallback: the reactor's watcher asks for this pid.
+    Sigchld,
+}
+
+struct Entry {
+    fd: RawFd,
+    direction: Direction,
+    transport: Rc<ChildPipeTransport>,
+}
+
+/// A running child process and the pipes to it (Twisted's
+/// `IProcessTransport`).
+///
+/// It is a [`Transport`] too: [`Transport::write`] writes to the child's
+/// standard input (with the ordinary write queue, watermarks and
+/// producers), [`Transport::lose_connection`] closes every pipe,
+/// [`Transport::pause_reading`] stops reading everything the child writes
+/// (Twisted's `pauseProducing`), so a child that writes faster than we
+/// handle blocks instead of growing our memory.
+#[doc(alias = "IProcessTransport")]
+pub struct ProcessTransport {
+    pid: Cell<Option<u32>>,
+    entries: RefCell<Vec<Entry>>,
+    reaper: RefCell<Reaper>,
+    exit: Cell<Option<ProcessReason>>,
+    events: RefCell<Option<Rc<dyn ProcessEvents>>>,
+    reactor: WeakReactor,
+    reading_paused: Cell<bool>,
+}
+
+impl fmt::Debug for ProcessTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessTransport")
+            .field("pid", &self.pid.get())
+            .field(
+                "pipes",
+                &self
+                    .entries
+                    .borrow()
+                    .iter()
+                    .map(|e| e.fd)
+                    .collect::<Vec<_>>(),
+            )
+            .field("exit", &self.exit.get())
+            .finish()
+    }
+}
+
+/// Drives one pipe of a child.
+struct PipeHandler {
+    process: Rc<ProcessTransport>,
+    fd: RawFd,
+    transport: Rc<ChildPipeTransport>,
+}
+
+impl Handler for PipeHandler {
+    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
+        let progress = self.transport.process(readiness, &mut |data| {
+            if let Some(events) = self.process.events() {
+                events.child_data(&self.process, self.fd, data);
+            }
+        });
+        if let Progress::Closed(reason) = progress {
+            self.process.pipe_closed(&self.transport, &reason);
+        }
+    }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        if let Some(reason) = self.transport.close_for_shutdown() {
+            self.process.pipe_closed(&self.transport, &reason);
+        }
+    }
+}
+
+/// Reaps through the pidfd.
+#[cfg(target_os = "linux")]
+struct PidfdHandler(Rc<ProcessTransport>);
+
+#[cfg(target_os = "linux")]
+impl Handler for PidfdHandler {
+    fn ready(&self, _reactor: &Reactor, _readiness: Readiness) {
+        self.0.poll_pidfd();
+    }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        // A child that has exited is still reported; one that runs on is
+        // left running (not killed, not waited for).
+        if !self.0.poll_pidfd() {
+            self.0.abandon();
+        }
+    }
+}
+
+impl ProcessTransport {
+    /// Starts `program` with `args` (not counting the program name, which
+    /// the child gets as `argv[0]`; `program` is looked up in `PATH` if it
+    /// has no slash) as `options` say, registers its pipes and its reaping
+    /// with `reactor`, and reports its events to what `make_events`
+    /// returns.
+    ///
+    /// # Errors
+    /// If the child cannot be started: the program is not found or not
+    /// executable, the working directory does not exist, a descriptor to
+    /// inherit is not open, the system is out of descriptors or
+    /// processes. The error keeps the system's kind and says what failed.
+    pub fn spawn<I, S>(
+        reactor: &Reactor,
+        program: impl AsRef<OsStr>,
+        args: I,
+        options: &ProcessOptions,
+        make_events: impl FnOnce(&Rc<ProcessTransport>) -> Rc<dyn ProcessEvents>,
+    ) -> io::Result<Rc<ProcessTransport>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let program = program.as_ref();
+        let context = |what: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run {}: {what}{e}", program.to_string_lossy()),
+            )
+        };
+        if let Some(dir) = &options.cwd {
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(context(
+                        &format!("working directory {}: ", dir.display()),
+                        io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ))
+                }
+                Err(e) => {
+                    return Err(context(
+                        &format!("working directory {}: ", dir.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        let plan = Plan::new(options).map_err(|e| context("", e))?;
+
+        let mut command = Command::new(program);
+        command.args(args);
+        if options.env_clear {
+            command.env_clear();
+        }
+        for (key, value) in &options.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = &options.cwd {
+            command.current_dir(dir);
+        }
+        if let Some(gid) = options.gid {
+            command.gid(gid);
+        }
+        if let Some(uid) = options.uid {
+            command.uid(uid);
+        }
+        // Standard descriptors are left alone by std and set by the map.
+        command
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let moves = plan.moves.clone();
+        let mut scratch = vec![-1; moves.len()];
+        let pty = options.use_pty;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes only async-signal-safe system calls (fcntl, dup2, close,
+        // close_range, setsid, ioctl, getrlimit) on memory allocated
+        // before the fork; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || sys::apply_fd_map(&moves, &mut scratch, pty));
+        }
+        let child = command.spawn().map_err(|e| context("", e))?;
+        let pid = child.id();
+        // std's handle does nothing when dropped: we reap the child.
+        drop(child);
+        // The child's ends are the child's now.
+        let Plan { ours, theirs, .. } = plan;
+        drop(theirs);
+
+        let guard_sigpipe = !sys::sigpipe_ignored();
+        let process = Rc::new(ProcessTransport {
+            pid: Cell::new(Some(pid)),
+            entries: RefCell::new(Vec::new()),
+            reaper: RefCell::new(Reaper::None),
+            exit: Cell::new(None),
+            events: RefCell::new(None),
+            reactor: reactor.downgrade(),
+            reading_paused: Cell::new(false),
+        });
+        *process.events.borrow_mut() = Some(make_events(&process));
+        let attached = process.attach(reactor, ours, guard_sigpipe);
+        if let Err(e) = attached {
+            // Half made: stop the child and take it back.
+            process.abandon();
+            for entry in process.entries.take() {
+                entry.transport.abort_connection();
+            }
+            let _ = sys::kill(pid as libc::pid_t, libc::SIGKILL);
+            // SAFETY: waitpid on our own child, which SIGKILL ends soon.
+            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+            return Err(context("", e));
+        }
+        Ok(process)
+    }
+
+    fn attach(
+        self: &Rc<Self>,
+        reactor: &Reactor,
+        ours: Vec<(RawFd, Direction, OwnedFd)>,
+        guard_sigpipe: bool,
+    ) -> io::Result<()> {
+        for (fd, direction, end) in ours {
+            sys::set_nonblocking(end.as_fd())?;
+            let file = File::from(end);
+            let transport = StreamTransport::new(
+                reactor,
+                Address::Unknown,
+                Opening::Open,
+                |transport, interest| {
+                    let handler = Rc::new(PipeHandler {
+                        process: self.clone(),
+                        fd: if direction == Direction::Both { 1 } else { fd },
+                        transport: transport.clone(),
+                    });
+                    let registration = reactor.register(file, interest, handler)?;
+                    Ok(ChildPipe::new(registration, direction, guard_sigpipe))
+                },
+            )?;
+            let mut entries = self.entries.borrow_mut();
+            if direction == Direction::Both {
+                // A terminal: one stream, the child's 0 and 1 (and 2).
+                entries.push(Entry {
+                    fd: 0,
+                    direction,
+                    transport: transport.clone(),
+                });
+                entries.push(Entry {
+                    fd: 1,
+                    direction,
+                    transport,
+                });
+            } else {
+                entries.push(Entry {
+                    fd,
+                    direction,
+                    transport,
+                });
+            }
+        }
+        self.watch(reactor)
+    }
+
+    /// Starts watching for the child's exit.
+    fn watch(self: &Rc<Self>, reactor: &Reactor) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if !sigchld::forced() {
+            let pid = self.pid.get().unwrap_or_default() as libc::pid_t;
+            match sys::pidfd_open(pid) {
+                Ok(pidfd) => {
+                    let registration = reactor.register(
+                        pidfd,
+                        Interest::READABLE,
+                        Rc::new(PidfdHandler(self.clone())),
+                    )?;
+                    *self.reaper.borrow_mut() = Reaper::Pidfd(registration);
+                    return Ok(());
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    tracing::debug!(error = %e, "no pidfd; reaping on SIGCHLD");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let watcher = sigchld::Watcher::for_reactor(reactor)?;
+        *self.reaper.borrow_mut() = Reaper::Sigchld;
+        watcher.add(self);
+        Ok(())
+    }
+
+    /// Reaps through the pidfd if the child has exited; true if it is
+    /// reaped (now or before).
+    #[cfg(target_os = "linux")]
+    fn poll_pidfd(self: &Rc<Self>) -> bool {
+        let result = match &*self.reaper.borrow() {
+            Reaper::Pidfd(registration) => sys::pidfd_wait(registration.get_ref().as_fd()),
+            _ => return self.exit.get().is_some(),
+        };
+        let status = match result {
+            Ok(None) => return false,
+            Ok(Some(status)) => status,
+            Err(e) => {
+                // Nothing sensible is left to wait for; do not spin.
+                tracing::warn!(error = %e, pid = ?self.pid.get(), "cannot reap a child");
+                sys::WaitStatus::Unknown
+            }
+        };
+        // The pidfd stays readable after reaping: out of the reactor.
+        let reaper = self.reaper.replace(Reaper::None);
+        drop(reaper);
+        self.reaped(status);
+        true
+    }
+
+    /// The `SIGCHLD` fallback's question: reaps the child if it has
+    /// exited; true if it is reaped.
+    fn poll_sigchld(self: &Rc<Self>) -> bool {
+        if !matches!(&*self.reaper.borrow(), Reaper::Sigchld) {
+            return true;
+        }
+        let Some(pid) = self.pid.get() else {
+            return true;
+        };
+        let status = match sys::wait_nohang(pid as libc::pid_t) {
+            Ok(None) => return false,
+            Ok(Some(status)) => status,
+            Err(e) => {
+                tracing::warn!(error = %e, pid, "cannot reap a child");
+                sys::WaitStatus::Unknown
+            }
+        };
+        *self.reaper.borrow_mut() = Reaper::None;
+        self.reaped(status);
+        true
+    }
+
+    fn reaped(self: &Rc<Self>, status: sys::WaitStatus) {
+        let reason = ProcessReason::from_status(status);
+        self.pid.set(None);
+        self.exit.set(Some(reason));
+        tracing::debug!(%reason, "child reaped");
+        if let Some(events) = self.events() {
+            events.exited(self, reason);
+        }
+        self.maybe_end();
+    }
+
+    /// Stops watching a child that is left running, and forgets the
+    /// protocol (nothing more will be reported).
+    fn abandon(&self) {
+        let reaper = self.reaper.replace(Reaper::None);
+        drop(reaper);
+        drop(self.events.take());
+    }
+
+    fn events(&self) -> Option<Rc<dyn ProcessEvents>> {
+        self.events.borrow().clone()
+    }
+
+    fn pipe_closed(self: &Rc<Self>, transport: &Rc<ChildPipeTransport>, reason: &CloseReason) {
+        let fds: Vec<RawFd> = {
+            let mut entries = self.entries.borrow_mut();
+            let fds = entries
+                .iter()
+                .filter(|e| Rc::ptr_eq(&e.transport, transport))
+                .map(|e| e.fd)
+                .collect();
+            entries.retain(|e| !Rc::ptr_eq(&e.transport, transport));
+            fds
+        };
+        if let Some(events) = self.events() {
+            for fd in fds {
+                events.child_closed(self, fd, reason);
+            }
+        }
+        self.maybe_end();
+    }
+
+    fn maybe_end(&self) {
+        let Some(reason) = self.exit.get() else {
+            return;
+        };
+        if !self.entries.borrow().is_empty() {
+            return;
+        }
+        let events = self.events.take();
+        if let Some(events) = events {
+            events.ended(reason);
+        }
+    }
+
+    fn entry(&self, fd: RawFd) -> Option<Rc<ChildPipeTransport>> {
+        self.entries
+            .borrow()
+            .iter()
+            .find(|e| e.fd == fd)
+            .map(|e| e.transport.clone())
+    }
+
+    fn each(&self, mut f: impl FnMut(&Entry)) {
+        let entries: Vec<Entry> = self
+            .entries
+            .borrow()
+            .iter()
+            .map(|e| Entry {
+                fd: e.fd,
+                direction: e.direction,
+                transport: e.transport.clone(),
+            })
+            .collect();
+        for entry in &entries {
+            f(entry);
+        }
+    }
+
+    /// The child's process id, until it is reaped (Twisted's `pid`, which
+    /// becomes `None`); after that the number may belong to another
+    /// process.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid.get()
+    }
+
+    /// How the child ended, once it is reaped.
+    pub fn exit_reason(&self) -> Option<ProcessReason> {
+        self.exit.get()
+    }
+
+    /// The child's descriptors we still have a pipe to, in map order.
+    pub fn open_child_fds(&self) -> Vec<RawFd> {
+        self.entries.borrow().iter().map(|e| e.fd).collect()
+    }
+
+    /// Writes `data` to the child's descriptor `fd` (Twisted's
+    /// `writeToChild`); ignored if we have no open pipe to it.
+    #[doc(alias = "writeToChild")]
+    pub fn write_to_child(&self, fd: RawFd, data: &[u8]) {
+        if let Some(transport) = self.entry(fd) {
+            transport.write(data);
+        }
+    }
+
+    /// Closes our pipe to or from the child's descriptor `fd` (Twisted's
+    /// `closeChildFD`), after sending what is queued for it; the protocol
+    /// hears `child_connection_lost(fd)`.
+    #[doc(alias = "closeChildFD")]
+    pub fn close_child_fd(&self, fd: RawFd) {
+        if let Some(transport) = self.entry(fd) {
+            transport.lose_connection();
+        }
+    }
+
+    /// Closes the child's standard input once what is queued for it is
+    /// written (Twisted's `closeStdin`): the child reads end of file.
+    #[doc(alias = "closeStdin")]
+    pub fn close_stdin(&self) {
+        self.close_child_fd(0);
+    }
+
+    /// Closes our end of the child's standard output (Twisted's
+    /// `closeStdout`).
+    #[doc(alias = "closeStdout")]
+    pub fn close_stdout(&self) {
+        self.close_child_fd(1);
+    }
+
+    /// Closes our end of the child's standard error (Twisted's
+    /// `closeStderr`).
+    #[doc(alias = "closeStderr")]
+    pub fn close_stderr(&self) {
+        self.close_child_fd(2);
+    }
+
+    /// Sends a signal to the child (Twisted's `signalProcess`): a
+    /// [`Signal`], a number, or a name such as `"TERM"`, `"KILL"`, `"INT"`
+    /// (with or without `SIG`).
+    ///
+    /// # Errors
+    /// [`SignalError::ProcessExitedAlready`] once the child has been
+    /// reaped; [`SignalError::UnknownSignal`] for a name that is not a
+    /// signal; [`SignalError::Os`] if the system refuses.
+    #[doc(alias = "signalProcess")]
+    pub fn signal_process(&self, signal: impl IntoSignal) -> Result<(), SignalError> {
+        let signal = signal.into_signal()?;
+        let Some(pid) = self.pid.get() else {
+            return Err(SignalError::ProcessExitedAlready);
+        };
+        #[cfg(target_os = "linux")]
+        if let Reaper::Pidfd(registration) = &*self.reaper.borrow() {
+            return sys::pidfd_send_signal(registration.get_ref().as_fd(), signal.0)
+                .map_err(SignalError::Os);
+        }
+        // Not reaped yet, so the pid is still this child's.
+        sys::kill(pid as libc::pid_t, signal.0).map_err(SignalError::Os)
+    }
+}
+
+impl Transport for ProcessTransport {
+    fn write(&self, data: &[u8]) {
+        self.write_to_child(0, data);
+    }
+
+    fn write_bytes(&self, data: Bytes) {
+        if let Some(transport) = self.entry(0) {
+            transport.write_bytes(data);
+        }
+    }
+
+    fn write_sequence(&self, data: &[&[u8]]) {
+        if let Some(transport) = self.entry(0) {
+            transport.write_sequence(data);
+        }
+    }
+
+    /// Closes every pipe, each after sending what is queued for it
+    /// (Twisted's `loseConnection`). The child is not signalled.
+    fn lose_connection(&self) {
+        self.each(|e| e.transport.lose_connection());
+    }
+
+    /// Closes every pipe now, discarding what is queued.
+    fn abort_connection(&self) {
+        self.each(|e| e.transport.abort_connection());
+    }
+
+    fn get_peer(&self) -> Address {
+        Address::Unknown
+    }
+
+    fn get_host(&self) -> Address {
+        Address::Unknown
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.entry(0).map_or(0, |t| t.get_write_buffer_size())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.entry(0).is_none_or(|t| t.is_closing())
+    }
+
+    /// Closes the child's standard input ([`ProcessTransport::close_stdin`]).
+    fn lose_write_connection(&self) {
+        self.close_stdin();
+    }
+
+    fn pause_reading(&self) {
+        self.reading_paused.set(true);
+        self.each(|e| {
+            if e.direction != Direction::ToChild {
+                e.transport.pause_reading();
+            }
+        });
+    }
+
+    fn resume_reading(&self) {
+        self.reading_paused.set(false);
+        self.each(|e| {
+            if e.direction != Direction::ToChild {
+                e.transport.resume_reading();
+            }
+        });
+    }
+
+    fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()> {
+        match self.entry(0) {
+            Some(transport) => transport.register_producer(producer, streaming),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the child's standard input is closed",
+            )),
+        }
+    }
+
+    fn unregister_producer(&self) {
+        if let Some(transport) = self.entry(0) {
+            transport.unregister_producer();
+        }
+    }
+
+    fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        self.each(|e| e.transport.set_write_buffer_limits(high, low));
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade()
+    }
+}
+
+/// The descriptor map, made in the parent before the fork.
+struct Plan {
+    moves: Vec<sys::FdMove>,
+    /// Our ends of the pipes: (child fd, direction, descriptor).
+    ours: Vec<(RawFd, Direction, OwnedFd)>,
+    /// What the child gets, held open across the spawn, closed after.
+    theirs: Vec<OwnedFd>,
+}
+
+impl Plan {
+    fn new(options: &ProcessOptions) -> io::Result<Plan> {
+        let mut plan = Plan {
+            moves: Vec::new(),
+            ours: Vec::new(),
+            theirs: Vec::new(),
+        };
+        if options.use_pty {
+            let (master, slave) = sys::openpty()?;
+            for target in 0..3 {
+                plan.moves.push(sys::FdMove {
+                    target,
+                    source: slave.as_raw_fd(),
+                });
+            }
+            plan.theirs.push(slave);
+            plan.ours.push((0, Direction::Both, master));
+        }
+        for (&target, &what) in &options.child_fds {
+            if target < 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("no child descriptor {target}"),
+                ));
+            }
+            if options.use_pty && target < 3 {
+                continue;
+            }
+            let source = match what {
+                ChildFd::FromChild => {
+                    let (read, write) = sys::pipe()?;
+                    let source = write.as_raw_fd();
+                    plan.ours.push((target, Direction::FromChild, read));
+                    plan.theirs.push(write);
+                    source
+                }
+                ChildFd::ToChild => {
+                    let (read, write) = sys::pipe()?;
+                    let source = read.as_raw_fd();
+                    plan.ours.push((target, Direction::ToChild, write));
+                    plan.theirs.push(read);
+                    source
+                }
+                ChildFd::Inherit(fd) => {
+                    sys::check_open(fd).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("descriptor {fd} to give the child as {target}: {e}"),
+                        )
+                    })?;
+                    fd
+                }
+                ChildFd::Null => {
+                    let null = sys::dev_null()?;
+                    let source = null.as_raw_fd();
+                    plan.theirs.push(null);
+                    source
+                }
+            };
+            plan.moves.push(sys::FdMove { target, source });
+        }
+        // Standard descriptors not in the map are closed in the child.
+        if !options.use_pty {
+            for target in 0..3 {
+                if !options.child_fds.contains_key(&target) {
+                    plan.moves.push(sys::FdMove { target, source: -1 });
+                }
+            }
+        }
+        Ok(plan)
+    }
+}

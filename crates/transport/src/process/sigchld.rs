@@ -1,0 +1,214 @@
+//! Reaping without pidfds: a `SIGCHLD` handler writes a byte to a
+//! self-pipe per reactor that has children to watch, and each reactor
+//! then polls `waitpid(pid, WNOHANG)` for its own children only (never
+//! `waitpid(-1)`, which would take other code's children). Used where
+//! pidfds are missing (`ENOSYS`, `EPERM` under some seccomp filters, and
+//! every system but Linux).
+//!
+//! The handler is installed the first time it is needed and stays; a
+//! handler that was there before is still called.
+
+use std::cell::RefCell;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Once;
+
+use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
+
+use super::ProcessTransport;
+
+/// Write ends of the self-pipes of reactors watching children.
+static PIPES: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+/// The handler that was installed before ours (a `sighandler_t`), called
+/// after ours; 0 if none.
+static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
+static INSTALL: Once = Once::new();
+static FORCED: AtomicBool = AtomicBool::new(false);
+
+/// Makes new children of this process use the `SIGCHLD` fallback even
+/// where pidfds work (for tests of the fallback).
+#[doc(hidden)]
+pub fn force_sigchld_fallback(on: bool) {
+    FORCED.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn forced() -> bool {
+    FORCED.load(Ordering::Relaxed)
+}
+
+extern "C" fn on_sigchld(signal: libc::c_int) {
+    // SAFETY: errno is saved and restored; write is async-signal-safe and
+    // the descriptors are valid while published.
+    unsafe {
+        let errno = *errno_location();
+        let byte = 0u8;
+        for slot in &PIPES {
+            let fd = slot.load(Ordering::Relaxed);
+            if fd >= 0 {
+                libc::write(fd, (&byte as *const u8).cast(), 1);
+            }
+        }
+        *errno_location() = errno;
+        let previous = PREVIOUS.load(Ordering::Relaxed);
+        if previous != 0 && previous != libc::SIG_IGN && previous != libc::SIG_DFL {
+            let handler: extern "C" fn(libc::c_int) = std::mem::transmute(previous);
+            handler(signal);
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: the C library's thread-local errno.
+    unsafe { libc::__errno_location() }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: the C library's thread-local errno.
+    unsafe { libc::__error() }
+}
+
+fn install() -> io::Result<()> {
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        // SAFETY: the action is fully initialised; the old one is read
+        // into a local.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigchld as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGCHLD, &action, &mut old) != 0 {
+                result = Err(io::Error::last_os_error());
+                return;
+            }
+            if old.sa_flags & libc::SA_SIGINFO == 0 {
+                PREVIOUS.store(old.sa_sigaction, Ordering::Relaxed);
+            }
+        }
+    });
+    result
+}
+
+/// One reactor's watch over its children.
+pub(crate) struct Watcher {
+    children: RefCell<Vec<Weak<ProcessTransport>>>,
+    read: Rc<UnixStream>,
+    slot: usize,
+    _write: UnixStream,
+    registration: RefCell<Option<Registration<Rc<UnixStream>>>>,
+}
+
+thread_local! {
+    static WATCHERS: RefCell<Vec<(WeakReactor, Rc<Watcher>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Watcher {
+    /// This reactor's watcher, made (and the handler installed) if needed.
+    pub(crate) fn for_reactor(reactor: &Reactor) -> io::Result<Rc<Watcher>> {
+        if let Some(watcher) = WATCHERS.with(|watchers| {
+            let mut watchers = watchers.borrow_mut();
+            watchers.retain(|(r, _)| r.upgrade().is_some());
+            watchers
+                .iter()
+                .find(|(r, _)| r.upgrade().is_some_and(|r| r.ptr_eq(reactor)))
+                .map(|(_, w)| w.clone())
+        }) {
+            return Ok(watcher);
+        }
+        install()?;
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let slot = PIPES
+            .iter()
+            .position(|slot| {
+                slot.compare_exchange(-1, write.as_raw_fd(), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| io::Error::other("too many reactors watching children"))?;
+        let read = Rc::new(read);
+        let watcher = Rc::new(Watcher {
+            children: RefCell::new(Vec::new()),
+            read: read.clone(),
+            slot,
+            _write: write,
+            registration: RefCell::new(None),
+        });
+        let registration = reactor.register(
+            read,
+            Interest::READABLE,
+            Rc::new(WatcherHandler(Rc::downgrade(&watcher))),
+        )?;
+        *watcher.registration.borrow_mut() = Some(registration);
+        WATCHERS.with(|watchers| {
+            watchers
+                .borrow_mut()
+                .push((reactor.downgrade(), watcher.clone()))
+        });
+        Ok(watcher)
+    }
+
+    /// Watches `process`; checks it on this turn (it may have exited
+    /// before the handler was installed).
+    pub(crate) fn add(&self, process: &Rc<ProcessTransport>) {
+        self.children.borrow_mut().push(Rc::downgrade(process));
+        if let Some(registration) = &*self.registration.borrow() {
+            registration.wake();
+        }
+    }
+
+    fn check(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&*self.read).read(&mut buf), Ok(n) if n > 0) {}
+        // Each child is asked once; a reaped one leaves the list.
+        let children: Vec<Rc<ProcessTransport>> = {
+            let mut list = self.children.borrow_mut();
+            list.retain(|c| c.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for child in children {
+            if child.poll_sigchld() {
+                self.children
+                    .borrow_mut()
+                    .retain(|c| !std::ptr::eq(c.as_ptr(), Rc::as_ptr(&child)));
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        PIPES[self.slot].store(-1, Ordering::Release);
+    }
+}
+
+struct WatcherHandler(Weak<Watcher>);
+
+impl Handler for WatcherHandler {
+    fn ready(&self, _reactor: &Reactor, _readiness: Readiness) {
+        if let Some(watcher) = self.0.upgrade() {
+            watcher.check();
+        }
+    }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        if let Some(watcher) = self.0.upgrade() {
+            watcher.check();
+            // Children still running are left: forget them, and the
+            // registration (which would keep the reactor's table busy).
+            watcher.children.borrow_mut().clear();
+            drop(watcher.registration.borrow_mut().take());
+            WATCHERS.with(|watchers| {
+                watchers
+                    .borrow_mut()
+                    .retain(|(_, w)| !Rc::ptr_eq(w, &watcher))
+            });
+        }
+    }
+}

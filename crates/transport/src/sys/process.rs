@@ -1,0 +1,411 @@
+//! The platform corners of child processes: pipes, the child's descriptor
+//! map (run between fork and exec), pidfds, reaping, signals, and writes
+//! that cannot raise `SIGPIPE`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(result: libc::c_int) -> io::Result<libc::c_int> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// A pipe, both ends close-on-exec: `(read end, write end)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    #[cfg(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "linux",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    ))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    #[cfg(not(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "linux",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    )))]
+    // SAFETY: as above; the close-on-exec flag follows.
+    check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    // SAFETY: both descriptors were just created and are owned by no one
+    // else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    #[cfg(not(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "linux",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    )))]
+    for fd in [&read, &write] {
+        // SAFETY: plain fcntl on a descriptor we own.
+        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    Ok((read, write))
+}
+
+/// Sets `O_NONBLOCK` on the open file description of `fd`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a borrowed, open descriptor.
+    unsafe {
+        let flags = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        if flags & libc::O_NONBLOCK == 0 {
+            check(libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_SETFL,
+                flags | libc::O_NONBLOCK,
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// `Ok` if `fd` is an open descriptor of this process.
+pub(crate) fn check_open(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an invalid
+    // number gives EBADF.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) }).map(|_| ())
+}
+
+/// One entry of the child's descriptor map: `target` in the child becomes
+/// a copy of our `source`, or is closed if `source` is negative.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FdMove {
+    pub(crate) target: RawFd,
+    pub(crate) source: RawFd,
+}
+
+/// What runs in the child between fork and exec (through std's
+/// `pre_exec`): async-signal-safe system calls only, no allocation.
+/// `scratch` has one slot per move (allocated by the parent).
+///
+/// 1. every source is copied above every target, close-on-exec (so a
+///    source that is also another entry's target is not overwritten);
+/// 2. every descriptor from 3 up is marked close-on-exec (what this
+///    process holds without the flag does not leak into the child);
+/// 3. each copy is `dup2`ed onto its target (which clears the flag), and
+///    targets without a source are closed;
+/// 4. with a pseudo-terminal, a new session whose controlling terminal is
+///    the one now on descriptor 0.
+pub(crate) fn apply_fd_map(moves: &[FdMove], scratch: &mut [RawFd], pty: bool) -> io::Result<()> {
+    let floor = moves.iter().map(|m| m.target + 1).max().unwrap_or(3).max(3);
+    for (slot, m) in scratch.iter_mut().zip(moves) {
+        *slot = if m.source >= 0 {
+            // SAFETY: fcntl is async-signal-safe; the source is open (the
+            // parent checked it and holds it open across the spawn).
+            check(unsafe { libc::fcntl(m.source, libc::F_DUPFD_CLOEXEC, floor) })?
+        } else {
+            -1
+        };
+    }
+    mark_cloexec_from(3);
+    for (&copy, m) in scratch.iter().zip(moves) {
+        if copy >= 0 {
+            // SAFETY: dup2 is async-signal-safe; both are descriptors of
+            // the child.
+            check(unsafe { libc::dup2(copy, m.target) })?;
+        } else {
+            // SAFETY: closing a descriptor number in the child, which owns
+            // it; an already closed one gives EBADF, ignored.
+            unsafe { libc::close(m.target) };
+        }
+    }
+    if pty {
+        // SAFETY: setsid and ioctl are async-signal-safe; descriptor 0 is
+        // the terminal's slave end, mapped above.
+        unsafe {
+            check(libc::setsid())?;
+            check(libc::ioctl(0, libc::TIOCSCTTY as _, 0))?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec.
+fn mark_cloexec_from(first: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range only changes descriptor flags.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } == 0;
+        if done {
+            return;
+        }
+    }
+    // Older kernels and other systems: one fcntl per possible descriptor.
+    // SAFETY: getrlimit writes into the struct it is given.
+    let limit = unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(65_536) as RawFd
+        } else {
+            1024
+        }
+    };
+    for fd in first..limit {
+        // SAFETY: fcntl on a number that may not be open (EBADF, ignored).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// How a child ended, as `waitpid`/`waitid` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitStatus {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+    /// Reaped by someone else (`ECHILD`): how it ended is not known.
+    Unknown,
+}
+
+/// Reaps child `pid` if it has exited, without blocking.
+pub(crate) fn wait_nohang(pid: libc::pid_t) -> io::Result<Option<WaitStatus>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(Some(WaitStatus::Unknown)),
+                _ => return Err(e),
+            }
+        }
+        return Ok(Some(if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            // Stopped or continued: not an end (we do not ask for those).
+            return Ok(None);
+        }));
+    }
+}
+
+/// `pidfd_open(pid, PIDFD_NONBLOCK)`: a descriptor that becomes readable
+/// when the child exits.
+#[cfg(target_os = "linux")]
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: the system call takes two integers and returns a new
+    // descriptor (close-on-exec by definition) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Reaps the child behind `pidfd` if it has exited (`waitid(P_PIDFD, ...,
+/// WEXITED | WNOHANG)`).
+#[cfg(target_os = "linux")]
+pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<WaitStatus>> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes into `info`, which outlives the call.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(Some(WaitStatus::Unknown)),
+                _ => return Err(e),
+            }
+        }
+        // SAFETY: waitid succeeded, so the fields it sets are valid; a
+        // zero pid means nothing has exited yet.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => WaitStatus::Exited(status),
+            _ => WaitStatus::Signaled(status),
+        }));
+    }
+}
+
+/// Sends `signal` through a pidfd (no pid reuse race).
+#[cfg(target_os = "linux")]
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: integers and a null siginfo, as the system call allows.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `kill(pid, signal)`.
+pub(crate) fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes two integers.
+    check(unsafe { libc::kill(pid, signal) }).map(|_| ())
+}
+
+/// Signal names without the `SIG` prefix, and their numbers here.
+pub(crate) const SIGNAL_NAMES: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("SYS", libc::SIGSYS),
+];
+
+/// True if this process ignores `SIGPIPE` (Rust programs do by default:
+/// the standard library sets it ignored before `main`).
+pub(crate) fn sigpipe_ignored() -> bool {
+    // SAFETY: with a null new action, sigaction only reads the current
+    // one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Runs a write with `SIGPIPE` blocked on this thread, consuming the
+/// `SIGPIPE` the write raised, if it raised one: a write to a pipe whose
+/// reader is gone is an `EPIPE` error, never a signal. Only for processes
+/// that do not ignore `SIGPIPE` (four more system calls per write).
+pub(crate) fn without_sigpipe(write: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+    // SAFETY: signal-set manipulation on local sets; pthread_sigmask and
+    // sigpending only read and write the sets they are given; sigtimedwait
+    // with a zero timeout does not block.
+    unsafe {
+        let mut pipe_set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe_set);
+        libc::sigaddset(&mut pipe_set, libc::SIGPIPE);
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pending);
+        libc::sigpending(&mut pending);
+        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_set, &mut old);
+        let result = write();
+        if !was_pending && matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+            consume_sigpipe(&pipe_set);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+unsafe fn consume_sigpipe(set: &libc::sigset_t) {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a zero timeout: returns at once, taking SIGPIPE if pending.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &zero) };
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+unsafe fn consume_sigpipe(set: &libc::sigset_t) {
+    // SAFETY: sigpending reads the pending set; sigwait returns at once
+    // when the signal is pending, which is checked first.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pending);
+        libc::sigpending(&mut pending);
+        if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+            let mut signal = 0;
+            libc::sigwait(set, &mut signal);
+        }
+    }
+}
+
+/// A pseudo-terminal pair, both ends close-on-exec: `(master, slave)`.
+pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors; null name, termios and
+    // window size are allowed.
+    check(unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    })?;
+    // SAFETY: two new descriptors, owned by no one else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: plain fcntl on a descriptor we own.
+        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    Ok((master, slave))
+}
+
+/// `/dev/null`, for reading and writing, close-on-exec.
+pub(crate) fn dev_null() -> io::Result<OwnedFd> {
+    Ok(File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
+}
