@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Watchdog};
+use torsion_protocol::testing::{guarded_reactor, Watchdog};
 use torsion_protocol::{
     ChildFd, CloseReason, ProcessOptions, ProcessProtocol, ProcessReason, ProcessTransportRef,
     Reactor, ReactorProcess, SignalError, Transport, WeakReactor,
@@ -290,7 +290,6 @@ fn writing_to_a_child_that_exited_is_epipe() {
 
 #[test]
 fn no_descriptor_of_ours_reaches_the_child() {
-    let _guard = DescriptorGuard::new();
     // A descriptor without close-on-exec, and a marked file: neither may
     // show up in the child.
     let marker = std::env::temp_dir().join(format!("torsion-fd-marker-{}", std::process::id()));
@@ -427,4 +426,242 @@ fn a_panicking_protocol_loses_its_pipes_and_still_hears_the_end() {
         "{log:?}"
     );
     assert_eq!(reactor.caught_panic_count(), 0);
+}
+
+#[test]
+fn descriptor_map_extra_pipes_and_inherited_descriptors() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into `fds`.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (ours_read, ours_write) = (fds[0], fds[1]);
+    let options = ProcessOptions::new()
+        .child_fd(3, ChildFd::FromChild)
+        .child_fd(4, ChildFd::ToChild)
+        .child_fd(5, ChildFd::Inherit(ours_write))
+        .child_fd(6, ChildFd::Null);
+    let protocol = Recorder::new(&log, &reactor).on_made(|transport| {
+        transport.write_to_child(4, b"four\n");
+        transport.close_child_fd(4);
+    });
+    reactor
+        .spawn_process(
+            protocol,
+            "/bin/sh",
+            [
+                "-c",
+                "echo three >&3; read x <&4; echo \"got $x\"; echo five >&5; cat <&6; echo null >&6",
+            ],
+            options,
+        )
+        .unwrap();
+    // SAFETY: our copy of the write end; the child has its own.
+    unsafe { libc::close(ours_write) };
+    reactor.run().unwrap();
+    let log = log.borrow().clone();
+    check_order(&log, ProcessReason::Done);
+    assert_eq!(data(&log, 3), b"three\n");
+    assert_eq!(data(&log, 1), b"got four\n");
+    for fd in [3, 4] {
+        assert_eq!(log.iter().filter(|e| **e == Event::Lost(fd)).count(), 1);
+    }
+    let mut inherited = Vec::new();
+    // SAFETY: the read end is ours; File takes it and closes it.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ours_read) };
+    io::Read::read_to_end(&mut file, &mut inherited).unwrap();
+    assert_eq!(inherited, b"five\n");
+}
+
+#[test]
+fn unmapped_standard_descriptors_are_closed() {
+    let log = run(
+        "/bin/sh",
+        &["-c", "exec ls /proc/self/fd"],
+        ProcessOptions::new().child_fds([(1, ChildFd::FromChild)]),
+    );
+    // 1, and the directory ls reads (which takes the lowest free number).
+    assert_eq!(data(&log, 1), b"0\n1\n");
+}
+
+#[test]
+fn environment_is_inherited_unless_cleared() {
+    let path = std::env::var("PATH").unwrap();
+    let log = run("/bin/sh", &["-c", "echo \"$PATH\""], ProcessOptions::new());
+    assert_eq!(data(&log, 1), format!("{path}\n").as_bytes());
+
+    let log = run(
+        "/usr/bin/env",
+        &[],
+        ProcessOptions::new().env_clear().env("ONLY", "this"),
+    );
+    assert_eq!(data(&log, 1), b"ONLY=this\n");
+
+    let log = run(
+        "/usr/bin/env",
+        &[],
+        ProcessOptions::new()
+            .env("TORSION_X", "1")
+            .env_remove("PATH"),
+    );
+    let env = String::from_utf8(data(&log, 1)).unwrap();
+    assert!(env.lines().any(|l| l == "TORSION_X=1"), "{env}");
+    assert!(!env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}
+
+#[test]
+fn working_directory() {
+    let log = run("pwd", &[], ProcessOptions::new().cwd("/tmp"));
+    assert_eq!(data(&log, 1), b"/tmp\n");
+}
+
+#[test]
+fn a_grandchild_holding_stdout_does_not_delay_process_exited() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+
+    /// Kills the grandchild (whose pid the child prints) once the child
+    /// has exited, so that the pipes close.
+    struct KillGrandchild {
+        inner: Recorder,
+        grandchild: Option<i32>,
+        exited: bool,
+    }
+    impl KillGrandchild {
+        fn kill_if_ready(&mut self) {
+            if !self.exited {
+                return;
+            }
+            if let Some(pid) = self.grandchild.take() {
+                // SAFETY: kill takes two integers; the grandchild is alive
+                // (it holds our pipe open).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    impl ProcessProtocol for KillGrandchild {
+        fn connection_made(&mut self, t: &ProcessTransportRef) {
+            self.inner.connection_made(t);
+        }
+        fn out_received(&mut self, t: &ProcessTransportRef, data: &[u8]) {
+            self.inner.child_data_received(t, 1, data);
+            let text = String::from_utf8_lossy(data);
+            self.grandchild = text.trim().parse().ok();
+            self.kill_if_ready();
+        }
+        fn child_connection_lost(&mut self, t: &ProcessTransportRef, fd: RawFd, r: &CloseReason) {
+            self.inner.child_connection_lost(t, fd, r);
+        }
+        fn process_exited(&mut self, t: &ProcessTransportRef, reason: ProcessReason) {
+            // The grandchild still holds stdout and stderr.
+            let open = t.open_child_fds();
+            assert!(open.contains(&1) && open.contains(&2), "{open:?}");
+            self.inner.process_exited(t, reason);
+            self.exited = true;
+            self.kill_if_ready();
+        }
+        fn process_ended(&mut self, reason: ProcessReason) {
+            self.inner.process_ended(reason);
+        }
+    }
+    reactor
+        .spawn_process(
+            KillGrandchild {
+                inner: Recorder::new(&log, &reactor),
+                grandchild: None,
+                exited: false,
+            },
+            "/bin/sh",
+            ["-c", "sleep 1000 & echo $!; exec 0<&-; exit 0"],
+            ProcessOptions::new(),
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    let log = log.borrow().clone();
+    check_order(&log, ProcessReason::Done);
+    let exited = log
+        .iter()
+        .position(|e| matches!(e, Event::Exited(_)))
+        .unwrap();
+    for fd in [1, 2] {
+        let lost = log.iter().position(|e| *e == Event::Lost(fd)).unwrap();
+        assert!(exited < lost, "{log:?}");
+    }
+}
+
+/// Counts ended children; stops the reactor at `target`.
+struct Count {
+    ended: Rc<RefCell<Vec<ProcessReason>>>,
+    target: usize,
+    reactor: WeakReactor,
+}
+
+impl ProcessProtocol for Count {
+    fn process_ended(&mut self, reason: ProcessReason) {
+        let mut ended = self.ended.borrow_mut();
+        ended.push(reason);
+        if ended.len() == self.target {
+            self.reactor.upgrade().unwrap().stop().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_child_that_exits_before_the_reactor_runs_is_reported() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let transport = reactor
+        .spawn_process(
+            Recorder::new(&log, &reactor),
+            "/bin/sh",
+            ["-c", "exit 7"],
+            ProcessOptions::new(),
+        )
+        .unwrap();
+    let pid = transport.pid().unwrap();
+    // Wait until it has exited, without reaping it.
+    // SAFETY: siginfo_t is plain data that waitid fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into `info`.
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    assert_eq!(r, 0);
+    reactor.run().unwrap();
+    check_order(&log.borrow(), terminated(Some(7), None));
+}
+
+#[test]
+fn two_reactors_each_see_only_their_own_children() {
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let (_watchdog, reactor) = reactor();
+                let ended = Rc::new(RefCell::new(Vec::new()));
+                for _ in 0..20 {
+                    let count = Count {
+                        ended: ended.clone(),
+                        target: 20,
+                        reactor: reactor.downgrade(),
+                    };
+                    reactor
+                        .spawn_process(
+                            count,
+                            "/bin/sh",
+                            ["-c", &format!("exit {}", 10 + t)],
+                            ProcessOptions::new(),
+                        )
+                        .unwrap();
+                }
+                reactor.run().unwrap();
+                let ended = ended.borrow().clone();
+                ended
+            })
+        })
+        .collect();
+    for (t, thread) in threads.into_iter().enumerate() {
+        let ended = thread.join().unwrap();
+        assert_eq!(ended.len(), 20);
+        assert!(ended
+            .iter()
+            .all(|r| *r == terminated(Some(10 + t as i32), None)));
+    }
 }

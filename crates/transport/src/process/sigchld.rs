@@ -97,7 +97,9 @@ fn install() -> io::Result<()> {
 
 /// One reactor's watch over its children.
 pub(crate) struct Watcher {
-    children: RefCell<Vec<Weak<ProcessTransport>>>,
+    /// Held strongly until reaped: nothing else may keep a child's
+    /// transport alive once its pipes are closed.
+    children: RefCell<Vec<Rc<ProcessTransport>>>,
     read: Rc<UnixStream>,
     slot: usize,
     _write: UnixStream,
@@ -157,7 +159,7 @@ impl Watcher {
     /// Watches `process`; checks it on this turn (it may have exited
     /// before the handler was installed).
     pub(crate) fn add(&self, process: &Rc<ProcessTransport>) {
-        self.children.borrow_mut().push(Rc::downgrade(process));
+        self.children.borrow_mut().push(process.clone());
         if let Some(registration) = &*self.registration.borrow() {
             registration.wake();
         }
@@ -167,16 +169,12 @@ impl Watcher {
         let mut buf = [0u8; 64];
         while matches!((&*self.read).read(&mut buf), Ok(n) if n > 0) {}
         // Each child is asked once; a reaped one leaves the list.
-        let children: Vec<Rc<ProcessTransport>> = {
-            let mut list = self.children.borrow_mut();
-            list.retain(|c| c.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
-        };
+        let children: Vec<Rc<ProcessTransport>> = self.children.borrow().clone();
         for child in children {
             if child.poll_sigchld() {
                 self.children
                     .borrow_mut()
-                    .retain(|c| !std::ptr::eq(c.as_ptr(), Rc::as_ptr(&child)));
+                    .retain(|c| !Rc::ptr_eq(c, &child));
             }
         }
     }
@@ -202,7 +200,9 @@ impl Handler for WatcherHandler {
             watcher.check();
             // Children still running are left: forget them, and the
             // registration (which would keep the reactor's table busy).
-            watcher.children.borrow_mut().clear();
+            for child in watcher.children.take() {
+                child.abandon();
+            }
             drop(watcher.registration.borrow_mut().take());
             WATCHERS.with(|watchers| {
                 watchers
