@@ -43,6 +43,7 @@ pub mod process;
 mod queue;
 mod reason;
 mod socket;
+pub mod stdio;
 mod stream;
 mod sys;
 pub mod tcp;
