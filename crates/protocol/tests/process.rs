@@ -665,3 +665,20 @@ fn two_reactors_each_see_only_their_own_children() {
             .all(|r| *r == terminated(Some(10 + t as i32), None)));
     }
 }
+
+#[test]
+fn uid_and_gid_drop_to_nobody_when_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot switch users; skipped");
+        return;
+    }
+    let log = run(
+        "/bin/sh",
+        &["-c", "id -u; id -g; id -G"],
+        ProcessOptions::new().uid(65534).gid(65534).cwd("/"),
+    );
+    check_order(&log, ProcessReason::Done);
+    // Supplementary groups are dropped too.
+    assert_eq!(data(&log, 1), b"65534\n65534\n65534\n");
+}
