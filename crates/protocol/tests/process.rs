@@ -288,28 +288,28 @@ fn writing_to_a_child_that_exited_is_epipe() {
     assert_eq!(stdin.2, Some(libc::EPIPE), "{stdin:?}");
 }
 
-#[test]
-fn no_descriptor_of_ours_reaches_the_child() {
-    // A descriptor without close-on-exec, and a marked file: neither may
-    // show up in the child.
-    let marker = std::env::temp_dir().join(format!("torsion-fd-marker-{}", std::process::id()));
+/// The child's descriptors, as `ls -l /proc/self/fd` lists them (ls's
+/// own directory descriptor included), while we hold a descriptor without
+/// close-on-exec on a marked file.
+fn child_descriptors(options: ProcessOptions) -> (Vec<i32>, String) {
+    let marker = std::env::temp_dir().join(format!(
+        "torsion-fd-marker-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let file = std::fs::File::create(&marker).unwrap();
     // SAFETY: dup of an open descriptor; the copy is closed below.
     let leaky = unsafe { libc::dup(file.as_raw_fd()) };
     assert!(leaky > 2);
-    let log = run(
-        "/bin/sh",
-        &["-c", "exec ls -l /proc/self/fd"],
-        ProcessOptions::new(),
-    );
+    let log = run("/bin/sh", &["-c", "exec ls -l /proc/self/fd"], options);
     // SAFETY: closes the copy made above.
     unsafe { libc::close(leaky) };
     drop(file);
     std::fs::remove_file(&marker).unwrap();
-    check_order(&log, ProcessReason::Done);
+    assert_eq!(log.last(), Some(&Event::Ended(ProcessReason::Done)));
     let listing = String::from_utf8(data(&log, 1)).unwrap();
     assert!(!listing.contains("torsion-fd-marker"), "{listing}");
-    let fds: Vec<i32> = listing
+    let fds = listing
         .lines()
         .filter(|line| line.starts_with('l'))
         .filter_map(|line| {
@@ -321,9 +321,20 @@ fn no_descriptor_of_ours_reaches_the_child() {
                 .ok()
         })
         .collect();
-    // 0, 1, 2 and the directory ls reads.
-    assert_eq!(fds.len(), 4, "{listing}");
-    assert!(fds.iter().all(|&fd| fd <= 3), "{listing}");
+    (fds, listing)
+}
+
+#[test]
+fn no_descriptor_of_ours_reaches_the_child() {
+    // The default map (started with posix_spawn where glibc allows).
+    let (fds, listing) = child_descriptors(ProcessOptions::new());
+    assert_eq!(fds, [0, 1, 2, 3], "{listing}");
+    // A map with a descriptor above 2 (started through fork and pre_exec).
+    let (fds, listing) = child_descriptors(ProcessOptions::new().child_fd(3, ChildFd::Null));
+    assert_eq!(fds, [0, 1, 2, 3, 4], "{listing}");
+    // Another user (fork as well).
+    let (fds, listing) = child_descriptors(ProcessOptions::new().env("X", "1"));
+    assert_eq!(fds, [0, 1, 2, 3], "{listing}");
 }
 
 #[test]

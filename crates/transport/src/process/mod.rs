@@ -102,7 +102,6 @@ pub struct ProcessTransport {
     exit: Cell<Option<ProcessReason>>,
     events: RefCell<Option<Rc<dyn ProcessEvents>>>,
     reactor: WeakReactor,
-    reading_paused: Cell<bool>,
 }
 
 impl fmt::Debug for ProcessTransport {
@@ -217,6 +216,104 @@ impl ProcessTransport {
         }
         let plan = Plan::new(options).map_err(|e| context("", e))?;
 
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let pid = match Self::spawn_fast(program, &args, options, &plan) {
+            Some(result) => result,
+            None => Self::spawn_forked(program, &args, options, &plan),
+        }
+        .map_err(|e| context("", e))?;
+        // The child's ends are the child's now.
+        let Plan { ours, theirs, .. } = plan;
+        drop(theirs);
+
+        let guard_sigpipe = !sys::sigpipe_ignored();
+        let process = Rc::new(ProcessTransport {
+            pid: Cell::new(Some(pid)),
+            entries: RefCell::new(Vec::new()),
+            reaper: RefCell::new(Reaper::None),
+            exit: Cell::new(None),
+            events: RefCell::new(None),
+            reactor: reactor.downgrade(),
+        });
+        *process.events.borrow_mut() = Some(make_events(&process));
+        let attached = process.attach(reactor, ours, guard_sigpipe);
+        if let Err(e) = attached {
+            // Half made: stop the child and take it back.
+            process.abandon();
+            for entry in process.entries.take() {
+                entry.transport.abort_connection();
+            }
+            let _ = sys::kill(pid as libc::pid_t, libc::SIGKILL);
+            // SAFETY: waitpid on our own child, which SIGKILL ends soon.
+            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+            return Err(context("", e));
+        }
+        Ok(process)
+    }
+
+    /// `posix_spawnp` where it can do what `options` ask (see
+    /// `sys::process::spawn`); `None` otherwise.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn spawn_fast(
+        program: &OsStr,
+        args: &[std::ffi::OsString],
+        options: &ProcessOptions,
+        plan: &Plan,
+    ) -> Option<io::Result<u32>> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        if options.use_pty
+            || options.uid.is_some()
+            || options.gid.is_some()
+            || options.env_clear
+            || !options.env.is_empty()
+        {
+            return None;
+        }
+        let c = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument")
+            })
+        };
+        let strings = (|| {
+            let program = c(program)?;
+            let mut argv = vec![program.clone()];
+            for arg in args {
+                argv.push(c(arg)?);
+            }
+            let cwd = match &options.cwd {
+                Some(dir) => Some(c(dir.as_os_str())?),
+                None => None,
+            };
+            Ok::<_, io::Error>((program, argv, cwd))
+        })();
+        let (program, argv, cwd) = match strings {
+            Ok(strings) => strings,
+            Err(e) => return Some(Err(e)),
+        };
+        sys::spawn::try_spawn(&program, &argv, cwd.as_deref(), &plan.moves)
+            .map(|result| result.map(|pid| pid as u32))
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn spawn_fast(
+        _program: &OsStr,
+        _args: &[std::ffi::OsString],
+        _options: &ProcessOptions,
+        _plan: &Plan,
+    ) -> Option<io::Result<u32>> {
+        None
+    }
+
+    /// std's `Command`, with the descriptor map applied in `pre_exec`
+    /// (which makes std fork).
+    fn spawn_forked(
+        program: &OsStr,
+        args: &[std::ffi::OsString],
+        options: &ProcessOptions,
+        plan: &Plan,
+    ) -> io::Result<u32> {
         let mut command = Command::new(program);
         command.args(args);
         if options.env_clear {
@@ -252,38 +349,9 @@ impl ProcessTransport {
         unsafe {
             command.pre_exec(move || sys::apply_fd_map(&moves, &mut scratch, pty));
         }
-        let child = command.spawn().map_err(|e| context("", e))?;
-        let pid = child.id();
+        let child = command.spawn()?;
         // std's handle does nothing when dropped: we reap the child.
-        drop(child);
-        // The child's ends are the child's now.
-        let Plan { ours, theirs, .. } = plan;
-        drop(theirs);
-
-        let guard_sigpipe = !sys::sigpipe_ignored();
-        let process = Rc::new(ProcessTransport {
-            pid: Cell::new(Some(pid)),
-            entries: RefCell::new(Vec::new()),
-            reaper: RefCell::new(Reaper::None),
-            exit: Cell::new(None),
-            events: RefCell::new(None),
-            reactor: reactor.downgrade(),
-            reading_paused: Cell::new(false),
-        });
-        *process.events.borrow_mut() = Some(make_events(&process));
-        let attached = process.attach(reactor, ours, guard_sigpipe);
-        if let Err(e) = attached {
-            // Half made: stop the child and take it back.
-            process.abandon();
-            for entry in process.entries.take() {
-                entry.transport.abort_connection();
-            }
-            let _ = sys::kill(pid as libc::pid_t, libc::SIGKILL);
-            // SAFETY: waitpid on our own child, which SIGKILL ends soon.
-            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
-            return Err(context("", e));
-        }
-        Ok(process)
+        Ok(child.id())
     }
 
     fn attach(
@@ -293,7 +361,7 @@ impl ProcessTransport {
         guard_sigpipe: bool,
     ) -> io::Result<()> {
         for (fd, direction, end) in ours {
-            sys::set_nonblocking(end.as_fd())?;
+            sys::set_nonblocking_fresh(end.as_fd())?;
             let file = File::from(end);
             let transport = StreamTransport::new(
                 reactor,
@@ -485,6 +553,21 @@ impl ProcessTransport {
         }
     }
 
+    /// Pauses or resumes reading every pipe the child writes. A stream
+    /// transport's pause and resume only note the change (they never
+    /// call back here), so the entries stay borrowed: no allocation.
+    fn reading(&self, on: bool) {
+        for entry in self.entries.borrow().iter() {
+            if entry.direction != Direction::ToChild {
+                if on {
+                    entry.transport.resume_reading();
+                } else {
+                    entry.transport.pause_reading();
+                }
+            }
+        }
+    }
+
     /// The child's process id, until it is reaped (Twisted's `pid`, which
     /// becomes `None`); after that the number may belong to another
     /// process.
@@ -616,21 +699,11 @@ impl Transport for ProcessTransport {
     }
 
     fn pause_reading(&self) {
-        self.reading_paused.set(true);
-        self.each(|e| {
-            if e.direction != Direction::ToChild {
-                e.transport.pause_reading();
-            }
-        });
+        self.reading(false);
     }
 
     fn resume_reading(&self) {
-        self.reading_paused.set(false);
-        self.each(|e| {
-            if e.direction != Direction::ToChild {
-                e.transport.resume_reading();
-            }
-        });
+        self.reading(true);
     }
 
     fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> io::Result<()> {

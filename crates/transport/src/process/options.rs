@@ -134,7 +134,8 @@ impl ProcessOptions {
     /// write is the child's input, what it prints arrives as descriptor 1
     /// (a terminal merges standard output and error, and echoes input
     /// unless the child turns echo off). Entries of the descriptor map
-    /// for 0, 1 and 2 are ignored; others apply.
+    /// for 0, 1 and 2 are ignored; others apply. The terminal is one
+    /// stream: closing the child's 0 or 1 closes it whole.
     #[doc(alias = "usePTY")]
     pub fn use_pty(mut self, use_pty: bool) -> Self {
         self.use_pty = use_pty;
