@@ -567,6 +567,9 @@ fn a_grandchild_holding_stdout_does_not_delay_process_exited() {
             // The grandchild still holds stdout and stderr.
             let open = t.open_child_fds();
             assert!(open.contains(&1) && open.contains(&2), "{open:?}");
+            // The pidfd (readable for ever once reaped) is out of the
+            // reactor: only the pipes are left.
+            assert_eq!(t.reactor().unwrap().source_count(), open.len());
             self.inner.process_exited(t, reason);
             self.exited = true;
             self.kill_if_ready();
