@@ -696,3 +696,61 @@ fn uid_and_gid_drop_to_nobody_when_root() {
     // Supplementary groups are dropped too.
     assert_eq!(data(&log, 1), b"65534\n65534\n65534\n");
 }
+
+#[test]
+fn a_pull_producer_feeds_cat_and_everything_comes_back() {
+    use std::cell::Cell;
+    use torsion_protocol::Producer;
+    const TOTAL: usize = 4 << 20;
+
+    /// Writes 64 KiB each time it is asked, then closes stdin.
+    struct Feeder {
+        transport: RefCell<Option<ProcessTransportRef>>,
+        left: Cell<usize>,
+        max_queued: Cell<usize>,
+    }
+    impl Producer for Feeder {
+        fn resume_producing(&self) {
+            let Some(transport) = self.transport.borrow().clone() else {
+                return;
+            };
+            let n = self.left.get().min(64 * 1024);
+            if n == 0 {
+                transport.unregister_producer();
+                transport.close_stdin();
+                self.transport.borrow_mut().take();
+                return;
+            }
+            transport.write(&vec![b'y'; n]);
+            self.left.set(self.left.get() - n);
+            let queued = transport.get_write_buffer_size();
+            self.max_queued.set(self.max_queued.get().max(queued));
+        }
+    }
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    let feeder = Rc::new(Feeder {
+        transport: RefCell::new(None),
+        left: Cell::new(TOTAL),
+        max_queued: Cell::new(0),
+    });
+    let registered = feeder.clone();
+    let protocol = Recorder::new(&log, &reactor).on_made(move |transport| {
+        *registered.transport.borrow_mut() = Some(transport.clone());
+        transport.register_producer(registered, false).unwrap();
+    });
+    reactor
+        .spawn_process(protocol, "cat", [] as [&str; 0], ProcessOptions::new())
+        .unwrap();
+    reactor.run().unwrap();
+    let log = log.borrow().clone();
+    check_order(&log, ProcessReason::Done);
+    assert_eq!(data(&log, 1).len(), TOTAL);
+    // A pull producer is asked only once what it wrote has gone out: the
+    // queue never holds much more than one chunk.
+    assert!(
+        feeder.max_queued.get() <= 128 * 1024,
+        "{}",
+        feeder.max_queued.get()
+    );
+}
