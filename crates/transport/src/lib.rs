@@ -24,7 +24,9 @@
 //!   built on `socket2`.
 //! - [`process`] runs child processes as transports (Twisted's
 //!   `IProcessTransport`): a stream transport per pipe, reaped through a
-//!   pidfd on Linux.
+//!   pidfd on Linux; [`stdio`] is our own standard input and output as
+//!   one (Twisted's `StandardIO`), never making the shared descriptions
+//!   non-blocking.
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
