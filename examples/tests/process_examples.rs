@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 #[allow(dead_code)] // each test binary uses what it needs
@@ -11,25 +10,20 @@ mod common;
 use common::example;
 
 #[test]
-// std::io::pipe is newer than the crates' minimum Rust; tests may use it.
-#[allow(clippy::incompatible_msrv)]
 fn stdio_echo_over_a_pipe_leaves_the_shared_pipe_blocking() {
-    let (read, mut write) = std::io::pipe().unwrap();
-    // A copy of the read end we keep: it shares the child's stdin
-    // description, so it shows any flag the child sets on it.
-    let ours: OwnedFd = read.try_clone().unwrap().into();
     let mut child = Command::new(example("stdio_echo"))
-        .stdin(read)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut write = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     writeln!(write, "first").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "first");
-    // The child is running and reading: the shared description is still
-    // blocking.
-    let flags = rustix_free_getfl(&ours);
-    assert_eq!(flags & libc_o_nonblock(), 0, "stdin was made non-blocking");
+    // The child is running and reading: the description of its stdin
+    // (shared with whoever else holds the pipe) is still blocking.
+    let flags = description_flags(child.id(), 0);
+    assert_eq!(flags & O_NONBLOCK, 0, "stdin was made non-blocking");
     writeln!(write, "second").unwrap();
     drop(write);
     assert_eq!(lines.next().unwrap().unwrap(), "second");
@@ -37,9 +31,10 @@ fn stdio_echo_over_a_pipe_leaves_the_shared_pipe_blocking() {
     assert!(child.wait().unwrap().success());
 }
 
-/// `fcntl(F_GETFL)` through /proc (the examples crate has no libc).
-fn rustix_free_getfl(fd: &OwnedFd) -> u32 {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+/// The status flags of the description behind descriptor `fd` of process
+/// `pid` (from /proc: the examples crate has no libc).
+fn description_flags(pid: u32, fd: i32) -> u32 {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
     let flags = info
         .lines()
         .find_map(|l| l.strip_prefix("flags:"))
@@ -48,9 +43,8 @@ fn rustix_free_getfl(fd: &OwnedFd) -> u32 {
     u32::from_str_radix(flags, 8).unwrap()
 }
 
-fn libc_o_nonblock() -> u32 {
-    0o4000
-}
+/// Linux's `O_NONBLOCK`.
+const O_NONBLOCK: u32 = 0o4000;
 
 fn echo_with_stdin(stdin: Stdio) -> String {
     let output = Command::new(example("stdio_echo"))
