@@ -754,3 +754,22 @@ fn a_pull_producer_feeds_cat_and_everything_comes_back() {
         feeder.max_queued.get()
     );
 }
+
+#[test]
+fn a_script_without_an_interpreter_line_runs_with_the_shell_when_forked() {
+    let script = std::env::temp_dir().join(format!("torsion-script-{}", std::process::id()));
+    std::fs::write(&script, "echo from-sh \"$1\"\n").unwrap();
+    std::fs::set_permissions(
+        &script,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    // A map entry above 2: the forked path, whose exec is ours.
+    let log = run(
+        script.to_str().unwrap(),
+        &["arg"],
+        ProcessOptions::new().child_fd(3, ChildFd::Null),
+    );
+    std::fs::remove_file(&script).unwrap();
+    assert_eq!(data(&log, 1), b"from-sh arg\n");
+}

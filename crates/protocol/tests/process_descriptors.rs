@@ -76,3 +76,40 @@ fn two_hundred_short_children_leave_no_zombie_and_no_descriptor() {
     }
     guard.check();
 }
+
+/// A map target may be any number, including the one the spawn machinery
+/// uses in the child to report a failed exec (std's error pipe takes the
+/// lowest free numbers just before the fork): a program that cannot run
+/// is still an error from `spawn_process`, never a child that "ran".
+#[test]
+fn a_map_target_on_the_spawn_error_channel_still_reports_a_failed_exec() {
+    let guard = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    // SAFETY: dup of an open descriptor, closed at once: the lowest free
+    // number.
+    let lowest = unsafe {
+        let fd = libc::dup(2);
+        libc::close(fd);
+        fd
+    };
+    for target in lowest..lowest + 4 {
+        let ended = Rc::new(RefCell::new(Vec::new()));
+        let result = reactor.spawn_process(
+            Count {
+                ended: ended.clone(),
+                target: 1,
+                reactor: reactor.downgrade(),
+            },
+            "/nonexistent/program",
+            [] as [&str; 0],
+            ProcessOptions::new().child_fds([(target, torsion_protocol::ChildFd::Inherit(2))]),
+        );
+        match result {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "target {target}: {e}"),
+            Ok(t) => panic!("target {target}: spawned {:?}", t.pid()),
+        }
+    }
+    assert_eq!(reactor.source_count(), 0);
+    drop(reactor);
+    guard.check();
+}

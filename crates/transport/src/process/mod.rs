@@ -20,11 +20,14 @@
 //! `waitpid(-1)`).
 //!
 //! # Descriptors
-//! The child is started with `std::process::Command` and a `pre_exec`
-//! step that applies the descriptor map with `fcntl` and `dup2` only (no
+//! With the default map the child starts with `posix_spawnp` where glibc
+//! has what it needs. Otherwise std's `Command` forks, and a `pre_exec`
+//! step applies the descriptor map with `fcntl` and `dup2` only (no
 //! allocation between fork and exec), after marking every other
-//! descriptor close-on-exec: no descriptor of ours reaches the child
-//! unless the map names it.
+//! descriptor close-on-exec, then sets ids and directory and executes
+//! the program itself, reporting a failure on an error pipe of its own
+//! that no map target can overwrite: no descriptor of ours reaches the
+//! child unless the map names it, and a failed exec is always an error.
 
 mod options;
 mod pipe;
@@ -306,52 +309,46 @@ impl ProcessTransport {
         None
     }
 
-    /// std's `Command`, with the descriptor map applied in `pre_exec`
-    /// (which makes std fork).
+    /// std's `Command` for the fork (and the reset of the signal mask and
+    /// of `SIGPIPE`), with everything after it done by our own `pre_exec`
+    /// step, exec included (see `sys::process::ChildExec`): a failure in
+    /// the child comes back on an error pipe of ours that no map target
+    /// can overwrite.
     fn spawn_forked(
         program: &OsStr,
         args: &[std::ffi::OsString],
         options: &ProcessOptions,
         plan: &Plan,
     ) -> io::Result<u32> {
+        let (report_read, report_write) = sys::pipe()?;
+        let mut exec = child_exec(program, args, options, plan, report_write.as_raw_fd())?;
         let mut command = Command::new(program);
-        command.args(args);
-        if options.env_clear {
-            command.env_clear();
-        }
-        for (key, value) in &options.env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        if let Some(dir) = &options.cwd {
-            command.current_dir(dir);
-        }
-        if let Some(gid) = options.gid {
-            command.gid(gid);
-        }
-        if let Some(uid) = options.uid {
-            command.uid(uid);
-        }
         // Standard descriptors are left alone by std and set by the map.
         command
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
-        let moves = plan.moves.clone();
-        let mut scratch = vec![-1; moves.len()];
-        let pty = options.use_pty;
         // SAFETY: the closure runs in the child between fork and exec and
         // makes only async-signal-safe system calls (fcntl, dup2, close,
-        // close_range, setsid, ioctl, getrlimit) on memory allocated
-        // before the fork; it allocates nothing.
+        // close_range, setsid, ioctl, getrlimit, setgroups, setgid,
+        // setuid, chdir, execve, write, _exit) on memory allocated before
+        // the fork; it allocates nothing.
         unsafe {
-            command.pre_exec(move || sys::apply_fd_map(&moves, &mut scratch, pty));
+            command.pre_exec(move || exec.run());
         }
         let child = command.spawn()?;
+        // The child has its copy; ours must go for the read to end.
+        drop(report_write);
+        let pid = child.id();
+        if let Some((step, e)) = sys::read_child_report(&report_read) {
+            // The child has exited (or is about to): take it back.
+            // SAFETY: waitpid on our own child, which has not been reaped
+            // (ECHILD if the system reaped it, with SIGCHLD ignored).
+            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+            return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
+        }
         // std's handle does nothing when dropped: we reap the child.
-        Ok(child.id())
+        Ok(pid)
     }
 
     fn attach(
@@ -811,4 +808,96 @@ impl Plan {
         }
         Ok(plan)
     }
+}
+
+/// What the child does between fork and exec, prepared here (see
+/// `sys::process::ChildExec`): the environment built as `options` say,
+/// the program looked up in the child's `PATH` (as `execvp` would, with
+/// its default path when `PATH` is unset), the ids and directory.
+fn child_exec(
+    program: &OsStr,
+    args: &[std::ffi::OsString],
+    options: &ProcessOptions,
+    plan: &Plan,
+    report: RawFd,
+) -> io::Result<sys::ChildExec> {
+    use std::ffi::{CString, OsString};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let c = |s: &[u8]| {
+        CString::new(s)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
+    };
+    // The environment, in the order std would give it.
+    let mut env: Vec<(OsString, OsString)> = if options.env_clear {
+        Vec::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    for (key, value) in &options.env {
+        env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            env.push((key.clone(), value.clone()));
+        }
+    }
+    let mut candidates = Vec::new();
+    if program.as_bytes().contains(&b'/') {
+        candidates.push(c(program.as_bytes())?);
+    } else {
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or(b"/bin:/usr/bin".to_vec(), |(_, v)| v.as_bytes().to_vec());
+        for dir in path.split(|&b| b == b':') {
+            let mut full = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            full.push(b'/');
+            full.extend_from_slice(program.as_bytes());
+            candidates.push(c(&full)?);
+        }
+    }
+    let mut strings = vec![c(program.as_bytes())?, c(b"/bin/sh")?];
+    for arg in args {
+        strings.push(c(arg.as_bytes())?);
+    }
+    let args_end = strings.len();
+    for (k, v) in env {
+        let mut pair = k.into_vec();
+        pair.push(b'=');
+        pair.extend_from_slice(v.as_bytes());
+        strings.push(c(&pair)?);
+    }
+    let null = std::ptr::null::<libc::c_char>();
+    let mut argv = vec![strings[0].as_ptr()];
+    argv.extend(strings[2..args_end].iter().map(|s| s.as_ptr()));
+    argv.push(null);
+    let mut sh_argv = vec![strings[1].as_ptr(), null];
+    sh_argv.extend(strings[2..args_end].iter().map(|s| s.as_ptr()));
+    sh_argv.push(null);
+    let mut envp: Vec<_> = strings[args_end..].iter().map(|s| s.as_ptr()).collect();
+    envp.push(null);
+    // As std does: as root, switching user drops the supplementary groups.
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    let groups = (root && options.uid.is_some()).then(Vec::new);
+    Ok(sys::ChildExec {
+        moves: plan.moves.clone(),
+        scratch: vec![-1; plan.moves.len()],
+        pty: options.use_pty,
+        groups,
+        gid: options.gid,
+        uid: options.uid,
+        cwd: match &options.cwd {
+            Some(dir) => Some(c(dir.as_os_str().as_bytes())?),
+            None => None,
+        },
+        candidates,
+        _strings: strings,
+        argv,
+        sh_argv,
+        envp,
+        report,
+    })
 }

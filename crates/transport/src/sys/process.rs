@@ -2,6 +2,7 @@
 //! map (run between fork and exec), pidfds, reaping, signals, and writes
 //! that cannot raise `SIGPIPE`.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -93,50 +94,223 @@ pub(crate) struct FdMove {
     pub(crate) source: RawFd,
 }
 
-/// What runs in the child between fork and exec (through std's
-/// `pre_exec`): async-signal-safe system calls only, no allocation.
-/// `scratch` has one slot per move (allocated by the parent).
+/// Everything the child needs between fork and exec, prepared in the
+/// parent so that the child allocates nothing: the descriptor map, the
+/// identity, the working directory, and the exec itself with its
+/// arguments, environment and the paths to try.
 ///
-/// 1. every source is copied above every target, close-on-exec (so a
-///    source that is also another entry's target is not overwritten);
-/// 2. every descriptor from 3 up is marked close-on-exec (what this
-///    process holds without the flag does not leak into the child);
-/// 3. each copy is `dup2`ed onto its target (which clears the flag), and
-///    targets without a source are closed;
-/// 4. with a pseudo-terminal, a new session whose controlling terminal is
-///    the one now on descriptor 0.
-pub(crate) fn apply_fd_map(moves: &[FdMove], scratch: &mut [RawFd], pty: bool) -> io::Result<()> {
-    let floor = moves.iter().map(|m| m.target + 1).max().unwrap_or(3).max(3);
-    for (slot, m) in scratch.iter_mut().zip(moves) {
-        *slot = if m.source >= 0 {
-            // SAFETY: fcntl is async-signal-safe; the source is open (the
-            // parent checked it and holds it open across the spawn).
-            check(unsafe { libc::fcntl(m.source, libc::F_DUPFD_CLOEXEC, floor) })?
-        } else {
-            -1
+/// The child reports a failure through a pipe of our own whose write end
+/// it first copies above every target of the map, so no target can
+/// overwrite it (a map may name any number, including the one std's own
+/// error pipe has in the child: that is why the exec is done here and not
+/// left to std, whose report would go to whatever the map put there).
+pub(crate) struct ChildExec {
+    pub(crate) moves: Vec<FdMove>,
+    /// One slot per move (the copies above the targets).
+    pub(crate) scratch: Vec<RawFd>,
+    pub(crate) pty: bool,
+    /// `Some(groups)`: `setgroups` with these before the ids change.
+    pub(crate) groups: Option<Vec<libc::gid_t>>,
+    pub(crate) gid: Option<libc::gid_t>,
+    pub(crate) uid: Option<libc::uid_t>,
+    pub(crate) cwd: Option<CString>,
+    /// The paths to try in order (`PATH` looked up in the parent).
+    pub(crate) candidates: Vec<CString>,
+    /// The pointer arrays below point into these.
+    pub(crate) _strings: Vec<CString>,
+    /// `argv`, null-terminated.
+    pub(crate) argv: Vec<*const libc::c_char>,
+    /// `/bin/sh`, a slot for the path, then the arguments: a file that is
+    /// not an executable format (`ENOEXEC`) runs as a shell script, as
+    /// `execvp` does.
+    pub(crate) sh_argv: Vec<*const libc::c_char>,
+    /// `envp`, null-terminated.
+    pub(crate) envp: Vec<*const libc::c_char>,
+    /// The write end of the error pipe (close-on-exec).
+    pub(crate) report: RawFd,
+}
+
+// SAFETY: the raw pointers point into `_strings`, owned by the same
+// value and never changed after it is built; std's `pre_exec` needs
+// Send + Sync, and the value is used by one thread at a time (the child).
+unsafe impl Send for ChildExec {}
+// SAFETY: as above.
+unsafe impl Sync for ChildExec {}
+
+/// The step of the child's start that failed, as the error pipe reports.
+pub(crate) const CHILD_STEPS: &[&str] = &[
+    "descriptor map",
+    "pseudo-terminal",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "working directory",
+    "exec",
+];
+
+impl ChildExec {
+    /// Runs in the child (through std's `pre_exec`): async-signal-safe
+    /// system calls only, no allocation. Returns only an error from
+    /// before the first `dup2` (std reports it); after that it execs or
+    /// reports on the error pipe and exits.
+    ///
+    /// 1. the error pipe's end and every source are copied above every
+    ///    target, close-on-exec (so a source that is also another entry's
+    ///    target, or a target on a descriptor the spawn uses, loses
+    ///    nothing);
+    /// 2. every descriptor from 3 up is marked close-on-exec (what this
+    ///    process holds without the flag does not leak into the child);
+    /// 3. each copy is `dup2`ed onto its target (which clears the flag),
+    ///    and targets without a source are closed;
+    /// 4. with a pseudo-terminal, a new session whose controlling
+    ///    terminal is the one now on descriptor 0;
+    /// 5. groups, group, user, working directory;
+    /// 6. `execve` on each candidate path, as `execvp` does.
+    pub(crate) fn run(&mut self) -> io::Result<()> {
+        let floor = self
+            .moves
+            .iter()
+            .map(|m| m.target + 1)
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        // SAFETY: fcntl is async-signal-safe; `report` is open (the
+        // parent holds it across the spawn).
+        let report = check(unsafe { libc::fcntl(self.report, libc::F_DUPFD_CLOEXEC, floor) })?;
+        for (slot, m) in self.scratch.iter_mut().zip(&self.moves) {
+            *slot = if m.source >= 0 {
+                // SAFETY: as above; the source is open (checked by the
+                // parent, which holds it open across the spawn).
+                check(unsafe { libc::fcntl(m.source, libc::F_DUPFD_CLOEXEC, floor) })?
+            } else {
+                -1
+            };
+        }
+        mark_cloexec_from(3);
+        let fail = |step: usize| -> ! {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            let mut message = [0u8; 8];
+            message[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            message[4..].copy_from_slice(&errno.to_ne_bytes());
+            // SAFETY: write and _exit are async-signal-safe; `report` is
+            // the child's copy of the error pipe.
+            unsafe {
+                libc::write(report, message.as_ptr().cast(), message.len());
+                libc::_exit(127)
+            }
         };
-    }
-    mark_cloexec_from(3);
-    for (&copy, m) in scratch.iter().zip(moves) {
-        if copy >= 0 {
-            // SAFETY: dup2 is async-signal-safe; both are descriptors of
-            // the child.
-            check(unsafe { libc::dup2(copy, m.target) })?;
-        } else {
-            // SAFETY: closing a descriptor number in the child, which owns
-            // it; an already closed one gives EBADF, ignored.
-            unsafe { libc::close(m.target) };
+        for (&copy, m) in self.scratch.iter().zip(&self.moves) {
+            if copy >= 0 {
+                // SAFETY: dup2 is async-signal-safe; both are descriptors
+                // of the child.
+                if unsafe { libc::dup2(copy, m.target) } < 0 {
+                    fail(0);
+                }
+            } else {
+                // SAFETY: closing a descriptor number in the child, which
+                // owns it; an already closed one gives EBADF, ignored.
+                unsafe { libc::close(m.target) };
+            }
         }
-    }
-    if pty {
-        // SAFETY: setsid and ioctl are async-signal-safe; descriptor 0 is
-        // the terminal's slave end, mapped above.
+        // SAFETY: setsid, ioctl, setgroups, setgid, setuid, chdir and
+        // execve are async-signal-safe; every pointer was made by the
+        // parent and stays valid (the child has its own copy of memory).
         unsafe {
-            check(libc::setsid())?;
-            check(libc::ioctl(0, libc::TIOCSCTTY as _, 0))?;
+            if self.pty && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0) {
+                fail(1);
+            }
+            if let Some(groups) = &self.groups {
+                if libc::setgroups(groups.len() as _, groups.as_ptr()) < 0 {
+                    fail(2);
+                }
+            }
+            if let Some(gid) = self.gid {
+                if libc::setgid(gid) < 0 {
+                    fail(3);
+                }
+            }
+            if let Some(uid) = self.uid {
+                if libc::setuid(uid) < 0 {
+                    fail(4);
+                }
+            }
+            if let Some(dir) = &self.cwd {
+                if libc::chdir(dir.as_ptr()) < 0 {
+                    fail(5);
+                }
+            }
+            let mut denied = false;
+            for path in &self.candidates {
+                libc::execve(path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+                match *errno_location() {
+                    libc::ENOEXEC => {
+                        self.sh_argv[1] = path.as_ptr();
+                        libc::execve(self.sh_argv[0], self.sh_argv.as_ptr(), self.envp.as_ptr());
+                        fail(6);
+                    }
+                    libc::EACCES => denied = true,
+                    libc::ENOENT
+                    | libc::ENOTDIR
+                    | libc::ESTALE
+                    | libc::ENODEV
+                    | libc::ETIMEDOUT => {}
+                    _ => fail(6),
+                }
+            }
+            if denied {
+                *errno_location() = libc::EACCES;
+            }
+            fail(6)
         }
     }
-    Ok(())
+}
+
+/// The C library's thread-local `errno`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: the C library's thread-local errno.
+    unsafe { libc::__errno_location() }
+}
+
+/// The C library's thread-local `errno`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: the C library's thread-local errno.
+    unsafe { libc::__error() }
+}
+
+/// Reads the child's report from the error pipe's read end until end of
+/// file: `None` if the exec succeeded (the pipe closed with nothing
+/// written), or the failed step and its error.
+pub(crate) fn read_child_report(read: &OwnedFd) -> Option<(&'static str, io::Error)> {
+    let mut message = [0u8; 8];
+    let mut got = 0;
+    while got < message.len() {
+        // SAFETY: read writes at most the rest of `message`.
+        let n = unsafe {
+            libc::read(
+                read.as_raw_fd(),
+                message[got..].as_mut_ptr().cast(),
+                message.len() - got,
+            )
+        };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    if got < message.len() {
+        return None;
+    }
+    let step = u32::from_ne_bytes(message[..4].try_into().unwrap()) as usize;
+    let errno = i32::from_ne_bytes(message[4..].try_into().unwrap());
+    Some((
+        CHILD_STEPS.get(step).copied().unwrap_or("start"),
+        io::Error::from_raw_os_error(errno),
+    ))
 }
 
 /// Marks every descriptor from `first` up close-on-exec.
