@@ -50,8 +50,9 @@ enum Kind {
     /// and a stand-in that is always ready is watched.
     AlwaysReady,
     /// The shared description, set non-blocking; the old flags are put
-    /// back when the side closes.
-    Shared { fd: RawFd, flags: i32 },
+    /// back when the side closes, through the side's own copy of the
+    /// descriptor (the number it came from may hold `/dev/null` by then).
+    Shared { flags: i32 },
 }
 
 /// One side: the descriptor moved through, and what the reactor watches.
@@ -79,7 +80,7 @@ impl Side {
                     let file = sys::duplicate(fd)?;
                     let flags = sys::status_flags(fd)?;
                     set_nonblocking(file.as_fd())?;
-                    (file, Kind::Shared { fd, flags })
+                    (file, Kind::Shared { flags })
                 }
             },
             sys::FileType::Socket => (sys::duplicate(fd)?, Kind::Socket),
@@ -120,8 +121,8 @@ impl Side {
 
 impl Drop for Side {
     fn drop(&mut self) {
-        if let Kind::Shared { fd, flags } = self.kind {
-            sys::set_status_flags(fd, flags);
+        if let Kind::Shared { flags } = self.kind {
+            sys::set_status_flags(self.io.as_fd(), flags);
         }
     }
 }
@@ -212,9 +213,12 @@ impl StdioPipe {
     }
 
     fn close_output(&self) {
-        if let (Some(_), Some(fd)) = (self.output.borrow_mut().take(), self.output_fd) {
-            // The reader of our output sees its end; the descriptor stays
-            // valid.
+        let side = self.output.borrow_mut().take();
+        if let (Some(side), Some(fd)) = (side, self.output_fd) {
+            // The description gets its flags back first (through the
+            // side's own descriptor), then the reader of our output sees
+            // its end; the descriptor stays valid.
+            drop(side);
             let _ = sys::replace_with_null(fd);
         }
     }

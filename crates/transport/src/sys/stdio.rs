@@ -62,9 +62,9 @@ pub(crate) fn status_flags(fd: RawFd) -> io::Result<i32> {
     }
 }
 
-pub(crate) fn set_status_flags(fd: RawFd, flags: i32) {
-    // SAFETY: F_SETFL on a descriptor number; failure is ignored.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+pub(crate) fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) {
+    // SAFETY: F_SETFL on a borrowed, open descriptor; failure is ignored.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) };
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
