@@ -43,9 +43,12 @@ pub type ProcessTransportRef = Rc<ProcessTransport>;
 /// once (the child is not signalled), and the protocol still hears
 /// `process_exited` and `process_ended`.
 ///
-/// If the reactor shuts down first, every pipe closes (the protocol hears
-/// `child_connection_lost` for each); a child that has exited is still
-/// reported, one that runs on is left running and unreported.
+/// If the reactor shuts down first, every pipe closes and the protocol
+/// hears `child_connection_lost` once for each, whatever order the
+/// reactor shuts its sources down in. A child that has exited is still
+/// reported (`process_exited`, then `process_ended`); one that runs on
+/// is left running (not signalled, not waited for): its protocol hears
+/// neither and is dropped after its last `child_connection_lost`.
 #[doc(alias = "IProcessProtocol")]
 pub trait ProcessProtocol: 'static {
     /// Binds the protocol to its process (Twisted's `makeConnection`);

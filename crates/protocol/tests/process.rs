@@ -773,3 +773,68 @@ fn a_script_without_an_interpreter_line_runs_with_the_shell_when_forked() {
     std::fs::remove_file(&script).unwrap();
     assert_eq!(data(&log, 1), b"from-sh arg\n");
 }
+
+/// Records which of the child's pipes were lost, and nothing else.
+struct LostPipes(Rc<RefCell<Vec<RawFd>>>);
+
+impl ProcessProtocol for LostPipes {
+    fn child_connection_lost(&mut self, _t: &ProcessTransportRef, fd: RawFd, _r: &CloseReason) {
+        self.0.borrow_mut().push(fd);
+    }
+}
+
+struct Idle;
+
+impl torsion_transport::reactor::Handler for Idle {
+    fn ready(&self, _reactor: &Reactor, _readiness: torsion_transport::reactor::Readiness) {}
+}
+
+#[test]
+fn at_shutdown_every_pipe_is_lost_once_whatever_the_order_of_the_reaper() {
+    let (_watchdog, reactor) = reactor();
+    // Four slots taken then freed, so that the first child's pipes get
+    // keys 3, 2, 1 and its pidfd key 0: the reaper shuts down first.
+    let dummies: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            reactor
+                .register(
+                    a,
+                    torsion_transport::reactor::Interest::READABLE,
+                    Rc::new(Idle),
+                )
+                .unwrap()
+        })
+        .collect();
+    drop(dummies);
+    let lost: Vec<Rc<RefCell<Vec<RawFd>>>> = (0..2).map(|_| Rc::default()).collect();
+    let pids: Vec<u32> = lost
+        .iter()
+        .map(|lost| {
+            reactor
+                .spawn_process(
+                    LostPipes(lost.clone()),
+                    "sleep",
+                    ["5"],
+                    ProcessOptions::new(),
+                )
+                .unwrap()
+                .pid()
+                .unwrap()
+        })
+        .collect();
+    reactor.call_when_running(|r| r.stop().unwrap());
+    reactor.run().unwrap();
+    for pid in pids {
+        // SAFETY: our own children, left running by the shutdown.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+    for (i, lost) in lost.iter().enumerate() {
+        let mut lost = lost.borrow().clone();
+        lost.sort();
+        assert_eq!(lost, [0, 1, 2], "child {i}");
+    }
+}

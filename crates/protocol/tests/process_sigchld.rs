@@ -105,3 +105,74 @@ fn two_reactors_each_reap_their_own_on_sigchld() {
     }
     guard.check();
 }
+
+/// Records which of the child's pipes were lost, and nothing else.
+struct LostPipes(Rc<RefCell<Vec<i32>>>);
+
+impl ProcessProtocol for LostPipes {
+    fn child_connection_lost(
+        &mut self,
+        _t: &ProcessTransportRef,
+        fd: i32,
+        _r: &torsion_protocol::CloseReason,
+    ) {
+        self.0.borrow_mut().push(fd);
+    }
+}
+
+#[test]
+fn at_shutdown_every_pipe_is_lost_once_even_when_the_watcher_goes_first() {
+    let guard = DescriptorGuard::new();
+    torsion_protocol::force_sigchld_fallback(true);
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+    // A first child makes the watcher (registered after its pipes); once
+    // it is gone, the next children's pipes take slots on both sides of
+    // the watcher's, so it shuts down before some of them.
+    let ended = Rc::new(RefCell::new(Vec::new()));
+    reactor
+        .spawn_process(
+            Count {
+                out: Rc::default(),
+                ended: ended.clone(),
+                target: 1,
+                reactor: reactor.downgrade(),
+            },
+            "true",
+            [] as [&str; 0],
+            ProcessOptions::new(),
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    let lost: Vec<Rc<RefCell<Vec<i32>>>> = (0..2).map(|_| Rc::default()).collect();
+    let pids: Vec<u32> = lost
+        .iter()
+        .map(|lost| {
+            reactor
+                .spawn_process(
+                    LostPipes(lost.clone()),
+                    "sleep",
+                    ["5"],
+                    ProcessOptions::new(),
+                )
+                .unwrap()
+                .pid()
+                .unwrap()
+        })
+        .collect();
+    reactor.call_when_running(|r| r.stop().unwrap());
+    reactor.run().unwrap();
+    for pid in pids {
+        // SAFETY: our own children, left running by the shutdown.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+    for (i, lost) in lost.iter().enumerate() {
+        let mut lost = lost.borrow().clone();
+        lost.sort();
+        assert_eq!(lost, [0, 1, 2], "child {i}");
+    }
+    drop(reactor);
+    guard.check();
+}

@@ -103,6 +103,9 @@ pub struct ProcessTransport {
     entries: RefCell<Vec<Entry>>,
     reaper: RefCell<Reaper>,
     exit: Cell<Option<ProcessReason>>,
+    /// Left running at the reactor's shutdown: no exit will be reported;
+    /// the events go once the last pipe is reported closed.
+    abandoned: Cell<bool>,
     events: RefCell<Option<Rc<dyn ProcessEvents>>>,
     reactor: WeakReactor,
 }
@@ -236,6 +239,7 @@ impl ProcessTransport {
             entries: RefCell::new(Vec::new()),
             reaper: RefCell::new(Reaper::None),
             exit: Cell::new(None),
+            abandoned: Cell::new(false),
             events: RefCell::new(None),
             reactor: reactor.downgrade(),
         });
@@ -244,6 +248,7 @@ impl ProcessTransport {
         if let Err(e) = attached {
             // Half made: stop the child and take it back.
             process.abandon();
+            drop(process.events.take());
             for entry in process.entries.take() {
                 entry.transport.abort_connection();
             }
@@ -482,12 +487,16 @@ impl ProcessTransport {
         self.maybe_end();
     }
 
-    /// Stops watching a child that is left running, and forgets the
-    /// protocol (nothing more will be reported).
+    /// Stops watching a child that is left running (at the reactor's
+    /// shutdown). Its pipes may not have been shut down yet (handlers shut
+    /// down in the reactor's order, not ours): each is still reported as it
+    /// closes, and the protocol is forgotten after the last (no exit will
+    /// come, so no end either).
     fn abandon(&self) {
         let reaper = self.reaper.replace(Reaper::None);
         drop(reaper);
-        drop(self.events.take());
+        self.abandoned.set(true);
+        self.maybe_end();
     }
 
     fn events(&self) -> Option<Rc<dyn ProcessEvents>> {
@@ -514,15 +523,19 @@ impl ProcessTransport {
     }
 
     fn maybe_end(&self) {
-        let Some(reason) = self.exit.get() else {
-            return;
-        };
         if !self.entries.borrow().is_empty() {
             return;
         }
-        let events = self.events.take();
-        if let Some(events) = events {
-            events.ended(reason);
+        match self.exit.get() {
+            Some(reason) => {
+                let events = self.events.take();
+                if let Some(events) = events {
+                    events.ended(reason);
+                }
+            }
+            // Nothing more to report: the protocol goes.
+            None if self.abandoned.get() => drop(self.events.take()),
+            None => {}
         }
     }
 
