@@ -252,9 +252,8 @@ impl ProcessTransport {
             for entry in process.entries.take() {
                 entry.transport.abort_connection();
             }
-            let _ = sys::kill(pid as libc::pid_t, libc::SIGKILL);
-            // SAFETY: waitpid on our own child, which SIGKILL ends soon.
-            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+            // Killed only while it is provably still our child.
+            sys::reclaim(pid as libc::pid_t);
             return Err(context("", e));
         }
         Ok(process)
@@ -408,20 +407,22 @@ impl ProcessTransport {
         #[cfg(target_os = "linux")]
         if !sigchld::forced() {
             let pid = self.pid.get().unwrap_or_default() as libc::pid_t;
-            match sys::pidfd_open(pid) {
-                Ok(pidfd) => {
-                    let registration = reactor.register(
-                        pidfd,
-                        Interest::READABLE,
-                        Rc::new(PidfdHandler(self.clone())),
-                    )?;
+            // Any failure (ENOSYS on old kernels, EPERM under seccomp, out
+            // of descriptors, a registration refused) falls back to the
+            // SIGCHLD watcher for this child: it did start, and is ours to
+            // reap.
+            match sys::pidfd_open(pid).and_then(|pidfd| {
+                reactor.register(
+                    pidfd,
+                    Interest::READABLE,
+                    Rc::new(PidfdHandler(self.clone())),
+                )
+            }) {
+                Ok(registration) => {
                     *self.reaper.borrow_mut() = Reaper::Pidfd(registration);
                     return Ok(());
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                    tracing::debug!(error = %e, "no pidfd; reaping on SIGCHLD");
-                }
-                Err(e) => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "no pidfd; reaping on SIGCHLD"),
             }
         }
         let watcher = sigchld::Watcher::for_reactor(reactor)?;

@@ -456,6 +456,44 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
     }
 }
 
+/// Takes back a child we started but cannot watch: if it is still our
+/// child and running, kills it and waits for it; if it has exited, reaps
+/// it; if it is not our child any more (reaped already, as when `SIGCHLD`
+/// is ignored), leaves the number alone, since it may be someone else's
+/// by now. (`WNOWAIT` looks without reaping: while the child is running
+/// or a zombie, its pid cannot be reused, so the kill that follows hits
+/// it; only a child reaped by the system in between, with `SIGCHLD`
+/// ignored, escapes this.)
+pub(crate) fn reclaim(pid: libc::pid_t) {
+    loop {
+        // SAFETY: siginfo_t is plain data that waitid fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes into `info`, which outlives the call.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // ECHILD: not ours (any more).
+            return;
+        }
+        // SAFETY: waitid succeeded; a zero pid means still running.
+        if unsafe { info.si_pid() } == 0 {
+            let _ = kill(pid, libc::SIGKILL);
+        }
+        break;
+    }
+    // SAFETY: waitpid on our own child, killed or exited.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+}
+
 /// `kill(pid, signal)`.
 pub(crate) fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
     // SAFETY: kill takes two integers.
@@ -735,5 +773,28 @@ pub(crate) mod spawn {
             libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
             Some(result)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaped by reclaim, not by std's handle
+    fn reclaim_kills_a_running_child_and_leaves_a_reaped_pid_alone() {
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        reclaim(pid);
+        // Killed and reaped.
+        assert_eq!(wait_nohang(pid).unwrap(), Some(WaitStatus::Unknown));
+        // Not our child any more: nothing is signalled, and it returns.
+        reclaim(pid);
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        reclaim(exited.id() as libc::pid_t);
     }
 }
