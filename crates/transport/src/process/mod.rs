@@ -436,7 +436,17 @@ impl ProcessTransport {
     #[cfg(target_os = "linux")]
     fn poll_pidfd(self: &Rc<Self>) -> bool {
         let result = match &*self.reaper.borrow() {
-            Reaper::Pidfd(registration) => sys::pidfd_wait(registration.get_ref().as_fd()),
+            Reaper::Pidfd(registration) => {
+                match sys::pidfd_wait(registration.get_ref().as_fd()) {
+                    // Linux 5.3 has pidfd_open but not waitid(P_PIDFD):
+                    // the pidfd still says when, waitpid reaps this child.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match self.pid.get() {
+                        Some(pid) => sys::wait_nohang(pid as libc::pid_t),
+                        None => Ok(Some(sys::WaitStatus::Unknown)),
+                    },
+                    result => result,
+                }
+            }
             _ => return self.exit.get().is_some(),
         };
         let status = match result {
