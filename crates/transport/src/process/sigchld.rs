@@ -22,6 +22,13 @@ use super::ProcessTransport;
 
 /// Write ends of the self-pipes of reactors watching children.
 static PIPES: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+/// How many runs of the handler are between loading a descriptor from
+/// `PIPES` and being done with it. A watcher withdraws its descriptor,
+/// then waits for this to reach zero before closing it: a handler on
+/// another thread never writes to a number that was closed (and perhaps
+/// reused for an unrelated file) under it. The handler itself never
+/// waits, so one that interrupts the dropping thread finishes first.
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// The handler that was installed before ours (a `sighandler_t`), called
 /// after ours; 0 if none.
 static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
@@ -41,16 +48,19 @@ pub(crate) fn forced() -> bool {
 
 extern "C" fn on_sigchld(signal: libc::c_int) {
     // SAFETY: errno is saved and restored; write is async-signal-safe and
-    // the descriptors are valid while published.
+    // a descriptor loaded here stays open until IN_HANDLER drops (see
+    // Watcher's Drop).
     unsafe {
         let errno = *errno_location();
         let byte = 0u8;
+        IN_HANDLER.fetch_add(1, Ordering::SeqCst);
         for slot in &PIPES {
-            let fd = slot.load(Ordering::Relaxed);
+            let fd = slot.load(Ordering::SeqCst);
             if fd >= 0 {
                 libc::write(fd, (&byte as *const u8).cast(), 1);
             }
         }
+        IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
         *errno_location() = errno;
         let previous = PREVIOUS.load(Ordering::Relaxed);
         if previous != 0 && previous != libc::SIG_IGN && previous != libc::SIG_DFL {
@@ -182,7 +192,14 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        PIPES[self.slot].store(-1, Ordering::Release);
+        PIPES[self.slot].store(-1, Ordering::SeqCst);
+        // A handler that loaded the descriptor before it was withdrawn
+        // finishes its write before the descriptor closes (just after
+        // this, with the `_write` field). A handler that starts later
+        // sees -1.
+        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
     }
 }
 
