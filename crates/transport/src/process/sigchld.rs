@@ -6,7 +6,8 @@
 //! every system but Linux).
 //!
 //! The handler is installed the first time it is needed and stays; a
-//! handler that was there before is still called.
+//! handler that was there before is still called (see `install` for
+//! `SA_SIGINFO` handlers and a previous `SIG_IGN`).
 
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -14,11 +15,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
 
 use super::ProcessTransport;
+use crate::sys::process::errno_location;
 
 /// Write ends of the self-pipes of reactors watching children.
 static PIPES: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
@@ -29,10 +31,14 @@ static PIPES: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 /// reused for an unrelated file) under it. The handler itself never
 /// waits, so one that interrupts the dropping thread finishes first.
 static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
-/// The handler that was installed before ours (a `sighandler_t`), called
-/// after ours; 0 if none.
+/// The handler that was installed before ours (a `sighandler_t` or an
+/// `sa_sigaction`), called after ours; 0 if none.
 static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
-static INSTALL: Once = Once::new();
+/// Whether `PREVIOUS` takes the signal's information (`SA_SIGINFO`).
+static PREVIOUS_SIGINFO: AtomicBool = AtomicBool::new(false);
+/// The outcome of installing the handler, once: a failure stays (every
+/// later attempt reports it) instead of passing for success.
+static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
 static FORCED: AtomicBool = AtomicBool::new(false);
 
 /// Makes new children of this process use the `SIGCHLD` fallback even
@@ -46,10 +52,16 @@ pub(crate) fn forced() -> bool {
     FORCED.load(Ordering::Relaxed)
 }
 
-extern "C" fn on_sigchld(signal: libc::c_int) {
+extern "C" fn on_sigchld(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
     // SAFETY: errno is saved and restored; write is async-signal-safe and
     // a descriptor loaded here stays open until IN_HANDLER drops (see
-    // Watcher's Drop).
+    // Watcher's Drop). The previous handler is called as it was
+    // installed: with the signal's information and context if it asked
+    // for them (SA_SIGINFO), with the number only otherwise.
     unsafe {
         let errno = *errno_location();
         let byte = 0u8;
@@ -62,47 +74,74 @@ extern "C" fn on_sigchld(signal: libc::c_int) {
         }
         IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
         *errno_location() = errno;
-        let previous = PREVIOUS.load(Ordering::Relaxed);
+        let previous = PREVIOUS.load(Ordering::SeqCst);
         if previous != 0 && previous != libc::SIG_IGN && previous != libc::SIG_DFL {
-            let handler: extern "C" fn(libc::c_int) = std::mem::transmute(previous);
-            handler(signal);
+            if PREVIOUS_SIGINFO.load(Ordering::SeqCst) {
+                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    std::mem::transmute(previous);
+                handler(signal, info, context);
+            } else {
+                let handler: extern "C" fn(libc::c_int) = std::mem::transmute(previous);
+                handler(signal);
+            }
         }
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-unsafe fn errno_location() -> *mut libc::c_int {
-    // SAFETY: the C library's thread-local errno.
-    unsafe { libc::__errno_location() }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-unsafe fn errno_location() -> *mut libc::c_int {
-    // SAFETY: the C library's thread-local errno.
-    unsafe { libc::__error() }
-}
-
+/// Installs the handler, once per process, chaining to what was there:
+///
+/// - a previous handler is called after ours, as it was installed (with
+///   `SA_SIGINFO`'s information and context if it asked for them); if it
+///   wanted to hear about stopped children (no `SA_NOCLDSTOP`), it still
+///   does;
+/// - a previous `SIG_IGN` meant "the system reaps my children, no
+///   zombies": our action keeps that with `SA_NOCLDWAIT`, so the
+///   program's other children are still reaped by the system; so are
+///   ours, whose exit status is then unknown (`ProcessReason::Terminated`
+///   with neither code nor signal), as it is with pidfds under `SIG_IGN`.
+///
+/// A failure is kept: every later call reports it.
 fn install() -> io::Result<()> {
-    let mut result = Ok(());
-    INSTALL.call_once(|| {
-        // SAFETY: the action is fully initialised; the old one is read
-        // into a local.
+    let result = INSTALLED.get_or_init(|| {
+        // SAFETY: the actions are plain data, fully initialised; sigaction
+        // reads the current one into `old`, then installs ours.
         unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigchld as extern "C" fn(libc::c_int) as usize;
-            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-            libc::sigemptyset(&mut action.sa_mask);
             let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGCHLD, &action, &mut old) != 0 {
-                result = Err(io::Error::last_os_error());
-                return;
+            if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0 {
+                return Err(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINVAL));
             }
-            if old.sa_flags & libc::SA_SIGINFO == 0 {
-                PREVIOUS.store(old.sa_sigaction, Ordering::Relaxed);
+            // Published before ours is in place, so the first run of ours
+            // already chains.
+            PREVIOUS_SIGINFO.store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::SeqCst);
+            PREVIOUS.store(old.sa_sigaction, Ordering::SeqCst);
+            let ignored = old.sa_flags & libc::SA_SIGINFO == 0 && old.sa_sigaction == libc::SIG_IGN;
+            let handled = old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != libc::SIG_DFL;
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigchld
+                as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+                as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            if !handled || old.sa_flags & libc::SA_NOCLDSTOP != 0 {
+                action.sa_flags |= libc::SA_NOCLDSTOP;
             }
+            if ignored || old.sa_flags & libc::SA_NOCLDWAIT != 0 {
+                action.sa_flags |= libc::SA_NOCLDWAIT;
+            }
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINVAL));
+            }
+            Ok(())
         }
     });
-    result
+    result.map_err(|errno| {
+        let e = io::Error::from_raw_os_error(errno);
+        io::Error::new(e.kind(), format!("cannot install the SIGCHLD handler: {e}"))
+    })
 }
 
 /// One reactor's watch over its children.
