@@ -114,3 +114,45 @@ fn half_close_then_end_of_input_over_pipes() {
     );
     drop((input_read, output_write));
 }
+
+/// inetd style: standard input and output are the same socket (two
+/// descriptors of it). Closing our output must reach the peer as the end
+/// of stream while reading goes on.
+#[test]
+fn half_close_over_one_socket_for_input_and_output_reaches_the_peer() {
+    use std::os::unix::net::UnixStream;
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let output = ours.try_clone().unwrap();
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let _stdio = StandardIo::with_fds(
+        &reactor,
+        HalfEcho {
+            events: events.clone(),
+            reactor: reactor.downgrade(),
+        },
+        ours.as_raw_fd(),
+        Some(output.as_raw_fd()),
+    )
+    .unwrap();
+    peer.write_all(b"half").unwrap();
+    while !events.borrow().iter().any(|e| e == "write closed") {
+        reactor.iterate(Duration::from_secs(5)).unwrap();
+    }
+    // The peer sees the end of our output (not a socket that stays open
+    // through our input's descriptor).
+    peer.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    match peer.read(&mut buf) {
+        Ok(n) => assert_eq!(n, 0, "{:?}", &buf[..n]),
+        Err(e) => panic!("no end of stream at the peer: {e}"),
+    }
+    // Reading goes on until the end of input.
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    reactor.run().unwrap();
+    assert_eq!(
+        *events.borrow(),
+        ["data half", "write closed", "read closed", "lost true"]
+    );
+    drop((ours, output));
+}

@@ -24,7 +24,11 @@
 //! Closing the write side (`lose_write_connection`, or the end of the
 //! connection) puts `/dev/null` on descriptor 1, so the reader of our
 //! output sees its end while descriptor 1 stays valid for the rest of
-//! the program.
+//! the program; a socket is also shut down for writing, since closing
+//! one descriptor does not end it when others remain (standard input
+//! the same socket, inetd style). The reader sees the end only once
+//! every descriptor of the pipe is closed: a standard error that shares
+//! standard output's pipe (`2>&1`) keeps it open.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -215,6 +219,12 @@ impl StdioPipe {
     fn close_output(&self) {
         let side = self.output.borrow_mut().take();
         if let (Some(side), Some(fd)) = (side, self.output_fd) {
+            // A socket may also be our input (inetd style), or held by
+            // others: closing descriptors would not end it, a shutdown
+            // does (reading goes on).
+            if side.kind == Kind::Socket {
+                let _ = sys::shutdown_write(side.io.as_fd());
+            }
             // The description gets its flags back first (through the
             // side's own descriptor), then the reader of our output sees
             // its end; the descriptor stays valid.

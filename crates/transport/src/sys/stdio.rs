@@ -106,6 +106,16 @@ pub(crate) fn recv_dontwait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<us
     }
 }
 
+/// `shutdown(fd, SHUT_WR)`: the peer sees the end of stream, whoever
+/// else holds the socket.
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown on a borrowed, open socket.
+    if unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Puts `/dev/null` on descriptor `fd` (closing what was there).
 pub(crate) fn replace_with_null(fd: RawFd) -> io::Result<()> {
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
