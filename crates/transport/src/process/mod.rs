@@ -902,10 +902,13 @@ fn child_exec(
     sh_argv.push(null);
     let mut envp: Vec<_> = strings[args_end..].iter().map(|s| s.as_ptr()).collect();
     envp.push(null);
-    // As std does: as root, switching user drops the supplementary groups.
-    // SAFETY: getuid has no preconditions.
-    let root = unsafe { libc::getuid() } == 0;
-    let groups = (root && options.uid.is_some()).then(Vec::new);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let groups = if root {
+        supplementary_groups(options.uid, options.gid)?
+    } else {
+        None
+    };
     Ok(sys::ChildExec {
         moves: plan.moves.clone(),
         scratch: vec![-1; plan.moves.len()],
@@ -924,4 +927,57 @@ fn child_exec(
         envp,
         report,
     })
+}
+
+/// The child's supplementary groups when we run as root and it changes
+/// identity (`None`: left as ours):
+/// - a user: that user's groups, as `initgroups` gives them (the groups
+///   that list it in the group database, and the child's group: `gid`,
+///   or the user's own primary group), as Twisted does; a user missing
+///   from the database gets only `gid`, if given;
+/// - a group alone: just that group (our own supplementary groups, root's,
+///   are not passed on).
+///
+/// Looked up here, in the parent: the group database cannot be read
+/// between fork and exec.
+fn supplementary_groups(
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> io::Result<Option<Vec<libc::gid_t>>> {
+    let Some(uid) = uid else {
+        return Ok(gid.map(|gid| vec![gid]));
+    };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: passwd is plain data that getpwuid_r fills in, with its
+        // strings in `buf`, which outlives their use below.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: as above; `found` is set to `&mut pwd` or null.
+        let r = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if r != 0 || found.is_null() {
+            return Ok(Some(gid.into_iter().collect()));
+        }
+        let base = gid.unwrap_or(pwd.pw_gid);
+        let mut groups: Vec<libc::gid_t> = vec![0; 64];
+        loop {
+            let mut count = groups.len() as libc::c_int;
+            // SAFETY: getgrouplist writes at most `count` groups and
+            // sets `count` to how many there are.
+            let r =
+                unsafe { libc::getgrouplist(pwd.pw_name, base, groups.as_mut_ptr(), &mut count) };
+            if r >= 0 {
+                groups.truncate(count.max(0) as usize);
+                return Ok(Some(groups));
+            }
+            if count as usize <= groups.len() || groups.len() >= 1 << 16 {
+                return Ok(Some(vec![base]));
+            }
+            groups.resize(count as usize, 0);
+        }
+    }
 }

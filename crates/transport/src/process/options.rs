@@ -116,13 +116,17 @@ impl ProcessOptions {
     }
 
     /// Runs the child as this user (needs the privilege to switch). When
-    /// we run as root, the child's supplementary groups are dropped.
+    /// we run as root, the child's supplementary groups become the
+    /// user's (as `initgroups` gives them, like Twisted); its group stays
+    /// ours unless [`ProcessOptions::gid`] is given too.
     pub fn uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
     }
 
-    /// Runs the child with this group.
+    /// Runs the child with this group. When we run as root, a group alone
+    /// (no [`ProcessOptions::uid`]) also makes it the child's only
+    /// supplementary group: ours are not passed on.
     pub fn gid(mut self, gid: u32) -> Self {
         self.gid = Some(gid);
         self
