@@ -5,6 +5,12 @@
 //! pidfds are missing (`ENOSYS`, `EPERM` under some seccomp filters, and
 //! every system but Linux).
 //!
+//! Each wake-up asks every running child of that reactor (one
+//! `waitpid` each): without pidfds nothing else says which of our own
+//! children exited without taking other code's. The reactor's signal
+//! machinery is not used: it is private, for SIGINT and SIGTERM, and only
+//! installed while `run()` runs (docs/process.md says more).
+//!
 //! The handler is installed the first time it is needed and stays; a
 //! handler that was there before is still called (see `install` for
 //! `SA_SIGINFO` handlers and a previous `SIG_IGN`).
