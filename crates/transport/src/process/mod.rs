@@ -59,7 +59,14 @@ use crate::transport::{Producer, Transport};
 /// What a child process reports, to the layer above (which turns these
 /// into `ProcessProtocol` events and keeps a panicking protocol from
 /// taking the reactor down). Called on the reactor's thread, never
-/// re-entrantly.
+/// re-entrantly: every event comes from a handler the reactor dispatches
+/// (a pipe's, the pidfd's, the `SIGCHLD` watcher's) or from its shutdown,
+/// never from inside a call the protocol makes. That rests on the stream
+/// transport deferring every close it is asked for (`lose_connection`,
+/// `abort_connection`, `close_child_fd` only note it and wake the pipe,
+/// which reports on its next dispatch), on writes never reporting a
+/// failure at once (it is reported the same way), and on reaping only
+/// from those handlers.
 pub trait ProcessEvents {
     /// The child wrote `data` on its descriptor `fd`.
     fn child_data(&self, process: &Rc<ProcessTransport>, fd: RawFd, data: &[u8]);
