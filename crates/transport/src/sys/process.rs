@@ -598,6 +598,40 @@ unsafe fn consume_sigpipe(set: &libc::sigset_t) {
 }
 
 /// A pseudo-terminal pair, both ends close-on-exec: `(master, slave)`.
+///
+/// On Linux both ends are opened with `O_CLOEXEC`, so a child forked on
+/// another thread meanwhile never inherits them.
+#[cfg(target_os = "linux")]
+pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt returns a new descriptor or -1.
+    let master = check(unsafe { libc::posix_openpt(flags) })?;
+    // SAFETY: a new descriptor owned by no one else.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: grantpt and unlockpt take the master; ptsname_r writes a
+    // NUL-terminated name of at most `name.len()` bytes.
+    unsafe {
+        check(libc::grantpt(master.as_raw_fd()))?;
+        check(libc::unlockpt(master.as_raw_fd()))?;
+        let r = libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
+    // SAFETY: `name` is NUL-terminated (ptsname_r succeeded).
+    let slave = check(unsafe { libc::open(name.as_ptr(), flags) })?;
+    // SAFETY: a new descriptor owned by no one else.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+/// A pseudo-terminal pair, both ends close-on-exec: `(master, slave)`.
+///
+/// `openpty` has no close-on-exec flag: the flag is set just after, so
+/// a child forked on another thread in between could inherit the ends
+/// (children started here are not affected: they close everything the
+/// map does not name).
+#[cfg(not(target_os = "linux"))]
 pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes the two descriptors; null name, termios and
@@ -721,13 +755,14 @@ pub(crate) mod spawn {
         // copies what it keeps; the environment is the process's own.
         unsafe {
             let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
-            if libc::posix_spawn_file_actions_init(actions.as_mut_ptr()) != 0 {
-                return Some(Err(io::Error::last_os_error()));
+            // Both return the error number (they do not set errno).
+            if let Err(e) = check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr())) {
+                return Some(Err(e));
             }
             let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
-            if libc::posix_spawnattr_init(attr.as_mut_ptr()) != 0 {
+            if let Err(e) = check(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
                 libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
-                return Some(Err(io::Error::last_os_error()));
+                return Some(Err(e));
             }
             let result = (|| {
                 let actions = actions.as_mut_ptr();
