@@ -1,17 +1,16 @@
 //! A protocol over our own standard input and output (Twisted's
 //! `StandardIO`).
 
-use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
-use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use torsion_transport::driver::Progress;
-use torsion_transport::reactor::{panic_message, Handler, Reactor, Readiness};
-use torsion_transport::stdio::StdioTransport;
-use torsion_transport::{CloseReason, Transport, TransportRef};
+use torsion_transport::reactor::{Handler, Reactor, Readiness};
+use torsion_transport::stdio::{StdioPipe, StdioTransport};
+use torsion_transport::TransportRef;
 
+use crate::connection::Driver;
 use crate::protocol::Protocol;
 
 /// Runs a [`Protocol`] over this program's standard input (what it
@@ -75,21 +74,13 @@ impl StandardIo {
         input: RawFd,
         output: Option<RawFd>,
     ) -> io::Result<StandardIo> {
-        let mut driver = None;
+        let mut connection = None;
         let transport = StdioTransport::stdio(reactor, input, output, |transport| {
-            let made = Rc::new(StdioDriver {
-                transport,
-                protocol: Cell::new(None),
-            });
-            driver = Some(made.clone());
+            let made = Rc::new(StdioConnection(Driver::new(transport)));
+            connection = Some(made.clone());
             made
         })?;
-        let driver = driver.expect("the handler was made");
-        transport.set_half_closeable(protocol.half_closeable());
-        driver.protocol.set(Some(protocol));
-        driver.call("make_connection", |protocol, transport| {
-            protocol.make_connection(transport);
-        });
+        connection.expect("the handler was made").0.attach(protocol);
         Ok(StandardIo { transport })
     }
 
@@ -99,71 +90,21 @@ impl StandardIo {
     }
 }
 
-/// Drives the protocol (as the socket connections' driver does).
-struct StdioDriver<P> {
-    transport: Rc<StdioTransport>,
-    protocol: Cell<Option<P>>,
-}
+/// Drives the protocol with the socket connections' driver.
+struct StdioConnection<P>(Driver<P, StdioPipe>);
 
-impl<P: Protocol> StdioDriver<P> {
-    fn call(&self, what: &str, f: impl FnOnce(&mut P, &TransportRef)) {
-        let Some(mut protocol) = self.protocol.take() else {
-            return;
-        };
-        let handle: TransportRef = self.transport.clone();
-        let result = panic::catch_unwind(AssertUnwindSafe(|| f(&mut protocol, &handle)));
-        self.protocol.set(Some(protocol));
-        if let Err(payload) = result {
-            tracing::error!(
-                panic = panic_message(&*payload),
-                "standard I/O protocol panicked in {what}; closing"
-            );
-            self.transport.abort_connection();
-        }
-    }
-
-    fn lost(&self, reason: &CloseReason) {
-        self.call("connection_lost", |protocol, _| {
-            protocol.connection_lost(reason)
-        });
-        drop(self.protocol.take());
-    }
-}
-
-impl<P: Protocol> Handler for StdioDriver<P> {
+impl<P: Protocol> Handler for StdioConnection<P> {
     fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
-        let mut progress = self.transport.process(readiness, &mut |data| {
-            self.call("data_received", |protocol, transport| {
-                protocol.data_received(transport, data);
-            });
-        });
-        loop {
-            let events = self.transport.take_half_close_events();
-            if !events.read_closed && !events.write_closed {
-                break;
-            }
-            if events.read_closed {
-                self.call("read_connection_lost", |protocol, transport| {
-                    protocol.read_connection_lost(transport);
-                });
-            }
-            if events.write_closed {
-                self.call("write_connection_lost", |protocol, transport| {
-                    protocol.write_connection_lost(transport);
-                });
-            }
-            if let Progress::Pending = progress {
-                progress = self.transport.process(Readiness::WOKEN, &mut |_| {});
-            }
-        }
-        if let Progress::Closed(reason) = progress {
-            self.lost(&reason);
+        if let Progress::Closed(reason) = self.0.ready(readiness) {
+            self.0.lost(&reason);
         }
     }
 
     fn shutdown(&self, _reactor: &Reactor) {
-        if let Some(reason) = self.transport.close_for_shutdown() {
-            self.lost(&reason);
+        // Both registrations (input and output) go to this handler, so
+        // this may be called twice: the second finds the transport closed.
+        if let Some(reason) = self.0.transport.close_for_shutdown() {
+            self.0.lost(&reason);
         }
     }
 }
