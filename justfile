@@ -65,6 +65,7 @@ bench:
     ./target/release/torsion-bench async
     ./target/release/torsion-bench echo --servers torsion,torsion-async,tokio-ct
     ./target/release/torsion-bench udp
+    ./target/release/torsion-bench process
     ./target/release/torsion-bench suite
 
 # The single-threaded servers, one short round; writes

@@ -46,6 +46,7 @@ mod framing;
 mod idle;
 mod loadgen;
 mod pipelined;
+mod process;
 mod reactor;
 mod servers;
 mod suite;
@@ -91,6 +92,13 @@ fn main() {
         Ok(())
     } else if args.first().map(String::as_str) == Some("pipelined") {
         pipelined::run(args.iter().any(|a| a == "--quick"))
+    } else if args.first().map(String::as_str) == Some("process") {
+        process::run(if args.iter().any(|a| a == "--quick") {
+            1
+        } else {
+            3
+        });
+        Ok(())
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())

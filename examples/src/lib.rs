@@ -56,6 +56,9 @@ pub mod pages {
     /// `docs/performance.md`.
     #[doc = include_str!("../../docs/performance.md")]
     pub struct PerformancePage;
+    /// `docs/process.md`.
+    #[doc = include_str!("../../docs/process.md")]
+    pub struct ProcessPage;
     /// `docs/reliability.md`.
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct ReliabilityPage;

@@ -176,3 +176,63 @@ fn our_async_client_against_a_twisted_server() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout_of(&output), BOOK_OUTPUT);
 }
+
+#[test]
+fn twisted_spawn_process_runs_our_stdio_echo() {
+    let Some(python) = python() else { return };
+    let mut command = Command::new(python);
+    command
+        .arg(workspace_root().join("examples/twisted/spawn_echo.py"))
+        .arg(example("stdio_echo"))
+        .arg("5000");
+    let output = run_client(command);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_of(&output), "ok: 5000 lines\n");
+}
+
+#[test]
+fn our_process_example_runs_a_twisted_standard_io_program() {
+    let Some(python) = python() else { return };
+    let mut child = Command::new(example("process"))
+        .arg(python)
+        .arg(workspace_root().join("examples/twisted/stdio_lines.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\nthree\n").unwrap();
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx.recv_timeout(LIMIT).unwrap().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let out = stdout_of(&output);
+    // Standard output in order; standard error is another pipe, so its
+    // line may come anywhere before the end.
+    let lines: Vec<&str> = out.lines().collect();
+    let answers: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("out: "))
+        .collect();
+    assert_eq!(
+        answers,
+        ["out: got: one", "out: got: two", "out: got: three"],
+        "{out}"
+    );
+    assert!(lines.contains(&"err: bye"), "{out}");
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            "exited: process exited with status 0",
+            "ended: process exited with status 0"
+        ],
+        "{out}"
+    );
+}

@@ -1,21 +1,25 @@
-//! The glue between a socket transport and a protocol: turns readiness
-//! into protocol events, and keeps a panicking protocol from taking the
-//! reactor down.
+//! The glue between a stream transport (a socket's, or standard I/O's)
+//! and a protocol: turns readiness into protocol events, and keeps a
+//! panicking protocol from taking the reactor down.
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
-use torsion_transport::driver::{Progress, SocketTransport};
+use torsion_transport::driver::{Pipe, Progress, StreamTransport};
 use torsion_transport::reactor::Reactor;
 use torsion_transport::reactor::{panic_message, Handler, Readiness};
 use torsion_transport::{CloseReason, Transport, TransportRef};
 
 use crate::protocol::Protocol;
 
-/// Drives one protocol over one socket transport.
-pub(crate) struct Driver<P> {
-    pub(crate) transport: Rc<SocketTransport>,
+/// The pipe under a socket's transport: what `Driver` drives unless told
+/// otherwise.
+type SocketPipe = torsion_transport::reactor::Registration<torsion_transport::socket2::Socket>;
+
+/// Drives one protocol over one stream transport (a socket's by default).
+pub(crate) struct Driver<P, T: Pipe + 'static = SocketPipe> {
+    pub(crate) transport: Rc<StreamTransport<T>>,
     /// The protocol, moved out for the length of each callback and back
     /// in after: a `Cell` costs no borrow flag, and a callback that
     /// reached the driver again (none does: closes are finished later by
@@ -27,8 +31,8 @@ pub(crate) struct Driver<P> {
     span: Option<Box<tracing::Span>>,
 }
 
-impl<P: Protocol> Driver<P> {
-    pub(crate) fn new(transport: Rc<SocketTransport>) -> Driver<P> {
+impl<P: Protocol, T: Pipe + 'static> Driver<P, T> {
+    pub(crate) fn new(transport: Rc<StreamTransport<T>>) -> Driver<P, T> {
         let span =
             tracing::debug_span!("connection", id = transport.id(), peer = %transport.peer());
         let span = (!span.is_disabled()).then(|| Box::new(span));

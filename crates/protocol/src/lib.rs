@@ -11,6 +11,9 @@
 //! - [`ReactorTcp`] adds Twisted's calls to the reactor:
 //!   `reactor.listen_tcp(8000, factory)` returns a [`ListeningPort`],
 //!   `reactor.connect_tcp(host, port, factory, timeout)` a [`Connector`].
+//! - [`ReactorProcess`] runs child processes:
+//!   `reactor.spawn_process(protocol, program, args, options)` drives a
+//!   [`ProcessProtocol`] (Twisted's `spawnProcess`).
 //!
 //! This layer owns the *meaning* of events: it turns the readiness the
 //! transport layer reports into protocol callbacks, and isolates panics so
@@ -57,8 +60,10 @@ pub mod endpoints;
 mod factory;
 pub mod policies;
 mod port;
+mod process;
 mod protocol;
 mod reconnecting;
+mod stdio;
 pub mod stream;
 mod tcp;
 pub mod testing;
@@ -68,6 +73,11 @@ mod unix;
 // What applications use from the layers below, each at one path: the
 // crate root. Code that implements a new transport or I/O handler depends
 // on `torsion-transport` (and its `reactor` module) directly.
+#[doc(hidden)]
+pub use torsion_transport::process::force_sigchld_fallback;
+pub use torsion_transport::process::{
+    ChildFd, IntoSignal, ProcessOptions, ProcessReason, ProcessTransport, Signal, SignalError,
+};
 pub use torsion_transport::reactor::{
     DelayedCall, LoopingCall, LoopingCallError, ManualClock, Phase, Reactor, ReactorClosed,
     ReactorError, ReactorHandle, SystemEvent, TimerError, TriggerId, WeakReactor,
@@ -89,8 +99,10 @@ pub use crate::connector::{Connector, ConnectorState, Destination, DEFAULT_CONNE
 pub use crate::datagram::DatagramProtocol;
 pub use crate::factory::{ClientFactory, Factory, SharedFactory};
 pub use crate::port::ListeningPort;
+pub use crate::process::{ProcessProtocol, ProcessTransportRef, ReactorProcess};
 pub use crate::protocol::Protocol;
 pub use crate::reconnecting::ReconnectingClientFactory;
+pub use crate::stdio::StandardIo;
 pub use crate::stream::{AsyncStream, Connect, Connected, ReactorAsync, StreamListener};
 pub use crate::tcp::{ListenOptions, ReactorTcp};
 pub use crate::udp::{ReactorUdp, UdpOptions};

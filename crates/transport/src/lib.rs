@@ -22,6 +22,11 @@
 //!   (accepting, connecting without blocking), [`tcp`] and [`unix`] what
 //!   is specific to each (listening, resolving names, socket files); all
 //!   built on `socket2`.
+//! - [`process`] runs child processes as transports (Twisted's
+//!   `IProcessTransport`): a stream transport per pipe, reaped through a
+//!   pidfd on Linux; [`stdio`] is our own standard input and output as
+//!   one (Twisted's `StandardIO`), never making the shared descriptions
+//!   non-blocking.
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
@@ -36,9 +41,11 @@ mod address;
 mod datagram;
 pub mod driver;
 pub mod net;
+pub mod process;
 mod queue;
 mod reason;
 mod socket;
+pub mod stdio;
 mod stream;
 mod sys;
 pub mod tcp;

@@ -6,6 +6,8 @@
 //! what otherwise takes three.
 
 mod credentials;
+pub(crate) mod process;
+pub(crate) mod stdio;
 
 use std::io;
 
