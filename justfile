@@ -18,11 +18,14 @@ demo port="8000":
     done; \
     ./target/debug/examples/echo_client localhost {{port}}
 
+# Twisted comes with its TLS extras (pyOpenSSL, service_identity) for the
+# TLS interop tests; a .venv without them is refilled.
+#
 # Create .venv with Twisted (for the interoperability tests) if needed.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! "{{venv}}/bin/python" -c "import twisted" 2>/dev/null; then
+    if ! "{{venv}}/bin/python" -c "import twisted, OpenSSL, service_identity" 2>/dev/null; then
         python3 -m venv "{{venv}}"
         "{{venv}}/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
     fi

@@ -1,8 +1,12 @@
 //! The echo client of the Twisted book's example 2-2, over TLS.
 //!
 //! ```text
-//! cargo run --example tls_echo_client [HOST] [PORT] --ca CA.pem [--alpn PROTO]
+//! cargo run --example tls_echo_client [HOST] [PORT] --ca CA.pem [--alpn PROTO] \
+//!     [--cert CHAIN.pem --key KEY.pem]
 //! ```
+//!
+//! With `--cert` and `--key` it presents a client certificate (mutual
+//! TLS).
 //!
 //! Defaults: `localhost`, port 8443. The server's certificate must be
 //! issued by `CA.pem` and valid for HOST. Prints `Server said: Hello,
@@ -17,11 +21,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut positional = Vec::new();
     let mut ca = None;
     let mut alpn = Vec::new();
+    let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--ca" => ca = Some(args.next().ok_or("--ca needs a file")?),
             "--alpn" => alpn.push(args.next().ok_or("--alpn needs a protocol")?),
+            "--cert" => cert = Some(args.next().ok_or("--cert needs a file")?),
+            "--key" => key = Some(args.next().ok_or("--key needs a file")?),
             _ => positional.push(arg),
         }
     }
@@ -32,10 +39,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 8443,
     };
     let ca = ca.ok_or("--ca CA.pem is needed: the CA that issued the server's certificate")?;
-    let config = ClientSettings::new()
-        .trust_pem_file(ca)?
-        .alpn(&alpn)
-        .build()?;
+    let mut settings = ClientSettings::new().trust_pem_file(ca)?.alpn(&alpn);
+    match (cert, key) {
+        (Some(cert), Some(key)) => settings = settings.client_certificate_pem_files(cert, key)?,
+        (None, None) => {}
+        _ => return Err("--cert and --key go together".into()),
+    }
+    let config = settings.build()?;
     let reactor = Reactor::new()?;
     reactor.connect_tls(
         &host,
