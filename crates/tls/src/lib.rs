@@ -17,6 +17,9 @@
 //!   protocol's transport; [`Protocol::handshake_completed`](torsion_protocol::Protocol::handshake_completed)
 //!   tells a protocol when the handshake is done.
 //!
+//! - [`endpoints`] parses Twisted's `ssl:` server and `tls:` client
+//!   endpoint strings.
+//!
 //! See `docs/tls.md` in the repository for the design.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -24,6 +27,7 @@
 
 mod config;
 mod connection;
+pub mod endpoints;
 mod reactor;
 
 pub use config::{

@@ -295,3 +295,46 @@ fn plaintext_client_on_a_tls_port_is_refused_with_a_reason() {
     assert!(!log.borrow().iter().any(|l| l.contains("server handshake")));
     let _ = Echo;
 }
+
+#[test]
+fn endpoint_strings_listen_and_connect() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("torsion-tls-lb-ep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &pki.server.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &pki.server.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), &pki.ca.cert_pem).unwrap();
+    let d = dir.display().to_string().replace(':', "\\:");
+    let server = torsion_tls::endpoints::tls_server_from_string(&format!(
+        "ssl:0:interface=127.0.0.1:privateKey={d}/key.pem:certKey={d}/cert.pem"
+    ))
+    .unwrap();
+    let log: Log = Rc::default();
+    let port = server
+        .listen(&reactor, ServerFactory { log: log.clone() })
+        .unwrap();
+    let at = port.get_host().socket_addr().unwrap().port();
+    let client = torsion_tls::endpoints::tls_client_from_string(&format!(
+        "tls:localhost:{at}:trustRoots={d}/ca.pem"
+    ))
+    .unwrap();
+    client
+        .connect(
+            &reactor,
+            ClientFactoryImpl {
+                log: log.clone(),
+                total: 1024,
+            },
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let log = log.borrow();
+    assert!(log.contains(&"client got 1024".into()), "{log:?}");
+    assert!(
+        log.last().unwrap().starts_with("factory lost clean=true"),
+        "{log:?}"
+    );
+}
