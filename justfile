@@ -127,13 +127,13 @@ miri:
 # land in fuzz/artifacts/ and become regression tests in
 # crates/protocol/tests/hostile.rs.
 #
-# Fuzz each framing receiver and the endpoint parser for `seconds` each.
+# Fuzz the framing receivers, endpoint parser and TLS wrapper, `seconds` each.
 fuzz seconds="60":
     #!/usr/bin/env bash
     set -euo pipefail
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     cd fuzz
-    for target in line netstring prefixed endpoint; do
+    for target in line netstring prefixed endpoint tls; do
         echo "== $target ({{seconds}} s)"
         cargo +nightly fuzz run -O "$target" -- -max_total_time={{seconds}} -max_len=4096
     done

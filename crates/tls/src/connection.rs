@@ -266,6 +266,13 @@ impl TlsTransport {
         self.with_conn(|conn| conn.protocol_version())
     }
 
+    /// True if this session was resumed (from a session ticket or the
+    /// server's session cache) rather than fully negotiated.
+    pub fn is_resumed(&self) -> bool {
+        self.with_conn(|conn| conn.handshake_kind())
+            .is_some_and(|kind| kind == rustls::HandshakeKind::Resumed)
+    }
+
     /// The negotiated cipher suite.
     pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
         self.with_conn(|conn| conn.negotiated_cipher_suite().map(|suite| suite.suite()))

@@ -730,3 +730,51 @@ fn dangerous_opt_out_accepts_an_unknown_certificate() {
     pair.pump();
     assert_eq!(record.borrow().received, b"x");
 }
+
+#[test]
+fn sessions_resume_by_default() {
+    let pki = pki();
+    let server_config = pki.server_config();
+    let client_config = pki.client_config();
+    let connect = || {
+        let (client, record) = Recorder::new();
+        let client = client.on_handshake(|t| t.write(b"x"));
+        let mut pair = Pair::new(
+            TlsProtocol::server(server_config.clone(), Echo).unwrap(),
+            TlsProtocol::client(
+                client_config.clone(),
+                server_name("localhost").unwrap(),
+                client,
+            )
+            .unwrap(),
+            None,
+        );
+        pair.pump();
+        assert_eq!(record.borrow().received, b"x");
+        (
+            pair.client.protocol.tls().is_resumed(),
+            pair.server.protocol.tls().is_resumed(),
+        )
+    };
+    assert_eq!(connect(), (false, false), "the first handshake is full");
+    assert_eq!(connect(), (true, true), "the second resumes");
+    // A server without tickets still resumes TLS 1.3 from its cache.
+    let server_config = pki.server_settings().without_tickets().build().unwrap();
+    let client_config = pki.client_config();
+    let connect = || {
+        let mut pair = Pair::new(
+            TlsProtocol::server(server_config.clone(), Echo).unwrap(),
+            TlsProtocol::client(
+                client_config.clone(),
+                server_name("localhost").unwrap(),
+                Echo,
+            )
+            .unwrap(),
+            None,
+        );
+        pair.pump();
+        pair.client.protocol.tls().is_resumed()
+    };
+    assert!(!connect());
+    assert!(connect());
+}
