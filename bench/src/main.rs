@@ -45,6 +45,7 @@ mod pipelined;
 mod reactor;
 mod servers;
 mod suite;
+mod tls;
 mod udp;
 
 #[global_allocator]
@@ -83,6 +84,8 @@ fn main() {
         Ok(())
     } else if args.first().map(String::as_str) == Some("pipelined") {
         pipelined::run(args.iter().any(|a| a == "--quick"))
+    } else if args.first().map(String::as_str) == Some("tls") {
+        tls::run(args.iter().any(|a| a == "--quick"))
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())
@@ -117,6 +120,8 @@ fn serve(kind: &str) -> io::Result<()> {
         "udp-torsion" => udp::torsion(),
         "udp-tokio" => udp::tokio(),
         "udp-mio" => udp::mio_loop(),
+        "tls-torsion" => tls::torsion(),
+        "tls-tokio" => tls::tokio(),
         other => Err(invalid(format!(
             "unknown server {other:?}; one of {KINDS:?}"
         ))),
