@@ -28,8 +28,16 @@ struct Server {
     log: Log,
 }
 
+thread_local! {
+    /// Every server-side TLS transport, weakly: all must be freed once
+    /// their connections are over.
+    static SEEN: RefCell<Vec<std::rc::Weak<dyn torsion_protocol::Transport>>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 impl Protocol for Server {
     fn handshake_completed(&mut self, transport: &TransportRef) {
+        SEEN.with(|seen| seen.borrow_mut().push(Rc::downgrade(transport)));
         let tls = TlsTransport::of(transport).unwrap();
         let alpn = tls.alpn_protocol().map(|p| String::from_utf8(p).unwrap());
         self.log.borrow_mut().push(format!(
@@ -179,6 +187,14 @@ fn echo_over_tcp_with_mutual_tls_and_alpn() {
     drop(port);
     drop(reactor);
     fds.check();
+    SEEN.with(|seen| {
+        let seen = seen.borrow();
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|weak| weak.upgrade().is_none()),
+            "a TLS transport leaked"
+        );
+    });
 }
 
 #[test]

@@ -778,3 +778,38 @@ fn sessions_resume_by_default() {
     assert!(!connect());
     assert!(connect());
 }
+
+#[test]
+fn a_streaming_producer_that_is_not_paused_does_not_hold_the_close() {
+    struct Idle;
+    impl Producer for Idle {
+        fn resume_producing(&self) {}
+    }
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(|t| {
+        t.register_producer(Rc::new(Idle), true).unwrap();
+        t.write(b"last words");
+        // Never unregistered (a proxy whose other side went away).
+        t.lose_connection();
+    });
+    let (server, server_record) = Recorder::new();
+    let mut pair = tls_pair(server, client, None);
+    pair.pump();
+    assert!(pair.closed);
+    assert_eq!(server_record.borrow().received, b"last words");
+    assert_eq!(record.borrow().lost_clean, Some(true));
+}
+
+#[test]
+fn the_tls_transport_is_freed_with_its_connection() {
+    let (client, _) = Recorder::new();
+    let client = client.on_made(|t| t.write(b"x"));
+    let mut pair = tls_pair(Echo, client, None);
+    pair.pump();
+    let weak = Rc::downgrade(pair.client.protocol.tls());
+    pair.client.protocol.tls().lose_connection();
+    pair.pump();
+    assert!(pair.closed);
+    drop(pair);
+    assert!(weak.upgrade().is_none(), "no reference cycle keeps it");
+}
