@@ -609,6 +609,12 @@ impl TlsTransport {
     }
 }
 
+thread_local! {
+    /// The buffer decrypted plaintext is read into before it is handed to
+    /// an inner protocol.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Writes smaller than this, made during one of the wrapper's events, are
 /// gathered and encrypted together at its end.
 const GATHER_BELOW: usize = 4096;
@@ -965,8 +971,6 @@ struct Core<P> {
     /// The same transport, as the inner protocol is handed it.
     handle: TransportRef,
     protocol: RefCell<P>,
-    /// Plaintext handed to the inner protocol, reused.
-    scratch: RefCell<Vec<u8>>,
     /// The inner protocol heard `connection_lost`.
     done: Cell<bool>,
 }
@@ -979,7 +983,6 @@ impl<P: Protocol> TlsProtocol<P> {
             tls,
             handle,
             protocol: RefCell::new(inner),
-            scratch: RefCell::new(Vec::new()),
             done: Cell::new(false),
         });
         let pump: Weak<dyn Pump> = Rc::downgrade(&(core.clone() as Rc<dyn Pump>));
@@ -1208,20 +1211,33 @@ impl<P: Protocol> Core<P> {
                 let _ = io::copy(&mut conn.reader(), &mut sink);
                 return true;
             }
-            let mut scratch = self.scratch.borrow_mut();
-            scratch.resize(available, 0);
+            // One buffer per thread, not per connection: an idle
+            // connection holds none. (Taken out while in use, so TLS over
+            // TLS, delivering inside a delivery, gets a buffer of its own.)
+            let mut scratch = SCRATCH.with(|slot| std::mem::take(&mut *slot.borrow_mut()));
+            if scratch.len() < available {
+                scratch.resize(available, 0);
+            }
             let read = {
                 let mut state = tls.state.borrow_mut();
                 let conn = state.conn.as_mut().expect("TLS is on");
-                conn.reader().read(&mut scratch[..]).unwrap_or(0)
+                conn.reader().read(&mut scratch[..available]).unwrap_or(0)
             };
+            if read > 0 {
+                available -= read;
+                self.protocol
+                    .borrow_mut()
+                    .data_received(&self.handle, &scratch[..read]);
+            }
+            SCRATCH.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                if slot.capacity() < scratch.capacity() {
+                    *slot = scratch;
+                }
+            });
             if read == 0 {
                 return true;
             }
-            available -= read;
-            self.protocol
-                .borrow_mut()
-                .data_received(&self.handle, &scratch[..read]);
         }
         !tls.reading_paused.get()
     }
