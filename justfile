@@ -67,6 +67,7 @@ bench:
     ./target/release/torsion-bench pipelined
     ./target/release/torsion-bench udp
     ./target/release/torsion-bench tls
+    ./target/release/torsion-bench tls-idle
     ./target/release/torsion-bench suite
 
 # The single-threaded servers, one short round; writes

@@ -86,6 +86,18 @@ fn main() {
         pipelined::run(args.iter().any(|a| a == "--quick"))
     } else if args.first().map(String::as_str) == Some("tls") {
         tls::run(args.iter().any(|a| a == "--quick"))
+    } else if args.first().map(String::as_str) == Some("tls-idle") {
+        tls::idle(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(400))
+    } else if args.first().map(String::as_str) == Some("tls-idle-one") {
+        tls::idle_one(
+            args.get(1).map_or("tls-torsion", String::as_str),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(400),
+        )
+    } else if args.first().map(String::as_str) == Some("tls-idle-clients") {
+        tls::idle_clients(
+            args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(400),
+        )
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())

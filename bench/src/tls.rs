@@ -293,3 +293,142 @@ pub fn run(quick: bool) -> io::Result<()> {
     println!("\n\"CPU x\": each server's CPU per operation divided by Torsion's");
     Ok(())
 }
+
+/// `torsion-bench tls-idle [N]`: heap bytes a TLS echo server holds per
+/// idle connection (after its handshake and one echo), Torsion against
+/// tokio-rustls, each measured in a process of its own by the benchmark's
+/// counting allocator, with the clients in another process.
+pub fn idle(n: usize) -> io::Result<()> {
+    println!(
+        "== memory per idle TLS connection ({n} connections, server heap, after one echo each)"
+    );
+    for kind in SERVERS {
+        let output = std::process::Command::new(std::env::current_exe()?)
+            .args(["tls-idle-one", kind, &n.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+    }
+    Ok(())
+}
+
+/// One server kind: serves on a thread of this process, drives clients
+/// in a child process, prints the heap growth per connection.
+pub fn idle_one(kind: &str, n: usize) -> io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    match kind {
+        "tls-torsion" => {
+            std::thread::spawn(move || {
+                let pki = pki();
+                let reactor = Reactor::new().unwrap();
+                reactor.set_signal_handling(false);
+                let port = reactor
+                    .listen_tcp_with(
+                        0,
+                        TlsServerFactory::new(server_config(&pki), EchoFactory),
+                        ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
+                    )
+                    .unwrap();
+                port_tx.send(port.get_host().port().unwrap()).unwrap();
+                let _ = reactor.run();
+            });
+        }
+        _ => {
+            std::thread::spawn(move || {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let pki = pki();
+                let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&pki));
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                        .await
+                        .unwrap();
+                    port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                    let local = tokio::task::LocalSet::new();
+                    local
+                        .run_until(async move {
+                            loop {
+                                let (socket, _) = listener.accept().await.unwrap();
+                                let acceptor = acceptor.clone();
+                                tokio::task::spawn_local(async move {
+                                    let Ok(mut stream) = acceptor.accept(socket).await else {
+                                        return;
+                                    };
+                                    // The usual copy loop's buffer: what a
+                                    // tokio-rustls echo server holds.
+                                    let mut buf = vec![0u8; 16 * 1024];
+                                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                                        if stream.write_all(&buf[..n]).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                });
+                            }
+                        })
+                        .await
+                });
+            });
+        }
+    }
+    let port: u16 = port_rx
+        .recv()
+        .map_err(|_| io::Error::other("the server did not start"))?;
+    let mut clients = std::process::Command::new(std::env::current_exe()?)
+        .args(["tls-idle-clients", &port.to_string(), &n.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut to_clients = clients.stdin.take().expect("piped");
+    let mut lines = BufReader::new(clients.stdout.take().expect("piped")).lines();
+    let mut next = || -> io::Result<String> {
+        lines
+            .next()
+            .ok_or_else(|| io::Error::other("the clients stopped"))?
+    };
+    // The first connection warms up what is made once (the per-thread
+    // buffer, session ticket keys, ...).
+    assert_eq!(next()?, "warm");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = crate::reactor::allocated();
+    writeln!(to_clients, "go")?;
+    assert_eq!(next()?, "ready");
+    std::thread::sleep(Duration::from_millis(200));
+    let after = crate::reactor::allocated();
+    drop(to_clients);
+    let _ = clients.wait();
+    println!(
+        "{kind:<12} {:>8.0} bytes per idle connection",
+        (after - before) as f64 / n as f64
+    );
+    Ok(())
+}
+
+/// The client side of [`idle_one`]: one connection, `warm`; on a line,
+/// `n` more, each with a handshake and one echo, `ready`; then holds them
+/// until its input ends.
+pub fn idle_clients(port: u16, n: usize) -> io::Result<()> {
+    use std::io::BufRead;
+    let config = client_config();
+    let message = [7u8; 64];
+    let mut held = Vec::with_capacity(n + 1);
+    let mut stream = connect(port, config.clone())?;
+    echo_once(&mut stream, &message)?;
+    held.push(stream);
+    println!("warm");
+    io::stdout().flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    for _ in 0..n {
+        let mut stream = connect(port, config.clone())?;
+        echo_once(&mut stream, &message)?;
+        held.push(stream);
+    }
+    println!("ready");
+    io::stdout().flush()?;
+    let _ = io::stdin().lock().read_line(&mut line);
+    Ok(())
+}
