@@ -170,7 +170,11 @@ fn echo_once(
 #[derive(Clone, Copy)]
 enum Load {
     PingPong,
-    Handshakes { resumed: bool },
+    /// 8 connections echoing 16 KiB messages.
+    Streams,
+    Handshakes {
+        resumed: bool,
+    },
 }
 
 /// Runs the clients for `duration`; returns the operations done
@@ -180,6 +184,7 @@ fn drive(port: u16, load: Load, duration: Duration) -> io::Result<u64> {
     let done = Arc::new(AtomicU64::new(0));
     let clients = match load {
         Load::PingPong => CONNECTIONS,
+        Load::Streams => 8,
         Load::Handshakes { .. } => 4,
     };
     let shared = client_config();
@@ -188,9 +193,14 @@ fn drive(port: u16, load: Load, duration: Duration) -> io::Result<u64> {
             let (stop, done, shared) = (stop.clone(), done.clone(), shared.clone());
             std::thread::spawn(move || -> io::Result<()> {
                 pin(0, 1);
-                let message: Vec<u8> = (0..MESSAGE).map(|j| (i * 31 + j) as u8).collect();
+                let size = if matches!(load, Load::Streams) {
+                    16 * 1024
+                } else {
+                    MESSAGE
+                };
+                let message: Vec<u8> = (0..size).map(|j| (i * 31 + j) as u8).collect();
                 match load {
-                    Load::PingPong => {
+                    Load::PingPong | Load::Streams => {
                         let mut stream = connect(port, shared)?;
                         while !stop.load(Ordering::Relaxed) {
                             echo_once(&mut stream, &message)?;
@@ -258,6 +268,7 @@ pub fn run(quick: bool) -> io::Result<()> {
     );
     for (title, load) in [
         (format!("ping-pong, {CONNECTIONS} x 1 KiB"), Load::PingPong),
+        ("streams, 8 x 16 KiB messages".to_owned(), Load::Streams),
         (
             "full handshakes (+ one echo, close_notify)".to_owned(),
             Load::Handshakes { resumed: false },
@@ -281,13 +292,20 @@ pub fn run(quick: bool) -> io::Result<()> {
         }
         let base = median(samples[0].iter().map(|s| s.cpu_us).collect());
         println!(
-            "{:<12} {:>10} {:>14} {:>8}",
-            "server", "per s", "CPU us each", "CPU x"
+            "{:<12} {:>10} {:>14} {:>8} {:>8}",
+            "server", "per s", "CPU us each", "CPU x", "MiB/s"
         );
         for (kind, runs) in SERVERS.iter().zip(&samples) {
             let rate = median(runs.iter().map(|s| s.per_second).collect());
             let cpu = median(runs.iter().map(|s| s.cpu_us).collect());
-            println!("{kind:<12} {rate:>10.0} {cpu:>14.2} {:>8.2}", cpu / base);
+            let mib = match load {
+                Load::Streams => format!("{:.0}", rate * 16.0 / 1024.0),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "{kind:<12} {rate:>10.0} {cpu:>14.2} {:>8.2} {mib:>8}",
+                cpu / base
+            );
         }
     }
     println!("\n\"CPU x\": each server's CPU per operation divided by Torsion's");
