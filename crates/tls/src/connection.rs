@@ -273,6 +273,38 @@ impl TlsTransport {
             .is_some_and(|kind| kind == rustls::HandshakeKind::Resumed)
     }
 
+    /// Sends a TLS 1.3 key update that also asks the peer to update its
+    /// keys (rustls also does this by itself when a cipher suite's limits
+    /// require it). Call it sparingly: peers limit how often they accept
+    /// one.
+    ///
+    /// # Errors
+    /// `NotConnected` before the handshake, or if rustls refuses (TLS 1.2
+    /// has no key update).
+    pub fn refresh_traffic_keys(&self) -> io::Result<()> {
+        {
+            let mut state = self.state.borrow_mut();
+            let State {
+                conn,
+                gather,
+                handshake_done,
+                ..
+            } = &mut *state;
+            let conn = conn
+                .as_mut()
+                .filter(|_| *handshake_done)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+            // What was written is sent under the old keys.
+            encrypt_gathered(conn, gather);
+            conn.refresh_traffic_keys()
+                .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
+        }
+        if !self.in_event.get() {
+            self.flush();
+        }
+        Ok(())
+    }
+
     /// The negotiated cipher suite.
     pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
         self.with_conn(|conn| conn.negotiated_cipher_suite().map(|suite| suite.suite()))
