@@ -880,8 +880,18 @@ impl Transport for TlsTransport {
         self.try_close();
     }
 
+    /// Stops delivering data. The lower transport stops reading too,
+    /// except during a handshake, which needs the peer's messages: it goes
+    /// on, and reading stops when it completes (twisted#6385).
     fn pause_reading(&self) {
         self.reading_paused.set(true);
+        let handshaking = {
+            let state = self.state.borrow();
+            state.conn.is_some() && !state.handshake_done
+        };
+        if handshaking {
+            return;
+        }
         if let Some(lower) = self.lower() {
             lower.pause_reading();
         }
@@ -1116,7 +1126,8 @@ impl<P: Protocol> Core<P> {
                 }
                 return self.receive(&backlog);
             }
-            if tls.reading_paused.get() {
+            // A paused protocol does not stop a handshake.
+            if tls.reading_paused.get() && tls.state.borrow().handshake_done {
                 tls.state.borrow_mut().backlog.extend_from_slice(input);
                 return;
             }
@@ -1217,6 +1228,12 @@ impl<P: Protocol> Core<P> {
             "TLS handshake completed"
         );
         tls.update_producer();
+        if tls.reading_paused.get() {
+            // Paused during the handshake: stop reading now.
+            if let Some(lower) = tls.lower() {
+                lower.pause_reading();
+            }
+        }
         if !self.done.get() {
             self.protocol.borrow_mut().handshake_completed(&self.handle);
         }

@@ -832,3 +832,27 @@ fn the_tls_transport_is_freed_with_its_connection() {
     drop(pair);
     assert!(weak.upgrade().is_none(), "no reference cycle keeps it");
 }
+
+#[test]
+fn reading_paused_before_the_handshake_does_not_stall_it() {
+    // twisted#6385: a protocol that pauses reading at once must not keep
+    // TLS from reading the handshake it needs to send anything.
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let (server, record) = Recorder::new();
+    let server = server.on_made(|t| {
+        t.pause_reading();
+        t.write(b"greeting");
+    });
+    let (client, client_record) = Recorder::new();
+    let client = client.on_handshake(|t| t.write(b"hello"));
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    pair.pump();
+    assert!(pair.server.protocol.tls().is_handshake_complete());
+    assert_eq!(client_record.borrow().received, b"greeting");
+    // Paused: nothing delivered, and the lower transport stopped reading.
+    assert!(record.borrow().received.is_empty());
+    assert!(pair.server.pipe.reading_paused.get());
+    pair.server.protocol.tls().resume_reading();
+    pair.pump();
+    assert_eq!(record.borrow().received, b"hello");
+}
