@@ -817,6 +817,16 @@ impl Transport for TlsTransport {
         {
             let mut state = self.state.borrow_mut();
             if state.closing != Closing::Open {
+                // After `lose_write_connection`, this closes the rest.
+                if std::mem::replace(&mut state.write_close, false)
+                    && state.closing == Closing::Done
+                    && !self.stopped.get()
+                {
+                    drop(state);
+                    if let Some(lower) = self.lower() {
+                        lower.lose_connection();
+                    }
+                }
                 return;
             }
             state.closing = Closing::Requested;

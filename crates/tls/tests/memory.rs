@@ -856,3 +856,25 @@ fn reading_paused_before_the_handshake_does_not_stall_it() {
     pair.pump();
     assert_eq!(record.borrow().received, b"hello");
 }
+
+#[test]
+fn lose_connection_after_lose_write_connection_closes_the_rest() {
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(|t| {
+        t.write(b"request");
+        t.lose_write_connection();
+    });
+    let mut pair = tls_pair(Echo, client, None);
+    // The handshake, up to the client's half-close.
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    let to_client = pair.server.pipe.take(usize::MAX);
+    pair.client.receive(&to_client);
+    assert!(pair.client.pipe.write_closed.get());
+    assert_eq!(*pair.client.pipe.closing.borrow(), Closing::Open);
+    pair.client.protocol.tls().lose_connection();
+    assert_eq!(*pair.client.pipe.closing.borrow(), Closing::Lost);
+    pair.pump();
+    assert!(pair.closed);
+    assert_eq!(record.borrow().lost_clean, Some(true));
+}
