@@ -567,6 +567,9 @@ impl TlsTransport {
             lower.lose_connection_with_error(fault.text().to_owned());
             return;
         }
+        let peer_closed = self.state.borrow().peer_closed;
+        // After the peer's close_notify a write-side close ends it all.
+        let write_close = write_close && !peer_closed;
         if !tls || !handshake_done {
             self.state.borrow_mut().closing = Closing::Done;
             if write_close {
@@ -582,7 +585,6 @@ impl TlsTransport {
             lower.lose_write_connection();
             return;
         }
-        let peer_closed = self.state.borrow().peer_closed;
         let reactor = self.reactor();
         match reactor {
             Some(reactor) if !peer_closed => {
@@ -607,6 +609,13 @@ impl TlsTransport {
                 lower.lose_connection();
             }
         }
+    }
+
+    /// True once `lose_connection` stopped reading (a write-side close
+    /// alone leaves it going).
+    fn reading_stopped(&self) -> bool {
+        let state = self.state.borrow();
+        state.closing != Closing::Open && !state.write_close
     }
 
     fn send_close_notify(&self) {
@@ -1261,9 +1270,10 @@ impl<P: Protocol> Core<P> {
             if tls.stopped.get() || self.done.get() {
                 return true;
             }
-            if tls.state.borrow().closing != Closing::Open {
-                // Reading stopped with `lose_connection`: what still
-                // arrives (until the peer's close_notify) is dropped.
+            if tls.reading_stopped() {
+                // Reading stopped with `lose_connection` (not after
+                // `lose_write_connection`, where reading goes on): what
+                // still arrives (until the peer's close_notify) is dropped.
                 let mut state = tls.state.borrow_mut();
                 let conn = state.conn.as_mut().expect("TLS is on");
                 let mut sink = io::sink();
@@ -1304,10 +1314,10 @@ impl<P: Protocol> Core<P> {
     /// The peer's close_notify arrived: answer it and close.
     fn peer_closed(&self) {
         let tls = &self.tls;
-        let closing = {
+        let (closing, write_close) = {
             let mut state = tls.state.borrow_mut();
             state.peer_closed = true;
-            state.closing
+            (state.closing, state.write_close)
         };
         match closing {
             Closing::Open => {
@@ -1324,6 +1334,13 @@ impl<P: Protocol> Core<P> {
             Closing::Requested => {
                 tls.state.borrow_mut().closing = Closing::Done;
                 tls.unregister_below();
+                if let Some(lower) = tls.lower() {
+                    lower.lose_connection();
+                }
+            }
+            // Our write side is shut already (`lose_write_connection`):
+            // now both are, so the connection closes.
+            Closing::Done if write_close => {
                 if let Some(lower) = tls.lower() {
                     lower.lose_connection();
                 }
@@ -1449,11 +1466,18 @@ impl<P: Protocol> Protocol for TlsProtocol<P> {
             }
             return;
         }
-        let (closing, peer_closed, handshake_done) = {
+        let (closing, peer_closed, handshake_done, write_close) = {
             let state = tls.state.borrow();
-            (state.closing, state.peer_closed, state.handshake_done)
+            (
+                state.closing,
+                state.peer_closed,
+                state.handshake_done,
+                state.write_close,
+            )
         };
-        if peer_closed || closing == Closing::Sent || closing == Closing::Done {
+        // After `lose_write_connection` we still read: an end of stream
+        // without close_notify is a truncation as when open.
+        if peer_closed || closing == Closing::Sent || (closing == Closing::Done && !write_close) {
             tls.close_lower();
             return;
         }

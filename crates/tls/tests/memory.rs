@@ -878,3 +878,42 @@ fn lose_connection_after_lose_write_connection_closes_the_rest() {
     assert!(pair.closed);
     assert_eq!(record.borrow().lost_clean, Some(true));
 }
+
+#[test]
+fn half_close_then_read_the_reply() {
+    // The Transport contract: reading goes on after lose_write_connection.
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(|t| {
+        t.write(b"request");
+        t.lose_write_connection();
+    });
+    let mut pair = tls_pair(Echo, client, None);
+    pair.pump();
+    assert_eq!(
+        record.borrow().received,
+        b"request",
+        "the reply after a half-close"
+    );
+    assert!(pair.closed);
+    assert_eq!(record.borrow().lost_clean, Some(true));
+}
+
+#[test]
+fn half_closed_then_end_of_stream_without_close_notify_is_a_truncation() {
+    let (client, record) = Recorder::new();
+    let client = client.on_made(|t| t.write(b"hi"));
+    let mut pair = tls_pair(Echo, client, None);
+    pair.pump();
+    pair.client.protocol.tls().lose_write_connection();
+    assert!(pair.client.pipe.write_closed.get());
+    // The server's stream ends with no close_notify.
+    pair.client
+        .protocol
+        .read_connection_lost(&pair.client.handle.clone());
+    pair.pump();
+    assert_eq!(record.borrow().lost_clean, Some(false));
+    assert_eq!(
+        record.borrow().lost_kind,
+        Some(std::io::ErrorKind::UnexpectedEof)
+    );
+}
