@@ -1208,11 +1208,7 @@ impl<P: Protocol> Core<P> {
                 tls.state.borrow_mut().backlog.extend_from_slice(input);
                 return;
             }
-            if io_state.peer_has_closed() {
-                self.peer_closed();
-                return;
-            }
-            if input.is_empty() {
+            if self.drained(io_state.peer_has_closed()) || input.is_empty() {
                 return;
             }
         }
@@ -1311,12 +1307,24 @@ impl<P: Protocol> Core<P> {
         !tls.reading_paused.get()
     }
 
-    /// The peer's close_notify arrived: answer it and close.
+    /// Called once the plaintext rustls holds has been delivered (after a
+    /// receive, and after a paused delivery resumes): the one place a
+    /// close_notify that came with it is acted on. True if it had.
+    fn drained(&self, peer_has_closed: bool) -> bool {
+        if peer_has_closed {
+            self.peer_closed();
+        }
+        peer_has_closed
+    }
+
+    /// The peer's close_notify arrived: answer it and close (once).
     fn peer_closed(&self) {
         let tls = &self.tls;
         let (closing, write_close) = {
             let mut state = tls.state.borrow_mut();
-            state.peer_closed = true;
+            if std::mem::replace(&mut state.peer_closed, true) {
+                return;
+            }
             (state.closing, state.write_close)
         };
         match closing {
@@ -1362,16 +1370,21 @@ impl<P: Protocol> Pump for Core<P> {
             let tls_on = self.tls.is_tls();
             if tls_on {
                 // Plaintext decrypted before the pause comes first.
-                let available = {
+                let (available, peer_has_closed) = {
                     let mut state = self.tls.state.borrow_mut();
                     let conn = state.conn.as_mut().expect("TLS is on");
                     conn.process_new_packets()
-                        .map(|io| io.plaintext_bytes_to_read())
-                        .unwrap_or(0)
+                        .map(|io| (io.plaintext_bytes_to_read(), io.peer_has_closed()))
+                        .unwrap_or((0, false))
                 };
                 self.check_handshake();
                 if !self.deliver(available) {
                     self.tls.state.borrow_mut().backlog.splice(0..0, backlog);
+                    return;
+                }
+                // A close_notify that came before the pause: nothing after
+                // it counts.
+                if self.drained(peer_has_closed) {
                     return;
                 }
             }

@@ -917,3 +917,40 @@ fn half_closed_then_end_of_stream_without_close_notify_is_a_truncation() {
         Some(std::io::ErrorKind::UnexpectedEof)
     );
 }
+
+#[test]
+fn close_notify_received_while_paused_is_honoured_on_resume() {
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let (server, record) = Recorder::new();
+    let once = Rc::new(Cell::new(false));
+    let flag = once.clone();
+    let server = server.on_data(move |t, _| {
+        if !flag.replace(true) {
+            t.pause_reading();
+        }
+    });
+    let (client, client_record) = Recorder::new();
+    let client = client.on_handshake(|t| {
+        t.write(b"data");
+        t.lose_connection();
+    });
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    for _ in 0..3 {
+        let to_server = pair.client.pipe.take(usize::MAX);
+        pair.server.receive(&to_server);
+        let to_client = pair.server.pipe.take(usize::MAX);
+        pair.client.receive(&to_client);
+    }
+    assert_eq!(record.borrow().received, b"data");
+    // The close_notify came with the data, while reading was paused.
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
+    pair.server.protocol.tls().resume_reading();
+    reactor.iterate(Duration::ZERO).unwrap();
+    // Answered and closed on resume, not left for the end of stream
+    // (which would then be reported as a truncation).
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Lost);
+    pair.pump();
+    assert!(pair.closed);
+    assert_eq!(record.borrow().lost_clean, Some(true));
+    assert_eq!(client_record.borrow().lost_clean, Some(true));
+}
