@@ -1328,6 +1328,17 @@ impl<P: Protocol> Core<P> {
             (state.closing, state.write_close)
         };
         match closing {
+            // The TLS end of stream, told as a socket tells its own: a
+            // half-closeable protocol (TLS over TLS is one) hears
+            // `read_connection_lost` and may go on writing until it
+            // closes; any other is answered and closed.
+            Closing::Open if self.protocol.borrow().half_closeable() => {
+                if !self.done.get() {
+                    self.protocol
+                        .borrow_mut()
+                        .read_connection_lost(&self.handle);
+                }
+            }
             Closing::Open => {
                 tls.state.borrow_mut().closing = Closing::Done;
                 tls.unregister_below();
@@ -1409,6 +1420,16 @@ fn describe(error: &rustls::Error) -> String {
     }
 }
 
+/// Why a connection whose peer sent no close_notify is not clean.
+fn truncation_text(handshake_done: bool) -> String {
+    if handshake_done {
+        "the peer closed the connection without a TLS close_notify (possible truncation)"
+    } else {
+        "the peer closed the connection during the TLS handshake"
+    }
+    .to_owned()
+}
+
 fn not_tls_message(input: &[u8]) -> String {
     let start = &input[..input.len().min(16)];
     let looks_like_text = start
@@ -1488,21 +1509,22 @@ impl<P: Protocol> Protocol for TlsProtocol<P> {
                 state.write_close,
             )
         };
+        if peer_closed && closing == Closing::Open {
+            // A half-closeable protocol heard `read_connection_lost` at
+            // the close_notify and closes when it is done writing.
+            return;
+        }
         // After `lose_write_connection` we still read: an end of stream
         // without close_notify is a truncation as when open.
         if peer_closed || closing == Closing::Sent || (closing == Closing::Done && !write_close) {
             tls.close_lower();
             return;
         }
-        let text = if handshake_done {
-            "the peer closed the connection without a TLS close_notify (possible truncation)"
-        } else {
-            "the peer closed the connection during the TLS handshake"
-        };
-        tls.set_fault(Fault::Truncated(text.to_owned()));
+        let text = truncation_text(handshake_done);
+        tls.set_fault(Fault::Truncated(text.clone()));
         tls.state.borrow_mut().closing = Closing::Done;
         tls.unregister_below();
-        lower.lose_connection_with_error(text.to_owned());
+        lower.lose_connection_with_error(text);
     }
 
     fn write_connection_lost(&mut self, _transport: &TransportRef) {
@@ -1523,6 +1545,20 @@ impl<P: Protocol> Protocol for TlsProtocol<P> {
         tls.stopped.set(true);
         let (fault, peer_closed, timers) = {
             let mut state = tls.state.borrow_mut();
+            // A lower transport that ends "cleanly" when TLS is on, the
+            // peer sent no close_notify and we did not start the close
+            // (a write-side close alone does not count) is no proof that
+            // nothing was cut off: as TLS over TLS, where the outer
+            // session's close ends this one.
+            let we_closed = state.closing != Closing::Open && !state.write_close;
+            if state.fault.is_none()
+                && state.conn.is_some()
+                && !state.peer_closed
+                && !we_closed
+                && reason.is_clean()
+            {
+                state.fault = Some(Fault::Truncated(truncation_text(state.handshake_done)));
+            }
             state.closing = Closing::Done;
             (
                 state.fault.clone(),

@@ -954,3 +954,81 @@ fn close_notify_received_while_paused_is_honoured_on_resume() {
     assert_eq!(record.borrow().lost_clean, Some(true));
     assert_eq!(client_record.borrow().lost_clean, Some(true));
 }
+
+#[test]
+fn clean_lower_close_without_close_notify_is_not_reported_clean() {
+    // The lower transport ends "cleanly" without an end of stream first
+    // (for TLS over TLS: the outer session's close): without our peer's
+    // close_notify that is a possible truncation.
+    let (client, record) = Recorder::new();
+    let client = client.on_made(|t| t.write(b"hi"));
+    let mut pair = tls_pair(Echo, client, None);
+    pair.pump();
+    assert!(pair.client.protocol.tls().is_handshake_complete());
+    pair.client
+        .lose(&torsion_protocol::CloseReason::ClosedByPeer);
+    let record = record.borrow();
+    assert_eq!(record.lost_clean, Some(false), "{:?}", record.lost);
+    assert_eq!(record.lost_kind, Some(std::io::ErrorKind::UnexpectedEof));
+}
+
+/// A half-closeable protocol that answers once the peer's stream ends.
+struct ReplyAtEnd {
+    got: Vec<u8>,
+}
+
+impl Protocol for ReplyAtEnd {
+    fn data_received(&mut self, _transport: &TransportRef, data: &[u8]) {
+        self.got.extend_from_slice(data);
+    }
+    fn half_closeable(&self) -> bool {
+        true
+    }
+    fn read_connection_lost(&mut self, transport: &TransportRef) {
+        transport.write(b"reply to ");
+        transport.write(&self.got);
+        transport.lose_connection();
+    }
+}
+
+#[test]
+fn close_notify_is_an_end_of_stream_for_a_half_closeable_protocol() {
+    // As a socket's end of stream: the protocol hears
+    // read_connection_lost and may still write before it closes.
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(|t| {
+        t.write(b"request");
+        t.lose_write_connection();
+    });
+    let server = ReplyAtEnd { got: Vec::new() };
+    let mut pair = tls_pair(server, client, None);
+    pair.pump();
+    assert_eq!(record.borrow().received, b"reply to request");
+    assert!(pair.closed);
+    assert_eq!(record.borrow().lost_clean, Some(true));
+}
+
+#[test]
+fn tls_over_tls_outer_close_without_the_inner_close_notify_is_a_truncation() {
+    let pki = pki();
+    let inner_server = TlsProtocol::server(pki.server_config(), Echo).unwrap();
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(|t| t.write(b"nested"));
+    let inner_client = TlsProtocol::client(
+        pki.client_config(),
+        server_name("localhost").unwrap(),
+        client,
+    )
+    .unwrap();
+    let mut pair = tls_pair(inner_server, inner_client, None);
+    pair.pump();
+    assert_eq!(record.borrow().received, b"nested");
+    // The server closes the outer session only: its close_notify, not the
+    // inner one's.
+    pair.server.protocol.tls().lose_connection();
+    pair.pump();
+    assert!(pair.closed);
+    let record = record.borrow();
+    assert_eq!(record.lost_clean, Some(false), "{:?}", record.lost);
+    assert_eq!(record.lost_kind, Some(std::io::ErrorKind::UnexpectedEof));
+}
