@@ -10,7 +10,12 @@
 //! ([`TlsTransport::start_tls`]); then the client sends a secret line,
 //! which the server answers over TLS. Each side prints what it sees.
 //! A client that pipelines plaintext after its `STARTTLS` line is
-//! refused (the command-injection class of bug).
+//! refused (the command-injection class of bug): `--pipeline` makes this
+//! client do that, to see it.
+//!
+//! ```text
+//! cargo run --example starttls -- --pipeline
+//! ```
 
 use std::sync::Arc;
 
@@ -26,15 +31,14 @@ use torsion_tls::{
 #[path = "tls/certs.rs"]
 mod certs;
 
-/// Splits complete lines off `buffer`.
-fn lines(buffer: &mut Vec<u8>, data: &[u8]) -> Vec<String> {
-    buffer.extend_from_slice(data);
-    let mut out = Vec::new();
-    while let Some(end) = buffer.windows(2).position(|w| w == b"\r\n") {
-        let line: Vec<u8> = buffer.drain(..end + 2).take(end).collect();
-        out.push(String::from_utf8_lossy(&line).into_owned());
-    }
-    out
+/// Splits the next complete line off `buffer`. One at a time: after a
+/// `STARTTLS` line, what follows in the buffer is not a line but the
+/// first bytes of the TLS session (or refused plaintext), handed to
+/// `start_tls` whole.
+fn next_line(buffer: &mut Vec<u8>) -> Option<String> {
+    let end = buffer.windows(2).position(|w| w == b"\r\n")?;
+    let line: Vec<u8> = buffer.drain(..end + 2).take(end).collect();
+    Some(String::from_utf8_lossy(&line).into_owned())
 }
 
 struct Server {
@@ -53,7 +57,8 @@ impl Protocol for Server {
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
         let tls = TlsTransport::of(transport).expect("wrapped in TlsProtocol");
-        for line in lines(&mut self.buffer, data) {
+        self.buffer.extend_from_slice(data);
+        while let Some(line) = next_line(&mut self.buffer) {
             let encrypted = tls.is_tls();
             println!("server got {line:?} (encrypted: {encrypted})");
             if line == "STARTTLS" && !encrypted {
@@ -88,6 +93,8 @@ impl Factory for ServerFactory {
 struct Client {
     config: Arc<ClientConfig>,
     buffer: Vec<u8>,
+    /// Misbehave: pipeline a plaintext command after `STARTTLS`.
+    pipeline: bool,
 }
 
 impl Protocol for Client {
@@ -98,9 +105,13 @@ impl Protocol for Client {
 
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
         let tls = TlsTransport::of(transport).expect("wrapped in TlsProtocol");
-        for line in lines(&mut self.buffer, data) {
+        self.buffer.extend_from_slice(data);
+        while let Some(line) = next_line(&mut self.buffer) {
             println!("client got {line:?}");
-            if line.starts_with("HELLO") {
+            if line.starts_with("HELLO") && self.pipeline {
+                // In one write: the server must refuse the second line.
+                transport.write(b"STARTTLS\r\nMAIL FROM:<x>\r\n");
+            } else if line.starts_with("HELLO") {
                 transport.write(b"STARTTLS\r\n");
             } else if line == "READY" {
                 let name = server_name("localhost").expect("a valid name");
@@ -115,7 +126,7 @@ impl Protocol for Client {
     }
 }
 
-struct ClientFactoryImpl(Arc<ClientConfig>);
+struct ClientFactoryImpl(Arc<ClientConfig>, bool);
 
 impl Factory for ClientFactoryImpl {
     type Protocol = TlsProtocol<Client>;
@@ -123,6 +134,7 @@ impl Factory for ClientFactoryImpl {
         Some(TlsProtocol::plain(Client {
             config: self.0.clone(),
             buffer: Vec::new(),
+            pipeline: self.1,
         }))
     }
 }
@@ -138,6 +150,7 @@ impl ClientFactory for ClientFactoryImpl {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     torsion_examples::init_logging();
+    let pipeline = std::env::args().skip(1).any(|arg| arg == "--pipeline");
     let dir = std::env::temp_dir().join(format!("torsion-starttls-{}", std::process::id()));
     let files = certs::make(&dir)?;
     let server_config = ServerSettings::from_pem_files(&files.chain, &files.key)?.build()?;
@@ -150,7 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     reactor.connect_tcp(
         "127.0.0.1",
         at,
-        ClientFactoryImpl(client_config),
+        ClientFactoryImpl(client_config, pipeline),
         DEFAULT_CONNECT_TIMEOUT,
     );
     reactor.run()?;

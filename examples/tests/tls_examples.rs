@@ -107,3 +107,41 @@ fn starttls_example() {
         ]
     );
 }
+
+#[test]
+fn starttls_example_refuses_plaintext_pipelined_after_the_command() {
+    // `STARTTLS\r\nMAIL FROM:<x>\r\n` in one write: the server answers
+    // the command, then refuses the plaintext after it instead of
+    // dropping it (or taking it for TLS).
+    let output = Command::new(example("starttls"))
+        .arg("--pipeline")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let out = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "client got \"HELLO plaintext; say STARTTLS\"",
+            "server got \"STARTTLS\" (encrypted: false)"
+        ],
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(
+            "server refused: the client sent 15 bytes of plaintext after its STARTTLS command"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("TLS is on"), "{out}");
+    assert!(!out.contains("MAIL"), "{out}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("client: connection closed"),
+        "{out}"
+    );
+}
