@@ -149,6 +149,9 @@ pub struct TlsTransport {
     deferred_update: Cell<bool>,
     /// A pull request from below arrived during a lower write.
     deferred_pull: Cell<bool>,
+    /// A resume from below, which may carry out a held close, arrived
+    /// during a lower write.
+    deferred_close: Cell<bool>,
     /// Inside one of the wrapper's own events: writes are flushed at its
     /// end rather than at once.
     in_event: Cell<bool>,
@@ -198,6 +201,7 @@ impl TlsTransport {
             flushing: Cell::new(false),
             deferred_update: Cell::new(false),
             deferred_pull: Cell::new(false),
+            deferred_close: Cell::new(false),
             in_event: Cell::new(false),
             reading_paused: Cell::new(false),
             stopped: Cell::new(false),
@@ -466,6 +470,9 @@ impl TlsTransport {
         if self.deferred_pull.replace(false) {
             self.pull();
         }
+        if self.deferred_close.replace(false) {
+            self.try_close();
+        }
     }
 
     /// Pauses or resumes the inner streaming producer to match the
@@ -728,7 +735,14 @@ impl Producer for ProducerProxy {
         } else {
             tls.pull();
         }
-        tls.try_close();
+        // Called from inside our own lower write (TLS over TLS, or a
+        // transport that resumes its producer as it writes), the close
+        // waits until the write is over, as the updates above do.
+        if tls.flushing.get() {
+            tls.deferred_close.set(true);
+        } else {
+            tls.try_close();
+        }
     }
 
     fn stop_producing(&self) {

@@ -1032,3 +1032,33 @@ fn tls_over_tls_outer_close_without_the_inner_close_notify_is_a_truncation() {
     assert_eq!(record.lost_clean, Some(false), "{:?}", record.lost);
     assert_eq!(record.lost_kind, Some(std::io::ErrorKind::UnexpectedEof));
 }
+
+#[test]
+fn a_resume_from_inside_a_lower_write_waits_for_it_to_end() {
+    // The lower transport resumes its producer (our proxy) while we write
+    // to it: the close that resume releases must wait until the write is
+    // over (it re-entered the TLS state mid-write).
+    struct Idle;
+    impl Producer for Idle {
+        fn resume_producing(&self) {}
+    }
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(|t| t.register_producer(Rc::new(Idle), true).unwrap());
+    let (server, server_record) = Recorder::new();
+    let mut pair = tls_pair(server, client, None);
+    pair.pump();
+    let tls = pair.client.protocol.tls().clone();
+    // The lower transport pauses us, so our producer: the close is held.
+    let proxy = pair.client.pipe.producer.borrow().clone().unwrap().0;
+    proxy.pause_producing();
+    tls.lose_connection();
+    assert_eq!(*pair.client.pipe.closing.borrow(), Closing::Open);
+    pair.client.pipe.resume_on_write.set(true);
+    tls.write(b"last");
+    // Resumed, the close went ahead once the write was over.
+    assert_eq!(*pair.client.pipe.closing.borrow(), Closing::Lost);
+    pair.pump();
+    assert!(pair.closed);
+    assert_eq!(server_record.borrow().received, b"last");
+    assert_eq!(record.borrow().lost_clean, Some(true));
+}

@@ -174,6 +174,9 @@ pub struct Pipe {
     pub high: Cell<usize>,
     pub low: Cell<usize>,
     pub writes: Cell<usize>,
+    /// Resume the producer from inside every write (as a transport under
+    /// TLS over TLS may).
+    pub resume_on_write: Cell<bool>,
     pub reactor: RefCell<Option<Reactor>>,
 }
 
@@ -189,6 +192,7 @@ impl Pipe {
             high: Cell::new(64 * 1024),
             low: Cell::new(16 * 1024),
             writes: Cell::new(0),
+            resume_on_write: Cell::new(false),
             reactor: RefCell::new(reactor.cloned()),
         })
     }
@@ -235,6 +239,13 @@ impl Transport for Pipe {
         self.writes.set(self.writes.get() + 1);
         for part in data {
             self.out.borrow_mut().extend_from_slice(part);
+        }
+        if self.resume_on_write.get() {
+            let producer = self.producer.borrow().clone();
+            if let Some((producer, _)) = producer {
+                self.producer_paused.set(false);
+                producer.resume_producing();
+            }
         }
         if self.out.borrow().len() > self.high.get() {
             let producer = self.producer.borrow().clone();
