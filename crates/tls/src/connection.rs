@@ -363,7 +363,9 @@ impl TlsTransport {
         {
             let mut state = self.state.borrow_mut();
             state.conn = Some(conn);
-            state.backlog.extend_from_slice(unread);
+            // `unread` came before anything held back since (reading
+            // paused): it goes first.
+            state.backlog.splice(0..0, unread.iter().copied());
         }
         self.start_handshake_timer();
         // The client's hello goes out now; received bytes are processed

@@ -1062,3 +1062,71 @@ fn a_resume_from_inside_a_lower_write_waits_for_it_to_end() {
     assert_eq!(server_record.borrow().received, b"last");
     assert_eq!(record.borrow().lost_clean, Some(true));
 }
+
+/// Upgrades after `STARTTLS`, but pauses reading and starts TLS later,
+/// from outside its events, with what it had not consumed.
+struct LateStartTls {
+    held: Rc<RefCell<Vec<u8>>>,
+    record: Rc<RefCell<Vec<u8>>>,
+}
+
+impl Protocol for LateStartTls {
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        if TlsTransport::of(transport).unwrap().is_tls() {
+            self.record.borrow_mut().extend_from_slice(data);
+            return;
+        }
+        let rest = data.strip_prefix(b"STARTTLS\r\n").expect("the command");
+        transport.write(b"OK\r\n");
+        self.held.borrow_mut().extend_from_slice(rest);
+        transport.pause_reading();
+    }
+}
+
+#[test]
+fn starttls_unread_bytes_go_before_those_held_back_since() {
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let held = Rc::new(RefCell::new(Vec::new()));
+    let record = Rc::new(RefCell::new(Vec::new()));
+    let server = TlsProtocol::plain(LateStartTls {
+        held: held.clone(),
+        record: record.clone(),
+    });
+    let mut end = support::End::new(server, Some(&reactor));
+    let (client, _) = Recorder::new();
+    let client = client.on_handshake(|t| t.write(b"data"));
+    let mut client_end = support::End::new(
+        TlsProtocol::client(
+            pki().client_config(),
+            server_name("localhost").unwrap(),
+            client,
+        )
+        .unwrap(),
+        Some(&reactor),
+    );
+    // The ClientHello arrives in two reads: the first with the command
+    // (the protocol keeps it and pauses), the second while paused.
+    let hello = client_end.pipe.take(usize::MAX);
+    let mut first = b"STARTTLS\r\n".to_vec();
+    first.extend_from_slice(&hello[..10]);
+    end.receive(&first);
+    end.receive(&hello[10..]);
+    let tls = end.protocol.tls().clone();
+    let unread = held.borrow().clone();
+    tls.start_tls(TlsRole::Server(pki().server_config()), &unread)
+        .unwrap();
+    tls.resume_reading();
+    reactor.iterate(Duration::ZERO).unwrap();
+    assert_eq!(*end.pipe.closing.borrow(), Closing::Open);
+    let reply = end.pipe.take(usize::MAX);
+    assert!(reply.starts_with(b"OK\r\n"));
+    client_end.receive(&reply[4..]);
+    for _ in 0..4 {
+        let a = client_end.pipe.take(usize::MAX);
+        end.receive(&a);
+        let b = end.pipe.take(usize::MAX);
+        client_end.receive(&b);
+        reactor.iterate(Duration::ZERO).unwrap();
+    }
+    assert_eq!(*record.borrow(), b"data");
+}
