@@ -19,8 +19,9 @@ use torsion_protocol::{
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long [`Transport::lose_connection`] waits for the peer's
-/// close_notify (or end of stream) after sending its own, unless set
-/// otherwise ([`TlsProtocol::close_timeout`]).
+/// close_notify (or end of stream) after sending its own, and for a
+/// registered producer that writes nothing, unless set otherwise
+/// ([`TlsProtocol::close_timeout`]).
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which side of a TLS session to start, for [`TlsTransport::start_tls`].
@@ -120,6 +121,8 @@ struct State {
     /// The peer's close_notify arrived.
     peer_closed: bool,
     handshake_timer: Option<DelayedCall>,
+    /// Bounds the wait for a producer (while `Requested`), then for the
+    /// peer's close_notify (while `Sent`).
     close_timer: Option<DelayedCall>,
 }
 
@@ -155,6 +158,9 @@ pub struct TlsTransport {
     /// Inside one of the wrapper's own events: writes are flushed at its
     /// end rather than at once.
     in_event: Cell<bool>,
+    /// Counts writes made while a close waits for the producer: a
+    /// producer that writes is not stuck.
+    progress: Cell<u64>,
     /// Reading is paused by the inner protocol.
     reading_paused: Cell<bool>,
     /// The connection is over (connection_lost heard, or aborted):
@@ -203,6 +209,7 @@ impl TlsTransport {
             deferred_pull: Cell::new(false),
             deferred_close: Cell::new(false),
             in_event: Cell::new(false),
+            progress: Cell::new(0),
             reading_paused: Cell::new(false),
             stopped: Cell::new(false),
             high: Cell::new(DEFAULT_HIGH_WATER),
@@ -549,7 +556,13 @@ impl TlsTransport {
             None => false,
         };
         if held {
+            self.bound_producer_wait();
             return;
+        }
+        // Nothing holds the close any more: that wait is over.
+        let timer = self.state.borrow_mut().close_timer.take();
+        if let Some(timer) = timer {
+            let _ = timer.cancel();
         }
         let (tls, handshake_done, pending, write_close, fault) = {
             let state = self.state.borrow();
@@ -625,6 +638,45 @@ impl TlsTransport {
     fn reading_stopped(&self) -> bool {
         let state = self.state.borrow();
         state.closing != Closing::Open && !state.write_close
+    }
+
+    /// A close held by a producer waits at most the close timeout for
+    /// the producer to write something (a pull producer that never
+    /// unregisters, a streaming one a never-reading peer keeps paused);
+    /// then the producer is stopped and the close goes on.
+    fn bound_producer_wait(&self) {
+        if self.state.borrow().close_timer.is_some() {
+            return;
+        }
+        let Some(reactor) = self.reactor() else {
+            return;
+        };
+        let timeout = self.close_timeout.get();
+        let seen = self.progress.get();
+        let me = self.me.clone();
+        let timer = reactor.call_later(timeout, move |_| {
+            let Some(me) = me.upgrade() else { return };
+            me.state.borrow_mut().close_timer = None;
+            if me.stopped.get() || me.state.borrow().closing != Closing::Requested {
+                return;
+            }
+            if me.progress.get() == seen {
+                tracing::debug!(
+                    ?timeout,
+                    "TLS: the producer held the close too long; stopping it"
+                );
+                let producer = me.producer.borrow_mut().take();
+                me.producer_paused.set(false);
+                me.unregister_below();
+                if let Some((producer, _)) = producer {
+                    producer.stop_producing();
+                }
+            }
+            // Closes now, or waits another period for a producer that
+            // wrote meanwhile.
+            me.try_close();
+        });
+        self.state.borrow_mut().close_timer = Some(timer);
     }
 
     fn send_close_notify(&self) {
@@ -774,7 +826,11 @@ impl Transport for TlsTransport {
             let open = match state.closing {
                 Closing::Open => !state.write_close,
                 // A registered producer may finish its work.
-                Closing::Requested => self.producer.borrow().is_some(),
+                Closing::Requested => {
+                    let open = self.producer.borrow().is_some();
+                    self.progress.set(self.progress.get() + u64::from(open));
+                    open
+                }
                 Closing::Sent | Closing::Done => false,
             };
             if !open {
@@ -834,10 +890,12 @@ impl Transport for TlsTransport {
     }
 
     /// Sends close_notify once everything written is sent (after the
-    /// handshake, if it is still under way), then closes the lower
-    /// transport after the peer's close_notify or end of stream, or after
-    /// the close timeout, whichever comes first. Safe before the
-    /// handshake, twice, and after the connection is gone.
+    /// handshake, if it is still under way, and after a registered
+    /// producer is done: it is stopped if it goes a close timeout without
+    /// writing), then closes the lower transport after the peer's
+    /// close_notify or end of stream, or after the close timeout,
+    /// whichever comes first. Safe before the handshake, twice, and after
+    /// the connection is gone.
     fn lose_connection(&self) {
         {
             let mut state = self.state.borrow_mut();
@@ -1105,7 +1163,8 @@ impl<P: Protocol> TlsProtocol<P> {
     }
 
     /// Sets how long a close waits for the peer's close_notify after
-    /// sending ours (default 5 s).
+    /// sending ours, and how long it waits for a registered producer that
+    /// writes nothing before stopping it (default 5 s).
     #[must_use]
     pub fn close_timeout(self, timeout: Duration) -> Self {
         self.core.tls.close_timeout.set(timeout);

@@ -1130,3 +1130,71 @@ fn starttls_unread_bytes_go_before_those_held_back_since() {
     }
     assert_eq!(*record.borrow(), b"data");
 }
+
+/// A producer that does nothing but note that it was stopped.
+#[derive(Default)]
+struct Stuck {
+    stopped: Cell<bool>,
+}
+
+impl Producer for Stuck {
+    fn resume_producing(&self) {}
+    fn stop_producing(&self) {
+        self.stopped.set(true);
+    }
+}
+
+#[test]
+fn a_close_held_by_a_paused_streaming_producer_is_bounded_by_the_close_timeout() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let stuck = Rc::new(Stuck::default());
+    let producer = stuck.clone();
+    let (client, record) = Recorder::new();
+    let client = client.on_handshake(move |t| t.register_producer(producer.clone(), true).unwrap());
+    let (server, server_record) = Recorder::new();
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    pair.pump();
+    let tls = pair.client.protocol.tls().clone();
+    // A peer that never reads keeps the producer paused.
+    let proxy = pair.client.pipe.producer.borrow().clone().unwrap().0;
+    proxy.pause_producing();
+    tls.lose_connection();
+    clock.advance(Duration::from_secs(4));
+    tls.write(b"more");
+    // It wrote: at 5 s the wait goes on for another period.
+    clock.advance(Duration::from_secs(1));
+    clock.advance(Duration::from_secs(4));
+    assert!(!stuck.stopped.get());
+    assert!(!pair.client.pipe.write_closed.get());
+    clock.advance(Duration::from_secs(1));
+    // Five seconds without a write: stopped, and the close goes on.
+    assert!(stuck.stopped.get());
+    assert!(pair.client.pipe.write_closed.get(), "close_notify sent");
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(*pair.client.pipe.closing.borrow(), Closing::Lost);
+    pair.pump();
+    assert!(pair.closed);
+    assert_eq!(server_record.borrow().received, b"more");
+    assert_eq!(record.borrow().lost_clean, Some(true));
+    assert_eq!(reactor.pending_call_count(), 0, "no timer left behind");
+}
+
+#[test]
+fn a_close_held_by_a_pull_producer_that_never_unregisters_is_bounded() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let stuck = Rc::new(Stuck::default());
+    let producer = stuck.clone();
+    let client = Recorder::new()
+        .0
+        .on_handshake(move |t| t.register_producer(producer.clone(), false).unwrap());
+    let mut pair = tls_pair(Echo, client, Some(&reactor));
+    pair.pump();
+    pair.client.protocol.tls().lose_connection();
+    clock.advance(Duration::from_secs(4));
+    assert!(!stuck.stopped.get());
+    clock.advance(Duration::from_secs(1));
+    assert!(stuck.stopped.get());
+    // The close went on: close_notify, and the peer answers.
+    pair.pump();
+    assert!(pair.closed);
+}
