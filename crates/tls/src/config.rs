@@ -124,11 +124,20 @@ fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     provider: &CryptoProvider,
-    key_path: Option<&Path>,
+    files: Option<(&Path, &Path)>,
 ) -> Result<CertifiedKey, ConfigError> {
-    CertifiedKey::from_der(chain, key, provider).map_err(|e| ConfigError {
-        path: key_path.map(Path::to_owned),
-        problem: format!("the key does not fit the certificate, or cannot be used: {e}"),
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| match files {
+        // The key file at fault, and the certificate's file named too.
+        Some((chain, key)) => ConfigError::file(
+            key,
+            format!(
+                "the key does not fit the certificate in {}, or cannot be used: {e}",
+                chain.display()
+            ),
+        ),
+        None => ConfigError::other(format!(
+            "the key does not fit the certificate, or cannot be used: {e}"
+        )),
     })
 }
 
@@ -184,7 +193,12 @@ impl ServerSettings {
         let certs = load_certificates(chain.as_ref())?;
         let private = load_private_key(key.as_ref())?;
         Ok(ServerSettings {
-            default: certified_key(certs, private, &provider(), Some(key.as_ref()))?,
+            default: certified_key(
+                certs,
+                private,
+                &provider(),
+                Some((chain.as_ref(), key.as_ref())),
+            )?,
             by_name: HashMap::new(),
             client_roots: None,
             alpn: Vec::new(),
@@ -371,15 +385,24 @@ impl ClientSettings {
     /// server asks (mutual TLS).
     ///
     /// # Errors
-    /// Naming the file that cannot be read or holds no certificate or key.
+    /// Naming the file that cannot be read or holds no certificate or key,
+    /// or (both files) a key that does not match the certificate.
     pub fn client_certificate_pem_files(
         self,
         chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<ClientSettings, ConfigError> {
+        let (chain, key) = (chain.as_ref(), key.as_ref());
         let certs = load_certificates(chain)?;
-        let key = load_private_key(key)?;
-        Ok(self.client_certificate(certs, key))
+        let private = load_private_key(key)?;
+        // Checked here, where the files are known, rather than in build().
+        certified_key(
+            certs.clone(),
+            private.clone_key(),
+            &provider(),
+            Some((chain, key)),
+        )?;
+        Ok(self.client_certificate(certs, private))
     }
 
     /// The application protocols to offer by ALPN, preferred first.

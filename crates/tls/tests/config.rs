@@ -74,6 +74,19 @@ fn errors_name_the_file_and_the_problem() {
     assert_eq!(error.path.as_deref(), Some(other_key.as_path()));
     assert!(error.to_string().contains("does not fit"), "{error}");
 
+    assert!(error.to_string().contains("chain.pem"), "{error}");
+
+    // The same for a client certificate: both files named.
+    let error = ClientSettings::new()
+        .trust_pem_file(&chain)
+        .unwrap()
+        .client_certificate_pem_files(&chain, &other_key)
+        .err()
+        .unwrap();
+    assert_eq!(error.path.as_deref(), Some(other_key.as_path()));
+    assert!(error.to_string().contains("does not fit"), "{error}");
+    assert!(error.to_string().contains("chain.pem"), "{error}");
+
     let error = ClientSettings::new().trust_pem_file(&junk).err().unwrap();
     assert!(error.to_string().contains("junk.pem"), "{error}");
 
