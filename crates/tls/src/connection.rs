@@ -163,6 +163,9 @@ pub struct TlsTransport {
     progress: Cell<u64>,
     /// Reading is paused by the inner protocol.
     reading_paused: Cell<bool>,
+    /// The lower stream ended while received bytes were held back by a
+    /// pause: acted on once they are delivered.
+    eof_pending: Cell<bool>,
     /// The connection is over (connection_lost heard, or aborted):
     /// nothing more is delivered.
     stopped: Cell<bool>,
@@ -211,6 +214,7 @@ impl TlsTransport {
             in_event: Cell::new(false),
             progress: Cell::new(0),
             reading_paused: Cell::new(false),
+            eof_pending: Cell::new(false),
             stopped: Cell::new(false),
             high: Cell::new(DEFAULT_HIGH_WATER),
             low: Cell::new(DEFAULT_LOW_WATER),
@@ -1382,6 +1386,73 @@ impl<P: Protocol> Core<P> {
         !tls.reading_paused.get()
     }
 
+    /// The lower transport's stream ended (and nothing received before it
+    /// is held back): a clean TLS end after close_notify, a truncation
+    /// without; plain, as a transport without TLS would tell it.
+    fn lower_ended(&self) {
+        let tls = &self.tls;
+        let Some(lower) = tls.lower() else { return };
+        if !tls.is_tls() {
+            // Plain: as a transport without TLS would.
+            let half = self.protocol.borrow().half_closeable();
+            if half {
+                self.event(|| {
+                    self.protocol
+                        .borrow_mut()
+                        .read_connection_lost(&self.handle);
+                });
+            } else {
+                tls.state.borrow_mut().closing = Closing::Done;
+                lower.lose_connection();
+            }
+            return;
+        }
+        let (closing, peer_closed, handshake_done, write_close) = {
+            let state = tls.state.borrow();
+            (
+                state.closing,
+                state.peer_closed,
+                state.handshake_done,
+                state.write_close,
+            )
+        };
+        if peer_closed && closing == Closing::Open {
+            // A half-closeable protocol heard `read_connection_lost` at
+            // the close_notify and closes when it is done writing.
+            return;
+        }
+        // After `lose_write_connection` we still read: an end of stream
+        // without close_notify is a truncation as when open.
+        if peer_closed || closing == Closing::Sent || (closing == Closing::Done && !write_close) {
+            tls.close_lower();
+            return;
+        }
+        let text = truncation_text(handshake_done);
+        tls.set_fault(Fault::Truncated(text.clone()));
+        tls.state.borrow_mut().closing = Closing::Done;
+        tls.unregister_below();
+        lower.lose_connection_with_error(text);
+    }
+
+    /// True while reading is paused with something received before the
+    /// lower end of stream not yet delivered or acted on.
+    fn held_back(&self) -> bool {
+        let tls = &self.tls;
+        if !tls.reading_paused.get() {
+            return false;
+        }
+        let mut state = tls.state.borrow_mut();
+        if !state.backlog.is_empty() {
+            return true;
+        }
+        let peer_closed = state.peer_closed;
+        state.conn.as_mut().is_some_and(|conn| {
+            conn.process_new_packets().is_ok_and(|io| {
+                io.plaintext_bytes_to_read() > 0 || (io.peer_has_closed() && !peer_closed)
+            })
+        })
+    }
+
     /// Called once the plaintext rustls holds has been delivered (after a
     /// receive, and after a paused delivery resumes): the one place a
     /// close_notify that came with it is acted on. True if it had.
@@ -1477,6 +1548,11 @@ impl<P: Protocol> Pump for Core<P> {
             if !backlog.is_empty() {
                 self.receive(&backlog);
             }
+            // An end of stream that waited behind the held-back bytes.
+            if self.tls.eof_pending.get() && !self.held_back() && !self.tls.stopped.get() {
+                self.tls.eof_pending.set(false);
+                self.lower_ended();
+            }
         });
     }
 }
@@ -1558,48 +1634,13 @@ impl<P: Protocol> Protocol for TlsProtocol<P> {
 
     fn read_connection_lost(&mut self, _transport: &TransportRef) {
         let core = &self.core;
-        let tls = &core.tls;
-        let Some(lower) = tls.lower() else { return };
-        if !tls.is_tls() {
-            // Plain: as a transport without TLS would.
-            let half = core.protocol.borrow().half_closeable();
-            if half {
-                core.event(|| {
-                    core.protocol
-                        .borrow_mut()
-                        .read_connection_lost(&core.handle);
-                });
-            } else {
-                tls.state.borrow_mut().closing = Closing::Done;
-                lower.lose_connection();
-            }
+        if core.held_back() {
+            // What came before the end of stream is delivered first, when
+            // reading resumes (a close_notify among it makes this clean).
+            core.tls.eof_pending.set(true);
             return;
         }
-        let (closing, peer_closed, handshake_done, write_close) = {
-            let state = tls.state.borrow();
-            (
-                state.closing,
-                state.peer_closed,
-                state.handshake_done,
-                state.write_close,
-            )
-        };
-        if peer_closed && closing == Closing::Open {
-            // A half-closeable protocol heard `read_connection_lost` at
-            // the close_notify and closes when it is done writing.
-            return;
-        }
-        // After `lose_write_connection` we still read: an end of stream
-        // without close_notify is a truncation as when open.
-        if peer_closed || closing == Closing::Sent || (closing == Closing::Done && !write_close) {
-            tls.close_lower();
-            return;
-        }
-        let text = truncation_text(handshake_done);
-        tls.set_fault(Fault::Truncated(text.clone()));
-        tls.state.borrow_mut().closing = Closing::Done;
-        tls.unregister_below();
-        lower.lose_connection_with_error(text);
+        core.lower_ended();
     }
 
     fn write_connection_lost(&mut self, _transport: &TransportRef) {

@@ -1198,3 +1198,44 @@ fn a_close_held_by_a_pull_producer_that_never_unregisters_is_bounded() {
     pair.pump();
     assert!(pair.closed);
 }
+
+#[test]
+fn an_end_of_stream_while_paused_waits_behind_the_bytes_held_back() {
+    // The peer's last data, its close_notify and its end of stream all
+    // arrive while reading is paused: on resume the data is delivered and
+    // the close is clean (not a truncation, nothing lost).
+    let (reactor, _clock) = Reactor::with_manual_clock().unwrap();
+    let (server, record) = Recorder::new();
+    let once = Cell::new(false);
+    let server = server.on_data(move |t, _| {
+        if !once.replace(true) {
+            t.pause_reading();
+        }
+    });
+    let (client, _) = Recorder::new();
+    let client = client.on_handshake(|t| t.write(b"one"));
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    pair.pump();
+    assert_eq!(record.borrow().received, b"one");
+    let tls = pair.client.protocol.tls().clone();
+    tls.write(b"two");
+    tls.lose_connection();
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    pair.server
+        .protocol
+        .read_connection_lost(&pair.server.handle.clone());
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
+    pair.server.protocol.tls().resume_reading();
+    reactor.iterate(Duration::ZERO).unwrap();
+    assert_eq!(record.borrow().received, b"onetwo");
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Lost);
+    pair.pump();
+    assert!(pair.closed);
+    assert_eq!(
+        record.borrow().lost_clean,
+        Some(true),
+        "{:?}",
+        record.borrow().lost
+    );
+}
