@@ -18,11 +18,14 @@ demo port="8000":
     done; \
     ./target/debug/examples/echo_client localhost {{port}}
 
+# Twisted comes with its TLS extras (pyOpenSSL, service_identity) for the
+# TLS interop tests; a .venv without them is refilled.
+#
 # Create .venv with Twisted (for the interoperability tests) if needed.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! "{{venv}}/bin/python" -c "import twisted" 2>/dev/null; then
+    if ! "{{venv}}/bin/python" -c "import twisted, OpenSSL, service_identity" 2>/dev/null; then
         python3 -m venv "{{venv}}"
         "{{venv}}/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
     fi
@@ -66,6 +69,8 @@ bench:
     ./target/release/torsion-bench echo --servers torsion,torsion-async,tokio-ct
     ./target/release/torsion-bench udp
     ./target/release/torsion-bench process
+    ./target/release/torsion-bench tls
+    ./target/release/torsion-bench tls-idle
     ./target/release/torsion-bench suite
 
 # The single-threaded servers, one short round; writes
@@ -127,13 +132,13 @@ miri:
 # land in fuzz/artifacts/ and become regression tests in
 # crates/protocol/tests/hostile.rs.
 #
-# Fuzz each framing receiver and the endpoint parser for `seconds` each.
+# Fuzz the framing receivers, endpoint parser and TLS wrapper, `seconds` each.
 fuzz seconds="60":
     #!/usr/bin/env bash
     set -euo pipefail
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     cd fuzz
-    for target in line netstring prefixed endpoint; do
+    for target in line netstring prefixed endpoint tls; do
         echo "== $target ({{seconds}} s)"
         cargo +nightly fuzz run -O "$target" -- -max_total_time={{seconds}} -max_len=4096
     done

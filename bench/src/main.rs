@@ -51,6 +51,7 @@ mod reactor;
 mod servers;
 mod suite;
 mod tasks;
+mod tls;
 mod udp;
 
 #[global_allocator]
@@ -99,6 +100,20 @@ fn main() {
             3
         });
         Ok(())
+    } else if args.first().map(String::as_str) == Some("tls") {
+        tls::run(args.iter().any(|a| a == "--quick"))
+    } else if args.first().map(String::as_str) == Some("tls-idle") {
+        tls::idle(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(400))
+    } else if args.first().map(String::as_str) == Some("tls-idle-one") {
+        tls::idle_one(
+            args.get(1).map_or("tls-torsion", String::as_str),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(400),
+        )
+    } else if args.first().map(String::as_str) == Some("tls-idle-clients") {
+        tls::idle_clients(
+            args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(400),
+        )
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())
@@ -134,6 +149,8 @@ fn serve(kind: &str) -> io::Result<()> {
         "udp-torsion" => udp::torsion(),
         "udp-tokio" => udp::tokio(),
         "udp-mio" => udp::mio_loop(),
+        "tls-torsion" => tls::torsion(),
+        "tls-tokio" => tls::tokio(),
         other => Err(invalid(format!(
             "unknown server {other:?}; one of {KINDS:?}"
         ))),

@@ -62,4 +62,7 @@ pub mod pages {
     /// `docs/reliability.md`.
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct ReliabilityPage;
+    /// `docs/tls.md`.
+    #[doc = include_str!("../../docs/tls.md")]
+    pub struct TlsPage;
 }

@@ -161,6 +161,10 @@ impl<P: Protocol> Protocol for TimeoutProtocol<P> {
         self.inner.write_connection_lost(transport);
     }
 
+    fn handshake_completed(&mut self, transport: &TransportRef) {
+        self.inner.handshake_completed(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.idle.cancel();
         self.inner.connection_lost(reason);
@@ -336,6 +340,10 @@ impl<P: Protocol> Protocol for Limited<P> {
 
     fn write_connection_lost(&mut self, transport: &TransportRef) {
         self.inner.write_connection_lost(transport);
+    }
+
+    fn handshake_completed(&mut self, transport: &TransportRef) {
+        self.inner.handshake_completed(transport);
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {

@@ -83,6 +83,18 @@ pub trait Protocol: 'static {
         let _ = transport;
     }
 
+    /// A security handshake on this connection finished (Twisted's
+    /// `IHandshakeListener.handshakeCompleted`): a TLS layer such as
+    /// `torsion-tls` calls it once, after the handshake and before any
+    /// data the peer sent under it is delivered. Plain transports never
+    /// call it. What was negotiated (ALPN, certificates, ...) is reached
+    /// from `transport`, for TLS through `torsion_tls::TlsTransport::of`.
+    #[doc(alias = "handshakeCompleted")]
+    #[doc(alias = "IHandshakeListener")]
+    fn handshake_completed(&mut self, transport: &TransportRef) {
+        let _ = transport;
+    }
+
     /// The connection is closed (Twisted's `connectionLost`).
     /// [`CloseReason::is_clean`] tells an orderly close from a failure.
     #[doc(alias = "connectionLost")]
@@ -109,6 +121,9 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn write_connection_lost(&mut self, transport: &TransportRef) {
         (**self).write_connection_lost(transport);
+    }
+    fn handshake_completed(&mut self, transport: &TransportRef) {
+        (**self).handshake_completed(transport);
     }
     fn connection_lost(&mut self, reason: &CloseReason) {
         (**self).connection_lost(reason);

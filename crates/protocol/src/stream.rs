@@ -768,6 +768,10 @@ impl<P: Protocol> Protocol for Handed<P> {
         self.protocol.borrow_mut().write_connection_lost(transport);
     }
 
+    fn handshake_completed(&mut self, transport: &TransportRef) {
+        self.protocol.borrow_mut().handshake_completed(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.protocol.borrow_mut().connection_lost(reason);
     }

@@ -172,6 +172,14 @@ pub trait Transport {
         None
     }
 
+    /// This transport as [`Any`](std::any::Any), for code that knows a
+    /// concrete transport type and wants its extra features from a
+    /// [`TransportRef`] (a TLS transport's negotiated details, through
+    /// `torsion_tls::TlsTransport::of`). `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The identity of the process at the other end of a Unix socket
     /// (`SO_PEERCRED`), as of when it connected.
     ///
