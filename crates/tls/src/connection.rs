@@ -616,18 +616,8 @@ impl TlsTransport {
             Some(reactor) if !peer_closed => {
                 // Wait, bounded, for the peer's close_notify or end of
                 // stream; our side is shut for writing meanwhile.
-                let me = self.me.clone();
-                let timeout = self.close_timeout.get();
-                let timer = reactor.call_later(timeout, move |_| {
-                    if let Some(me) = me.upgrade() {
-                        tracing::debug!(?timeout, "TLS: no close_notify from the peer; closing");
-                        me.close_lower();
-                    }
-                });
-                let mut state = self.state.borrow_mut();
-                state.closing = Closing::Sent;
-                state.close_timer = Some(timer);
-                drop(state);
+                self.state.borrow_mut().closing = Closing::Sent;
+                self.arm_close_wait(&reactor);
                 lower.lose_write_connection();
             }
             _ => {
@@ -693,6 +683,58 @@ impl TlsTransport {
         }
         drop(state);
         self.flush();
+    }
+
+    /// Waits, bounded, for the peer's close_notify after ours: after the
+    /// close timeout the lower transport is closed. The period starts
+    /// again while the peer is still taking what we queued below (a slow
+    /// reader); a peer that takes nothing for a whole period is cut off.
+    fn arm_close_wait(&self, reactor: &Reactor) {
+        let me = self.me.clone();
+        let timeout = self.close_timeout.get();
+        let queued = self
+            .lower()
+            .map_or(0, |lower| lower.get_write_buffer_size());
+        let timer = reactor.call_later(timeout, move |reactor| {
+            if let Some(me) = me.upgrade() {
+                tracing::debug!(?timeout, "TLS: no close_notify from the peer; closing");
+                me.close_wait_over(reactor, queued);
+            }
+        });
+        self.state.borrow_mut().close_timer = Some(timer);
+    }
+
+    /// The close timeout passed without the peer's close_notify; `queued`
+    /// is what waited below when the period began.
+    fn close_wait_over(&self, reactor: &Reactor, queued: usize) {
+        self.state.borrow_mut().close_timer = None;
+        let now = self
+            .lower()
+            .map_or(0, |lower| lower.get_write_buffer_size());
+        if now == 0 {
+            self.close_lower();
+            return;
+        }
+        if now < queued {
+            // Still being read, slowly: another period.
+            if self.state.borrow().closing == Closing::Sent {
+                self.arm_close_wait(reactor);
+            }
+            return;
+        }
+        // Not a byte taken for a whole period, our close_notify among
+        // them: a graceful close would wait on that queue for ever.
+        tracing::debug!("TLS: the peer does not read; aborting");
+        {
+            let mut state = self.state.borrow_mut();
+            if state.closing == Closing::Done {
+                return;
+            }
+            state.closing = Closing::Done;
+        }
+        if let Some(lower) = self.lower() {
+            lower.abort_connection();
+        }
     }
 
     /// Closes the lower transport after our close_notify (the wait is

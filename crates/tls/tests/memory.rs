@@ -232,17 +232,73 @@ fn close_sends_close_notify_and_waits_a_bounded_time() {
     // The server replied, sent close_notify and shut its write side.
     assert!(pair.server.pipe.write_closed.get());
     assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
+    // The client's side takes the bytes but does not answer yet.
+    let to_client = pair.server.pipe.take(usize::MAX);
     clock.advance(Duration::from_secs(4));
     assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
     clock.advance(Duration::from_secs(1));
     assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Lost);
     // The client got the data and a clean close.
-    let to_client = pair.server.pipe.take(usize::MAX);
     pair.client.receive(&to_client);
     pair.pump();
     assert_eq!(client_record.borrow().received, b"bye");
     assert_eq!(client_record.borrow().lost_clean, Some(true));
     assert_eq!(server_record.borrow().lost_clean, Some(true));
+}
+
+#[test]
+fn a_peer_that_never_reads_does_not_hold_the_close_past_the_timeout() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let (server, _server_record) = Recorder::new();
+    let server = server.on_data(|t, _| {
+        t.write(&vec![7u8; 256 * 1024]);
+        t.lose_connection();
+    });
+    let (client, _client_record) = Recorder::new();
+    let client = client.on_made(|t| t.write(b"hi"));
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    let to_client = pair.server.pipe.take(usize::MAX);
+    pair.client.receive(&to_client);
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    // The client never reads again: the reply and our close_notify stay
+    // queued in the server's lower transport.
+    assert!(pair.server.pipe.buffered() > 0);
+    assert!(pair.server.pipe.write_closed.get());
+    clock.advance(Duration::from_secs(5));
+    // A graceful close would wait on that queue for ever.
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Aborted);
+}
+
+#[test]
+fn a_slow_reader_keeps_the_close_going_while_it_takes_bytes() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let (server, _server_record) = Recorder::new();
+    let server = server.on_data(|t, _| {
+        t.write(&vec![7u8; 256 * 1024]);
+        t.lose_connection();
+    });
+    let (client, _client_record) = Recorder::new();
+    let client = client.on_made(|t| t.write(b"hi"));
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    let to_client = pair.server.pipe.take(usize::MAX);
+    pair.client.receive(&to_client);
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    // The peer takes a little in every period: the wait goes on.
+    for _ in 0..5 {
+        pair.server.pipe.take(16 * 1024);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
+    }
+    // It stops taking: cut off after one more period.
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Aborted);
+    assert_eq!(reactor.pending_call_count(), 0, "no timer left behind");
 }
 
 #[test]
@@ -1170,8 +1226,11 @@ fn a_close_held_by_a_paused_streaming_producer_is_bounded_by_the_close_timeout()
     // Five seconds without a write: stopped, and the close goes on.
     assert!(stuck.stopped.get());
     assert!(pair.client.pipe.write_closed.get(), "close_notify sent");
+    // The peer takes the bytes but does not answer within the timeout.
+    let to_server = pair.client.pipe.take(usize::MAX);
     clock.advance(Duration::from_secs(5));
     assert_eq!(*pair.client.pipe.closing.borrow(), Closing::Lost);
+    pair.server.receive(&to_server);
     pair.pump();
     assert!(pair.closed);
     assert_eq!(server_record.borrow().received, b"more");
