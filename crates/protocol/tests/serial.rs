@@ -9,37 +9,23 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::thread;
 use std::time::Duration;
 
-use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, XorShift};
+use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, PseudoTerminal, XorShift};
 use torsion_protocol::{
     CloseReason, DataBits, HungUp, Parity, Producer, Protocol, SerialPort, SerialSettings,
     StopBits, TransportRef, UnsupportedSettings, WeakReactor,
 };
 
-/// A new pseudo-terminal: (master, the slave's path, the slave).
-fn pty() -> (File, PathBuf, File) {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two new descriptors; null name, termios and
-    // window size are allowed.
-    let made = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(made, 0, "openpty: {}", io::Error::last_os_error());
-    // SAFETY: both are new and owned by no one else.
-    let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
-    (master, path, slave)
+/// A new pseudo-terminal: (a master descriptor, the slave's path, the
+/// pair, which holds the slave open).
+fn pty() -> (File, PathBuf, PseudoTerminal) {
+    let pair = PseudoTerminal::open().unwrap();
+    let master = pair.master().try_clone().unwrap();
+    (master, pair.path().to_path_buf(), pair)
 }
 
 /// Echoes; records how the connection ended and stops the reactor.
@@ -215,6 +201,16 @@ fn settings_round_trip() {
         let port = SerialPort::open(&reactor, protocol, &path, &settings).unwrap();
         assert_eq!(port.settings().unwrap(), settings);
         assert_eq!(port.path(), path.as_path());
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Exclusive: a second open is refused (root may still open).
+            let (protocol, _lost) = quiet(&reactor, false);
+            let error = SerialPort::open(&reactor, protocol, &path, &settings)
+                .err()
+                .unwrap();
+            assert_eq!(error.raw_os_error(), None);
+            assert!(error.to_string().contains("exclusively"), "{error}");
+        }
 
         port.set_baud_rate(57_600).unwrap();
         assert_eq!(port.settings().unwrap().baud_rate, 57_600);

@@ -367,9 +367,14 @@ impl SerialTransport {
             .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| {
+                let why = if e.raw_os_error() == Some(libc::EBUSY) {
+                    " (another program holds it exclusively)"
+                } else {
+                    ""
+                };
                 io::Error::new(
                     e.kind(),
-                    format!("cannot open serial device {}: {e}", path.display()),
+                    format!("cannot open serial device {}: {e}{why}", path.display()),
                 )
             })?;
         let path: Rc<Path> = Rc::from(path);
@@ -701,5 +706,67 @@ impl SerialControl {
     pub fn out_waiting(&self) -> io::Result<usize> {
         let file = self.file()?;
         sys::queued(file.as_fd(), true).map_err(|e| self.map(e))
+    }
+}
+
+/// A pseudo-terminal to stand in for a serial device, for tests and
+/// demonstrations without hardware.
+///
+/// [`PseudoTerminal::path`] is the device to open as a serial port (the
+/// slave end); [`PseudoTerminal::master`] plays the device on the other
+/// side of the line: what is written to it arrives at the port, what the
+/// port writes is read from it. Dropping the master hangs the port up,
+/// as unplugging a device does. A pseudo-terminal keeps only 8 data bits
+/// and no parity, and has no modem lines.
+///
+/// ```
+/// use torsion_transport::serial::PseudoTerminal;
+///
+/// let pty = PseudoTerminal::open()?;
+/// assert!(pty.path().starts_with("/dev/"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PseudoTerminal {
+    master: File,
+    slave: Option<File>,
+    path: PathBuf,
+}
+
+impl PseudoTerminal {
+    /// Makes a new pair (`openpty`), both ends close-on-exec and blocking.
+    ///
+    /// # Errors
+    /// If the system has no pseudo-terminal left.
+    pub fn open() -> io::Result<PseudoTerminal> {
+        let (master, slave) = crate::sys::process::openpty()?;
+        let path = sys::terminal_path(slave.as_fd())?;
+        Ok(PseudoTerminal {
+            master: File::from(master),
+            slave: Some(File::from(slave)),
+            path,
+        })
+    }
+
+    /// The slave end's path: the device to open as a serial port.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The master end: the device's side of the line.
+    pub fn master(&self) -> &File {
+        &self.master
+    }
+
+    /// Closes the slave descriptor made with the pair. While it is open,
+    /// the master does not see the port closing (its reads wait instead
+    /// of failing with `EIO`).
+    pub fn close_slave(&mut self) {
+        self.slave = None;
+    }
+
+    /// The master end, taken out; dropping it hangs the port up.
+    pub fn into_master(self) -> File {
+        self.master
     }
 }

@@ -311,3 +311,17 @@ pub(crate) fn queued(fd: BorrowedFd<'_>, output: bool) -> io::Result<usize> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut count) })?;
     Ok(count.max(0) as usize)
 }
+
+/// The path of the terminal open on `fd` (`ttyname_r`).
+pub(crate) fn terminal_path(fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: ttyname_r writes at most `buf.len()` bytes, NUL included.
+    let error = unsafe { libc::ttyname_r(fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    if error != 0 {
+        return Err(io::Error::from_raw_os_error(error));
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(std::ffi::OsStr::from_bytes(name.to_bytes()).into())
+}
