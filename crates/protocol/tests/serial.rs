@@ -237,6 +237,23 @@ fn settings_round_trip() {
     guard.check();
 }
 
+/// Whether the terminal at `path` is claimed exclusively (`TIOCGEXCL`).
+fn exclusive(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .unwrap();
+    let mut value: libc::c_int = 0;
+    // SAFETY: TIOCGEXCL writes one int through the pointer.
+    let done = unsafe { libc::ioctl(file.as_raw_fd(), libc::TIOCGEXCL, &mut value) };
+    assert_eq!(done, 0, "{}", io::Error::last_os_error());
+    value != 0
+}
+
 fn refused(error: &io::Error) -> Vec<&'static str> {
     let unsupported = error
         .get_ref()
@@ -269,6 +286,8 @@ fn settings_a_pty_cannot_keep_are_refused() {
             "{error}"
         );
         assert!(lost.borrow().is_none());
+        // The claim made for the refused open was given back.
+        assert!(!exclusive(&path), "left exclusive");
 
         // On an open port: refused, and the previous settings kept.
         let (protocol, _lost) = quiet(&reactor, false);
@@ -415,6 +434,50 @@ fn large_write_under_back_pressure() {
         assert!(got == XorShift::new(5).bytes(TOTAL), "bytes differ");
         assert!(flood.pauses.get() > 10, "{} pauses", flood.pauses.get());
         drop((master, slave, port));
+    }
+    guard.check();
+}
+
+/// Panics on its first data.
+struct Panicky {
+    lost: Rc<RefCell<Option<CloseReason>>>,
+    reactor: WeakReactor,
+}
+
+impl Protocol for Panicky {
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {
+        panic!("a protocol bug");
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        *self.lost.borrow_mut() = Some(reason_copy(reason));
+        self.reactor.upgrade().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn a_panicking_protocol_aborts_its_port_alone() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (mut master, path, _pair) = pty();
+        let lost = Rc::new(RefCell::new(None));
+        let protocol = Panicky {
+            lost: lost.clone(),
+            reactor: reactor.downgrade(),
+        };
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        assert!(exclusive(&path));
+        master.write_all(b"boom").unwrap();
+        reactor.run().unwrap();
+        let reason = lost.borrow_mut().take().expect("connection_lost");
+        assert!(
+            matches!(&reason, CloseReason::ProtocolError(text) if text.contains("aborted")),
+            "{reason}"
+        );
+        assert!(!port.is_open());
+        // The reactor goes on.
+        reactor.call_soon(|reactor| reactor.stop().unwrap());
+        reactor.run().unwrap();
     }
     guard.check();
 }

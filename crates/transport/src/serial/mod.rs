@@ -268,7 +268,7 @@ impl SerialPipe {
 
     /// The error to report for `error`: a hang-up if the device is gone.
     fn map(&self, error: io::Error) -> io::Error {
-        if is_gone(&error) {
+        if is_gone(&error) && self.gone() {
             hung_up(&self.path)
         } else {
             error
@@ -388,14 +388,20 @@ impl SerialTransport {
                 e
             }
         })?;
+        // As found, so that a refusal puts the claim back as it was.
+        let was_exclusive = sys::exclusive(file.as_fd()).unwrap_or(false);
         let file = Rc::new(file);
         let control = SerialControl {
             file: Rc::downgrade(&file),
             path: path.clone(),
             reactor: reactor.downgrade(),
-            exclusive: Rc::new(Cell::new(settings.exclusive)),
+            exclusive: Rc::new(Cell::new(was_exclusive)),
         };
-        sys::set_exclusive(file.as_fd(), settings.exclusive)?;
+        // Only claimed here: not asking for exclusive access leaves
+        // another holder's claim alone.
+        if settings.exclusive {
+            sys::set_exclusive(file.as_fd(), true)?;
+        }
         control.apply(&file, original, settings)?;
         let transport = StreamTransport::new(
             reactor,
@@ -478,8 +484,10 @@ impl SerialControl {
         if settings.raw {
             check("raw mode", on_off(true), on_off(kept.raw));
         }
-        if let Ok(exclusive) = sys::exclusive(fd) {
-            check("exclusive", on_off(settings.exclusive), on_off(exclusive));
+        if settings.exclusive {
+            if let Ok(exclusive) = sys::exclusive(fd) {
+                check("exclusive", on_off(true), on_off(exclusive));
+            }
         }
         if refused.is_empty() {
             self.exclusive.set(settings.exclusive);
@@ -487,7 +495,9 @@ impl SerialControl {
         }
         // Leave the device as it was.
         let _ = sys::put(fd, &previous);
-        let _ = sys::set_exclusive(fd, self.exclusive.get());
+        if settings.exclusive != self.exclusive.get() {
+            let _ = sys::set_exclusive(fd, self.exclusive.get());
+        }
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             UnsupportedSettings {
