@@ -5,6 +5,8 @@
 //! cargo run -p torsion-examples --example serial_echo -- /dev/ttyUSB0 --baud 115200
 //! ```
 //!
+//! (`serial_echo DEVICE 115200` works too; the default is 9600.)
+//!
 //! Prints `serial_echo: open on DEVICE at N baud` once the port is set
 //! up; exits when the device goes away (unplugged, or the other end of a
 //! pseudo-terminal closed), with status 1 and the reason.
@@ -43,7 +45,7 @@ impl<P: Protocol> Protocol for UntilClosed<P> {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: serial_echo DEVICE [--baud N]");
+    eprintln!("usage: serial_echo DEVICE [--baud N | N]");
     ExitCode::from(2)
 }
 
@@ -55,8 +57,13 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let mut baud = 9600;
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next().map(|n| n.parse::<u32>())) {
-            ("--baud", Some(Ok(n))) => baud = n,
+        let value = if arg == "--baud" {
+            args.next()
+        } else {
+            Some(arg)
+        };
+        match value.map(|n| n.parse::<u32>()) {
+            Some(Ok(n)) => baud = n,
             _ => return Ok(usage()),
         }
     }

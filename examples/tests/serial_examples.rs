@@ -55,3 +55,36 @@ fn serial_echo_on_a_pty_echoes_then_exits_on_hang_up() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("hung up"), "{stderr}");
 }
+
+#[test]
+fn serial_echo_takes_a_bare_rate_and_refuses_bad_arguments() {
+    let pty = PseudoTerminal::open().unwrap();
+    let mut child = Command::new(example("serial_echo"))
+        .arg(pty.path())
+        .arg("57600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.ends_with("at 57600 baud\n"), "{ready}");
+    drop(pty);
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+
+    let output = Command::new(example("serial_echo"))
+        .args(["/dev/null", "--baud", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let output = Command::new(example("serial_echo"))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a terminal"), "{stderr}");
+}
