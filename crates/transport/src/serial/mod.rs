@@ -96,7 +96,8 @@ pub struct SerialSettings {
     #[doc(alias = "stopbits")]
     pub stop_bits: StopBits,
     /// Software flow control: XON/XOFF characters both ways (`IXON |
-    /// IXOFF`). Those two bytes can then not be sent as data.
+    /// IXOFF`). Those two bytes (0x11, 0x13) are then flow control, not
+    /// data, both ways.
     #[doc(alias = "xonxoff")]
     pub xon_xoff: bool,
     /// Hardware flow control on the RTS and CTS lines (`CRTSCTS`).
