@@ -59,6 +59,9 @@ pub mod pages {
     /// `docs/process.md`.
     #[doc = include_str!("../../docs/process.md")]
     pub struct ProcessPage;
+    /// `docs/serial.md`.
+    #[doc = include_str!("../../docs/serial.md")]
+    pub struct SerialPage;
     /// `docs/reliability.md`.
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct ReliabilityPage;

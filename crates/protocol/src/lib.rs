@@ -14,6 +14,8 @@
 //! - [`ReactorProcess`] runs child processes:
 //!   `reactor.spawn_process(protocol, program, args, options)` drives a
 //!   [`ProcessProtocol`] (Twisted's `spawnProcess`).
+//! - [`SerialPort::open`] runs a protocol over a serial device (Twisted's
+//!   `SerialPort`).
 //!
 //! This layer owns the *meaning* of events: it turns the readiness the
 //! transport layer reports into protocol callbacks, and isolates panics so
@@ -63,6 +65,7 @@ mod port;
 mod process;
 mod protocol;
 mod reconnecting;
+mod serial;
 mod stdio;
 pub mod stream;
 mod tcp;
@@ -88,6 +91,10 @@ pub use torsion_transport::reactor::{
     DeferredList, FirstError, FirstSuccess, GatherResults, JoinHandle, RunError, Sleep, TaskError,
     ThreadWork, TimedOut, Timeout, MAX_TASK_POLLS_PER_TURN,
 };
+pub use torsion_transport::serial::{
+    DataBits, HungUp, ModemLines, Parity, RefusedSetting, SerialControl, SerialSettings, StopBits,
+    UnsupportedSettings,
+};
 pub use torsion_transport::{
     socket2, Address, Bytes, CloseReason, ConnectError, DatagramTransport, DatagramTransportRef,
     Keepalive, PeerCredentials, Producer, ReadThrottle, Transport, TransportRef,
@@ -102,6 +109,7 @@ pub use crate::port::ListeningPort;
 pub use crate::process::{ProcessProtocol, ProcessTransportRef, ReactorProcess};
 pub use crate::protocol::Protocol;
 pub use crate::reconnecting::ReconnectingClientFactory;
+pub use crate::serial::SerialPort;
 pub use crate::stdio::StandardIo;
 pub use crate::stream::{AsyncStream, Connect, Connected, ReactorAsync, StreamListener};
 pub use crate::tcp::{ListenOptions, ReactorTcp};

@@ -37,6 +37,7 @@ use crate::protocol::Protocol;
 pub use torsion_transport::reactor::testing::{
     guarded_reactor, open_descriptors, DescriptorGuard, Watchdog, XorShift,
 };
+pub use torsion_transport::serial::PseudoTerminal;
 
 /// A fresh path for a Unix socket in the temporary directory, unique in
 /// this process (`torsion-NAME-PID-N.sock`); any stale file there is

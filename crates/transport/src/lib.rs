@@ -27,6 +27,8 @@
 //!   pidfd on Linux; [`stdio`] is our own standard input and output as
 //!   one (Twisted's `StandardIO`), never making the shared descriptions
 //!   non-blocking.
+//! - [`serial`] opens serial ports (terminal devices) as stream
+//!   transports (Twisted's `SerialPort`), configured through termios.
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
@@ -44,6 +46,7 @@ pub mod net;
 pub mod process;
 mod queue;
 mod reason;
+pub mod serial;
 mod socket;
 pub mod stdio;
 mod stream;

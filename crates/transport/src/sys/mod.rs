@@ -7,6 +7,7 @@
 
 mod credentials;
 pub(crate) mod process;
+pub(crate) mod serial;
 pub(crate) mod stdio;
 
 use std::io;

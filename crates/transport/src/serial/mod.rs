@@ -1,0 +1,783 @@
+//! Serial ports as stream transports (Twisted's
+//! `twisted.internet.serialport`): a terminal device opened non-blocking
+//! and configured through termios, moving bytes under the shared
+//! [`StreamTransport`] (write queue, back-pressure, producers, closing),
+//! with a [`SerialControl`] for what only a serial line has: its speed
+//! and framing, a break, the modem lines.
+//!
+//! # What is checked
+//! - Settings are written and then read back; whatever the device did not
+//!   keep is an [`UnsupportedSettings`] error naming each setting (a
+//!   pseudo-terminal accepts 7 data bits or parity and silently keeps
+//!   8N1), and the previous attributes are put back.
+//! - The device going away (a USB adapter unplugged, the other end of a
+//!   pseudo-terminal closed) is a hang-up: reads give end of file or
+//!   `EIO`, epoll reports it on every wait. The connection ends at once
+//!   with [`CloseReason::Lost`](crate::CloseReason::Lost) carrying a
+//!   [`HungUp`] error.
+//! - Modem-line calls on a device without modem lines (`ENOTTY`) are an
+//!   `Unsupported` error.
+
+use std::cell::Cell;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use torsion_reactor::{Handler, Interest, Reactor, Registration, WeakReactor};
+
+use crate::address::Address;
+use crate::stream::{Opening, Pipe, StreamTransport};
+use crate::sys::serial as sys;
+
+/// Bits per character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataBits {
+    /// 5 bits (`CS5`).
+    Five,
+    /// 6 bits (`CS6`).
+    Six,
+    /// 7 bits (`CS7`).
+    Seven,
+    /// 8 bits (`CS8`), the default.
+    Eight,
+}
+
+/// The parity bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Parity {
+    /// No parity bit, the default.
+    None,
+    /// Even parity (`PARENB`).
+    Even,
+    /// Odd parity (`PARENB | PARODD`).
+    Odd,
+}
+
+/// Stop bits per character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopBits {
+    /// One stop bit, the default.
+    One,
+    /// Two stop bits (`CSTOPB`).
+    Two,
+}
+
+/// How a serial port is set up: 9600 baud, 8 data bits, no parity, one
+/// stop bit, no flow control, raw, exclusive by default (Twisted's
+/// `SerialPort` arguments `baudrate`, `bytesize`, `parity`, `stopbits`,
+/// `xonxoff`, `rtscts`).
+///
+/// ```
+/// use torsion_transport::serial::{Parity, SerialSettings};
+///
+/// let settings = SerialSettings {
+///     parity: Parity::Even,
+///     ..SerialSettings::baud(115_200)
+/// };
+/// assert_eq!(settings.baud_rate, 115_200);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SerialSettings {
+    /// Bits per second, both directions. Standard rates everywhere; on
+    /// Linux any rate the driver can make (`BOTHER`).
+    #[doc(alias = "baudrate")]
+    pub baud_rate: u32,
+    /// Bits per character.
+    #[doc(alias = "bytesize")]
+    pub data_bits: DataBits,
+    /// The parity bit.
+    pub parity: Parity,
+    /// Stop bits.
+    #[doc(alias = "stopbits")]
+    pub stop_bits: StopBits,
+    /// Software flow control: XON/XOFF characters both ways (`IXON |
+    /// IXOFF`). Those two bytes (0x11, 0x13) are then flow control, not
+    /// data, both ways.
+    #[doc(alias = "xonxoff")]
+    pub xon_xoff: bool,
+    /// Hardware flow control on the RTS and CTS lines (`CRTSCTS`).
+    #[doc(alias = "rtscts")]
+    pub rts_cts: bool,
+    /// Raw mode (what `cfmakeraw` does): bytes pass unchanged, with no
+    /// line editing, echo, signals or newline translation. When false,
+    /// the device's line discipline settings are left as they are.
+    pub raw: bool,
+    /// Claims the device for this port alone (`TIOCEXCL`): later opens
+    /// by others fail with `EBUSY` (except for a privileged process).
+    pub exclusive: bool,
+}
+
+impl SerialSettings {
+    /// The defaults at `baud_rate` bits per second.
+    pub fn baud(baud_rate: u32) -> SerialSettings {
+        SerialSettings {
+            baud_rate,
+            ..SerialSettings::default()
+        }
+    }
+}
+
+impl Default for SerialSettings {
+    fn default() -> SerialSettings {
+        SerialSettings {
+            baud_rate: 9600,
+            data_bits: DataBits::Eight,
+            parity: Parity::None,
+            stop_bits: StopBits::One,
+            xon_xoff: false,
+            rts_cts: false,
+            raw: true,
+            exclusive: true,
+        }
+    }
+}
+
+/// One setting the device did not keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedSetting {
+    /// Which setting: `"baud rate"`, `"data bits"`, `"parity"`, `"stop
+    /// bits"`, `"XON/XOFF"`, `"RTS/CTS"`, `"raw mode"` or `"exclusive"`.
+    pub setting: &'static str,
+    /// What was asked.
+    pub asked: String,
+    /// What the device kept.
+    pub kept: String,
+}
+
+/// Settings a device did not honour: it took the request and kept
+/// something else (read back after setting). Carried inside an
+/// `io::Error` of kind `Unsupported`; reach it with
+/// `error.get_ref().and_then(|e| e.downcast_ref::<UnsupportedSettings>())`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedSettings {
+    /// The device.
+    pub path: PathBuf,
+    /// Each setting that was not kept.
+    pub refused: Vec<RefusedSetting>,
+}
+
+impl fmt::Display for UnsupportedSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "serial device {} did not keep ", self.path.display())?;
+        for (i, refused) in self.refused.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(
+                f,
+                "{} {} (kept {})",
+                refused.setting, refused.asked, refused.kept
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnsupportedSettings {}
+
+/// The device went away: unplugged, or the other end of a
+/// pseudo-terminal closed (the kernel hung the terminal up). Carried
+/// inside an `io::Error` of kind `NotConnected`, as the reason
+/// ([`CloseReason::Lost`](crate::CloseReason::Lost)) the connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HungUp {
+    /// The device.
+    pub path: PathBuf,
+}
+
+impl HungUp {
+    /// True if `error` says the device went away.
+    pub fn is(error: &io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<HungUp>().is_some())
+    }
+}
+
+impl fmt::Display for HungUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "serial device {} hung up (removed, or the other end closed)",
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for HungUp {}
+
+/// The modem status lines (Twisted's `getCTS`, `getDSR`, `getCD`,
+/// `getRI` in one read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModemLines {
+    /// Clear To Send.
+    pub cts: bool,
+    /// Data Set Ready.
+    pub dsr: bool,
+    /// Carrier Detect.
+    pub cd: bool,
+    /// Ring Indicator.
+    pub ri: bool,
+    /// Data Terminal Ready (ours).
+    pub dtr: bool,
+    /// Request To Send (ours).
+    pub rts: bool,
+}
+
+fn hung_up(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        HungUp {
+            path: path.to_path_buf(),
+        },
+    )
+}
+
+/// True for the errors a terminal gives once it is hung up or its device
+/// is gone.
+fn is_gone(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EIO | libc::ENXIO | libc::ENODEV)
+    )
+}
+
+/// A non-blocking terminal descriptor registered with the reactor: the
+/// [`Pipe`] under a [`SerialTransport`].
+///
+/// A read of end of file or `EIO`, a write of `EIO`, and an error the
+/// reactor reports are a hang-up when the terminal's attributes can no
+/// longer be read: the connection fails with a [`HungUp`] error. A serial
+/// line has no half-close: closing the write side only stops writing.
+pub struct SerialPipe {
+    registration: Registration<Rc<File>>,
+    path: Rc<Path>,
+}
+
+/// A [`StreamTransport`] over a serial port.
+pub type SerialTransport = StreamTransport<SerialPipe>;
+
+impl SerialPipe {
+    fn file(&self) -> &File {
+        self.registration.get_ref()
+    }
+
+    /// The error to report for `error`: a hang-up if the device is gone.
+    fn map(&self, error: io::Error) -> io::Error {
+        if is_gone(&error) && self.gone() {
+            hung_up(&self.path)
+        } else {
+            error
+        }
+    }
+
+    fn gone(&self) -> bool {
+        match sys::get(self.file().as_fd()) {
+            Ok(_) => false,
+            Err(e) => is_gone(&e),
+        }
+    }
+}
+
+impl Pipe for SerialPipe {
+    fn send(&self, data: &[u8]) -> io::Result<usize> {
+        self.file().write(data).map_err(|e| self.map(e))
+    }
+
+    fn send_vectored(&self, data: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.file().write_vectored(data).map_err(|e| self.map(e))
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.file().read(buf) {
+            Ok(0) if self.gone() => Err(hung_up(&self.path)),
+            // In canonical mode the end-of-file character reads as zero
+            // bytes: nothing to deliver, and the line goes on.
+            Ok(0) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.map(e)),
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self.gone().then(|| hung_up(&self.path)))
+    }
+
+    fn set_interest(&self, interest: Interest) -> io::Result<()> {
+        self.registration.set_interest(interest)
+    }
+
+    fn wake(&self) {
+        self.registration.wake();
+    }
+}
+
+/// What only a serial port has, beside its transport: its settings, a
+/// break, the modem lines (Twisted's `SerialPort.setBaudRate`,
+/// `sendBreak`, `setDTR`, `setRTS`, `getCTS`, ...). Cheap to clone; once
+/// the port is closed every call fails with `NotConnected`.
+#[derive(Clone)]
+pub struct SerialControl {
+    file: Weak<File>,
+    path: Rc<Path>,
+    reactor: WeakReactor,
+    exclusive: Rc<Cell<bool>>,
+}
+
+impl fmt::Debug for SerialControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SerialControl")
+            .field("path", &self.path)
+            .field("open", &(self.file.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl SerialTransport {
+    /// Opens the terminal device at `path` (non-blocking, close-on-exec,
+    /// never as our controlling terminal), claims it if
+    /// `settings.exclusive`, applies `settings` and checks that the
+    /// device kept them. `make_handler` receives the new transport and
+    /// returns the handler that drives it (calling
+    /// [`StreamTransport::process`] with each readiness).
+    ///
+    /// # Errors
+    /// If the device cannot be opened (the error names it and keeps the
+    /// system's kind: `NotFound`, `PermissionDenied`, `EBUSY` when another
+    /// holds it exclusively), is not a terminal (`InvalidInput`), or did
+    /// not keep the settings ([`UnsupportedSettings`], kind
+    /// `Unsupported`; its attributes are put back). Nothing stays open.
+    pub fn open_serial(
+        reactor: &Reactor,
+        path: &Path,
+        settings: &SerialSettings,
+        make_handler: impl FnOnce(Rc<SerialTransport>) -> Rc<dyn Handler>,
+    ) -> io::Result<(Rc<SerialTransport>, SerialControl)> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| {
+                let why = if e.raw_os_error() == Some(libc::EBUSY) {
+                    " (another program holds it exclusively)"
+                } else {
+                    ""
+                };
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open serial device {}: {e}{why}", path.display()),
+                )
+            })?;
+        let path: Rc<Path> = Rc::from(path);
+        let original = sys::get(file.as_fd()).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTTY) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a terminal device", path.display()),
+                )
+            } else {
+                e
+            }
+        })?;
+        // As found, so that a refusal puts the claim back as it was.
+        let was_exclusive = sys::exclusive(file.as_fd()).unwrap_or(false);
+        let file = Rc::new(file);
+        let control = SerialControl {
+            file: Rc::downgrade(&file),
+            path: path.clone(),
+            reactor: reactor.downgrade(),
+            exclusive: Rc::new(Cell::new(was_exclusive)),
+        };
+        // Only claimed here: not asking for exclusive access leaves
+        // another holder's claim alone.
+        if settings.exclusive {
+            sys::set_exclusive(file.as_fd(), true)?;
+        }
+        control.apply(&file, original, settings)?;
+        let transport = StreamTransport::new(
+            reactor,
+            Address::Unknown,
+            Opening::Open,
+            |transport, interest| {
+                let handler = make_handler(transport.clone());
+                Ok(SerialPipe {
+                    registration: reactor.register(file, interest, handler)?,
+                    path,
+                })
+            },
+        )?;
+        Ok((transport, control))
+    }
+}
+
+impl SerialControl {
+    fn file(&self) -> io::Result<Rc<File>> {
+        self.file
+            .upgrade()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// The device's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True while the port is open.
+    pub fn is_open(&self) -> bool {
+        self.file.strong_count() > 0
+    }
+
+    /// Writes `settings` over `previous`, reads them back, and puts
+    /// `previous` back if the device did not keep them all.
+    fn apply(
+        &self,
+        file: &File,
+        previous: sys::Attributes,
+        settings: &SerialSettings,
+    ) -> io::Result<()> {
+        let fd = file.as_fd();
+        let wanted = sys::configure(previous, settings)?;
+        sys::put(fd, &wanted).map_err(|e| self.map(e))?;
+        let kept = sys::describe(&sys::get(fd).map_err(|e| self.map(e))?);
+        let mut refused = Vec::new();
+        let mut check = |setting, asked: String, got: String| {
+            if asked != got {
+                refused.push(RefusedSetting {
+                    setting,
+                    asked,
+                    kept: got,
+                });
+            }
+        };
+        check(
+            "baud rate",
+            settings.baud_rate.to_string(),
+            kept.baud_rate.to_string(),
+        );
+        check(
+            "data bits",
+            format!("{:?}", settings.data_bits).to_lowercase(),
+            format!("{:?}", kept.data_bits).to_lowercase(),
+        );
+        check(
+            "parity",
+            format!("{:?}", settings.parity).to_lowercase(),
+            format!("{:?}", kept.parity).to_lowercase(),
+        );
+        check(
+            "stop bits",
+            format!("{:?}", settings.stop_bits).to_lowercase(),
+            format!("{:?}", kept.stop_bits).to_lowercase(),
+        );
+        let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
+        check("XON/XOFF", on_off(settings.xon_xoff), on_off(kept.xon_xoff));
+        check("RTS/CTS", on_off(settings.rts_cts), on_off(kept.rts_cts));
+        if settings.raw {
+            check("raw mode", on_off(true), on_off(kept.raw));
+        }
+        if settings.exclusive {
+            if let Ok(exclusive) = sys::exclusive(fd) {
+                check("exclusive", on_off(true), on_off(exclusive));
+            }
+        }
+        if refused.is_empty() {
+            self.exclusive.set(settings.exclusive);
+            return Ok(());
+        }
+        // Leave the device as it was.
+        let _ = sys::put(fd, &previous);
+        if settings.exclusive != self.exclusive.get() {
+            let _ = sys::set_exclusive(fd, self.exclusive.get());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            UnsupportedSettings {
+                path: self.path.to_path_buf(),
+                refused,
+            },
+        ))
+    }
+
+    fn map(&self, error: io::Error) -> io::Error {
+        if is_gone(&error) {
+            hung_up(&self.path)
+        } else {
+            error
+        }
+    }
+
+    /// The settings the device has now, as read back from it.
+    ///
+    /// # Errors
+    /// `NotConnected` once the port is closed; a [`HungUp`] error if the
+    /// device went away.
+    pub fn settings(&self) -> io::Result<SerialSettings> {
+        let file = self.file()?;
+        let mut settings = sys::describe(&sys::get(file.as_fd()).map_err(|e| self.map(e))?);
+        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(self.exclusive.get());
+        Ok(settings)
+    }
+
+    /// Changes every setting on the open port; data queued or in flight
+    /// is not discarded.
+    ///
+    /// # Errors
+    /// As for opening: [`UnsupportedSettings`] (the previous settings are
+    /// put back), `NotConnected` once closed.
+    pub fn set_settings(&self, settings: &SerialSettings) -> io::Result<()> {
+        let file = self.file()?;
+        let previous = sys::get(file.as_fd()).map_err(|e| self.map(e))?;
+        if settings.exclusive != self.exclusive.get() {
+            sys::set_exclusive(file.as_fd(), settings.exclusive)?;
+        }
+        self.apply(&file, previous, settings)
+    }
+
+    /// Changes the speed of the open port (Twisted's `setBaudRate`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::set_settings`].
+    #[doc(alias = "setBaudRate")]
+    pub fn set_baud_rate(&self, baud_rate: u32) -> io::Result<()> {
+        let file = self.file()?;
+        let previous = sys::get(file.as_fd()).map_err(|e| self.map(e))?;
+        let mut settings = sys::describe(&previous);
+        settings.baud_rate = baud_rate;
+        settings.exclusive = self.exclusive.get();
+        // Only what was asked is changed: keep the line discipline as is.
+        settings.raw = false;
+        self.apply(&file, previous, &settings)
+    }
+
+    /// Sends a break: holds the line at 0 for `duration` (Twisted's
+    /// `sendBreak`; 250 ms is customary). Does not block: the break starts
+    /// now and a timer on the reactor ends it. Bytes the kernel holds and
+    /// has not sent yet may be cut by it.
+    ///
+    /// # Errors
+    /// `NotConnected` once closed, the device's error otherwise
+    /// (`Unsupported` if it cannot send a break).
+    #[doc(alias = "sendBreak")]
+    pub fn send_break(&self, duration: Duration) -> io::Result<()> {
+        let file = self.file()?;
+        sys::set_break(file.as_fd(), true).map_err(|e| self.modem_error(e))?;
+        let weak = self.file.clone();
+        match self.reactor.upgrade() {
+            Some(reactor) => {
+                reactor.call_later(duration, move |_| {
+                    if let Some(file) = weak.upgrade() {
+                        let _ = sys::set_break(file.as_fd(), false);
+                    }
+                });
+            }
+            None => sys::set_break(file.as_fd(), false)?,
+        }
+        Ok(())
+    }
+
+    fn modem_error(&self, error: io::Error) -> io::Error {
+        match error.raw_os_error() {
+            Some(libc::ENOTTY | libc::EINVAL) => io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "serial device {} has no modem control lines ({error})",
+                    self.path.display()
+                ),
+            ),
+            _ => self.map(error),
+        }
+    }
+
+    /// Reads the modem lines.
+    ///
+    /// # Errors
+    /// `Unsupported` if the device has none (a pseudo-terminal);
+    /// `NotConnected` once closed.
+    pub fn modem_lines(&self) -> io::Result<ModemLines> {
+        let file = self.file()?;
+        let bits = sys::modem_bits(file.as_fd()).map_err(|e| self.modem_error(e))?;
+        let has = |bit| bits & bit != 0;
+        Ok(ModemLines {
+            cts: has(libc::TIOCM_CTS),
+            dsr: has(libc::TIOCM_DSR),
+            cd: has(libc::TIOCM_CAR),
+            ri: has(libc::TIOCM_RNG),
+            dtr: has(libc::TIOCM_DTR),
+            rts: has(libc::TIOCM_RTS),
+        })
+    }
+
+    /// Clear To Send (Twisted's `getCTS`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::modem_lines`].
+    #[doc(alias = "getCTS")]
+    pub fn cts(&self) -> io::Result<bool> {
+        Ok(self.modem_lines()?.cts)
+    }
+
+    /// Data Set Ready (Twisted's `getDSR`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::modem_lines`].
+    #[doc(alias = "getDSR")]
+    pub fn dsr(&self) -> io::Result<bool> {
+        Ok(self.modem_lines()?.dsr)
+    }
+
+    /// Carrier Detect (Twisted's `getCD`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::modem_lines`].
+    #[doc(alias = "getCD")]
+    pub fn cd(&self) -> io::Result<bool> {
+        Ok(self.modem_lines()?.cd)
+    }
+
+    /// Ring Indicator (Twisted's `getRI`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::modem_lines`].
+    #[doc(alias = "getRI")]
+    pub fn ri(&self) -> io::Result<bool> {
+        Ok(self.modem_lines()?.ri)
+    }
+
+    fn set_line(&self, bit: libc::c_int, on: bool) -> io::Result<()> {
+        let file = self.file()?;
+        sys::set_modem_bits(file.as_fd(), bit, on).map_err(|e| self.modem_error(e))
+    }
+
+    /// Raises or lowers Data Terminal Ready (Twisted's `setDTR`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::modem_lines`].
+    #[doc(alias = "setDTR")]
+    pub fn set_dtr(&self, on: bool) -> io::Result<()> {
+        self.set_line(libc::TIOCM_DTR, on)
+    }
+
+    /// Raises or lowers Request To Send (Twisted's `setRTS`).
+    ///
+    /// # Errors
+    /// As for [`SerialControl::modem_lines`].
+    #[doc(alias = "setRTS")]
+    pub fn set_rts(&self, on: bool) -> io::Result<()> {
+        self.set_line(libc::TIOCM_RTS, on)
+    }
+
+    /// Discards what was received and not yet read (Twisted's
+    /// `flushInput`).
+    ///
+    /// # Errors
+    /// `NotConnected` once closed; the device's error.
+    #[doc(alias = "flushInput")]
+    pub fn flush_input(&self) -> io::Result<()> {
+        let file = self.file()?;
+        sys::flush(file.as_fd(), libc::TCIFLUSH).map_err(|e| self.map(e))
+    }
+
+    /// Discards what the kernel holds and has not sent (Twisted's
+    /// `flushOutput`); the transport's own queue is not touched.
+    ///
+    /// # Errors
+    /// `NotConnected` once closed; the device's error.
+    #[doc(alias = "flushOutput")]
+    pub fn flush_output(&self) -> io::Result<()> {
+        let file = self.file()?;
+        sys::flush(file.as_fd(), libc::TCOFLUSH).map_err(|e| self.map(e))
+    }
+
+    /// Bytes received and not yet read (Twisted's `inWaiting`).
+    ///
+    /// # Errors
+    /// `NotConnected` once closed; the device's error.
+    #[doc(alias = "inWaiting")]
+    pub fn in_waiting(&self) -> io::Result<usize> {
+        let file = self.file()?;
+        sys::queued(file.as_fd(), false).map_err(|e| self.map(e))
+    }
+
+    /// Bytes the kernel holds and has not sent (Twisted's `outWaiting`);
+    /// the transport's own queue is not counted.
+    ///
+    /// # Errors
+    /// `NotConnected` once closed; the device's error.
+    #[doc(alias = "outWaiting")]
+    pub fn out_waiting(&self) -> io::Result<usize> {
+        let file = self.file()?;
+        sys::queued(file.as_fd(), true).map_err(|e| self.map(e))
+    }
+}
+
+/// A pseudo-terminal to stand in for a serial device, for tests and
+/// demonstrations without hardware.
+///
+/// [`PseudoTerminal::path`] is the device to open as a serial port (the
+/// slave end); [`PseudoTerminal::master`] plays the device on the other
+/// side of the line: what is written to it arrives at the port, what the
+/// port writes is read from it. Dropping the master hangs the port up,
+/// as unplugging a device does. A pseudo-terminal keeps only 8 data bits
+/// and no parity, and has no modem lines.
+///
+/// ```
+/// use torsion_transport::serial::PseudoTerminal;
+///
+/// let pty = PseudoTerminal::open()?;
+/// assert!(pty.path().starts_with("/dev/"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PseudoTerminal {
+    master: File,
+    slave: Option<File>,
+    path: PathBuf,
+}
+
+impl PseudoTerminal {
+    /// Makes a new pair (`openpty`), both ends close-on-exec and blocking.
+    ///
+    /// # Errors
+    /// If the system has no pseudo-terminal left.
+    pub fn open() -> io::Result<PseudoTerminal> {
+        let (master, slave) = crate::sys::process::openpty()?;
+        let path = sys::terminal_path(slave.as_fd())?;
+        Ok(PseudoTerminal {
+            master: File::from(master),
+            slave: Some(File::from(slave)),
+            path,
+        })
+    }
+
+    /// The slave end's path: the device to open as a serial port.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The master end: the device's side of the line.
+    pub fn master(&self) -> &File {
+        &self.master
+    }
+
+    /// Closes the slave descriptor made with the pair. While it is open,
+    /// the master does not see the port closing (its reads wait instead
+    /// of failing with `EIO`).
+    pub fn close_slave(&mut self) {
+        self.slave = None;
+    }
+
+    /// The master end, taken out; dropping it hangs the port up.
+    pub fn into_master(self) -> File {
+        self.master
+    }
+}
