@@ -1,6 +1,6 @@
-//! The glue between a stream transport (a socket's, or standard I/O's)
-//! and a protocol: turns readiness into protocol events, and keeps a
-//! panicking protocol from taking the reactor down.
+//! The glue between a stream transport (a socket's, standard I/O's, a
+//! serial port's) and a protocol: turns readiness into protocol events,
+//! and keeps a panicking protocol from taking the reactor down.
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
@@ -131,12 +131,16 @@ impl<P: Protocol, T: Pipe + 'static> Driver<P, T> {
     }
 }
 
-/// A connection accepted by a listening port.
-pub(crate) struct ServerConnection<P> {
-    pub(crate) driver: Driver<P>,
+/// A connection whose transport's readiness drives its protocol: one
+/// accepted by a listening port (over a socket, the default), standard
+/// I/O, a serial port. Both registrations of a two-descriptor transport
+/// (standard input and output) go to this one handler, so `shutdown` may
+/// run twice: the second finds the transport closed.
+pub(crate) struct StreamConnection<P, T: Pipe + 'static = SocketPipe> {
+    pub(crate) driver: Driver<P, T>,
 }
 
-impl<P: Protocol> Handler for ServerConnection<P> {
+impl<P: Protocol, T: Pipe + 'static> Handler for StreamConnection<P, T> {
     fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
         if let Progress::Closed(reason) = self.driver.ready(readiness) {
             self.driver.lost(&reason);

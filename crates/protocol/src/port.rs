@@ -14,7 +14,7 @@ use torsion_transport::socket2::Socket;
 use torsion_transport::unix::SocketFile;
 use torsion_transport::{net, Address};
 
-use crate::connection::{guarded, Driver, ServerConnection};
+use crate::connection::{guarded, Driver, StreamConnection};
 use crate::factory::Factory;
 
 /// Connections accepted per readiness event before other sources get a
@@ -53,7 +53,7 @@ pub(crate) fn serve<F: Factory>(
     };
     let mut created = None;
     let registered = SocketTransport::accepted(reactor, socket, peer.clone(), |transport| {
-        let connection = Rc::new(ServerConnection {
+        let connection = Rc::new(StreamConnection {
             driver: Driver::<F::Protocol>::new(transport),
         });
         created = Some(connection.clone());

@@ -5,12 +5,11 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
-use torsion_transport::driver::Progress;
-use torsion_transport::reactor::{Handler, Reactor, Readiness};
-use torsion_transport::stdio::{StdioPipe, StdioTransport};
+use torsion_transport::reactor::Reactor;
+use torsion_transport::stdio::StdioTransport;
 use torsion_transport::TransportRef;
 
-use crate::connection::Driver;
+use crate::connection::{Driver, StreamConnection};
 use crate::protocol::Protocol;
 
 /// Runs a [`Protocol`] over this program's standard input (what it
@@ -76,35 +75,21 @@ impl StandardIo {
     ) -> io::Result<StandardIo> {
         let mut connection = None;
         let transport = StdioTransport::stdio(reactor, input, output, |transport| {
-            let made = Rc::new(StdioConnection(Driver::new(transport)));
+            let made = Rc::new(StreamConnection {
+                driver: Driver::new(transport),
+            });
             connection = Some(made.clone());
             made
         })?;
-        connection.expect("the handler was made").0.attach(protocol);
+        connection
+            .expect("the handler was made")
+            .driver
+            .attach(protocol);
         Ok(StandardIo { transport })
     }
 
     /// The transport the protocol writes to.
     pub fn transport(&self) -> TransportRef {
         self.transport.clone()
-    }
-}
-
-/// Drives the protocol with the socket connections' driver.
-struct StdioConnection<P>(Driver<P, StdioPipe>);
-
-impl<P: Protocol> Handler for StdioConnection<P> {
-    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
-        if let Progress::Closed(reason) = self.0.ready(readiness) {
-            self.0.lost(&reason);
-        }
-    }
-
-    fn shutdown(&self, _reactor: &Reactor) {
-        // Both registrations (input and output) go to this handler, so
-        // this may be called twice: the second finds the transport closed.
-        if let Some(reason) = self.0.transport.close_for_shutdown() {
-            self.0.lost(&reason);
-        }
     }
 }
