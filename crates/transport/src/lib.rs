@@ -40,6 +40,7 @@
 mod address;
 mod datagram;
 pub mod driver;
+pub mod inotify;
 pub mod net;
 pub mod process;
 mod queue;
