@@ -56,6 +56,9 @@ pub mod pages {
     /// `docs/process.md`.
     #[doc = include_str!("../../docs/process.md")]
     pub struct ProcessPage;
+    /// `docs/filesystem.md`.
+    #[doc = include_str!("../../docs/filesystem.md")]
+    pub struct FilesystemPage;
     /// `docs/reliability.md`.
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct ReliabilityPage;

@@ -27,6 +27,8 @@
 //!   pidfd on Linux; [`stdio`] is our own standard input and output as
 //!   one (Twisted's `StandardIO`), never making the shared descriptions
 //!   non-blocking.
+//! - [`inotify`] reports filesystem events on the reactor (Twisted's
+//!   `INotify`); not a byte pipe, but a descriptor of the same kind.
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
