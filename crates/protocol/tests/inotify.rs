@@ -463,3 +463,97 @@ fn bad_requests_get_clear_errors() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn a_flood_of_events_is_read_in_bounded_steps_and_timers_still_run() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("flood");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(120));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE,
+                WatchOptions::default(),
+                recorder(&log),
+            )
+            .unwrap();
+        let files = 12_000;
+        for i in 0..files {
+            fs::File::create(dir.path().join(format!("f{i}"))).unwrap();
+        }
+        let fired = Rc::new(std::cell::Cell::new(false));
+        let flag = fired.clone();
+        reactor.call_later(Duration::ZERO, move |_| flag.set(true));
+        reactor.iterate(Duration::from_secs(1)).unwrap();
+        assert!(fired.get(), "the timer ran in the first turn");
+        let first_turn = log.borrow().len();
+        assert!(
+            first_turn > 0 && first_turn < files,
+            "one turn read {first_turn} of {files} events"
+        );
+        // The rest come on the following turns, in order, none lost.
+        drive(&reactor, || log.borrow().len() == files);
+        let log = log.borrow();
+        for (i, seen) in log.iter().enumerate() {
+            assert_eq!(seen.path, dir.path().join(format!("f{i}")));
+        }
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn an_unmount_is_reported_then_the_watch_ends() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("unmount");
+    let mount = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let point = dir.path().as_os_str();
+    // Needs root (or the right capability); skipped elsewhere.
+    if !mount(&[
+        "mount".as_ref(),
+        "-t".as_ref(),
+        "tmpfs".as_ref(),
+        "none".as_ref(),
+        point,
+    ]) {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        drop(dir);
+        return;
+    }
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let inside = dir.path().join("inside");
+        fs::create_dir(&inside).unwrap();
+        notifier
+            .watch(
+                &inside,
+                FsMask::CREATE,
+                WatchOptions::default(),
+                recorder(&log),
+            )
+            .unwrap();
+        assert!(mount(&["umount".as_ref(), point]));
+        drive(&reactor, || log.borrow().len() >= 2);
+        assert_eq!(
+            kinds(&log),
+            [
+                ("UNMOUNT,ISDIR".to_owned(), inside.clone()),
+                ("IGNORED".to_owned(), inside.clone()),
+            ]
+        );
+        assert!(notifier.watched_paths().is_empty());
+    }
+    drop(dir);
+    guard.check();
+}

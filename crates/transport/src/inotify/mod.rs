@@ -886,6 +886,9 @@ impl INotify {
             let mut state = self.inner.state.borrow_mut();
             state.scanned.clear();
             state.moves.clear();
+            for watch in state.watches.values_mut() {
+                watch.moving = None;
+            }
             state
                 .roots
                 .iter()
