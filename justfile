@@ -64,6 +64,7 @@ bench:
     ./target/release/torsion-bench pipelined
     ./target/release/torsion-bench udp
     ./target/release/torsion-bench process
+    ./target/release/torsion-bench fsevents
     ./target/release/torsion-bench suite
 
 # The single-threaded servers, one short round; writes

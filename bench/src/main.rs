@@ -12,6 +12,7 @@
 //! torsion-bench pipelined [--quick]
 //! torsion-bench idle [CONNECTIONS]
 //! torsion-bench udp [--quick] [--servers a,b,...]
+//! torsion-bench fsevents [--quick]
 //! ```
 //!
 //! `suite` (the default) runs every server on every workload and writes
@@ -39,6 +40,7 @@
 //! request, and each figure's ratio to Torsion's.
 
 mod framing;
+mod fsevents;
 mod idle;
 mod loadgen;
 mod pipelined;
@@ -86,6 +88,13 @@ fn main() {
         pipelined::run(args.iter().any(|a| a == "--quick"))
     } else if args.first().map(String::as_str) == Some("process") {
         process::run(if args.iter().any(|a| a == "--quick") {
+            1
+        } else {
+            3
+        });
+        Ok(())
+    } else if args.first().map(String::as_str) == Some("fsevents") {
+        fsevents::run(if args.iter().any(|a| a == "--quick") {
             1
         } else {
             3
