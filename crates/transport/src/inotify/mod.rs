@@ -184,7 +184,10 @@ impl Root {
             bits |= CREATE;
         }
         if sub {
-            bits = (bits & FsMask::ALL_EVENTS.bits()) | ONLYDIR_NOFOLLOW;
+            // Below the root: directories only, links not followed; of
+            // the user's flags only EXCL_UNLINK still makes sense.
+            let keep = FsMask::ALL_EVENTS | FsMask::EXCL_UNLINK;
+            bits = (bits & keep.bits()) | ONLYDIR_NOFOLLOW;
         }
         bits | MASK_ADD
     }

@@ -121,3 +121,38 @@ pub(crate) fn parse(mut buf: &[u8], mut each: impl FnMut(RawEvent<'_>)) {
         buf = &buf[HEADER + len..];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(wd: i32, mask: u32, cookie: u32, name: &[u8], padded: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for word in [wd as u32, mask, cookie, padded as u32] {
+            buf.extend_from_slice(&word.to_ne_bytes());
+        }
+        buf.extend_from_slice(name);
+        buf.resize(HEADER + padded, 0);
+        buf
+    }
+
+    #[test]
+    fn events_split_with_their_names_unpadded_and_a_truncated_tail_ignored() {
+        let mut buf = event(1, 0x100, 0, b"file", 16);
+        buf.extend(event(2, 0x400, 0, b"", 0));
+        buf.extend(event(3, 0x40, 7, b"longer-name", 32));
+        buf.extend(&event(4, 0x100, 0, b"cut", 16)[..20]);
+        let mut seen = Vec::new();
+        parse(&buf, |raw| {
+            seen.push((raw.wd, raw.mask, raw.cookie, raw.name.to_vec()))
+        });
+        assert_eq!(
+            seen,
+            [
+                (1, 0x100, 0, b"file".to_vec()),
+                (2, 0x400, 0, Vec::new()),
+                (3, 0x40, 7, b"longer-name".to_vec()),
+            ]
+        );
+    }
+}
