@@ -557,3 +557,38 @@ fn an_unmount_is_reported_then_the_watch_ends() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn a_directory_moved_in_under_auto_add_is_watched_with_what_it_holds() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("moved-in");
+    let outside = TempDir::new("moved-in-outside");
+    fs::create_dir_all(outside.path().join("tree/inner")).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE | FsMask::MOVED,
+                options,
+                recorder(&log),
+            )
+            .unwrap();
+        fs::rename(outside.path().join("tree"), dir.path().join("tree")).unwrap();
+        settle(&reactor, &log, &dir.path().join("marker"));
+        let arrived = log.borrow()[0].clone();
+        assert_eq!(arrived.mask, FsMask::MOVED_TO | FsMask::ISDIR);
+        assert_eq!(arrived.moved_from, None, "from outside: no first half");
+        let deep = dir.path().join("tree/inner/file");
+        settle(&reactor, &log, &deep);
+        assert_eq!(notifier.watched_paths().len(), 3);
+    }
+    drop((dir, outside));
+    guard.check();
+}

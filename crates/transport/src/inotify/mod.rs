@@ -231,6 +231,8 @@ struct Inner {
     registration: OnceCell<Registration<File>>,
     state: RefCell<State>,
     buffer: Cell<Option<Box<[u8]>>>,
+    /// Where each event's path is built, kept between reads.
+    scratch: Cell<PathBuf>,
 }
 
 /// Watches files and directories and reports their events to callbacks,
@@ -271,6 +273,7 @@ impl INotify {
             registration: OnceCell::new(),
             state: RefCell::new(State::default()),
             buffer: Cell::new(None),
+            scratch: Cell::new(PathBuf::new()),
         });
         if sys::SUPPORTED {
             let fd = sys::init()?;
@@ -607,7 +610,7 @@ impl INotify {
             .buffer
             .take()
             .unwrap_or_else(|| vec![0; BUFFER_SIZE].into_boxed_slice());
-        let mut scratch = PathBuf::new();
+        let mut scratch = self.inner.scratch.take();
         for _ in 0..READS_PER_EVENT {
             let read = {
                 let mut state = self.inner.state.borrow_mut();
@@ -649,6 +652,7 @@ impl INotify {
             }
         }
         self.inner.buffer.set(Some(buffer));
+        self.inner.scratch.set(scratch);
     }
 
     /// Handles one event from the kernel.
