@@ -71,6 +71,7 @@ bench:
     ./target/release/torsion-bench process
     ./target/release/torsion-bench tls
     ./target/release/torsion-bench tls-idle
+    ./target/release/torsion-bench fsevents
     ./target/release/torsion-bench suite
 
 # The single-threaded servers, one short round; writes

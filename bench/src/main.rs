@@ -13,6 +13,7 @@
 //! torsion-bench pipelined [--quick]
 //! torsion-bench idle [CONNECTIONS]
 //! torsion-bench udp [--quick] [--servers a,b,...]
+//! torsion-bench fsevents [--quick]
 //! ```
 //!
 //! `suite` (the default) runs every server on every workload and writes
@@ -43,6 +44,7 @@
 //! request, and each figure's ratio to Torsion's.
 
 mod framing;
+mod fsevents;
 mod idle;
 mod loadgen;
 mod pipelined;
@@ -114,6 +116,13 @@ fn main() {
             args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(400),
         )
+    } else if args.first().map(String::as_str) == Some("fsevents") {
+        fsevents::run(if args.iter().any(|a| a == "--quick") {
+            1
+        } else {
+            3
+        });
+        Ok(())
     } else if args.first().map(String::as_str) == Some("framing") {
         framing::run();
         Ok(())

@@ -62,6 +62,9 @@ pub mod pages {
     /// `docs/serial.md`.
     #[doc = include_str!("../../docs/serial.md")]
     pub struct SerialPage;
+    /// `docs/filesystem.md`.
+    #[doc = include_str!("../../docs/filesystem.md")]
+    pub struct FilesystemPage;
     /// `docs/reliability.md`.
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct ReliabilityPage;

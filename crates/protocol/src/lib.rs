@@ -76,6 +76,7 @@ mod unix;
 // What applications use from the layers below, each at one path: the
 // crate root. Code that implements a new transport or I/O handler depends
 // on `torsion-transport` (and its `reactor` module) directly.
+pub use torsion_transport::inotify::{FsEvent, FsMask, INotify, WatchOptions};
 #[doc(hidden)]
 pub use torsion_transport::process::force_sigchld_fallback;
 pub use torsion_transport::process::{

@@ -29,6 +29,8 @@
 //!   non-blocking.
 //! - [`serial`] opens serial ports (terminal devices) as stream
 //!   transports (Twisted's `SerialPort`), configured through termios.
+//! - [`inotify`] reports filesystem events on the reactor (Twisted's
+//!   `INotify`); not a byte pipe, but a descriptor of the same kind.
 //! - [`CloseReason`] and [`ConnectError`] say why a connection ended or
 //!   never began.
 //!
@@ -42,6 +44,7 @@
 mod address;
 mod datagram;
 pub mod driver;
+pub mod inotify;
 pub mod net;
 pub mod process;
 mod queue;

@@ -6,6 +6,7 @@
 //! what otherwise takes three.
 
 mod credentials;
+pub(crate) mod inotify;
 pub(crate) mod process;
 pub(crate) mod serial;
 pub(crate) mod stdio;
