@@ -482,3 +482,22 @@ fn a_panicking_protocol_aborts_its_port_alone() {
     }
     guard.check();
 }
+
+#[test]
+fn closing_the_port_gives_its_claim_back() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        // The pair holds the slave open: the tty outlives the port.
+        let (_master, path, _pair) = pty();
+        let (protocol, lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        assert!(exclusive(&path));
+        port.lose_connection();
+        reactor.run().unwrap();
+        assert!(matches!(*lost.borrow(), Some(CloseReason::Closed)));
+        drop(port);
+        assert!(!exclusive(&path), "the claim outlived the port");
+    }
+    guard.check();
+}

@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -247,6 +247,56 @@ fn is_gone(error: &io::Error) -> bool {
     )
 }
 
+/// The open terminal, shared by its [`SerialPipe`] and [`SerialControl`]s.
+///
+/// `claimed` is true while this port holds an exclusive claim
+/// (`TIOCEXCL`) that it made itself. The claim marks the tty, not our
+/// descriptor, so it would outlive us while anything else (another
+/// program, a pseudo-terminal's own slave descriptor) keeps the device
+/// open; dropping the device gives it back. That drop is the one way
+/// out of every path, so an open that fails after the claim was taken
+/// (settings refused, the reactor refusing the descriptor) gives it
+/// back as well; a claim someone else made is never touched.
+struct Device {
+    file: File,
+    claimed: Cell<bool>,
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl Device {
+    /// Takes (`on`) or gives back the claim; only a claim this port made
+    /// is ever given back.
+    fn claim(&self, on: bool) -> io::Result<()> {
+        if on == self.claimed.get() {
+            return Ok(());
+        }
+        if on {
+            // Someone else's claim stays theirs: nothing to take.
+            if sys::exclusive(self.as_fd()).unwrap_or(false) {
+                return Ok(());
+            }
+            sys::set_exclusive(self.as_fd(), true)?;
+        } else {
+            sys::set_exclusive(self.as_fd(), false)?;
+        }
+        self.claimed.set(on);
+        Ok(())
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if self.claimed.get() {
+            let _ = sys::set_exclusive(self.file.as_fd(), false);
+        }
+    }
+}
+
 /// A non-blocking terminal descriptor registered with the reactor: the
 /// [`Pipe`] under a [`SerialTransport`].
 ///
@@ -255,7 +305,7 @@ fn is_gone(error: &io::Error) -> bool {
 /// longer be read: the connection fails with a [`HungUp`] error. A serial
 /// line has no half-close: closing the write side only stops writing.
 pub struct SerialPipe {
-    registration: Registration<Rc<File>>,
+    registration: Registration<Rc<Device>>,
     path: Rc<Path>,
 }
 
@@ -264,7 +314,7 @@ pub type SerialTransport = StreamTransport<SerialPipe>;
 
 impl SerialPipe {
     fn file(&self) -> &File {
-        self.registration.get_ref()
+        &self.registration.get_ref().file
     }
 
     /// The error to report for `error`: a hang-up if the device is gone.
@@ -327,10 +377,9 @@ impl Pipe for SerialPipe {
 /// the port is closed every call fails with `NotConnected`.
 #[derive(Clone)]
 pub struct SerialControl {
-    file: Weak<File>,
+    file: Weak<Device>,
     path: Rc<Path>,
     reactor: WeakReactor,
-    exclusive: Rc<Cell<bool>>,
 }
 
 impl fmt::Debug for SerialControl {
@@ -389,20 +438,17 @@ impl SerialTransport {
                 e
             }
         })?;
-        // As found, so that a refusal puts the claim back as it was.
-        let was_exclusive = sys::exclusive(file.as_fd()).unwrap_or(false);
-        let file = Rc::new(file);
+        // From here every way out drops `file`, which gives back a claim
+        // made here (see `Device`).
+        let file = Rc::new(Device {
+            file,
+            claimed: Cell::new(false),
+        });
         let control = SerialControl {
             file: Rc::downgrade(&file),
             path: path.clone(),
             reactor: reactor.downgrade(),
-            exclusive: Rc::new(Cell::new(was_exclusive)),
         };
-        // Only claimed here: not asking for exclusive access leaves
-        // another holder's claim alone.
-        if settings.exclusive {
-            sys::set_exclusive(file.as_fd(), true)?;
-        }
         control.apply(&file, original, settings)?;
         let transport = StreamTransport::new(
             reactor,
@@ -421,7 +467,7 @@ impl SerialTransport {
 }
 
 impl SerialControl {
-    fn file(&self) -> io::Result<Rc<File>> {
+    fn file(&self) -> io::Result<Rc<Device>> {
         self.file
             .upgrade()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
@@ -437,17 +483,36 @@ impl SerialControl {
         self.file.strong_count() > 0
     }
 
-    /// Writes `settings` over `previous`, reads them back, and puts
-    /// `previous` back if the device did not keep them all.
+    /// Takes or gives back the claim, writes `settings` over `previous`
+    /// and reads them back. On any error (the device did not keep them
+    /// all, or refused a call) `previous` and the claim as it was are put
+    /// back.
     fn apply(
         &self,
-        file: &File,
+        device: &Device,
         previous: sys::Attributes,
         settings: &SerialSettings,
     ) -> io::Result<()> {
-        let fd = file.as_fd();
         let wanted = sys::configure(previous, settings)?;
-        sys::put(fd, &wanted).map_err(|e| self.map(e))?;
+        let was_claimed = device.claimed.get();
+        let result = self.try_apply(device, &wanted, settings);
+        if result.is_err() {
+            // Leave the device as it was.
+            let _ = sys::put(device.as_fd(), &previous);
+            let _ = device.claim(was_claimed);
+        }
+        result
+    }
+
+    fn try_apply(
+        &self,
+        device: &Device,
+        wanted: &sys::Attributes,
+        settings: &SerialSettings,
+    ) -> io::Result<()> {
+        let fd = device.as_fd();
+        device.claim(settings.exclusive).map_err(|e| self.map(e))?;
+        sys::put(fd, wanted).map_err(|e| self.map(e))?;
         let kept = sys::describe(&sys::get(fd).map_err(|e| self.map(e))?);
         let mut refused = Vec::new();
         let mut check = |setting, asked: String, got: String| {
@@ -485,19 +550,14 @@ impl SerialControl {
         if settings.raw {
             check("raw mode", on_off(true), on_off(kept.raw));
         }
-        if settings.exclusive {
-            if let Ok(exclusive) = sys::exclusive(fd) {
-                check("exclusive", on_off(true), on_off(exclusive));
-            }
+        // Both ways: asking for no claim on a device someone else has
+        // claimed is refused too, so that `settings` reads back what was
+        // asked.
+        if let Ok(exclusive) = sys::exclusive(fd) {
+            check("exclusive", on_off(settings.exclusive), on_off(exclusive));
         }
         if refused.is_empty() {
-            self.exclusive.set(settings.exclusive);
             return Ok(());
-        }
-        // Leave the device as it was.
-        let _ = sys::put(fd, &previous);
-        if settings.exclusive != self.exclusive.get() {
-            let _ = sys::set_exclusive(fd, self.exclusive.get());
         }
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -524,7 +584,7 @@ impl SerialControl {
     pub fn settings(&self) -> io::Result<SerialSettings> {
         let file = self.file()?;
         let mut settings = sys::describe(&sys::get(file.as_fd()).map_err(|e| self.map(e))?);
-        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(self.exclusive.get());
+        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(file.claimed.get());
         Ok(settings)
     }
 
@@ -537,9 +597,6 @@ impl SerialControl {
     pub fn set_settings(&self, settings: &SerialSettings) -> io::Result<()> {
         let file = self.file()?;
         let previous = sys::get(file.as_fd()).map_err(|e| self.map(e))?;
-        if settings.exclusive != self.exclusive.get() {
-            sys::set_exclusive(file.as_fd(), settings.exclusive)?;
-        }
         self.apply(&file, previous, settings)
     }
 
@@ -553,7 +610,7 @@ impl SerialControl {
         let previous = sys::get(file.as_fd()).map_err(|e| self.map(e))?;
         let mut settings = sys::describe(&previous);
         settings.baud_rate = baud_rate;
-        settings.exclusive = self.exclusive.get();
+        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(file.claimed.get());
         // Only what was asked is changed: keep the line discipline as is.
         settings.raw = false;
         self.apply(&file, previous, &settings)
@@ -779,5 +836,44 @@ impl PseudoTerminal {
     /// The master end, taken out; dropping it hangs the port up.
     pub fn into_master(self) -> File {
         self.master
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn open_device(pty: &PseudoTerminal) -> Device {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(pty.path())
+            .unwrap();
+        Device {
+            file,
+            claimed: Cell::new(false),
+        }
+    }
+
+    /// The guard every error path after the claim relies on: dropping
+    /// the device gives back the claim it made, and only that one.
+    #[test]
+    fn a_dropped_device_gives_back_only_its_own_claim() {
+        let pty = PseudoTerminal::open().unwrap();
+        let slave = pty.slave.as_ref().unwrap().as_fd();
+        let device = open_device(&pty);
+        device.claim(true).unwrap();
+        assert!(sys::exclusive(slave).unwrap());
+        drop(device);
+        assert!(!sys::exclusive(slave).unwrap(), "claim left behind");
+
+        // Someone else's claim: not ours to give back.
+        let device = open_device(&pty);
+        sys::set_exclusive(slave, true).unwrap();
+        device.claim(true).unwrap();
+        assert!(!device.claimed.get());
+        drop(device);
+        assert!(sys::exclusive(slave).unwrap(), "another's claim released");
     }
 }
