@@ -501,3 +501,33 @@ fn closing_the_port_gives_its_claim_back() {
     }
     guard.check();
 }
+
+#[test]
+fn baud_rate_zero_is_refused() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (_master, path, _pair) = pty();
+        let is_zero_baud = |error: &io::Error| {
+            error.kind() == io::ErrorKind::InvalidInput && error.to_string().contains("baud rate 0")
+        };
+        // At open: refused before anything is claimed or changed.
+        let (protocol, _lost) = quiet(&reactor, false);
+        let error = SerialPort::open(&reactor, protocol, &path, &SerialSettings::baud(0))
+            .err()
+            .expect("0 baud opened");
+        assert!(is_zero_baud(&error), "{error}");
+        assert!(!exclusive(&path), "left exclusive");
+
+        // On an open port: refused, the speed kept.
+        let (protocol, _lost) = quiet(&reactor, false);
+        let port =
+            SerialPort::open(&reactor, protocol, &path, &SerialSettings::baud(19_200)).unwrap();
+        let error = port.set_baud_rate(0).unwrap_err();
+        assert!(is_zero_baud(&error), "{error}");
+        let error = port.set_settings(&SerialSettings::baud(0)).unwrap_err();
+        assert!(is_zero_baud(&error), "{error}");
+        assert_eq!(port.settings().unwrap(), SerialSettings::baud(19_200));
+    }
+    guard.check();
+}

@@ -84,7 +84,8 @@ pub enum StopBits {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SerialSettings {
     /// Bits per second, both directions. Standard rates everywhere; on
-    /// Linux any rate the driver can make (`BOTHER`).
+    /// Linux any rate the driver can make (`BOTHER`). 0 is refused
+    /// (`InvalidInput`): on a serial line it means hang up.
     #[doc(alias = "baudrate")]
     pub baud_rate: u32,
     /// Bits per character.
@@ -402,7 +403,8 @@ impl SerialTransport {
     /// # Errors
     /// If the device cannot be opened (the error names it and keeps the
     /// system's kind: `NotFound`, `PermissionDenied`, `EBUSY` when another
-    /// holds it exclusively), is not a terminal (`InvalidInput`), or did
+    /// holds it exclusively), is not a terminal (`InvalidInput`), asks
+    /// for baud rate 0 (`InvalidInput`), or did
     /// not keep the settings ([`UnsupportedSettings`], kind
     /// `Unsupported`; its attributes are put back). Nothing stays open.
     pub fn open_serial(
@@ -493,6 +495,17 @@ impl SerialControl {
         previous: sys::Attributes,
         settings: &SerialSettings,
     ) -> io::Result<()> {
+        if settings.baud_rate == 0 {
+            // B0 is no speed: on a serial line it drops DTR and RTS, a
+            // hang-up.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "serial device {}: baud rate 0 is not a speed (it would hang the line up)",
+                    self.path.display()
+                ),
+            ));
+        }
         let wanted = sys::configure(previous, settings)?;
         let was_claimed = device.claimed.get();
         let result = self.try_apply(device, &wanted, settings);
