@@ -531,3 +531,59 @@ fn baud_rate_zero_is_refused() {
     }
     guard.check();
 }
+
+/// Reads what the master end has now, without waiting.
+fn drain_now(master: &mut File) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain fcntl calls on a descriptor we hold.
+    unsafe {
+        let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut total = 0;
+    let mut buf = [0; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return total,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn abort_drops_what_the_kernel_holds() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (mut master, path, _pair) = pty();
+        let (protocol, lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let transport = port.transport();
+        let total = 64 * 1024;
+        transport.write(&vec![b'x'; total]);
+        for _ in 0..5 {
+            reactor.iterate(Duration::ZERO).unwrap();
+        }
+        let queued = transport.get_write_buffer_size();
+        let in_kernel = total - queued;
+        transport.abort_connection();
+        reactor.run().unwrap();
+        let reason = lost.borrow_mut().take().expect("connection_lost");
+        assert!(reason.to_string().contains("aborted"), "{reason}");
+        // What the master's line discipline had already taken (4 KiB)
+        // stays; the rest of what the kernel held was dropped (without
+        // the flush the master read all 15 KiB).
+        let read = drain_now(&mut master);
+        eprintln!("kernel took {in_kernel}, master read {read}");
+        assert!(in_kernel > 8192, "kernel took only {in_kernel}");
+        assert!(
+            read < in_kernel,
+            "kernel took {in_kernel}, master read {read}"
+        );
+        drop(port);
+    }
+    guard.check();
+}

@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -258,8 +259,17 @@ fn is_gone(error: &io::Error) -> bool {
 /// out of every path, so an open that fails after the claim was taken
 /// (settings refused, the reactor refusing the descriptor) gives it
 /// back as well; a claim someone else made is never touched.
+///
+/// The last close of a real serial tty waits in the kernel until its
+/// output is sent (`closing_wait`, 30 s by default, `O_NONBLOCK` or not):
+/// with RTS/CTS and CTS low, or after an XOFF, that would stop the whole
+/// reactor. So a device whose kernel output queue (`TIOCOUTQ`) is not
+/// empty at drop is closed on a short-lived helper thread; an aborted
+/// port flushes that queue first (see [`SerialPipe`]'s `reset_on_close`),
+/// so it closes at once.
 struct Device {
-    file: File,
+    /// Taken out only by `drop`.
+    file: ManuallyDrop<File>,
     claimed: Cell<bool>,
 }
 
@@ -294,6 +304,18 @@ impl Drop for Device {
     fn drop(&mut self) {
         if self.claimed.get() {
             let _ = sys::set_exclusive(self.file.as_fd(), false);
+        }
+        let pending = sys::queued(self.file.as_fd(), true).unwrap_or(0);
+        // SAFETY: `file` is not used again: this is the device's drop.
+        let file = unsafe { ManuallyDrop::take(&mut self.file) };
+        if pending > 0 {
+            // If no thread can be made, the closure (and the file with
+            // it) is dropped here: closed inline, as before.
+            let _ = std::thread::Builder::new()
+                .name("torsion-serial-close".into())
+                .spawn(move || drop(file));
+        } else {
+            drop(file);
         }
     }
 }
@@ -357,6 +379,12 @@ impl Pipe for SerialPipe {
 
     fn shutdown_write(&self) -> io::Result<()> {
         Ok(())
+    }
+
+    fn reset_on_close(&self) {
+        // An abort drops what the kernel holds too, so that the close
+        // does not wait for it to be sent.
+        let _ = sys::flush(self.file().as_fd(), libc::TCOFLUSH);
     }
 
     fn take_error(&self) -> io::Result<Option<io::Error>> {
@@ -443,7 +471,7 @@ impl SerialTransport {
         // From here every way out drops `file`, which gives back a claim
         // made here (see `Device`).
         let file = Rc::new(Device {
-            file,
+            file: ManuallyDrop::new(file),
             claimed: Cell::new(false),
         });
         let control = SerialControl {
@@ -864,7 +892,7 @@ mod tests {
             .open(pty.path())
             .unwrap();
         Device {
-            file,
+            file: ManuallyDrop::new(file),
             claimed: Cell::new(false),
         }
     }
