@@ -249,6 +249,27 @@ fn is_gone(error: &io::Error) -> bool {
     )
 }
 
+/// True if the terminal on `file` is gone: its attributes can no longer
+/// be read.
+fn device_gone(file: &File) -> bool {
+    match sys::get(file.as_fd()) {
+        Ok(_) => false,
+        Err(e) => is_gone(&e),
+    }
+}
+
+/// The error to report for `error` from the terminal on `file` at
+/// `path`: a [`HungUp`] error if the device is gone (an `EIO` alone is
+/// not enough: a driver may give it for a failed transfer), `error`
+/// otherwise. The pipe and the control both report through this.
+fn device_error(file: &File, path: &Path, error: io::Error) -> io::Error {
+    if is_gone(&error) && device_gone(file) {
+        hung_up(path)
+    } else {
+        error
+    }
+}
+
 /// The open terminal, shared by its [`SerialPipe`] and [`SerialControl`]s.
 ///
 /// `claimed` is true while this port holds an exclusive claim
@@ -342,18 +363,11 @@ impl SerialPipe {
 
     /// The error to report for `error`: a hang-up if the device is gone.
     fn map(&self, error: io::Error) -> io::Error {
-        if is_gone(&error) && self.gone() {
-            hung_up(&self.path)
-        } else {
-            error
-        }
+        device_error(self.file(), &self.path, error)
     }
 
     fn gone(&self) -> bool {
-        match sys::get(self.file().as_fd()) {
-            Ok(_) => false,
-            Err(e) => is_gone(&e),
-        }
+        device_gone(self.file())
     }
 }
 
@@ -610,10 +624,9 @@ impl SerialControl {
     }
 
     fn map(&self, error: io::Error) -> io::Error {
-        if is_gone(&error) {
-            hung_up(&self.path)
-        } else {
-            error
+        match self.file.upgrade() {
+            Some(device) => device_error(&device.file, &self.path, error),
+            None => error,
         }
     }
 
@@ -916,5 +929,25 @@ mod tests {
         assert!(!device.claimed.get());
         drop(device);
         assert!(sys::exclusive(slave).unwrap(), "another's claim released");
+    }
+
+    /// The control reports a hang-up only when the device is gone, as
+    /// the pipe does: an `EIO` from a device still there stays itself.
+    #[test]
+    fn an_error_is_a_hang_up_only_once_the_device_is_gone() {
+        let pty = PseudoTerminal::open().unwrap();
+        let reactor = Reactor::new().unwrap();
+        let device = Rc::new(open_device(&pty));
+        let control = SerialControl {
+            file: Rc::downgrade(&device),
+            path: Rc::from(pty.path()),
+            reactor: reactor.downgrade(),
+        };
+        let error = control.map(io::Error::from_raw_os_error(libc::EIO));
+        assert!(!HungUp::is(&error), "{error}");
+        assert_eq!(error.raw_os_error(), Some(libc::EIO));
+        drop(pty);
+        let error = control.map(io::Error::from_raw_os_error(libc::EIO));
+        assert!(HungUp::is(&error), "{error}");
     }
 }
