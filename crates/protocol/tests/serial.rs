@@ -587,3 +587,35 @@ fn abort_drops_what_the_kernel_holds() {
     }
     guard.check();
 }
+
+#[test]
+fn a_later_break_is_not_ended_by_an_earlier_ones_timer() {
+    let guard = DescriptorGuard::new();
+    {
+        let (reactor, clock) = torsion_protocol::Reactor::with_manual_clock().unwrap();
+        let (_master, path, _pair) = pty();
+        let (protocol, _lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let before = reactor.pending_call_count();
+        port.send_break(Duration::from_millis(100)).unwrap();
+        clock.advance(Duration::from_millis(50));
+        // A second break while the first is on: one break, to the later
+        // end (150 ms), not two timers of which the first ends both.
+        port.send_break(Duration::from_millis(100)).unwrap();
+        assert_eq!(reactor.pending_call_count(), before + 1);
+        clock.advance(Duration::from_millis(60));
+        assert_eq!(reactor.pending_call_count(), before + 1, "ended at 100 ms");
+        clock.advance(Duration::from_millis(40));
+        assert_eq!(reactor.pending_call_count(), before);
+        // A shorter break inside a longer one does not shorten it.
+        port.send_break(Duration::from_millis(100)).unwrap();
+        port.send_break(Duration::from_millis(10)).unwrap();
+        assert_eq!(reactor.pending_call_count(), before + 1);
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(reactor.pending_call_count(), before + 1, "shortened");
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(reactor.pending_call_count(), before);
+        drop(port);
+    }
+    guard.check();
+}

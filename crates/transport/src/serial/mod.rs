@@ -18,7 +18,7 @@
 //! - Modem-line calls on a device without modem lines (`ENOTTY`) are an
 //!   `Unsupported` error.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use torsion_reactor::{Handler, Interest, Reactor, Registration, WeakReactor};
+use torsion_reactor::{DelayedCall, Handler, Interest, Reactor, Registration, WeakReactor};
 
 use crate::address::Address;
 use crate::stream::{Opening, Pipe, StreamTransport};
@@ -292,6 +292,8 @@ struct Device {
     /// Taken out only by `drop`.
     file: ManuallyDrop<File>,
     claimed: Cell<bool>,
+    /// The timer that ends the break under way, if any.
+    break_end: RefCell<Option<DelayedCall>>,
 }
 
 impl AsFd for Device {
@@ -487,6 +489,7 @@ impl SerialTransport {
         let file = Rc::new(Device {
             file: ManuallyDrop::new(file),
             claimed: Cell::new(false),
+            break_end: RefCell::new(None),
         });
         let control = SerialControl {
             file: Rc::downgrade(&file),
@@ -673,7 +676,8 @@ impl SerialControl {
     /// Sends a break: holds the line at 0 for `duration` (Twisted's
     /// `sendBreak`; 250 ms is customary). Does not block: the break starts
     /// now and a timer on the reactor ends it. Bytes the kernel holds and
-    /// has not sent yet may be cut by it.
+    /// has not sent yet may be cut by it. A break asked for while one is
+    /// under way makes one break that ends at the later of the two ends.
     ///
     /// # Errors
     /// `NotConnected` once closed, the device's error otherwise
@@ -682,17 +686,23 @@ impl SerialControl {
     pub fn send_break(&self, duration: Duration) -> io::Result<()> {
         let file = self.file()?;
         sys::set_break(file.as_fd(), true).map_err(|e| self.modem_error(e))?;
-        let weak = self.file.clone();
-        match self.reactor.upgrade() {
-            Some(reactor) => {
-                reactor.call_later(duration, move |_| {
-                    if let Some(file) = weak.upgrade() {
-                        let _ = sys::set_break(file.as_fd(), false);
-                    }
-                });
+        let Some(reactor) = self.reactor.upgrade() else {
+            return sys::set_break(file.as_fd(), false).map_err(|e| self.modem_error(e));
+        };
+        let mut end = file.break_end.borrow_mut();
+        if let Some(call) = end.as_ref().filter(|call| call.active()) {
+            // One break under way: it lasts to the later end.
+            if call.time() < reactor.seconds() + duration {
+                let _ = call.reset(duration);
             }
-            None => sys::set_break(file.as_fd(), false)?,
+            return Ok(());
         }
+        let weak = self.file.clone();
+        *end = Some(reactor.call_later(duration, move |_| {
+            if let Some(file) = weak.upgrade() {
+                let _ = sys::set_break(file.as_fd(), false);
+            }
+        }));
         Ok(())
     }
 
@@ -907,6 +917,7 @@ mod tests {
         Device {
             file: ManuallyDrop::new(file),
             claimed: Cell::new(false),
+            break_end: RefCell::new(None),
         }
     }
 
