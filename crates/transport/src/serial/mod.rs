@@ -85,7 +85,7 @@ pub enum StopBits {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SerialSettings {
     /// Bits per second, both directions. Standard rates everywhere; on
-    /// Linux any rate the driver can make (`BOTHER`). 0 is refused
+    /// Linux (but for PowerPC) any rate the driver can make (`BOTHER`). 0 is refused
     /// (`InvalidInput`): on a serial line it means hang up.
     #[doc(alias = "baudrate")]
     pub baud_rate: u32,
