@@ -619,3 +619,24 @@ fn a_later_break_is_not_ended_by_an_earlier_ones_timer() {
     }
     guard.check();
 }
+
+#[test]
+fn control_errors_name_the_device() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (_master, path, _pair) = pty();
+        let (protocol, lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        port.lose_connection();
+        reactor.run().unwrap();
+        assert!(lost.borrow().is_some());
+        let error = port.flush_input().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotConnected);
+        let name = path.display().to_string();
+        assert!(error.to_string().contains(&name), "{error}");
+        let error = port.set_baud_rate(57_600).unwrap_err();
+        assert!(error.to_string().contains(&name), "{error}");
+    }
+    guard.check();
+}

@@ -260,13 +260,24 @@ fn device_gone(file: &File) -> bool {
 
 /// The error to report for `error` from the terminal on `file` at
 /// `path`: a [`HungUp`] error if the device is gone (an `EIO` alone is
-/// not enough: a driver may give it for a failed transfer), `error`
-/// otherwise. The pipe and the control both report through this.
+/// not enough: a driver may give it for a failed transfer), otherwise
+/// `error` with the device named. The pipe and the control both report
+/// through this.
 fn device_error(file: &File, path: &Path, error: io::Error) -> io::Error {
     if is_gone(&error) && device_gone(file) {
         hung_up(path)
     } else {
-        error
+        named(path, error)
+    }
+}
+
+/// `error`, its kind kept, with the device named. `WouldBlock` and
+/// `Interrupted` pass unchanged: they are not reported, and a pipe that
+/// is full gives them all the time.
+fn named(path: &Path, error: io::Error) -> io::Error {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => error,
+        kind => io::Error::new(kind, format!("serial device {}: {error}", path.display())),
     }
 }
 
@@ -481,7 +492,7 @@ impl SerialTransport {
                     format!("{} is not a terminal device", path.display()),
                 )
             } else {
-                e
+                named(&path, e)
             }
         })?;
         // From here every way out drops `file`, which gives back a claim
@@ -504,7 +515,9 @@ impl SerialTransport {
             |transport, interest| {
                 let handler = make_handler(transport.clone());
                 Ok(SerialPipe {
-                    registration: reactor.register(file, interest, handler)?,
+                    registration: reactor
+                        .register(file, interest, handler)
+                        .map_err(|e| named(&path, e))?,
                     path,
                 })
             },
@@ -515,9 +528,12 @@ impl SerialTransport {
 
 impl SerialControl {
     fn file(&self) -> io::Result<Rc<Device>> {
-        self.file
-            .upgrade()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+        self.file.upgrade().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("serial device {} is closed", self.path.display()),
+            )
+        })
     }
 
     /// The device's path.
@@ -551,7 +567,7 @@ impl SerialControl {
                 ),
             ));
         }
-        let wanted = sys::configure(previous, settings)?;
+        let wanted = sys::configure(previous, settings).map_err(|e| named(&self.path, e))?;
         let was_claimed = device.claimed.get();
         let result = self.try_apply(device, &wanted, settings);
         if result.is_err() {
@@ -629,7 +645,7 @@ impl SerialControl {
     fn map(&self, error: io::Error) -> io::Error {
         match self.file.upgrade() {
             Some(device) => device_error(&device.file, &self.path, error),
-            None => error,
+            None => named(&self.path, error),
         }
     }
 
@@ -956,7 +972,8 @@ mod tests {
         };
         let error = control.map(io::Error::from_raw_os_error(libc::EIO));
         assert!(!HungUp::is(&error), "{error}");
-        assert_eq!(error.raw_os_error(), Some(libc::EIO));
+        let eio = io::Error::from_raw_os_error(libc::EIO).to_string();
+        assert!(error.to_string().contains(&eio), "{error}");
         drop(pty);
         let error = control.map(io::Error::from_raw_os_error(libc::EIO));
         assert!(HungUp::is(&error), "{error}");
