@@ -701,9 +701,9 @@ impl SerialControl {
     #[doc(alias = "sendBreak")]
     pub fn send_break(&self, duration: Duration) -> io::Result<()> {
         let file = self.file()?;
-        sys::set_break(file.as_fd(), true).map_err(|e| self.modem_error(e))?;
+        sys::set_break(file.as_fd(), true).map_err(|e| self.break_error(e))?;
         let Some(reactor) = self.reactor.upgrade() else {
-            return sys::set_break(file.as_fd(), false).map_err(|e| self.modem_error(e));
+            return sys::set_break(file.as_fd(), false).map_err(|e| self.break_error(e));
         };
         let mut end = file.break_end.borrow_mut();
         if let Some(call) = end.as_ref().filter(|call| call.active()) {
@@ -720,6 +720,19 @@ impl SerialControl {
             }
         }));
         Ok(())
+    }
+
+    fn break_error(&self, error: io::Error) -> io::Error {
+        match error.raw_os_error() {
+            Some(libc::ENOTTY | libc::EINVAL) => io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "serial device {} cannot send a break ({error})",
+                    self.path.display()
+                ),
+            ),
+            _ => self.map(error),
+        }
     }
 
     fn modem_error(&self, error: io::Error) -> io::Error {
@@ -977,5 +990,22 @@ mod tests {
         drop(pty);
         let error = control.map(io::Error::from_raw_os_error(libc::EIO));
         assert!(HungUp::is(&error), "{error}");
+    }
+
+    /// A device that cannot send a break says so, not that it has no
+    /// modem lines.
+    #[test]
+    fn a_break_error_is_about_the_break() {
+        let pty = PseudoTerminal::open().unwrap();
+        let reactor = Reactor::new().unwrap();
+        let device = Rc::new(open_device(&pty));
+        let control = SerialControl {
+            file: Rc::downgrade(&device),
+            path: Rc::from(pty.path()),
+            reactor: reactor.downgrade(),
+        };
+        let error = control.break_error(io::Error::from_raw_os_error(libc::ENOTTY));
+        assert_eq!(error.kind(), io::ErrorKind::Unsupported);
+        assert!(error.to_string().contains("cannot send a break"), "{error}");
     }
 }
