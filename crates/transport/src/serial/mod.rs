@@ -92,7 +92,8 @@ pub struct SerialSettings {
     /// Bits per character.
     #[doc(alias = "bytesize")]
     pub data_bits: DataBits,
-    /// The parity bit.
+    /// The parity bit. When on, received characters are checked
+    /// (`INPCK`): one whose parity is wrong reads as a 0 byte.
     pub parity: Parity,
     /// Stop bits.
     #[doc(alias = "stopbits")]
@@ -990,6 +991,21 @@ mod tests {
         drop(pty);
         let error = control.map(io::Error::from_raw_os_error(libc::EIO));
         assert!(HungUp::is(&error), "{error}");
+    }
+
+    /// Parity on checks received characters (`INPCK`); off, it does not.
+    #[test]
+    fn parity_checks_input() {
+        let pty = PseudoTerminal::open().unwrap();
+        let attributes = sys::get(pty.slave.as_ref().unwrap().as_fd()).unwrap();
+        let even = SerialSettings {
+            parity: Parity::Even,
+            ..SerialSettings::default()
+        };
+        let checked = sys::configure(attributes, &even).unwrap();
+        assert_ne!(checked.c_iflag & libc::INPCK, 0);
+        let plain = sys::configure(checked, &SerialSettings::default()).unwrap();
+        assert_eq!(plain.c_iflag & libc::INPCK, 0);
     }
 
     /// A device that cannot send a break says so, not that it has no

@@ -200,10 +200,16 @@ pub(crate) fn configure(
             DataBits::Seven => libc::CS7,
             DataBits::Eight => libc::CS8,
         };
+    // With parity on, received characters are checked too (`INPCK`);
+    // one that fails reads as a 0 byte (neither `IGNPAR` nor `PARMRK`).
+    attributes.c_iflag &= !libc::INPCK;
     match settings.parity {
         Parity::None => {}
         Parity::Even => attributes.c_cflag |= libc::PARENB,
         Parity::Odd => attributes.c_cflag |= libc::PARENB | libc::PARODD,
+    }
+    if settings.parity != Parity::None {
+        attributes.c_iflag |= libc::INPCK;
     }
     if settings.stop_bits == StopBits::Two {
         attributes.c_cflag |= libc::CSTOPB;
