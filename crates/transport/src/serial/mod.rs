@@ -676,6 +676,14 @@ impl SerialControl {
 
     /// Changes the speed of the open port (Twisted's `setBaudRate`).
     ///
+    /// The other settings are read from the device and written back
+    /// unchanged, the line discipline included (raw or not), with what
+    /// every configuration of a port makes sure of: the receiver on
+    /// (`CREAD`), the modem status lines ignored (`CLOCAL`), `VMIN` 1 and
+    /// `VTIME` 0, `IXANY` off, `INPCK` as the parity says, and software
+    /// flow control both ways or not at all (a lone `IXON` or `IXOFF`
+    /// reads as off and is cleared).
+    ///
     /// # Errors
     /// As for [`SerialControl::set_settings`].
     #[doc(alias = "setBaudRate")]
@@ -685,7 +693,8 @@ impl SerialControl {
         let mut settings = sys::describe(&previous);
         settings.baud_rate = baud_rate;
         settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(file.claimed.get());
-        // Only what was asked is changed: keep the line discipline as is.
+        // Keep the line discipline as is (see the doc comment for what
+        // is made sure of all the same).
         settings.raw = false;
         self.apply(&file, previous, &settings)
     }
