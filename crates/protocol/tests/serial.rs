@@ -640,3 +640,37 @@ fn control_errors_name_the_device() {
     }
     guard.check();
 }
+
+#[test]
+fn no_claim_asked_on_a_claimed_device_is_refused_and_leaves_the_claim() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only a privileged process opens a claimed device");
+        return;
+    }
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (_master, path, _pair) = pty();
+        let (protocol, _lost) = quiet(&reactor, false);
+        let first =
+            SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let shared = SerialSettings {
+            exclusive: false,
+            ..SerialSettings::default()
+        };
+        let (protocol, _lost) = quiet(&reactor, false);
+        let error = SerialPort::open(&reactor, protocol, &path, &shared)
+            .err()
+            .expect("opened as not exclusive, reads back exclusive");
+        assert_eq!(refused(&error), ["exclusive"]);
+        // The first port's claim is still there, and still its own.
+        assert!(exclusive(&path));
+        assert!(first.settings().unwrap().exclusive);
+        first.lose_connection();
+        reactor.run().unwrap();
+        drop(first);
+        assert!(!exclusive(&path));
+    }
+    guard.check();
+}
