@@ -674,3 +674,28 @@ fn no_claim_asked_on_a_claimed_device_is_refused_and_leaves_the_claim() {
     }
     guard.check();
 }
+
+#[test]
+fn a_break_under_way_ends_with_the_port() {
+    let guard = DescriptorGuard::new();
+    {
+        let _watchdog = torsion_protocol::testing::Watchdog::new(Duration::from_secs(30));
+        let (reactor, _clock) = torsion_protocol::Reactor::with_manual_clock().unwrap();
+        let (_master, path, _pair) = pty();
+        let (protocol, _lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let before = reactor.pending_call_count();
+        port.send_break(Duration::from_secs(10)).unwrap();
+        assert_eq!(reactor.pending_call_count(), before + 1);
+        port.transport().abort_connection();
+        reactor.run().unwrap();
+        assert!(!port.is_open());
+        assert_eq!(
+            reactor.pending_call_count(),
+            before,
+            "the break's timer outlived the port"
+        );
+        drop(port);
+    }
+    guard.check();
+}

@@ -337,6 +337,14 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
+        // A break under way ends with the port, not on a timer that
+        // would find it gone.
+        if let Some(call) = self.break_end.get_mut().take() {
+            if call.active() {
+                let _ = call.cancel();
+                let _ = sys::set_break(self.file.as_fd(), false);
+            }
+        }
         if self.claimed.get() {
             let _ = sys::set_exclusive(self.file.as_fd(), false);
         }
