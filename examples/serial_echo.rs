@@ -63,7 +63,8 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(arg)
         };
         match value.map(|n| n.parse::<u32>()) {
-            Some(Ok(n)) => baud = n,
+            // 0 is no speed (B0 hangs the line up).
+            Some(Ok(n)) if n > 0 => baud = n,
             _ => return Ok(usage()),
         }
     }

@@ -80,6 +80,12 @@ fn serial_echo_takes_a_bare_rate_and_refuses_bad_arguments() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
+    // 0 baud is no speed (on a serial line B0 hangs up): a usage error.
+    let output = Command::new(example("serial_echo"))
+        .args(["/dev/null", "--baud", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
     let output = Command::new(example("serial_echo"))
         .arg("/dev/null")
         .output()

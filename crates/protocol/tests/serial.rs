@@ -482,3 +482,220 @@ fn a_panicking_protocol_aborts_its_port_alone() {
     }
     guard.check();
 }
+
+#[test]
+fn closing_the_port_gives_its_claim_back() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        // The pair holds the slave open: the tty outlives the port.
+        let (_master, path, _pair) = pty();
+        let (protocol, lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        assert!(exclusive(&path));
+        port.lose_connection();
+        reactor.run().unwrap();
+        assert!(matches!(*lost.borrow(), Some(CloseReason::Closed)));
+        drop(port);
+        assert!(!exclusive(&path), "the claim outlived the port");
+    }
+    guard.check();
+}
+
+#[test]
+fn baud_rate_zero_is_refused() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (_master, path, _pair) = pty();
+        let is_zero_baud = |error: &io::Error| {
+            error.kind() == io::ErrorKind::InvalidInput && error.to_string().contains("baud rate 0")
+        };
+        // At open: refused before anything is claimed or changed.
+        let (protocol, _lost) = quiet(&reactor, false);
+        let error = SerialPort::open(&reactor, protocol, &path, &SerialSettings::baud(0))
+            .err()
+            .expect("0 baud opened");
+        assert!(is_zero_baud(&error), "{error}");
+        assert!(!exclusive(&path), "left exclusive");
+
+        // On an open port: refused, the speed kept.
+        let (protocol, _lost) = quiet(&reactor, false);
+        let port =
+            SerialPort::open(&reactor, protocol, &path, &SerialSettings::baud(19_200)).unwrap();
+        let error = port.set_baud_rate(0).unwrap_err();
+        assert!(is_zero_baud(&error), "{error}");
+        let error = port.set_settings(&SerialSettings::baud(0)).unwrap_err();
+        assert!(is_zero_baud(&error), "{error}");
+        assert_eq!(port.settings().unwrap(), SerialSettings::baud(19_200));
+    }
+    guard.check();
+}
+
+/// Reads what the master end has now, without waiting.
+fn drain_now(master: &mut File) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain fcntl calls on a descriptor we hold.
+    unsafe {
+        let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut total = 0;
+    let mut buf = [0; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return total,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn abort_drops_what_the_kernel_holds() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (mut master, path, _pair) = pty();
+        let (protocol, lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let transport = port.transport();
+        let total = 64 * 1024;
+        transport.write(&vec![b'x'; total]);
+        for _ in 0..5 {
+            reactor.iterate(Duration::ZERO).unwrap();
+        }
+        let queued = transport.get_write_buffer_size();
+        let in_kernel = total - queued;
+        transport.abort_connection();
+        reactor.run().unwrap();
+        let reason = lost.borrow_mut().take().expect("connection_lost");
+        assert!(reason.to_string().contains("aborted"), "{reason}");
+        // What the master's line discipline had already taken (4 KiB)
+        // stays; the rest of what the kernel held was dropped (without
+        // the flush the master read all 15 KiB).
+        let read = drain_now(&mut master);
+        eprintln!("kernel took {in_kernel}, master read {read}");
+        assert!(in_kernel > 8192, "kernel took only {in_kernel}");
+        assert!(
+            read < in_kernel,
+            "kernel took {in_kernel}, master read {read}"
+        );
+        drop(port);
+    }
+    guard.check();
+}
+
+#[test]
+fn a_later_break_is_not_ended_by_an_earlier_ones_timer() {
+    let guard = DescriptorGuard::new();
+    {
+        let (reactor, clock) = torsion_protocol::Reactor::with_manual_clock().unwrap();
+        let (_master, path, _pair) = pty();
+        let (protocol, _lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let before = reactor.pending_call_count();
+        port.send_break(Duration::from_millis(100)).unwrap();
+        clock.advance(Duration::from_millis(50));
+        // A second break while the first is on: one break, to the later
+        // end (150 ms), not two timers of which the first ends both.
+        port.send_break(Duration::from_millis(100)).unwrap();
+        assert_eq!(reactor.pending_call_count(), before + 1);
+        clock.advance(Duration::from_millis(60));
+        assert_eq!(reactor.pending_call_count(), before + 1, "ended at 100 ms");
+        clock.advance(Duration::from_millis(40));
+        assert_eq!(reactor.pending_call_count(), before);
+        // A shorter break inside a longer one does not shorten it.
+        port.send_break(Duration::from_millis(100)).unwrap();
+        port.send_break(Duration::from_millis(10)).unwrap();
+        assert_eq!(reactor.pending_call_count(), before + 1);
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(reactor.pending_call_count(), before + 1, "shortened");
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(reactor.pending_call_count(), before);
+        drop(port);
+    }
+    guard.check();
+}
+
+#[test]
+fn control_errors_name_the_device() {
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (_master, path, _pair) = pty();
+        let (protocol, lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        port.lose_connection();
+        reactor.run().unwrap();
+        assert!(lost.borrow().is_some());
+        let error = port.flush_input().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotConnected);
+        let name = path.display().to_string();
+        assert!(error.to_string().contains(&name), "{error}");
+        let error = port.set_baud_rate(57_600).unwrap_err();
+        assert!(error.to_string().contains(&name), "{error}");
+    }
+    guard.check();
+}
+
+#[test]
+fn no_claim_asked_on_a_claimed_device_is_refused_and_leaves_the_claim() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only a privileged process opens a claimed device");
+        return;
+    }
+    let guard = DescriptorGuard::new();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+        let (_master, path, _pair) = pty();
+        let (protocol, _lost) = quiet(&reactor, false);
+        let first =
+            SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let shared = SerialSettings {
+            exclusive: false,
+            ..SerialSettings::default()
+        };
+        let (protocol, _lost) = quiet(&reactor, false);
+        let error = SerialPort::open(&reactor, protocol, &path, &shared)
+            .err()
+            .expect("opened as not exclusive, reads back exclusive");
+        assert_eq!(refused(&error), ["exclusive"]);
+        // The first port's claim is still there, and still its own.
+        assert!(exclusive(&path));
+        assert!(first.settings().unwrap().exclusive);
+        first.lose_connection();
+        reactor.run().unwrap();
+        drop(first);
+        assert!(!exclusive(&path));
+    }
+    guard.check();
+}
+
+#[test]
+fn a_break_under_way_ends_with_the_port() {
+    let guard = DescriptorGuard::new();
+    {
+        let _watchdog = torsion_protocol::testing::Watchdog::new(Duration::from_secs(30));
+        let (reactor, _clock) = torsion_protocol::Reactor::with_manual_clock().unwrap();
+        let (_master, path, _pair) = pty();
+        let (protocol, _lost) = quiet(&reactor, false);
+        let port = SerialPort::open(&reactor, protocol, &path, &SerialSettings::default()).unwrap();
+        let before = reactor.pending_call_count();
+        port.send_break(Duration::from_secs(10)).unwrap();
+        assert_eq!(reactor.pending_call_count(), before + 1);
+        port.transport().abort_connection();
+        reactor.run().unwrap();
+        assert!(!port.is_open());
+        assert_eq!(
+            reactor.pending_call_count(),
+            before,
+            "the break's timer outlived the port"
+        );
+        drop(port);
+    }
+    guard.check();
+}

@@ -18,17 +18,18 @@
 //! - Modem-line calls on a device without modem lines (`ENOTTY`) are an
 //!   `Unsupported` error.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use torsion_reactor::{Handler, Interest, Reactor, Registration, WeakReactor};
+use torsion_reactor::{DelayedCall, Handler, Interest, Reactor, Registration, WeakReactor};
 
 use crate::address::Address;
 use crate::stream::{Opening, Pipe, StreamTransport};
@@ -84,13 +85,15 @@ pub enum StopBits {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SerialSettings {
     /// Bits per second, both directions. Standard rates everywhere; on
-    /// Linux any rate the driver can make (`BOTHER`).
+    /// Linux (but for PowerPC) any rate the driver can make (`BOTHER`). 0 is refused
+    /// (`InvalidInput`): on a serial line it means hang up.
     #[doc(alias = "baudrate")]
     pub baud_rate: u32,
     /// Bits per character.
     #[doc(alias = "bytesize")]
     pub data_bits: DataBits,
-    /// The parity bit.
+    /// The parity bit. When on, received characters are checked
+    /// (`INPCK`): one whose parity is wrong reads as a 0 byte.
     pub parity: Parity,
     /// Stop bits.
     #[doc(alias = "stopbits")]
@@ -247,6 +250,119 @@ fn is_gone(error: &io::Error) -> bool {
     )
 }
 
+/// True if the terminal on `file` is gone: its attributes can no longer
+/// be read.
+fn device_gone(file: &File) -> bool {
+    match sys::get(file.as_fd()) {
+        Ok(_) => false,
+        Err(e) => is_gone(&e),
+    }
+}
+
+/// The error to report for `error` from the terminal on `file` at
+/// `path`: a [`HungUp`] error if the device is gone (an `EIO` alone is
+/// not enough: a driver may give it for a failed transfer), otherwise
+/// `error` with the device named. The pipe and the control both report
+/// through this.
+fn device_error(file: &File, path: &Path, error: io::Error) -> io::Error {
+    if is_gone(&error) && device_gone(file) {
+        hung_up(path)
+    } else {
+        named(path, error)
+    }
+}
+
+/// `error`, its kind kept, with the device named. `WouldBlock` and
+/// `Interrupted` pass unchanged: they are not reported, and a pipe that
+/// is full gives them all the time.
+fn named(path: &Path, error: io::Error) -> io::Error {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => error,
+        kind => io::Error::new(kind, format!("serial device {}: {error}", path.display())),
+    }
+}
+
+/// The open terminal, shared by its [`SerialPipe`] and [`SerialControl`]s.
+///
+/// `claimed` is true while this port holds an exclusive claim
+/// (`TIOCEXCL`) that it made itself. The claim marks the tty, not our
+/// descriptor, so it would outlive us while anything else (another
+/// program, a pseudo-terminal's own slave descriptor) keeps the device
+/// open; dropping the device gives it back. That drop is the one way
+/// out of every path, so an open that fails after the claim was taken
+/// (settings refused, the reactor refusing the descriptor) gives it
+/// back as well; a claim someone else made is never touched.
+///
+/// The last close of a real serial tty waits in the kernel until its
+/// output is sent (`closing_wait`, 30 s by default, `O_NONBLOCK` or not):
+/// with RTS/CTS and CTS low, or after an XOFF, that would stop the whole
+/// reactor. So a device whose kernel output queue (`TIOCOUTQ`) is not
+/// empty at drop is closed on a short-lived helper thread; an aborted
+/// port flushes that queue first (see [`SerialPipe`]'s `reset_on_close`),
+/// so it closes at once.
+struct Device {
+    /// Taken out only by `drop`.
+    file: ManuallyDrop<File>,
+    claimed: Cell<bool>,
+    /// The timer that ends the break under way, if any.
+    break_end: RefCell<Option<DelayedCall>>,
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl Device {
+    /// Takes (`on`) or gives back the claim; only a claim this port made
+    /// is ever given back.
+    fn claim(&self, on: bool) -> io::Result<()> {
+        if on == self.claimed.get() {
+            return Ok(());
+        }
+        if on {
+            // Someone else's claim stays theirs: nothing to take.
+            if sys::exclusive(self.as_fd()).unwrap_or(false) {
+                return Ok(());
+            }
+            sys::set_exclusive(self.as_fd(), true)?;
+        } else {
+            sys::set_exclusive(self.as_fd(), false)?;
+        }
+        self.claimed.set(on);
+        Ok(())
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // A break under way ends with the port, not on a timer that
+        // would find it gone.
+        if let Some(call) = self.break_end.get_mut().take() {
+            if call.active() {
+                let _ = call.cancel();
+                let _ = sys::set_break(self.file.as_fd(), false);
+            }
+        }
+        if self.claimed.get() {
+            let _ = sys::set_exclusive(self.file.as_fd(), false);
+        }
+        let pending = sys::queued(self.file.as_fd(), true).unwrap_or(0);
+        // SAFETY: `file` is not used again: this is the device's drop.
+        let file = unsafe { ManuallyDrop::take(&mut self.file) };
+        if pending > 0 {
+            // If no thread can be made, the closure (and the file with
+            // it) is dropped here: closed inline, as before.
+            let _ = std::thread::Builder::new()
+                .name("torsion-serial-close".into())
+                .spawn(move || drop(file));
+        } else {
+            drop(file);
+        }
+    }
+}
+
 /// A non-blocking terminal descriptor registered with the reactor: the
 /// [`Pipe`] under a [`SerialTransport`].
 ///
@@ -255,7 +371,7 @@ fn is_gone(error: &io::Error) -> bool {
 /// longer be read: the connection fails with a [`HungUp`] error. A serial
 /// line has no half-close: closing the write side only stops writing.
 pub struct SerialPipe {
-    registration: Registration<Rc<File>>,
+    registration: Registration<Rc<Device>>,
     path: Rc<Path>,
 }
 
@@ -264,23 +380,16 @@ pub type SerialTransport = StreamTransport<SerialPipe>;
 
 impl SerialPipe {
     fn file(&self) -> &File {
-        self.registration.get_ref()
+        &self.registration.get_ref().file
     }
 
     /// The error to report for `error`: a hang-up if the device is gone.
     fn map(&self, error: io::Error) -> io::Error {
-        if is_gone(&error) && self.gone() {
-            hung_up(&self.path)
-        } else {
-            error
-        }
+        device_error(self.file(), &self.path, error)
     }
 
     fn gone(&self) -> bool {
-        match sys::get(self.file().as_fd()) {
-            Ok(_) => false,
-            Err(e) => is_gone(&e),
-        }
+        device_gone(self.file())
     }
 }
 
@@ -308,6 +417,12 @@ impl Pipe for SerialPipe {
         Ok(())
     }
 
+    fn reset_on_close(&self) {
+        // An abort drops what the kernel holds too, so that the close
+        // does not wait for it to be sent.
+        let _ = sys::flush(self.file().as_fd(), libc::TCOFLUSH);
+    }
+
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         Ok(self.gone().then(|| hung_up(&self.path)))
     }
@@ -327,10 +442,9 @@ impl Pipe for SerialPipe {
 /// the port is closed every call fails with `NotConnected`.
 #[derive(Clone)]
 pub struct SerialControl {
-    file: Weak<File>,
+    file: Weak<Device>,
     path: Rc<Path>,
     reactor: WeakReactor,
-    exclusive: Rc<Cell<bool>>,
 }
 
 impl fmt::Debug for SerialControl {
@@ -353,7 +467,8 @@ impl SerialTransport {
     /// # Errors
     /// If the device cannot be opened (the error names it and keeps the
     /// system's kind: `NotFound`, `PermissionDenied`, `EBUSY` when another
-    /// holds it exclusively), is not a terminal (`InvalidInput`), or did
+    /// holds it exclusively), is not a terminal (`InvalidInput`), asks
+    /// for baud rate 0 (`InvalidInput`), or did
     /// not keep the settings ([`UnsupportedSettings`], kind
     /// `Unsupported`; its attributes are put back). Nothing stays open.
     pub fn open_serial(
@@ -386,23 +501,21 @@ impl SerialTransport {
                     format!("{} is not a terminal device", path.display()),
                 )
             } else {
-                e
+                named(&path, e)
             }
         })?;
-        // As found, so that a refusal puts the claim back as it was.
-        let was_exclusive = sys::exclusive(file.as_fd()).unwrap_or(false);
-        let file = Rc::new(file);
+        // From here every way out drops `file`, which gives back a claim
+        // made here (see `Device`).
+        let file = Rc::new(Device {
+            file: ManuallyDrop::new(file),
+            claimed: Cell::new(false),
+            break_end: RefCell::new(None),
+        });
         let control = SerialControl {
             file: Rc::downgrade(&file),
             path: path.clone(),
             reactor: reactor.downgrade(),
-            exclusive: Rc::new(Cell::new(was_exclusive)),
         };
-        // Only claimed here: not asking for exclusive access leaves
-        // another holder's claim alone.
-        if settings.exclusive {
-            sys::set_exclusive(file.as_fd(), true)?;
-        }
         control.apply(&file, original, settings)?;
         let transport = StreamTransport::new(
             reactor,
@@ -411,7 +524,9 @@ impl SerialTransport {
             |transport, interest| {
                 let handler = make_handler(transport.clone());
                 Ok(SerialPipe {
-                    registration: reactor.register(file, interest, handler)?,
+                    registration: reactor
+                        .register(file, interest, handler)
+                        .map_err(|e| named(&path, e))?,
                     path,
                 })
             },
@@ -421,10 +536,13 @@ impl SerialTransport {
 }
 
 impl SerialControl {
-    fn file(&self) -> io::Result<Rc<File>> {
-        self.file
-            .upgrade()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    fn file(&self) -> io::Result<Rc<Device>> {
+        self.file.upgrade().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("serial device {} is closed", self.path.display()),
+            )
+        })
     }
 
     /// The device's path.
@@ -437,17 +555,47 @@ impl SerialControl {
         self.file.strong_count() > 0
     }
 
-    /// Writes `settings` over `previous`, reads them back, and puts
-    /// `previous` back if the device did not keep them all.
+    /// Takes or gives back the claim, writes `settings` over `previous`
+    /// and reads them back. On any error (the device did not keep them
+    /// all, or refused a call) `previous` and the claim as it was are put
+    /// back.
     fn apply(
         &self,
-        file: &File,
+        device: &Device,
         previous: sys::Attributes,
         settings: &SerialSettings,
     ) -> io::Result<()> {
-        let fd = file.as_fd();
-        let wanted = sys::configure(previous, settings)?;
-        sys::put(fd, &wanted).map_err(|e| self.map(e))?;
+        if settings.baud_rate == 0 {
+            // B0 is no speed: on a serial line it drops DTR and RTS, a
+            // hang-up.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "serial device {}: baud rate 0 is not a speed (it would hang the line up)",
+                    self.path.display()
+                ),
+            ));
+        }
+        let wanted = sys::configure(previous, settings).map_err(|e| named(&self.path, e))?;
+        let was_claimed = device.claimed.get();
+        let result = self.try_apply(device, &wanted, settings);
+        if result.is_err() {
+            // Leave the device as it was.
+            let _ = sys::put(device.as_fd(), &previous);
+            let _ = device.claim(was_claimed);
+        }
+        result
+    }
+
+    fn try_apply(
+        &self,
+        device: &Device,
+        wanted: &sys::Attributes,
+        settings: &SerialSettings,
+    ) -> io::Result<()> {
+        let fd = device.as_fd();
+        device.claim(settings.exclusive).map_err(|e| self.map(e))?;
+        sys::put(fd, wanted).map_err(|e| self.map(e))?;
         let kept = sys::describe(&sys::get(fd).map_err(|e| self.map(e))?);
         let mut refused = Vec::new();
         let mut check = |setting, asked: String, got: String| {
@@ -485,19 +633,14 @@ impl SerialControl {
         if settings.raw {
             check("raw mode", on_off(true), on_off(kept.raw));
         }
-        if settings.exclusive {
-            if let Ok(exclusive) = sys::exclusive(fd) {
-                check("exclusive", on_off(true), on_off(exclusive));
-            }
+        // Both ways: asking for no claim on a device someone else has
+        // claimed is refused too, so that `settings` reads back what was
+        // asked.
+        if let Ok(exclusive) = sys::exclusive(fd) {
+            check("exclusive", on_off(settings.exclusive), on_off(exclusive));
         }
         if refused.is_empty() {
-            self.exclusive.set(settings.exclusive);
             return Ok(());
-        }
-        // Leave the device as it was.
-        let _ = sys::put(fd, &previous);
-        if settings.exclusive != self.exclusive.get() {
-            let _ = sys::set_exclusive(fd, self.exclusive.get());
         }
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -509,10 +652,9 @@ impl SerialControl {
     }
 
     fn map(&self, error: io::Error) -> io::Error {
-        if is_gone(&error) {
-            hung_up(&self.path)
-        } else {
-            error
+        match self.file.upgrade() {
+            Some(device) => device_error(&device.file, &self.path, error),
+            None => named(&self.path, error),
         }
     }
 
@@ -524,7 +666,7 @@ impl SerialControl {
     pub fn settings(&self) -> io::Result<SerialSettings> {
         let file = self.file()?;
         let mut settings = sys::describe(&sys::get(file.as_fd()).map_err(|e| self.map(e))?);
-        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(self.exclusive.get());
+        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(file.claimed.get());
         Ok(settings)
     }
 
@@ -537,13 +679,18 @@ impl SerialControl {
     pub fn set_settings(&self, settings: &SerialSettings) -> io::Result<()> {
         let file = self.file()?;
         let previous = sys::get(file.as_fd()).map_err(|e| self.map(e))?;
-        if settings.exclusive != self.exclusive.get() {
-            sys::set_exclusive(file.as_fd(), settings.exclusive)?;
-        }
         self.apply(&file, previous, settings)
     }
 
     /// Changes the speed of the open port (Twisted's `setBaudRate`).
+    ///
+    /// The other settings are read from the device and written back
+    /// unchanged, the line discipline included (raw or not), with what
+    /// every configuration of a port makes sure of: the receiver on
+    /// (`CREAD`), the modem status lines ignored (`CLOCAL`), `VMIN` 1 and
+    /// `VTIME` 0, `IXANY` off, `INPCK` as the parity says, and software
+    /// flow control both ways or not at all (a lone `IXON` or `IXOFF`
+    /// reads as off and is cleared).
     ///
     /// # Errors
     /// As for [`SerialControl::set_settings`].
@@ -553,8 +700,9 @@ impl SerialControl {
         let previous = sys::get(file.as_fd()).map_err(|e| self.map(e))?;
         let mut settings = sys::describe(&previous);
         settings.baud_rate = baud_rate;
-        settings.exclusive = self.exclusive.get();
-        // Only what was asked is changed: keep the line discipline as is.
+        settings.exclusive = sys::exclusive(file.as_fd()).unwrap_or(file.claimed.get());
+        // Keep the line discipline as is (see the doc comment for what
+        // is made sure of all the same).
         settings.raw = false;
         self.apply(&file, previous, &settings)
     }
@@ -562,7 +710,8 @@ impl SerialControl {
     /// Sends a break: holds the line at 0 for `duration` (Twisted's
     /// `sendBreak`; 250 ms is customary). Does not block: the break starts
     /// now and a timer on the reactor ends it. Bytes the kernel holds and
-    /// has not sent yet may be cut by it.
+    /// has not sent yet may be cut by it. A break asked for while one is
+    /// under way makes one break that ends at the later of the two ends.
     ///
     /// # Errors
     /// `NotConnected` once closed, the device's error otherwise
@@ -570,19 +719,38 @@ impl SerialControl {
     #[doc(alias = "sendBreak")]
     pub fn send_break(&self, duration: Duration) -> io::Result<()> {
         let file = self.file()?;
-        sys::set_break(file.as_fd(), true).map_err(|e| self.modem_error(e))?;
-        let weak = self.file.clone();
-        match self.reactor.upgrade() {
-            Some(reactor) => {
-                reactor.call_later(duration, move |_| {
-                    if let Some(file) = weak.upgrade() {
-                        let _ = sys::set_break(file.as_fd(), false);
-                    }
-                });
+        sys::set_break(file.as_fd(), true).map_err(|e| self.break_error(e))?;
+        let Some(reactor) = self.reactor.upgrade() else {
+            return sys::set_break(file.as_fd(), false).map_err(|e| self.break_error(e));
+        };
+        let mut end = file.break_end.borrow_mut();
+        if let Some(call) = end.as_ref().filter(|call| call.active()) {
+            // One break under way: it lasts to the later end.
+            if call.time() < reactor.seconds() + duration {
+                let _ = call.reset(duration);
             }
-            None => sys::set_break(file.as_fd(), false)?,
+            return Ok(());
         }
+        let weak = self.file.clone();
+        *end = Some(reactor.call_later(duration, move |_| {
+            if let Some(file) = weak.upgrade() {
+                let _ = sys::set_break(file.as_fd(), false);
+            }
+        }));
         Ok(())
+    }
+
+    fn break_error(&self, error: io::Error) -> io::Error {
+        match error.raw_os_error() {
+            Some(libc::ENOTTY | libc::EINVAL) => io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "serial device {} cannot send a break ({error})",
+                    self.path.display()
+                ),
+            ),
+            _ => self.map(error),
+        }
     }
 
     fn modem_error(&self, error: io::Error) -> io::Error {
@@ -779,5 +947,98 @@ impl PseudoTerminal {
     /// The master end, taken out; dropping it hangs the port up.
     pub fn into_master(self) -> File {
         self.master
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn open_device(pty: &PseudoTerminal) -> Device {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(pty.path())
+            .unwrap();
+        Device {
+            file: ManuallyDrop::new(file),
+            claimed: Cell::new(false),
+            break_end: RefCell::new(None),
+        }
+    }
+
+    /// The guard every error path after the claim relies on: dropping
+    /// the device gives back the claim it made, and only that one.
+    #[test]
+    fn a_dropped_device_gives_back_only_its_own_claim() {
+        let pty = PseudoTerminal::open().unwrap();
+        let slave = pty.slave.as_ref().unwrap().as_fd();
+        let device = open_device(&pty);
+        device.claim(true).unwrap();
+        assert!(sys::exclusive(slave).unwrap());
+        drop(device);
+        assert!(!sys::exclusive(slave).unwrap(), "claim left behind");
+
+        // Someone else's claim: not ours to give back.
+        let device = open_device(&pty);
+        sys::set_exclusive(slave, true).unwrap();
+        device.claim(true).unwrap();
+        assert!(!device.claimed.get());
+        drop(device);
+        assert!(sys::exclusive(slave).unwrap(), "another's claim released");
+    }
+
+    /// The control reports a hang-up only when the device is gone, as
+    /// the pipe does: an `EIO` from a device still there stays itself.
+    #[test]
+    fn an_error_is_a_hang_up_only_once_the_device_is_gone() {
+        let pty = PseudoTerminal::open().unwrap();
+        let reactor = Reactor::new().unwrap();
+        let device = Rc::new(open_device(&pty));
+        let control = SerialControl {
+            file: Rc::downgrade(&device),
+            path: Rc::from(pty.path()),
+            reactor: reactor.downgrade(),
+        };
+        let error = control.map(io::Error::from_raw_os_error(libc::EIO));
+        assert!(!HungUp::is(&error), "{error}");
+        let eio = io::Error::from_raw_os_error(libc::EIO).to_string();
+        assert!(error.to_string().contains(&eio), "{error}");
+        drop(pty);
+        let error = control.map(io::Error::from_raw_os_error(libc::EIO));
+        assert!(HungUp::is(&error), "{error}");
+    }
+
+    /// Parity on checks received characters (`INPCK`); off, it does not.
+    #[test]
+    fn parity_checks_input() {
+        let pty = PseudoTerminal::open().unwrap();
+        let attributes = sys::get(pty.slave.as_ref().unwrap().as_fd()).unwrap();
+        let even = SerialSettings {
+            parity: Parity::Even,
+            ..SerialSettings::default()
+        };
+        let checked = sys::configure(attributes, &even).unwrap();
+        assert_ne!(checked.c_iflag & libc::INPCK, 0);
+        let plain = sys::configure(checked, &SerialSettings::default()).unwrap();
+        assert_eq!(plain.c_iflag & libc::INPCK, 0);
+    }
+
+    /// A device that cannot send a break says so, not that it has no
+    /// modem lines.
+    #[test]
+    fn a_break_error_is_about_the_break() {
+        let pty = PseudoTerminal::open().unwrap();
+        let reactor = Reactor::new().unwrap();
+        let device = Rc::new(open_device(&pty));
+        let control = SerialControl {
+            file: Rc::downgrade(&device),
+            path: Rc::from(pty.path()),
+            reactor: reactor.downgrade(),
+        };
+        let error = control.break_error(io::Error::from_raw_os_error(libc::ENOTTY));
+        assert_eq!(error.kind(), io::ErrorKind::Unsupported);
+        assert!(error.to_string().contains("cannot send a break"), "{error}");
     }
 }

@@ -4,7 +4,10 @@
 //! On Linux the attributes go through `TCGETS2`/`TCSETS2` (`struct
 //! termios2`), whose integer speed fields carry any rate (`BOTHER`) and
 //! report the rate the driver kept; elsewhere through `tcgetattr` and
-//! `tcsetattr` with the standard `B...` rates.
+//! `tcsetattr` with the standard `B...` rates. Linux on PowerPC
+//! (`powerpc`, `powerpc64`) takes the second path: its termios already
+//! has the speed fields, and the `libc` crate has neither `termios2` nor
+//! `TCGETS2` there.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -72,7 +75,10 @@ fn rate_code(baud: u32) -> Option<libc::speed_t> {
         .map(|&(_, code)| code)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(
+    target_os = "linux",
+    not(any(target_arch = "powerpc", target_arch = "powerpc64"))
+)))]
 fn code_rate(code: libc::speed_t) -> u32 {
     RATES
         .iter()
@@ -80,7 +86,10 @@ fn code_rate(code: libc::speed_t) -> u32 {
         .map_or(0, |&(rate, _)| rate)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "powerpc", target_arch = "powerpc64"))
+))]
 mod imp {
     use super::*;
 
@@ -116,7 +125,10 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(
+    target_os = "linux",
+    not(any(target_arch = "powerpc", target_arch = "powerpc64"))
+)))]
 mod imp {
     use super::*;
 
@@ -188,10 +200,16 @@ pub(crate) fn configure(
             DataBits::Seven => libc::CS7,
             DataBits::Eight => libc::CS8,
         };
+    // With parity on, received characters are checked too (`INPCK`);
+    // one that fails reads as a 0 byte (neither `IGNPAR` nor `PARMRK`).
+    attributes.c_iflag &= !libc::INPCK;
     match settings.parity {
         Parity::None => {}
         Parity::Even => attributes.c_cflag |= libc::PARENB,
         Parity::Odd => attributes.c_cflag |= libc::PARENB | libc::PARODD,
+    }
+    if settings.parity != Parity::None {
+        attributes.c_iflag |= libc::INPCK;
     }
     if settings.stop_bits == StopBits::Two {
         attributes.c_cflag |= libc::CSTOPB;
@@ -286,8 +304,9 @@ pub(crate) fn set_modem_bits(fd: BorrowedFd<'_>, bits: libc::c_int, on: bool) ->
 /// Starts (`TIOCSBRK`) or ends (`TIOCCBRK`) a break condition.
 pub(crate) fn set_break(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     let request = if on { libc::TIOCSBRK } else { libc::TIOCCBRK };
-    // SAFETY: TIOCSBRK and TIOCCBRK take no argument.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), request) })?;
+    // SAFETY: TIOCSBRK and TIOCCBRK take no argument. (`as _`: FreeBSD's
+    // libc types these two narrower than ioctl's request.)
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request as _) })?;
     Ok(())
 }
 
