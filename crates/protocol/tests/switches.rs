@@ -5,10 +5,12 @@
 //! which aborted the process with a stack overflow).
 //!
 //! A test binary of its own: it counts the heap with a global allocator,
-//! and the peak would be disturbed by tests running alongside.
+//! and the peak would be disturbed by tests running alongside (its own
+//! tests take turns through `ONE_AT_A_TIME`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
 use torsion_protocol::testing::ProtocolHarness;
@@ -51,6 +53,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Held by each test for its whole run: the heap counters are global, so
+/// a test measuring a peak must not overlap another that allocates.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// A line `R` announces one raw byte: the handler switches to raw mode,
 /// takes the byte, and hands the rest back in line mode.
 #[derive(Default)]
@@ -86,6 +92,7 @@ fn hostile_read() -> Vec<u8> {
 /// Runs `test` on a thread with the default stack size of spawned threads
 /// (2 MiB), as a server's reactor thread may be.
 fn on_default_stack(test: impl FnOnce() + Send + 'static) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(test)
