@@ -44,7 +44,9 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
+use torsion_reactor::{Handler, Reactor, Readiness, WeakReactor};
+#[cfg(target_os = "linux")]
+use torsion_reactor::{Interest, Registration};
 
 pub use self::options::{ChildFd, IntoSignal, ProcessOptions, ProcessReason, Signal, SignalError};
 pub use self::pipe::{ChildPipe, ChildPipeTransport, Direction};
@@ -936,6 +938,15 @@ fn child_exec(
     })
 }
 
+/// The element type of `getgrouplist`'s list: Apple's libc declares it
+/// (and the base group) as `int`, everyone else as `gid_t`. The same
+/// 32 bits either way: a group id above `i32::MAX` goes through Apple's
+/// `int` bit for bit, as Apple's own callers do.
+#[cfg(target_vendor = "apple")]
+type GroupListEntry = libc::c_int;
+#[cfg(not(target_vendor = "apple"))]
+type GroupListEntry = libc::gid_t;
+
 /// The child's supplementary groups when we run as root and it changes
 /// identity (`None`: left as ours):
 /// - a user: that user's groups, as `initgroups` gives them (the groups
@@ -970,16 +981,22 @@ fn supplementary_groups(
             return Ok(Some(gid.into_iter().collect()));
         }
         let base = gid.unwrap_or(pwd.pw_gid);
-        let mut groups: Vec<libc::gid_t> = vec![0; 64];
+        let mut groups: Vec<GroupListEntry> = vec![0; 64];
         loop {
             let mut count = groups.len() as libc::c_int;
             // SAFETY: getgrouplist writes at most `count` groups and
             // sets `count` to how many there are.
-            let r =
-                unsafe { libc::getgrouplist(pwd.pw_name, base, groups.as_mut_ptr(), &mut count) };
+            let r = unsafe {
+                libc::getgrouplist(
+                    pwd.pw_name,
+                    base as GroupListEntry,
+                    groups.as_mut_ptr(),
+                    &mut count,
+                )
+            };
             if r >= 0 {
                 groups.truncate(count.max(0) as usize);
-                return Ok(Some(groups));
+                return Ok(Some(groups.into_iter().map(|g| g as libc::gid_t).collect()));
             }
             if count as usize <= groups.len() || groups.len() >= 1 << 16 {
                 return Ok(Some(vec![base]));

@@ -54,6 +54,8 @@ pub fn force_sigchld_fallback(on: bool) {
     FORCED.store(on, Ordering::Relaxed);
 }
 
+/// Whether [`force_sigchld_fallback`] is on (only other reapers check it).
+#[cfg(target_os = "linux")]
 pub(crate) fn forced() -> bool {
     FORCED.load(Ordering::Relaxed)
 }
