@@ -120,6 +120,28 @@ leaks:
                 "$exe" --test-threads 1 --quiet
         done
 
+# Installs the two standard libraries with rustup if they are missing
+# (needs rustup and its servers: not part of `just test`). Only `cargo
+# check` and clippy: there is no cross linker, and crates with C build
+# scripts (ring, for torsion-tls) cannot be checked this way. Nothing
+# here runs on those systems; see docs/reliability.md.
+#
+# Type-check the core crates and their tests for FreeBSD and macOS.
+check-unix:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    targets=(x86_64-unknown-freebsd x86_64-apple-darwin)
+    installed=$(rustup target list --installed)
+    for target in "${targets[@]}"; do
+        grep -qx "$target" <<<"$installed" || rustup target add "$target"
+    done
+    for target in "${targets[@]}"; do
+        echo "== $target"
+        cargo clippy --target "$target" --all-targets \
+            -p torsion-reactor -p torsion-transport -p torsion-protocol -p torsion-echo \
+            -- -D warnings
+    done
+
 # Needs the nightly toolchain with the miri component. The unsafe code
 # itself is system calls (epoll, sockets, signals), which Miri cannot
 # execute; those tests are marked ignored under Miri.

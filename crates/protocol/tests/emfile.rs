@@ -74,9 +74,9 @@ fn limit() -> libc::rlimit {
     limit
 }
 
-fn set_soft_limit(soft: u64) {
+fn set_soft_limit(soft: libc::rlim_t) {
     let mut limit = limit();
-    limit.rlim_cur = soft as libc::rlim_t;
+    limit.rlim_cur = soft;
     // SAFETY: setrlimit reads the struct it is given.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
@@ -107,8 +107,9 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
         .unwrap();
 
     // Room for about half the clients.
-    let in_use = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
-    set_soft_limit(in_use + (CLIENTS as u64) / 2);
+    // (rlim_t is unsigned on Linux and macOS, signed on FreeBSD.)
+    let in_use = std::fs::read_dir("/proc/self/fd").unwrap().count() as libc::rlim_t;
+    set_soft_limit(in_use + (CLIENTS as libc::rlim_t) / 2);
 
     // Watch from the loop itself: once accepting has stalled short of
     // every client, count the loop's turns over the next half second, then

@@ -636,8 +636,10 @@ fn a_child_that_exits_before_the_reactor_runs_is_reported() {
     // Wait until it has exited, without reaping it.
     // SAFETY: siginfo_t is plain data that waitid fills in.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // (id_t is u32 on Linux and macOS, i64 on FreeBSD: a pid fits either.)
+    let id = pid as libc::id_t;
     // SAFETY: waitid writes into `info`.
-    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    let r = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
     assert_eq!(r, 0);
     reactor.run().unwrap();
     check_order(&log.borrow(), terminated(Some(7), None));

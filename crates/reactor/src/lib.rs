@@ -77,6 +77,14 @@ pub use crate::interest::{Interest, Readiness};
 pub use crate::looping::{LoopingCall, LoopingCallError};
 pub use crate::panics::panic_message;
 pub use crate::reactor::{Reactor, ReactorError, WeakReactor};
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+pub use crate::source::ProcessRegistration;
 pub use crate::source::{Handler, Registration};
 pub use crate::task::{JoinHandle, RunError, TaskError, MAX_TASK_POLLS_PER_TURN};
 pub use crate::triggers::{Phase, SystemEvent, TriggerId};

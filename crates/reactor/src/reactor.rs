@@ -529,10 +529,7 @@ impl Reactor {
                 return;
             };
             if inner.shared.needs_rearm() && !readiness.is_woken() {
-                if let Err(e) = inner
-                    .shared
-                    .with_poller(|poller| poller.modify(source.fd(), key, source.interest))
-                {
+                if let Err(e) = source.rearm(&inner.shared, key) {
                     tracing::warn!(error = %e, key, "could not re-arm a oneshot registration");
                 }
             }

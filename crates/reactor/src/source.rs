@@ -55,8 +55,19 @@ pub(crate) struct Source {
     /// Invariant: open for as long as this entry is in the table. The
     /// [`Registration`] that owns the descriptor removes the entry (and
     /// the descriptor from the poller) before it closes the descriptor, so
-    /// code holding the table may borrow it.
+    /// code holding the table may borrow it. Unused (-1) for a process
+    /// filter (`process`).
     fd: RawFd,
+    /// The child process a kqueue process filter watches, in place of a
+    /// descriptor ([`Reactor::register_process_exit`]).
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    process: Option<std::num::NonZeroI32>,
     /// What the poller watches for, as last accepted by the poller.
     pub(crate) interest: Interest,
     /// True while the descriptor is out of the poller: after an error or
@@ -74,10 +85,42 @@ impl Source {
     }
 
     /// The source's descriptor, borrowed for as long as the table entry.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: see the invariant on `fd`: the descriptor is open while
-        // this entry exists, and the borrow cannot outlive the entry.
+        // this entry exists (for a descriptor source: process filters never
+        // get here), and the borrow cannot outlive the entry.
         unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+
+    /// Re-arms a oneshot registration after an event. A process filter
+    /// fires once (the child exits once): nothing to re-arm.
+    pub(crate) fn rearm(&self, shared: &Shared, key: usize) -> io::Result<()> {
+        #[cfg(any(
+            target_vendor = "apple",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
+        if self.process.is_some() {
+            return Ok(());
+        }
+        shared.with_poller(|poller| poller.modify(self.fd(), key, self.interest))
+    }
+
+    /// Takes the source out of the poller.
+    fn delete(&self, shared: &Shared) -> io::Result<()> {
+        #[cfg(any(
+            target_vendor = "apple",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
+        if let Some(pid) = self.process {
+            return shared.with_poller(|poller| poller.delete_process(pid));
+        }
+        shared.with_poller(|poller| poller.delete(self.fd()))
     }
 }
 
@@ -129,7 +172,7 @@ impl Sources {
         if source.parked {
             return false;
         }
-        if let Err(e) = shared.with_poller(|poller| poller.delete(source.fd())) {
+        if let Err(e) = source.delete(shared) {
             tracing::debug!(error = %e, key, "could not take a source out of the poller");
         }
         source.parked = true;
@@ -165,6 +208,14 @@ impl Reactor {
             let key = sources.slab.insert(Source {
                 handler,
                 fd,
+                #[cfg(any(
+                    target_vendor = "apple",
+                    target_os = "freebsd",
+                    target_os = "netbsd",
+                    target_os = "openbsd",
+                    target_os = "dragonfly"
+                ))]
+                process: None,
                 interest,
                 parked: false,
                 id,
@@ -313,6 +364,163 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
             .field("key", &self.key)
             .field("interest", &self.interest.get())
             .finish()
+    }
+}
+
+/// A kqueue process filter registered with a reactor
+/// ([`Reactor::register_process_exit`]): the exit of one child process,
+/// reported to a [`Handler`] as readable. Dropping it removes the filter
+/// (if the child has not exited yet) and releases the handler.
+///
+/// The filter only tells when: the child is still to be reaped
+/// (`waitpid`) by whoever registered it.
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+pub struct ProcessRegistration {
+    pid: std::num::NonZeroI32,
+    key: usize,
+    id: u64,
+    shared: Arc<Shared>,
+    reactor: WeakReactor,
+}
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+impl ProcessRegistration {
+    /// The watched process's id.
+    pub fn pid(&self) -> std::num::NonZeroI32 {
+        self.pid
+    }
+
+    /// Asks the reactor to call the handler with [`Readiness::WOKEN`] at
+    /// the end of the current turn, as [`Registration::wake`] does: for a
+    /// first look (the child may have exited before the filter was added,
+    /// and not every system reports that). Costs no system call.
+    pub fn wake(&self) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            reactor.inner().woken.borrow_mut().push(self.key);
+        }
+    }
+}
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+impl fmt::Debug for ProcessRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessRegistration")
+            .field("pid", &self.pid)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+impl Reactor {
+    /// Watches child process `pid` with a kqueue process filter
+    /// (`EVFILT_PROC` with `NOTE_EXIT`): when it exits, `handler` is
+    /// called once, readable, until the returned registration is dropped.
+    /// Only on the systems with kqueue (macOS and the BSDs); on Linux a
+    /// pidfd registered with [`Reactor::register`] does this.
+    ///
+    /// Nothing is reaped: the handler calls `waitpid(pid, WNOHANG)`. A
+    /// child that has already exited (a zombie) may be refused (macOS
+    /// answers `ESRCH`) or reported at once, as the system does: on an
+    /// error, ask `waitpid` directly.
+    ///
+    /// # Safety
+    /// `pid` must be a child of this process that has not been reaped, and
+    /// must not be reaped before the returned registration is dropped or
+    /// has reported the exit (a reaped pid can be reused by an unrelated
+    /// process).
+    ///
+    /// # Errors
+    /// If kqueue refuses the filter.
+    pub unsafe fn register_process_exit(
+        &self,
+        pid: std::num::NonZeroI32,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<ProcessRegistration> {
+        let inner = self.inner();
+        let (key, id) = {
+            let mut sources = inner.sources.borrow_mut();
+            let id = sources.next_id;
+            sources.next_id += 1;
+            let key = sources.slab.insert(Source {
+                handler,
+                fd: -1,
+                process: Some(pid),
+                interest: Interest::READABLE,
+                parked: false,
+                id,
+            });
+            (key, id)
+        };
+        // SAFETY: forwarded from this function's contract.
+        let added = inner
+            .shared
+            .with_poller(|poller| unsafe { poller.add_process(pid, key) });
+        if let Err(e) = added {
+            let source = inner.sources.borrow_mut().slab.remove(key);
+            drop(source);
+            return Err(e);
+        }
+        Ok(ProcessRegistration {
+            pid,
+            key,
+            id,
+            shared: inner.shared.clone(),
+            reactor: self.downgrade(),
+        })
+    }
+}
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+impl Drop for ProcessRegistration {
+    fn drop(&mut self) {
+        let removed = self.reactor.upgrade().and_then(|reactor| {
+            let mut sources = reactor.inner().sources.borrow_mut();
+            sources.get_mut(self.key, self.id)?;
+            sources.slab.remove(self.key)
+        });
+        if removed.as_ref().is_none_or(|source| !source.parked) {
+            // After the exit the kernel has dropped the filter by itself:
+            // an error here (ENOENT, ESRCH) is expected then.
+            if let Err(e) = self
+                .shared
+                .with_poller(|poller| poller.delete_process(self.pid))
+            {
+                tracing::trace!(error = %e, key = self.key, "process filter already gone");
+            }
+        }
+        // The handler drops outside the borrow, as in `Registration`.
+        drop(removed);
     }
 }
 

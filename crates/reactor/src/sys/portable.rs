@@ -67,6 +67,45 @@ impl Poller {
         self.poller.delete(fd)
     }
 
+    /// Watches child `pid`'s exit with a kqueue process filter under
+    /// `key` (oneshot: a child exits once).
+    ///
+    /// # Safety
+    /// `pid` must be an unreaped child of ours until the filter is deleted
+    /// or has fired.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    pub(crate) unsafe fn add_process(
+        &self,
+        pid: std::num::NonZeroI32,
+        key: usize,
+    ) -> io::Result<()> {
+        use polling::os::kqueue::{PollerKqueueExt, Process, ProcessOps};
+        // SAFETY: forwarded from this function's contract.
+        let filter = unsafe { Process::from_pid(pid, ProcessOps::Exit) };
+        self.poller.add_filter(filter, key, PollMode::Oneshot)
+    }
+
+    /// Removes the process filter for `pid`.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    pub(crate) fn delete_process(&self, pid: std::num::NonZeroI32) -> io::Result<()> {
+        use polling::os::kqueue::{PollerKqueueExt, Process, ProcessOps};
+        // SAFETY: only names the filter to delete; nothing is watched.
+        let filter = unsafe { Process::from_pid(pid, ProcessOps::Exit) };
+        self.poller.delete_filter(filter)
+    }
+
     pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.events.clear();
         self.poller.wait(&mut events.events, timeout)?;

@@ -44,7 +44,9 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakReactor};
+use torsion_reactor::{Handler, Reactor, Readiness, WeakReactor};
+#[cfg(target_os = "linux")]
+use torsion_reactor::{Interest, Registration};
 
 pub use self::options::{ChildFd, IntoSignal, ProcessOptions, ProcessReason, Signal, SignalError};
 pub use self::pipe::{ChildPipe, ChildPipeTransport, Direction};
@@ -85,6 +87,19 @@ enum Reaper {
     /// A pidfd registered with the reactor.
     #[cfg(target_os = "linux")]
     Pidfd(Registration<OwnedFd>),
+    /// A kqueue process filter registered with the reactor (macOS, the
+    /// BSDs); the child is reaped with `waitpid` when it fires.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    Kqueue {
+        /// Held for its `Drop`, which removes the filter.
+        _filter: torsion_reactor::ProcessRegistration,
+    },
     /// The `SIGCHLD` fallback: the reactor's watcher asks for this pid.
     Sigchld,
 }
@@ -175,6 +190,41 @@ impl Handler for PidfdHandler {
         // A child that has exited is still reported; one that runs on is
         // left running (not killed, not waited for).
         if !self.0.poll_pidfd() {
+            self.0.abandon();
+        }
+    }
+}
+
+/// Reaps when the kqueue process filter reports the exit.
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+struct KqueueHandler(Rc<ProcessTransport>);
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+impl Handler for KqueueHandler {
+    fn ready(&self, reactor: &Reactor, readiness: Readiness) {
+        if !self.0.poll_kqueue() && readiness.is_readable() {
+            // The filter fired (once) but the child is not waitable yet:
+            // FreeBSD posts NOTE_EXIT before the process becomes a zombie.
+            // SIGCHLD comes after that; let its watcher finish the job.
+            self.0.reap_on_sigchld(reactor);
+        }
+    }
+
+    fn shutdown(&self, _reactor: &Reactor) {
+        // As for a pidfd: an exited child is reported, a running one left.
+        if !self.0.poll_kqueue() {
             self.0.abandon();
         }
     }
@@ -432,6 +482,42 @@ impl ProcessTransport {
                 Err(e) => tracing::debug!(error = %e, "no pidfd; reaping on SIGCHLD"),
             }
         }
+        #[cfg(any(
+            target_vendor = "apple",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
+        if !sigchld::forced() {
+            if let Some(pid) = self
+                .pid
+                .get()
+                .and_then(|pid| std::num::NonZeroI32::new(pid as libc::pid_t))
+            {
+                let handler = Rc::new(KqueueHandler(self.clone()));
+                // SAFETY: `pid` is our child, just started and not reaped:
+                // only this transport reaps it, and only after the filter
+                // fired or was dropped with the reaper.
+                let registered = unsafe { reactor.register_process_exit(pid, handler) };
+                match registered {
+                    Ok(registration) => {
+                        // A first look in this turn (not now: the protocol
+                        // has not been told of the process yet), for a
+                        // child that exited before the filter was added,
+                        // which not every system reports.
+                        registration.wake();
+                        *self.reaper.borrow_mut() = Reaper::Kqueue {
+                            _filter: registration,
+                        };
+                        return Ok(());
+                    }
+                    // ESRCH for a child already exited (a zombie), or any
+                    // other refusal: the SIGCHLD watcher asks waitpid.
+                    Err(e) => tracing::debug!(error = %e, "no process filter; reaping on SIGCHLD"),
+                }
+            }
+        }
         let watcher = sigchld::Watcher::for_reactor(reactor)?;
         *self.reaper.borrow_mut() = Reaper::Sigchld;
         watcher.add(self);
@@ -470,6 +556,62 @@ impl ProcessTransport {
         drop(reaper);
         self.reaped(status);
         true
+    }
+
+    /// Reaps the child if it has exited (the process filter fired, or the
+    /// reactor shuts down); true if it is reaped (now or before).
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    fn poll_kqueue(self: &Rc<Self>) -> bool {
+        if !matches!(&*self.reaper.borrow(), Reaper::Kqueue { .. }) {
+            return self.exit.get().is_some();
+        }
+        let Some(pid) = self.pid.get() else {
+            return true;
+        };
+        let status = match sys::wait_nohang(pid as libc::pid_t) {
+            Ok(None) => return false,
+            Ok(Some(status)) => status,
+            Err(e) => {
+                // Nothing sensible is left to wait for; do not spin.
+                tracing::warn!(error = %e, pid, "cannot reap a child");
+                sys::WaitStatus::Unknown
+            }
+        };
+        // Out of the reactor, outside the borrow.
+        let reaper = self.reaper.replace(Reaper::None);
+        drop(reaper);
+        self.reaped(status);
+        true
+    }
+
+    /// Moves a child whose process filter has fired to the `SIGCHLD`
+    /// watcher.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    fn reap_on_sigchld(self: &Rc<Self>, reactor: &Reactor) {
+        let reaper = self.reaper.replace(Reaper::None);
+        drop(reaper);
+        match sigchld::Watcher::for_reactor(reactor) {
+            Ok(watcher) => {
+                *self.reaper.borrow_mut() = Reaper::Sigchld;
+                watcher.add(self);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pid = ?self.pid.get(), "cannot watch a child any more");
+                self.abandon();
+            }
+        }
     }
 
     /// The `SIGCHLD` fallback's question: reaps the child if it has
@@ -512,6 +654,8 @@ impl ProcessTransport {
     /// come, so no end either).
     fn abandon(&self) {
         let reaper = self.reaper.replace(Reaper::None);
+        // Dropped outside the borrow: a pidfd's registration or a process
+        // filter ends here.
         drop(reaper);
         self.abandoned.set(true);
         self.maybe_end();
@@ -936,6 +1080,15 @@ fn child_exec(
     })
 }
 
+/// The element type of `getgrouplist`'s list: Apple's libc declares it
+/// (and the base group) as `int`, everyone else as `gid_t`. The same
+/// 32 bits either way: a group id above `i32::MAX` goes through Apple's
+/// `int` bit for bit, as Apple's own callers do.
+#[cfg(target_vendor = "apple")]
+type GroupListEntry = libc::c_int;
+#[cfg(not(target_vendor = "apple"))]
+type GroupListEntry = libc::gid_t;
+
 /// The child's supplementary groups when we run as root and it changes
 /// identity (`None`: left as ours):
 /// - a user: that user's groups, as `initgroups` gives them (the groups
@@ -970,16 +1123,22 @@ fn supplementary_groups(
             return Ok(Some(gid.into_iter().collect()));
         }
         let base = gid.unwrap_or(pwd.pw_gid);
-        let mut groups: Vec<libc::gid_t> = vec![0; 64];
+        let mut groups: Vec<GroupListEntry> = vec![0; 64];
         loop {
             let mut count = groups.len() as libc::c_int;
             // SAFETY: getgrouplist writes at most `count` groups and
             // sets `count` to how many there are.
-            let r =
-                unsafe { libc::getgrouplist(pwd.pw_name, base, groups.as_mut_ptr(), &mut count) };
+            let r = unsafe {
+                libc::getgrouplist(
+                    pwd.pw_name,
+                    base as GroupListEntry,
+                    groups.as_mut_ptr(),
+                    &mut count,
+                )
+            };
             if r >= 0 {
                 groups.truncate(count.max(0) as usize);
-                return Ok(Some(groups));
+                return Ok(Some(groups.into_iter().map(|g| g as libc::gid_t).collect()));
             }
             if count as usize <= groups.len() || groups.len() >= 1 << 16 {
                 return Ok(Some(vec![base]));

@@ -2,8 +2,10 @@
 //! self-pipe per reactor that has children to watch, and each reactor
 //! then polls `waitpid(pid, WNOHANG)` for its own children only (never
 //! `waitpid(-1)`, which would take other code's children). Used where
-//! pidfds are missing (`ENOSYS`, `EPERM` under some seccomp filters, and
-//! every system but Linux).
+//! neither a pidfd (Linux) nor a kqueue process filter (macOS, the BSDs)
+//! can be had for a child (`ENOSYS`, `EPERM` under some seccomp filters,
+//! `ESRCH` for a child already exited on macOS, other systems), and for a
+//! child whose filter fired before it could be reaped.
 //!
 //! Each wake-up asks every running child of that reactor (one
 //! `waitpid` each): without pidfds nothing else says which of our own
@@ -48,12 +50,22 @@ static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
 static FORCED: AtomicBool = AtomicBool::new(false);
 
 /// Makes new children of this process use the `SIGCHLD` fallback even
-/// where pidfds work (for tests of the fallback).
+/// where pidfds (Linux) or kqueue process filters (macOS, the BSDs) work
+/// (for tests of the fallback).
 #[doc(hidden)]
 pub fn force_sigchld_fallback(on: bool) {
     FORCED.store(on, Ordering::Relaxed);
 }
 
+/// Whether [`force_sigchld_fallback`] is on (only other reapers check it).
+#[cfg(any(
+    target_os = "linux",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
 pub(crate) fn forced() -> bool {
     FORCED.load(Ordering::Relaxed)
 }

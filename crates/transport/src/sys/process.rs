@@ -635,14 +635,16 @@ pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
 pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes the two descriptors; null name, termios and
-    // window size are allowed.
+    // window size are allowed. (The BSDs and macOS declare the termios
+    // and window size `*mut`, others `*const`: a null `*mut` fits both,
+    // and nothing is written through a null pointer.)
     check(unsafe {
         libc::openpty(
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
         )
     })?;
     // SAFETY: two new descriptors, owned by no one else.
