@@ -265,8 +265,10 @@ pub(crate) fn set_exclusive(fd: BorrowedFd<'_>, exclusive: bool) -> io::Result<(
     } else {
         libc::TIOCNXCL
     };
-    // SAFETY: TIOCEXCL and TIOCNXCL take no argument.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), request) })?;
+    // SAFETY: TIOCEXCL and TIOCNXCL take no argument. (`as _`: macOS's
+    // libc types these as `c_int`, narrower than ioctl's request; they
+    // are argument-less `_IO` requests, so nothing is lost.)
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request as _) })?;
     Ok(())
 }
 
@@ -305,7 +307,7 @@ pub(crate) fn set_modem_bits(fd: BorrowedFd<'_>, bits: libc::c_int, on: bool) ->
 pub(crate) fn set_break(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     let request = if on { libc::TIOCSBRK } else { libc::TIOCCBRK };
     // SAFETY: TIOCSBRK and TIOCCBRK take no argument. (`as _`: FreeBSD's
-    // libc types these two narrower than ioctl's request.)
+    // and macOS's libc type these two narrower than ioctl's request.)
     check(unsafe { libc::ioctl(fd.as_raw_fd(), request as _) })?;
     Ok(())
 }
