@@ -10,12 +10,15 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::{ClientConfig, ServerConfig};
 use torsion_protocol::endpoints::{
     client_from_string, server_from_string, ClientEndpoint, EndpointError, ServerEndpoint,
 };
-use torsion_protocol::{ClientFactory, Connector, Factory, ListeningPort, Reactor, ReactorTcp};
+use torsion_protocol::{
+    ClientFactory, Connect, Connector, Factory, ListeningPort, Reactor, ReactorTcp,
+};
 
 use crate::config::{
     load_certificates, load_private_key, ClientSettings, ConfigError, ServerSettings,
@@ -128,6 +131,43 @@ impl TlsClientEndpoint {
                     *timeout,
                 ))
             }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS endpoints connect over TCP",
+            )),
+        }
+    }
+}
+
+impl TlsClientEndpoint {
+    /// Connects as a future yielding an
+    /// [`AsyncStream`](torsion_protocol::AsyncStream) once the handshake
+    /// has completed; see [`ReactorTls::connect_tls_stream`](crate::ReactorTls::connect_tls_stream)
+    /// for failures and cancellation. The endpoint's timeout (if any)
+    /// bounds the connect; the handshake has its default timeout.
+    ///
+    /// # Errors
+    /// As for [`TlsClientEndpoint::connect`].
+    pub fn connect_stream(&self, reactor: &Reactor) -> io::Result<Connect> {
+        let (host, port, timeout) = self.tcp_target()?;
+        let name = server_name(host)?;
+        Ok(Connect::wrapped(true, |factory| {
+            reactor.connect_tcp(
+                host,
+                port,
+                TlsClientFactory::new(self.config.clone(), name, factory),
+                timeout,
+            )
+        }))
+    }
+
+    fn tcp_target(&self) -> io::Result<(&str, u16, Duration)> {
+        match &self.endpoint {
+            ClientEndpoint::Tcp {
+                host,
+                port,
+                timeout,
+            } => Ok((host, *port, *timeout)),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "TLS endpoints connect over TCP",
