@@ -44,6 +44,10 @@ test: setup lint
     # The portable backend (the `polling` crate), used off Linux, on Linux.
     cargo test -p torsion-reactor -p torsion-transport -p torsion-protocol \
         --features torsion-reactor/polling-backend 2>&1 | tee -a target/test.log
+    # torsion-tls's `native-roots` feature (the `aws-lc-rs` one builds C
+    # for a minute: `cargo test -p torsion-tls --features aws-lc-rs`).
+    cargo test -p torsion-tls --features native-roots --test native_roots --test endpoints \
+        2>&1 | tee -a target/test.log
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
 # Formatting, clippy and the API docs' links, warnings denied.

@@ -11,9 +11,17 @@
 //!   session cache resumes); server CPU per handshake.
 //!
 //! The clients are blocking rustls clients and check every byte.
+//!
+//! Twisted's TLS echo (pyOpenSSL, the epoll reactor, an `ssl:` endpoint
+//! with the same certificate) runs as a reference line when a Python with
+//! Twisted and pyOpenSSL is found (`TORSION_PYTHON`, or the workspace's
+//! `.venv`, which `just setup` makes); otherwise it is skipped with a
+//! message.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +35,9 @@ use torsion_tls::TlsServerFactory;
 use crate::{median, pin, Server};
 
 const SERVERS: [&str; 2] = ["tls-torsion", "tls-tokio"];
-const CONNECTIONS: usize = 16;
+/// The reference line, when Twisted is there.
+const TWISTED: &str = "tls-twisted";
+const CONNECTIONS: usize = 64;
 const MESSAGE: usize = 1024;
 
 /// The certificate, its key and the CA, made the same way in every
@@ -244,8 +254,121 @@ struct Sample {
     cpu_us: f64,
 }
 
-fn measure(kind: &str, load: Load, duration: Duration) -> io::Result<Sample> {
-    let server = Server::start(kind)?;
+/// Twisted's TLS echo server, run by Python from a script on its
+/// command line, with the certificate and key in PEM files.
+const TWISTED_SERVER: &str = r#"
+import sys
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+
+class Echo(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+def listening(port):
+    print(port.getHost().port, flush=True)
+
+endpoint = serverFromString(
+    reactor, "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s" % (sys.argv[1], sys.argv[2]))
+endpoint.listen(Factory.forProtocol(Echo)).addCallback(listening)
+reactor.run()
+"#;
+
+/// How to start Twisted's server: a Python with Twisted and pyOpenSSL,
+/// and the PEM files.
+struct Twisted {
+    python: PathBuf,
+    dir: PathBuf,
+}
+
+impl Twisted {
+    /// `None`, with the reason, if there is no usable Python.
+    fn find() -> Result<Twisted, String> {
+        let python = std::env::var_os("TORSION_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+            });
+        let ok = Command::new(&python)
+            .args(["-c", "import twisted, OpenSSL, service_identity"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !ok {
+            return Err(format!(
+                "{} cannot import twisted, OpenSSL and service_identity (run `just setup`, or set TORSION_PYTHON)",
+                python.display()
+            ));
+        }
+        let dir = std::env::temp_dir().join(format!("torsion-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let pem = pem();
+        std::fs::write(dir.join("key.pem"), pem.key).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("cert.pem"), pem.cert).map_err(|e| e.to_string())?;
+        Ok(Twisted { python, dir })
+    }
+
+    fn start(&self) -> io::Result<Server> {
+        let mut child = Command::new(&self.python)
+            .arg("-c")
+            .arg(TWISTED_SERVER)
+            .arg(self.dir.join("key.pem"))
+            .arg(self.dir.join("cert.pem"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let port = line.trim().parse().map_err(|_| {
+            let _ = child.kill();
+            io::Error::other(format!("Twisted did not report its port: {line:?}"))
+        })?;
+        Ok(Server { child, port })
+    }
+}
+
+impl Drop for Twisted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A certificate like [`pki`]'s, in PEM, for Twisted.
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+fn pem() -> Pem {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "bench CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "bench server");
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+fn measure(
+    kind: &str,
+    twisted: Option<&Twisted>,
+    load: Load,
+    duration: Duration,
+) -> io::Result<Sample> {
+    let server = match twisted {
+        Some(twisted) if kind == TWISTED => twisted.start()?,
+        _ => Server::start(kind)?,
+    };
     pin(server.child.id(), 0);
     let cpu_before = server.cpu()?;
     let started = Instant::now();
@@ -266,6 +389,17 @@ pub fn run(quick: bool) -> io::Result<()> {
     println!(
         "TLS echo (TLS 1.3, ECDSA P-256, ring): {rounds} round(s) of {duration:?}, servers interleaved"
     );
+    let twisted = match Twisted::find() {
+        Ok(twisted) => Some(twisted),
+        Err(why) => {
+            println!("Twisted's reference line skipped: {why}");
+            None
+        }
+    };
+    let mut servers = SERVERS.to_vec();
+    if twisted.is_some() {
+        servers.push(TWISTED);
+    }
     for (title, load) in [
         (format!("ping-pong, {CONNECTIONS} x 1 KiB"), Load::PingPong),
         ("streams, 8 x 16 KiB messages".to_owned(), Load::Streams),
@@ -279,10 +413,10 @@ pub fn run(quick: bool) -> io::Result<()> {
         ),
     ] {
         println!("\n== {title}");
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); SERVERS.len()];
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 1..=rounds {
-            for (i, kind) in SERVERS.iter().enumerate() {
-                let sample = measure(kind, load, duration)?;
+            for (i, kind) in servers.iter().enumerate() {
+                let sample = measure(kind, twisted.as_ref(), load, duration)?;
                 eprintln!(
                     "round {round} {kind:>12}: {:>9.0}/s  server {:>7.2} us each",
                     sample.per_second, sample.cpu_us
@@ -295,7 +429,7 @@ pub fn run(quick: bool) -> io::Result<()> {
             "{:<12} {:>10} {:>14} {:>8} {:>8}",
             "server", "per s", "CPU us each", "CPU x", "MiB/s"
         );
-        for (kind, runs) in SERVERS.iter().zip(&samples) {
+        for (kind, runs) in servers.iter().zip(&samples) {
             let rate = median(runs.iter().map(|s| s.per_second).collect());
             let cpu = median(runs.iter().map(|s| s.cpu_us).collect());
             let mib = match load {

@@ -112,7 +112,9 @@ pub use crate::protocol::Protocol;
 pub use crate::reconnecting::ReconnectingClientFactory;
 pub use crate::serial::SerialPort;
 pub use crate::stdio::StandardIo;
-pub use crate::stream::{AsyncStream, Connect, Connected, ReactorAsync, StreamListener};
+pub use crate::stream::{
+    AsyncStream, Connect, Connected, ProtocolClient, ReactorAsync, StreamClient, StreamListener,
+};
 pub use crate::tcp::{ListenOptions, ReactorTcp};
 pub use crate::udp::{ReactorUdp, UdpOptions};
 pub use crate::unix::{ReactorUnix, UnixListenOptions};

@@ -18,8 +18,9 @@
 //!   watermark as a stream of small ones is. `poll_flush` waits for that drain; `poll_close` is
 //!   [`Transport::lose_connection`].
 //!
-//! TLS connections will get the same futures (`connect_tls`) once the TLS
-//! crate lands; nothing here depends on it.
+//! Crates that wrap a connection's protocol (TLS) reuse these futures
+//! through [`Connect::wrapped`] and [`Connect::wrapped_protocol`]; nothing
+//! here depends on them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -153,11 +154,21 @@ impl Producer for WriteFlow {
     }
 }
 
-/// The protocol beneath an [`AsyncStream`].
-struct StreamProtocol {
+/// The protocol beneath an [`AsyncStream`] (the protocol of a
+/// [`StreamClient`]).
+pub struct StreamProtocol {
     shared: Rc<Shared>,
     on_made: Option<Box<dyn FnOnce(AsyncStream)>>,
+    /// Hand the stream over at `handshake_completed`, not at
+    /// `connection_made`.
+    after_handshake: bool,
+    /// Told why, if the connection closes before it was handed over.
+    on_lost_early: Option<OnLostEarly>,
 }
+
+/// What a [`StreamProtocol`] calls if its connection closes before the
+/// stream was handed over.
+type OnLostEarly = Box<dyn FnOnce(&CloseReason)>;
 
 impl Protocol for StreamProtocol {
     fn connection_made(&mut self, transport: &TransportRef) {
@@ -171,8 +182,16 @@ impl Protocol for StreamProtocol {
         if let Err(e) = transport.register_producer(Rc::new(WriteFlow(shared.clone())), true) {
             tracing::warn!(error = %e, "AsyncStream: a producer is registered already; writes are not flow-controlled");
         }
+        if !self.after_handshake {
+            if let Some(on_made) = self.on_made.take() {
+                on_made(AsyncStream::new(shared.clone()));
+            }
+        }
+    }
+
+    fn handshake_completed(&mut self, _transport: &TransportRef) {
         if let Some(on_made) = self.on_made.take() {
-            on_made(AsyncStream::new(shared.clone()));
+            on_made(AsyncStream::new(self.shared.clone()));
         }
     }
 
@@ -197,6 +216,11 @@ impl Protocol for StreamProtocol {
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
+        if self.on_made.take().is_some() {
+            if let Some(on_lost_early) = self.on_lost_early.take() {
+                on_lost_early(reason);
+            }
+        }
         let shared = &self.shared;
         shared.closed.set(true);
         shared.eof.set(true);
@@ -568,9 +592,12 @@ fn finish<T>(slot: &ConnectSlot<T>, result: Result<T, ConnectError>) -> Option<T
     }
 }
 
-/// The client factory behind [`Connect`].
-struct StreamClient {
+/// The client factory behind a [`Connect`] that yields an
+/// [`AsyncStream`]; handed to the `open` closure of [`Connect::wrapped`],
+/// which wraps it (as TLS wraps each protocol) and connects with it.
+pub struct StreamClient {
     slot: ConnectSlot<AsyncStream>,
+    after_handshake: bool,
 }
 
 impl Factory for StreamClient {
@@ -582,6 +609,13 @@ impl Factory for StreamClient {
             shared: Shared::new(),
             // A stream handed back is dropped here: that closes it.
             on_made: Some(Box::new(move |stream| drop(finish(&slot, Ok(stream))))),
+            after_handshake: self.after_handshake,
+            on_lost_early: self.after_handshake.then(|| {
+                let slot = self.slot.clone();
+                Box::new(move |reason: &CloseReason| {
+                    drop(finish(&slot, Err(lost_before_handshake(reason))));
+                }) as OnLostEarly
+            }),
         })
     }
 }
@@ -590,6 +624,40 @@ impl ClientFactory for StreamClient {
     fn client_connection_failed(&self, _connector: &Connector, reason: &ConnectError) {
         let _ = finish(&self.slot, Err(copy_connect_error(reason)));
     }
+
+    fn client_connection_lost(&self, _connector: &Connector, reason: &CloseReason) {
+        // The protocol has settled the slot (with the reason it heard,
+        // which a wrapping layer may make more precise than the
+        // socket's); this only covers a connection that never had one.
+        drop(finish(&self.slot, Err(lost_before_handshake(reason))));
+    }
+}
+
+impl fmt::Debug for StreamClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamClient")
+            .field("after_handshake", &self.after_handshake)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connect error of a connection that closed before its handshake
+/// completed: [`ConnectError::Failed`] with the close reason's text, of
+/// kind `InvalidData` for a protocol error (a TLS alert, a bad
+/// certificate, a handshake timeout), `UnexpectedEof` if the peer closed
+/// cleanly, the I/O error's kind if the connection was lost.
+fn lost_before_handshake(reason: &CloseReason) -> ConnectError {
+    let kind = match reason {
+        CloseReason::Lost(e) => e.kind(),
+        CloseReason::ProtocolError(_) => io::ErrorKind::InvalidData,
+        CloseReason::Aborted => io::ErrorKind::ConnectionAborted,
+        clean if clean.is_clean() => io::ErrorKind::UnexpectedEof,
+        _ => io::ErrorKind::ConnectionReset,
+    };
+    ConnectError::Failed(io::Error::new(
+        kind,
+        format!("the connection closed before its handshake completed: {reason}"),
+    ))
 }
 
 /// `ConnectError` holds an `io::Error`, which is not `Clone`.
@@ -632,8 +700,24 @@ pub struct Connect<T = AsyncStream> {
 
 impl Connect<AsyncStream> {
     fn start(open: impl FnOnce(StreamClient) -> Connector) -> Connect {
+        Connect::wrapped(false, open)
+    }
+
+    /// A stream connect through a factory wrapper, for crates that add a
+    /// layer above the transport (TLS): `open` wraps the [`StreamClient`]
+    /// it is given (its protocols inside theirs) and starts connecting
+    /// with it. With `after_handshake`, the stream is yielded when the
+    /// wrapping layer calls [`Protocol::handshake_completed`], not at
+    /// `connection_made`; a connection that closes before that fails the
+    /// future with [`ConnectError::Failed`], whose error names the close
+    /// reason (`InvalidData` for a protocol error such as a TLS alert).
+    /// Dropping the future while the handshake runs closes the connection.
+    pub fn wrapped(after_handshake: bool, open: impl FnOnce(StreamClient) -> Connector) -> Connect {
         let slot = Rc::new(RefCell::new(ConnectState::Waiting(None)));
-        let connector = open(StreamClient { slot: slot.clone() });
+        let connector = open(StreamClient {
+            slot: slot.clone(),
+            after_handshake,
+        });
         Connect {
             slot,
             connector,
@@ -648,10 +732,25 @@ impl<P: Protocol> Connect<Connected<P>> {
         protocol: P,
         open: impl FnOnce(ProtocolClient<P>) -> Connector,
     ) -> Connect<Connected<P>> {
+        Connect::wrapped_protocol(protocol, false, open)
+    }
+
+    /// The `..._protocol` counterpart of [`Connect::wrapped`]: `open` wraps
+    /// the [`ProtocolClient`] it is given and connects with it; with
+    /// `after_handshake`, [`Connected`] is yielded at
+    /// `handshake_completed` (the protocol has seen `connection_made`
+    /// already), and a connection closed before then fails the future as
+    /// for [`Connect::wrapped`].
+    pub fn wrapped_protocol(
+        protocol: P,
+        after_handshake: bool,
+        open: impl FnOnce(ProtocolClient<P>) -> Connector,
+    ) -> Connect<Connected<P>> {
         let slot = Rc::new(RefCell::new(ConnectState::Waiting(None)));
         let connector = open(ProtocolClient {
             protocol: RefCell::new(Some(protocol)),
             slot: slot.clone(),
+            after_handshake,
         });
         Connect {
             slot,
@@ -694,7 +793,9 @@ impl<T> Drop for Connect<T> {
         // stays there would outlive this future, unreachable.
         let state = std::mem::replace(&mut *self.slot.borrow_mut(), ConnectState::Taken);
         match state {
-            ConnectState::Waiting(_) => self.connector.stop_connecting(),
+            // Abandons the attempt, or closes a connection whose
+            // handshake is still running.
+            ConnectState::Waiting(_) => self.connector.disconnect(),
             // Connected, but nobody will see it: close it.
             ConnectState::Done(Ok(connection)) => (self.abandon)(connection),
             ConnectState::Done(Err(_)) | ConnectState::Taken => {}
@@ -732,15 +833,16 @@ impl<P> fmt::Debug for Connected<P> {
     }
 }
 
-/// Drives a shared protocol and reports its connection.
-struct Handed<P> {
+/// The protocol of a [`ProtocolClient`]: drives the shared protocol and
+/// reports its connection.
+pub struct Handed<P> {
     protocol: Rc<RefCell<P>>,
     slot: Option<ConnectSlot<Connected<P>>>,
+    after_handshake: bool,
 }
 
-impl<P: Protocol> Protocol for Handed<P> {
-    fn make_connection(&mut self, transport: &TransportRef) {
-        self.protocol.borrow_mut().make_connection(transport);
+impl<P> Handed<P> {
+    fn hand_over(&mut self, transport: &TransportRef) {
         if let Some(slot) = self.slot.take() {
             let connected = Connected {
                 protocol: self.protocol.clone(),
@@ -749,6 +851,15 @@ impl<P: Protocol> Protocol for Handed<P> {
             if let Some(unwanted) = finish(&slot, Ok(connected)) {
                 unwanted.transport.lose_connection();
             }
+        }
+    }
+}
+
+impl<P: Protocol> Protocol for Handed<P> {
+    fn make_connection(&mut self, transport: &TransportRef) {
+        self.protocol.borrow_mut().make_connection(transport);
+        if !self.after_handshake {
+            self.hand_over(transport);
         }
     }
 
@@ -770,18 +881,33 @@ impl<P: Protocol> Protocol for Handed<P> {
 
     fn handshake_completed(&mut self, transport: &TransportRef) {
         self.protocol.borrow_mut().handshake_completed(transport);
+        self.hand_over(transport);
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.protocol.borrow_mut().connection_lost(reason);
+        // Never handed over: the handshake did not complete.
+        if let Some(slot) = self.slot.take() {
+            drop(finish(&slot, Err(lost_before_handshake(reason))));
+        }
     }
 }
 
 /// The client factory behind the `..._protocol` connects: hands its one
-/// protocol to the first connection.
-struct ProtocolClient<P> {
+/// protocol to the first connection. Given to the `open` closure of
+/// [`Connect::wrapped_protocol`].
+pub struct ProtocolClient<P> {
     protocol: RefCell<Option<P>>,
     slot: ConnectSlot<Connected<P>>,
+    after_handshake: bool,
+}
+
+impl<P> fmt::Debug for ProtocolClient<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtocolClient")
+            .field("after_handshake", &self.after_handshake)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<P: Protocol> Factory for ProtocolClient<P> {
@@ -792,6 +918,7 @@ impl<P: Protocol> Factory for ProtocolClient<P> {
         Some(Handed {
             protocol: Rc::new(RefCell::new(protocol)),
             slot: Some(self.slot.clone()),
+            after_handshake: self.after_handshake,
         })
     }
 }
@@ -799,6 +926,10 @@ impl<P: Protocol> Factory for ProtocolClient<P> {
 impl<P: Protocol> ClientFactory for ProtocolClient<P> {
     fn client_connection_failed(&self, _connector: &Connector, reason: &ConnectError) {
         let _ = finish(&self.slot, Err(copy_connect_error(reason)));
+    }
+
+    fn client_connection_lost(&self, _connector: &Connector, reason: &CloseReason) {
+        drop(finish(&self.slot, Err(lost_before_handshake(reason))));
     }
 }
 
@@ -847,6 +978,8 @@ impl Factory for StreamServer {
                 queue.ready.borrow_mut().push_back(stream);
                 queue.wake_all();
             })),
+            after_handshake: false,
+            on_lost_early: None,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! rustls configurations for servers and clients, built from PEM files,
-//! always with an explicit crypto provider (ring).
+//! always with an explicit crypto provider (ring, or aws-lc-rs with the
+//! `aws-lc-rs` feature).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,11 +15,24 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-/// The crypto provider every configuration here uses: ring, passed
-/// explicitly (never rustls's process-wide default, which panics when two
-/// providers are compiled in).
+/// The crypto provider every configuration here uses, passed explicitly
+/// (never rustls's process-wide default, which panics when two providers
+/// are compiled in): ring, or aws-lc-rs when the `aws-lc-rs` feature is
+/// on. ring is always compiled in, so with that feature aws-lc-rs wins.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
+}
+
+/// A session-ticket encrypter from the same provider as [`provider`].
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    #[cfg(feature = "aws-lc-rs")]
+    return rustls::crypto::aws_lc_rs::Ticketer::new();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    rustls::crypto::ring::Ticketer::new()
 }
 
 /// A configuration could not be built: names the file, if one is at fault,
@@ -286,7 +300,7 @@ impl ServerSettings {
         }));
         config.alpn_protocols = self.alpn;
         if self.tickets {
-            config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(ConfigError::other)?;
+            config.ticketer = ticketer().map_err(ConfigError::other)?;
         }
         Ok(Arc::new(config))
     }
@@ -354,6 +368,46 @@ impl ClientSettings {
             self.roots
                 .add(root.clone())
                 .map_err(|e| ConfigError::other(format!("not a usable CA certificate: {e}")))?;
+        }
+        Ok(self)
+    }
+
+    /// Settings that trust the platform's trust roots (the system's CA
+    /// store: `/etc/ssl/certs` and the like on Linux and BSD, the keychain
+    /// on macOS; `SSL_CERT_FILE` and `SSL_CERT_DIR` override it), as
+    /// Twisted's `platformTrust()`. Needs the `native-roots` feature.
+    ///
+    /// Certificates of the store that cannot be used are skipped.
+    ///
+    /// # Errors
+    /// If the store cannot be read and yields no certificate, or holds no
+    /// usable one.
+    #[cfg(feature = "native-roots")]
+    #[doc(alias = "platformTrust")]
+    pub fn native_roots() -> Result<ClientSettings, ConfigError> {
+        ClientSettings::new().trust_native_roots()
+    }
+
+    /// Also trusts the platform's trust roots; see
+    /// [`ClientSettings::native_roots`]. Needs the `native-roots` feature.
+    ///
+    /// # Errors
+    /// As for [`ClientSettings::native_roots`].
+    #[cfg(feature = "native-roots")]
+    pub fn trust_native_roots(mut self) -> Result<ClientSettings, ConfigError> {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = self.roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = match found.errors.first() {
+                Some(error) => format!(": {error}"),
+                None => String::new(),
+            };
+            return Err(ConfigError::other(format!(
+                "no usable certificate in the platform's trust store{why}"
+            )));
+        }
+        for error in &found.errors {
+            tracing::debug!(%error, "part of the platform's trust store was skipped");
         }
         Ok(self)
     }

@@ -10,12 +10,15 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::{ClientConfig, ServerConfig};
 use torsion_protocol::endpoints::{
     client_from_string, server_from_string, ClientEndpoint, EndpointError, ServerEndpoint,
 };
-use torsion_protocol::{ClientFactory, Connector, Factory, ListeningPort, Reactor, ReactorTcp};
+use torsion_protocol::{
+    ClientFactory, Connect, Connector, Factory, ListeningPort, Reactor, ReactorTcp,
+};
 
 use crate::config::{
     load_certificates, load_private_key, ClientSettings, ConfigError, ServerSettings,
@@ -128,6 +131,43 @@ impl TlsClientEndpoint {
                     *timeout,
                 ))
             }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS endpoints connect over TCP",
+            )),
+        }
+    }
+}
+
+impl TlsClientEndpoint {
+    /// Connects as a future yielding an
+    /// [`AsyncStream`](torsion_protocol::AsyncStream) once the handshake
+    /// has completed; see [`ReactorTls::connect_tls_stream`](crate::ReactorTls::connect_tls_stream)
+    /// for failures and cancellation. The endpoint's timeout (if any)
+    /// bounds the connect; the handshake has its default timeout.
+    ///
+    /// # Errors
+    /// As for [`TlsClientEndpoint::connect`].
+    pub fn connect_stream(&self, reactor: &Reactor) -> io::Result<Connect> {
+        let (host, port, timeout) = self.tcp_target()?;
+        let name = server_name(host)?;
+        Ok(Connect::wrapped(true, |factory| {
+            reactor.connect_tcp(
+                host,
+                port,
+                TlsClientFactory::new(self.config.clone(), name, factory),
+                timeout,
+            )
+        }))
+    }
+
+    fn tcp_target(&self) -> io::Result<(&str, u16, Duration)> {
+        match &self.endpoint {
+            ClientEndpoint::Tcp {
+                host,
+                port,
+                timeout,
+            } => Ok((host, *port, *timeout)),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "TLS endpoints connect over TCP",
@@ -339,8 +379,9 @@ pub fn tls_server_from_string(input: &str) -> Result<TlsServerEndpoint, TlsEndpo
 /// `clientFromString`) and loads its files:
 /// `tls:example.org:443:trustRoots=ca.pem[:certificate=chain.pem:privateKey=key.pem][:timeout=10]`.
 /// `trustRoots` is a PEM file of CA certificates, or a directory of them
-/// (as in Twisted); it is required (platform trust roots are not built
-/// in). The host name is sent as SNI and verified.
+/// (as in Twisted); without it, the platform's trust roots are used if
+/// the `native-roots` feature is on, and the string is refused if not.
+/// The host name is sent as SNI and verified.
 ///
 /// # Errors
 /// As for [`tls_server_from_string`].
@@ -354,40 +395,10 @@ pub fn tls_client_from_string(input: &str) -> Result<TlsClientEndpoint, TlsEndpo
     )
     .map_err(TlsEndpointError::Syntax)?;
     let endpoint = client_from_string(&split.tcp).map_err(|e| split.map_error(input, e))?;
-    let Some(roots) = split.get("trustRoots") else {
-        return Err(TlsEndpointError::Syntax(EndpointError {
-            input: input.to_owned(),
-            position: input.len(),
-            message: "missing trustRoots= (a PEM file or directory of CA certificates)".to_owned(),
-        }));
-    };
     let mut settings = ClientSettings::new();
-    let roots = Path::new(roots);
-    if roots.is_dir() {
-        let entries = std::fs::read_dir(roots).map_err(|e| ConfigError {
-            path: Some(roots.to_owned()),
-            problem: format!("cannot read the directory: {e}"),
-        })?;
-        let mut found = false;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path
-                .extension()
-                .is_some_and(|ext| ext == "pem" || ext == "crt")
-            {
-                settings = settings.trust_pem_file(&path)?;
-                found = true;
-            }
-        }
-        if !found {
-            return Err(ConfigError {
-                path: Some(roots.to_owned()),
-                problem: "no .pem or .crt file in the directory".to_owned(),
-            }
-            .into());
-        }
-    } else {
-        settings = settings.trust_pem_file(roots)?;
+    match split.get("trustRoots") {
+        Some(roots) => settings = trust_roots(settings, Path::new(roots))?,
+        None => settings = platform_roots(settings, input)?,
     }
     match (split.get("certificate"), split.get("privateKey")) {
         (Some(cert), key) => {
@@ -409,4 +420,60 @@ pub fn tls_client_from_string(input: &str) -> Result<TlsClientEndpoint, TlsEndpo
     }
     let config = settings.build()?;
     Ok(TlsClientEndpoint { endpoint, config })
+}
+
+/// Trusts `roots`: a PEM file, or a directory of `.pem` / `.crt` files.
+fn trust_roots(mut settings: ClientSettings, roots: &Path) -> Result<ClientSettings, ConfigError> {
+    if roots.is_dir() {
+        let entries = std::fs::read_dir(roots).map_err(|e| ConfigError {
+            path: Some(roots.to_owned()),
+            problem: format!("cannot read the directory: {e}"),
+        })?;
+        let mut found = false;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|ext| ext == "pem" || ext == "crt")
+            {
+                settings = settings.trust_pem_file(&path)?;
+                found = true;
+            }
+        }
+        if !found {
+            return Err(ConfigError {
+                path: Some(roots.to_owned()),
+                problem: "no .pem or .crt file in the directory".to_owned(),
+            });
+        }
+    } else {
+        settings = settings.trust_pem_file(roots)?;
+    }
+    Ok(settings)
+}
+
+/// No `trustRoots=`: the platform's roots with the `native-roots`
+/// feature, an error without it.
+#[cfg(feature = "native-roots")]
+fn platform_roots(
+    settings: ClientSettings,
+    _input: &str,
+) -> Result<ClientSettings, TlsEndpointError> {
+    Ok(settings.trust_native_roots()?)
+}
+
+/// No `trustRoots=`: the platform's roots with the `native-roots`
+/// feature, an error without it.
+#[cfg(not(feature = "native-roots"))]
+fn platform_roots(
+    _settings: ClientSettings,
+    input: &str,
+) -> Result<ClientSettings, TlsEndpointError> {
+    Err(TlsEndpointError::Syntax(EndpointError {
+        input: input.to_owned(),
+        position: input.len(),
+        message: "missing trustRoots= (a PEM file or directory of CA certificates; \
+                  the platform's trust roots need torsion-tls's `native-roots` feature)"
+            .to_owned(),
+    }))
 }

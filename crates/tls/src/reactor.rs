@@ -10,8 +10,8 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use torsion_protocol::{
-    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions,
-    ListeningPort, Reactor, ReactorTcp, ReactorUnix, UnixListenOptions,
+    Address, ClientFactory, CloseReason, Connect, ConnectError, Connected, Connector, Factory,
+    ListenOptions, ListeningPort, Protocol, Reactor, ReactorTcp, ReactorUnix, UnixListenOptions,
 };
 
 use crate::connection::{TlsProtocol, DEFAULT_HANDSHAKE_TIMEOUT};
@@ -269,6 +269,103 @@ pub trait ReactorTls: ReactorTcp + ReactorUnix {
             TlsClientFactory::new(config, server_name, factory),
             timeout,
         )
+    }
+
+    /// Connects to `host` on `port` over TLS as a future (asyncio's
+    /// `open_connection(ssl=...)`): it yields an
+    /// [`AsyncStream`](torsion_protocol::AsyncStream) over the TLS
+    /// transport once the handshake has **completed** (the stream's
+    /// [`transport`](torsion_protocol::AsyncStream::transport) then
+    /// reaches the negotiated details through [`TlsTransport::of`](crate::TlsTransport::of)).
+    ///
+    /// `timeout` bounds the TCP connect and, separately, the handshake.
+    /// A refused, unreachable or timed-out connect fails the future as for
+    /// [`ReactorAsync::connect_tcp_stream`](torsion_protocol::ReactorAsync::connect_tcp_stream);
+    /// a failed handshake (a TLS alert, a certificate that does not
+    /// verify, the peer closing, the handshake timeout) fails it with
+    /// [`ConnectError::Failed`], whose error is of kind `InvalidData` for
+    /// a TLS failure or timeout and names the cause. Dropping the future
+    /// cancels the attempt: before the TCP connection is made, the attempt
+    /// is abandoned; during the handshake, the connection is closed.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use torsion_protocol::Reactor;
+    /// use torsion_tls::{ClientSettings, ReactorTls};
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let config = ClientSettings::new().trust_pem_file("ca.pem")?.build()?;
+    /// let connect = reactor.connect_tls_stream("localhost", 8443, config, Duration::from_secs(5))?;
+    /// let stream = reactor.run_until_complete(connect)??;
+    /// # let _ = stream;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if `host` is neither a DNS name nor an IP address.
+    fn connect_tls_stream(
+        &self,
+        host: &str,
+        port: u16,
+        config: Arc<ClientConfig>,
+        timeout: Duration,
+    ) -> io::Result<Connect> {
+        let name = server_name(host)?;
+        Ok(Connect::wrapped(true, |factory| {
+            self.connect_tcp(
+                host,
+                port,
+                TlsClientFactory::new(config, name, factory).handshake_timeout(timeout),
+                timeout,
+            )
+        }))
+    }
+
+    /// Connects `protocol` to `host` on `port` over TLS, and yields it
+    /// once the handshake has completed (Twisted's `connectProtocol` with
+    /// a TLS endpoint): the protocol has seen `connection_made` and
+    /// `handshake_completed` by then, and [`Connected::transport`] is the
+    /// TLS transport. Failures and cancellation as for
+    /// [`ReactorTls::connect_tls_stream`].
+    ///
+    /// # Errors
+    /// `InvalidInput` if `host` is neither a DNS name nor an IP address.
+    #[doc(alias = "connectProtocol")]
+    fn connect_tls_protocol<P: Protocol>(
+        &self,
+        host: &str,
+        port: u16,
+        config: Arc<ClientConfig>,
+        protocol: P,
+        timeout: Duration,
+    ) -> io::Result<Connect<Connected<P>>> {
+        let name = server_name(host)?;
+        Ok(Connect::wrapped_protocol(protocol, true, |factory| {
+            self.connect_tcp(
+                host,
+                port,
+                TlsClientFactory::new(config, name, factory).handshake_timeout(timeout),
+                timeout,
+            )
+        }))
+    }
+
+    /// Connects to the Unix socket `path` over TLS, verifying
+    /// `server_name`, as a future; see [`ReactorTls::connect_tls_stream`].
+    fn connect_tls_unix_stream(
+        &self,
+        path: impl AsRef<Path>,
+        server_name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+        timeout: Duration,
+    ) -> Connect {
+        Connect::wrapped(true, |factory| {
+            self.connect_unix(
+                path,
+                TlsClientFactory::new(config, server_name, factory).handshake_timeout(timeout),
+                timeout,
+            )
+        })
     }
 }
 

@@ -94,3 +94,14 @@ fn errors_name_the_file_and_the_problem() {
     assert!(error.to_string().contains("no trusted CA"), "{error}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_provider_is_the_one_the_features_choose() {
+    // Each provider's random source is a type named after it.
+    let provider = format!("{:?}", torsion_tls::provider().secure_random);
+    if cfg!(feature = "aws-lc-rs") {
+        assert!(provider.contains("AwsLcRs"), "{provider}");
+    } else {
+        assert!(provider.contains("Ring"), "{provider}");
+    }
+}
