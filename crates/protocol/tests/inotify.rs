@@ -592,3 +592,62 @@ fn a_directory_moved_in_under_auto_add_is_watched_with_what_it_holds() {
     drop((dir, outside));
     guard.check();
 }
+
+#[test]
+fn a_file_replaced_after_a_scan_reported_it_is_reported_again() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("rescan-replace");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        let d = dir.path().join("d");
+        let x = d.join("x");
+        let replaced = Rc::new(std::cell::Cell::new(false));
+        let mut record = recorder(&log);
+        let (x2, replaced2) = (x.clone(), replaced.clone());
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE | FsMask::MOVED_TO,
+                options,
+                move |notifier, event| {
+                    record(notifier, event);
+                    // (a) on the scan's CREATE of d/x: replace d/x.
+                    if event.is_synthetic() && event.path() == x2 && !replaced2.get() {
+                        replaced2.set(true);
+                        fs::remove_file(&x2).unwrap();
+                        fs::write(&x2, b"new").unwrap();
+                        // (b) an editor's save over a scanned name.
+                        let d = x2.parent().unwrap();
+                        fs::write(d.join("y.tmp"), b"saved").unwrap();
+                        fs::rename(d.join("y.tmp"), d.join("y")).unwrap();
+                    }
+                },
+            )
+            .unwrap();
+        // Made before the reactor reads: found by the scan of d.
+        fs::create_dir(&d).unwrap();
+        fs::write(&x, b"old").unwrap();
+        fs::write(d.join("y"), b"old").unwrap();
+        drive(&reactor, || replaced.get());
+        settle(&reactor, &log, &d.join("marker"));
+        let seen = kinds(&log);
+        let creates = seen
+            .iter()
+            .filter(|(kind, path)| kind == "CREATE" && *path == x)
+            .count();
+        assert_eq!(creates, 2, "the scan's and the new file's: {seen:?}");
+        assert!(
+            seen.iter()
+                .any(|(kind, path)| kind == "MOVED_TO" && *path == d.join("y")),
+            "the save over y: {seen:?}"
+        );
+    }
+    drop(dir);
+    guard.check();
+}

@@ -41,6 +41,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -62,8 +63,9 @@ const READS_PER_EVENT: usize = 8;
 const PENDING_MOVES: usize = 64;
 
 /// What a watch asks of the kernel beyond what its user asked for: the
-/// renames and creations that keep a tree's paths and watches right.
-const TREE_BITS: u32 = 0x40 | 0x80 | 0x800; // MOVED_FROM | MOVED_TO | MOVE_SELF
+/// renames and deletions that keep a tree's paths, watches and scanned
+/// names right.
+const TREE_BITS: u32 = 0x40 | 0x80 | 0x200 | 0x800; // MOVED_FROM | MOVED_TO | DELETE | MOVE_SELF
 const CREATE: u32 = 0x100;
 const ONLYDIR_NOFOLLOW: u32 = 0x0100_0000 | 0x0200_0000;
 const MASK_ADD: u32 = 0x2000_0000;
@@ -211,6 +213,13 @@ struct PendingMove {
     watch: Option<i32>,
 }
 
+/// What a scan saw of one entry.
+struct Scanned {
+    /// The read during which it was scanned.
+    read: u64,
+    inode: u64,
+}
+
 #[derive(Default)]
 struct State {
     watches: HashMap<i32, Watch>,
@@ -218,11 +227,14 @@ struct State {
     next_root: u64,
     moves: VecDeque<PendingMove>,
     /// Entries reported by scans of new directories, by watch: the
-    /// kernel's `CREATE`/`MOVED_TO` for them is not reported again. Each
-    /// is tagged with the read during which it was scanned; once a later
-    /// read finds the queue drained, every event queued before the scan
-    /// has been seen and the entry goes.
-    scanned: HashMap<i32, HashMap<OsString, u64>>,
+    /// kernel's `CREATE`/`MOVED_TO` for one of them is not reported again
+    /// if the name still has the inode the scan saw (a file replaced
+    /// since is news). Any other event for the name (`DELETE`,
+    /// `MOVED_FROM`) forgets it. Each is tagged with the read during
+    /// which it was scanned; once a later read finds the queue drained,
+    /// every event queued before the scan has been seen and the entry
+    /// goes.
+    scanned: HashMap<i32, HashMap<OsString, Scanned>>,
     reads: u64,
 }
 
@@ -513,12 +525,16 @@ impl INotify {
                 // is not followed.
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                 let path = dir.join(&name);
-                if let Walk::Scan(tag) = walk {
+                if let Walk::Scan(read) = walk {
+                    let scanned = Scanned {
+                        read,
+                        inode: entry.ino(),
+                    };
                     state
                         .scanned
                         .entry(wd)
                         .or_default()
-                        .insert(name.clone(), tag);
+                        .insert(name.clone(), scanned);
                     let kind = if is_dir {
                         FsMask::CREATE | FsMask::ISDIR
                     } else {
@@ -644,7 +660,7 @@ impl INotify {
                 let mut state = self.inner.state.borrow_mut();
                 if !state.scanned.is_empty() {
                     state.scanned.retain(|_, names| {
-                        names.retain(|_, tag| *tag >= read);
+                        names.retain(|_, scanned| scanned.read >= read);
                         !names.is_empty()
                     });
                 }
@@ -690,14 +706,20 @@ impl INotify {
         let mut moved_from = None;
 
         // Entries a scan reported: the kernel's own report of their
-        // arrival is a duplicate; their departure ends the matter.
+        // arrival is a duplicate if the name still holds what the scan
+        // saw (one `lstat`, only for such names); their departure ends
+        // the matter.
         if !name.is_empty() && !state.scanned.is_empty() {
             if let Some(names) = state.scanned.get_mut(&wd) {
-                if names.remove(name).is_some() {
+                if let Some(scanned) = names.remove(name) {
                     if names.is_empty() {
                         state.scanned.remove(&wd);
                     }
-                    if has(FsMask::CREATE) || has(FsMask::MOVED_TO) {
+                    let arrival = has(FsMask::CREATE) || has(FsMask::MOVED_TO);
+                    if arrival
+                        && std::fs::symlink_metadata(&*path)
+                            .is_ok_and(|meta| meta.ino() == scanned.inode)
+                    {
                         return;
                     }
                 }
