@@ -651,3 +651,42 @@ fn a_file_replaced_after_a_scan_reported_it_is_reported_again() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn a_directory_made_again_while_the_old_one_is_held_open_is_watched() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("remade");
+    let d = dir.path().join("d");
+    fs::create_dir(&d).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: true,
+        };
+        notifier
+            .watch(dir.path(), FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        // Held open: the old d's DELETE_SELF and IGNORED wait for it.
+        let held = fs::File::open(&d).unwrap();
+        fs::remove_dir(&d).unwrap();
+        fs::create_dir(&d).unwrap();
+        settle(&reactor, &log, &dir.path().join("marker"));
+        drop(held);
+        let y = d.join("y");
+        fs::write(&y, b"").unwrap();
+        settle(&reactor, &log, &dir.path().join("marker2"));
+        assert!(
+            log.borrow().iter().any(|seen| seen.path == y),
+            "{:?}",
+            kinds(&log)
+        );
+        let mut paths = notifier.watched_paths();
+        paths.sort();
+        assert_eq!(paths, [dir.path().to_path_buf(), d.clone()]);
+    }
+    drop(dir);
+    guard.check();
+}

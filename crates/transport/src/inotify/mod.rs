@@ -602,6 +602,12 @@ impl INotify {
         }
     }
 
+    /// Takes the watched subdirectory `name` out of watch `parent`'s
+    /// children, keeping its watch; returns it.
+    fn detach(state: &mut State, parent: i32, name: &OsStr) -> Option<i32> {
+        state.watches.get_mut(&parent)?.children.remove(name)
+    }
+
     /// Gives watch `wd` (and those below it) the path `path`.
     fn repath(state: &mut State, wd: i32, path: PathBuf) {
         let mut stack = vec![(wd, path)];
@@ -684,6 +690,11 @@ impl INotify {
             return;
         };
         let Some(root) = state.roots.get(&watch.root) else {
+            if bits & FsMask::IGNORED.bits() != 0 {
+                // A directory detached from its tree (below) outlived
+                // the tree's root: only now is it gone.
+                state.watches.remove(&wd);
+            }
             return;
         };
         let root_id = watch.root;
@@ -727,8 +738,11 @@ impl INotify {
         }
 
         if has(FsMask::MOVED_FROM) {
+            // The name is free at once (a new directory may take it
+            // before this one's `MOVE_SELF` arrives); the watch is kept
+            // until the rename's second half or `MOVE_SELF` decides.
             let child = if is_dir && is_tree {
-                watch.children.get(name).copied()
+                Self::detach(state, wd, name)
             } else {
                 None
             };
@@ -801,6 +815,11 @@ impl INotify {
                     scan: true,
                 };
             }
+        } else if has(FsMask::DELETE) && is_dir && is_tree {
+            // The name is free at once: a directory made again under it
+            // is a new one to watch. The old watch stays until its
+            // `IGNORED`, which waits while the old directory is open.
+            Self::detach(state, wd, name);
         } else if has(FsMask::MOVE_SELF) {
             let watch = state.watches.get_mut(&wd).expect("looked up above");
             if watch.moving.take().is_some() && !is_root_watch {
