@@ -690,3 +690,61 @@ fn a_directory_made_again_while_the_old_one_is_held_open_is_watched() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn a_refused_watch_leaves_the_existing_one_as_it_was() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("refused");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE,
+                WatchOptions::default(),
+                recorder(&log),
+            )
+            .unwrap();
+        let err = notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE | FsMask::ONESHOT,
+                WatchOptions::default(),
+                |_, _| {},
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert!(
+            err.to_string().contains(&*dir.path().to_string_lossy()),
+            "{err}"
+        );
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"").unwrap();
+        settle(&reactor, &log, &b);
+        assert_eq!(
+            kinds(&log),
+            [("CREATE".to_owned(), a), ("CREATE".to_owned(), b)]
+        );
+        // A directory watched below a tree: the message names the tree.
+        let tree = TempDir::new("refused-tree");
+        let sub = tree.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let options = WatchOptions {
+            auto_add: false,
+            recursive: true,
+        };
+        notifier
+            .watch(tree.path(), FsMask::CREATE, options, |_, _| {})
+            .unwrap();
+        let err = notifier
+            .watch(&sub, FsMask::CREATE, WatchOptions::default(), |_, _| {})
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        let below = format!("below {}", tree.path().display());
+        assert!(err.to_string().contains(&below), "{err}");
+    }
+    drop(dir);
+    guard.check();
+}

@@ -69,6 +69,9 @@ const TREE_BITS: u32 = 0x40 | 0x80 | 0x200 | 0x800; // MOVED_FROM | MOVED_TO | D
 const CREATE: u32 = 0x100;
 const ONLYDIR_NOFOLLOW: u32 = 0x0100_0000 | 0x0200_0000;
 const MASK_ADD: u32 = 0x2000_0000;
+/// `IN_MASK_CREATE` (Linux 4.18): fail with `EEXIST` rather than touch
+/// an existing watch.
+const MASK_CREATE: u32 = 0x1000_0000;
 const ISDIR: u32 = 0x4000_0000;
 
 /// How to watch a path.
@@ -176,9 +179,11 @@ impl Root {
         self.options.auto_add || self.options.recursive
     }
 
-    /// The kernel mask for this root's watches (`sub`: below the root).
+    /// The kernel mask for this root's watches (`sub`: below the root),
+    /// without `MASK_ADD`/`MASK_CREATE`.
     fn kernel_mask(&self, sub: bool) -> u32 {
-        let mut bits = self.mask.bits() & !(FsMask::ISDIR.bits() | FsMask::MASK_ADD.bits());
+        let mut bits =
+            self.mask.bits() & !(FsMask::ISDIR.bits() | FsMask::MASK_ADD.bits() | MASK_CREATE);
         if self.is_tree() {
             bits |= TREE_BITS;
         }
@@ -190,8 +195,11 @@ impl Root {
             // the user's flags only EXCL_UNLINK still makes sense.
             let keep = FsMask::ALL_EVENTS | FsMask::EXCL_UNLINK;
             bits = (bits & keep.bits()) | ONLYDIR_NOFOLLOW;
+            // A directory watched already (by another root) keeps its
+            // watch; what this one adds is filtered out for the owner.
+            bits |= MASK_ADD;
         }
-        bits | MASK_ADD
+        bits
     }
 }
 
@@ -374,7 +382,8 @@ impl INotify {
     /// - [`io::ErrorKind::Unsupported`] off Linux;
     /// - [`io::ErrorKind::InvalidInput`] if `mask` names no event;
     /// - [`io::ErrorKind::AlreadyExists`] if this watcher already watches
-    ///   `path` (one callback per directory);
+    ///   `path` (one callback per directory), naming the watch that
+    ///   covers it; that watch is left as it was;
     /// - what the kernel says about `path` or, for a recursive watch, a
     ///   directory below it, named in the message (`ENOSPC` is the watch
     ///   limit); a recursive watch that fails leaves nothing watched.
@@ -408,8 +417,32 @@ impl INotify {
             options,
             callback: Rc::new(RefCell::new(Box::new(callback))),
         };
-        let wd = sys::add_watch(fd, path, root.kernel_mask(false))
-            .map_err(|e| with_path(e, "cannot watch", path))?;
+        // A watch the kernel has already is left as it is: merging this
+        // mask into it (a `ONESHOT`, say) would change another root's.
+        let mask = root.kernel_mask(false);
+        let wd = match sys::add_watch(fd, path, mask | MASK_CREATE) {
+            // Before Linux 4.18 (no MASK_CREATE): the path is checked
+            // for a watch of ours first, so none is touched.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                if let Some(e) = Self::already(&state, path) {
+                    return Err(e);
+                }
+                sys::add_watch(fd, path, mask | MASK_ADD)
+            }
+            other => other,
+        };
+        let wd = match wd {
+            Ok(wd) => wd,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(Self::already(&state, path).unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} is already watched by this INotify", path.display()),
+                    )
+                }))
+            }
+            Err(e) => return Err(with_path(e, "cannot watch", path)),
+        };
         if state.watches.contains_key(&wd) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -435,6 +468,31 @@ impl INotify {
             }
         }
         Ok(())
+    }
+
+    /// The error for a `path` some watch of this watcher covers (the
+    /// same directory or file, however spelled), naming the path that
+    /// watch was asked for.
+    fn already(state: &State, path: &Path) -> Option<io::Error> {
+        let meta = std::fs::metadata(path).ok()?;
+        let watch = state.watches.values().find(|watch| {
+            std::fs::metadata(&watch.path)
+                .is_ok_and(|other| other.dev() == meta.dev() && other.ino() == meta.ino())
+        })?;
+        let root = state.roots.get(&watch.root)?;
+        let how = if watch.parent.is_none() {
+            String::new()
+        } else {
+            format!(" (below {})", root.path.display())
+        };
+        Some(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is already watched by this INotify, as {}{how}",
+                path.display(),
+                watch.path.display()
+            ),
+        ))
     }
 
     /// Stops watching `path`, and the directories watched below it on its
