@@ -748,3 +748,36 @@ fn a_refused_watch_leaves_the_existing_one_as_it_was() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn an_ignored_watch_hears_nothing_more_not_even_ignored() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("ignore");
+    let other = TempDir::new("ignore-other");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let other_log: Log = Rc::default();
+        let mask = FsMask::CREATE;
+        notifier
+            .watch(dir.path(), mask, WatchOptions::default(), recorder(&log))
+            .unwrap();
+        notifier
+            .watch(
+                other.path(),
+                mask,
+                WatchOptions::default(),
+                recorder(&other_log),
+            )
+            .unwrap();
+        notifier.ignore(dir.path()).unwrap();
+        fs::write(dir.path().join("a"), b"").unwrap();
+        // The kernel's IGNORED for the first watch comes before this.
+        settle(&reactor, &other_log, &other.path().join("marker"));
+        assert_eq!(kinds(&log), []);
+        assert_eq!(notifier.watched_paths(), [other.path().to_path_buf()]);
+    }
+    drop((dir, other));
+    guard.check();
+}

@@ -374,8 +374,10 @@ impl INotify {
     /// `options` say whether directories below it are watched too.
     ///
     /// `UNMOUNT` and `Q_OVERFLOW` are reported whatever the mask, and
-    /// `IGNORED` for `path` itself once its watch is gone (after
-    /// [`ignore`](INotify::ignore), or when it is deleted or unmounted).
+    /// `IGNORED` for `path` itself once the kernel ends its watch (when
+    /// it is deleted or unmounted, or after a `ONESHOT` event). After
+    /// [`ignore`](INotify::ignore) the callback hears nothing, not even
+    /// `IGNORED`.
     /// Symbolic links below `path` are not followed.
     ///
     /// # Errors
