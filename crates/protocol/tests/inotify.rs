@@ -781,3 +781,39 @@ fn an_ignored_watch_hears_nothing_more_not_even_ignored() {
     drop((dir, other));
     guard.check();
 }
+
+#[test]
+fn dropping_the_last_handle_in_a_callback_ends_delivery() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("dropped");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let count = Rc::new(std::cell::Cell::new(0));
+        let holder: Rc<RefCell<Option<INotify>>> = Rc::new(RefCell::new(None));
+        let (count2, holder2) = (count.clone(), holder.clone());
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE,
+                WatchOptions::default(),
+                move |_, _| {
+                    count2.set(count2.get() + 1);
+                    holder2.borrow_mut().take();
+                },
+            )
+            .unwrap();
+        *holder.borrow_mut() = Some(notifier);
+        // Three events in one read: the first callback drops the last handle.
+        for name in ["a", "b", "c"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        drive(&reactor, || count.get() >= 1);
+        for _ in 0..3 {
+            reactor.iterate(Duration::from_millis(0)).unwrap();
+        }
+        assert_eq!(count.get(), 1);
+    }
+    drop(dir);
+    guard.check();
+}

@@ -259,7 +259,8 @@ struct Inner {
 /// on the reactor's thread (Twisted's `twisted.internet.inotify.INotify`).
 ///
 /// One inotify instance; cheap to clone (clones share it). Dropping the
-/// last clone closes the instance and every watch with it. Each callback
+/// last clone closes the instance and every watch with it (inside a
+/// callback: no further event is delivered). Each callback
 /// runs on the reactor's thread; a callback that panics is logged and
 /// costs its own watch (as if [`ignore`](INotify::ignore)d), nothing
 /// else.
@@ -682,6 +683,13 @@ impl INotify {
         }
     }
 
+    /// True once every user's handle is gone (a callback dropped the
+    /// last): only the reader's own, for the read under way, is left,
+    /// and nothing more is delivered.
+    fn closed(&self) -> bool {
+        Rc::strong_count(&self.inner) == 1
+    }
+
     /// Reads what the kernel queued, a bounded amount per readiness.
     fn read_events(&self) {
         let Some(registration) = self.inner.registration.get() else {
@@ -694,6 +702,9 @@ impl INotify {
             .unwrap_or_else(|| vec![0; BUFFER_SIZE].into_boxed_slice());
         let mut scratch = self.inner.scratch.take();
         for _ in 0..READS_PER_EVENT {
+            if self.closed() {
+                break;
+            }
             let read = {
                 let mut state = self.inner.state.borrow_mut();
                 state.reads += 1;
@@ -1024,7 +1035,7 @@ impl INotify {
         callback: &RefCell<Box<Callback>>,
         event: &FsEvent<'_>,
     ) -> bool {
-        if !self.inner.state.borrow().roots.contains_key(&root_id) {
+        if self.closed() || !self.inner.state.borrow().roots.contains_key(&root_id) {
             return false;
         }
         let Ok(mut callback) = callback.try_borrow_mut() else {
