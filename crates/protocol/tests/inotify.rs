@@ -817,3 +817,68 @@ fn dropping_the_last_handle_in_a_callback_ends_delivery() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn a_recursive_watch_covers_what_lies_below_a_directory_watched_already() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("overlap");
+    let b = dir.path().join("b");
+    let c = b.join("c");
+    fs::create_dir_all(&c).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let b_log: Log = Rc::default();
+        let log: Log = Rc::default();
+        notifier
+            .watch(
+                &b,
+                FsMask::CREATE,
+                WatchOptions::default(),
+                recorder(&b_log),
+            )
+            .unwrap();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: true,
+        };
+        notifier
+            .watch(dir.path(), FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        let f = c.join("f");
+        fs::write(&f, b"").unwrap();
+        settle(&reactor, &log, &dir.path().join("marker"));
+        assert!(
+            log.borrow().iter().any(|seen| seen.path == f),
+            "{:?}",
+            kinds(&log)
+        );
+        // The same for a watched directory moved into the tree (auto_add).
+        let outside = TempDir::new("overlap-outside");
+        let o = outside.path().join("o");
+        fs::create_dir_all(o.join("p")).unwrap();
+        notifier
+            .watch(&o, FsMask::CREATE, WatchOptions::default(), |_, _| {})
+            .unwrap();
+        let moved = dir.path().join("o");
+        fs::rename(&o, &moved).unwrap();
+        settle(&reactor, &log, &dir.path().join("marker2"));
+        let g = moved.join("p/g");
+        fs::write(&g, b"").unwrap();
+        settle(&reactor, &log, &dir.path().join("marker3"));
+        assert!(
+            log.borrow().iter().any(|seen| seen.path == g),
+            "{:?}",
+            kinds(&log)
+        );
+        notifier.ignore(&o).unwrap();
+        // Ignoring the tree leaves b's own watch alone, and the reverse.
+        notifier.ignore(dir.path()).unwrap();
+        settle(&reactor, &b_log, &b.join("marker"));
+        let mut paths = notifier.watched_paths();
+        paths.sort();
+        assert_eq!(paths, std::slice::from_ref(&b));
+    }
+    drop(dir);
+    guard.check();
+}

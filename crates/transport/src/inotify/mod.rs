@@ -335,6 +335,15 @@ enum After {
     Remove(i32),
 }
 
+/// A directory to walk: its entries are watched for the root of watch
+/// `attach`, under their names, or under `key/name` when `dir` is
+/// watched by another root (`key` is its path from `attach`'s).
+struct Below {
+    dir: PathBuf,
+    attach: i32,
+    key: Option<OsString>,
+}
+
 /// How [`INotify::add_tree`] treats what it finds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Walk {
@@ -554,17 +563,46 @@ impl INotify {
         walk: Walk,
         found: &mut Vec<(PathBuf, FsMask)>,
     ) -> io::Result<()> {
-        let Some(root_id) = state.watches.get(&start).map(|watch| watch.root) else {
+        let Some(dir) = state.watches.get(&start).map(|watch| watch.path.clone()) else {
+            return Ok(());
+        };
+        let queue = VecDeque::from([Below {
+            dir,
+            attach: start,
+            key: None,
+        }]);
+        Self::walk(state, fd, queue, walk, found)
+    }
+
+    /// Watches the directories below those in `queue`, for the root of
+    /// their `attach` watch.
+    ///
+    /// A directory another root watches already keeps its watch (and
+    /// its events go to that root), but what lies below it is watched
+    /// for this root too: those watches hang from the nearest watch of
+    /// this root, under a key holding the path between them (`b/c`,
+    /// never an entry's name), so removing, renaming and repathing that
+    /// watch take them along.
+    fn walk(
+        state: &mut State,
+        fd: std::os::fd::BorrowedFd<'_>,
+        mut queue: VecDeque<Below>,
+        walk: Walk,
+        found: &mut Vec<(PathBuf, FsMask)>,
+    ) -> io::Result<()> {
+        let Some(root_id) = queue
+            .front()
+            .and_then(|below| state.watches.get(&below.attach))
+            .map(|watch| watch.root)
+        else {
             return Ok(());
         };
         let Some(mask) = state.roots.get(&root_id).map(|root| root.kernel_mask(true)) else {
             return Ok(());
         };
-        let mut queue = VecDeque::from([start]);
-        while let Some(wd) = queue.pop_front() {
-            let Some(dir) = state.watches.get(&wd).map(|watch| watch.path.clone()) else {
-                continue;
-            };
+        // Foreign directories walked through, against loops of mounts.
+        let mut through = Vec::new();
+        while let Some(Below { dir, attach, key }) = queue.pop_front() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if vanished(&e) || walk != Walk::Strict => {
@@ -587,15 +625,19 @@ impl INotify {
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                 let path = dir.join(&name);
                 if let Walk::Scan(read) = walk {
-                    let scanned = Scanned {
-                        read,
-                        inode: entry.ino(),
-                    };
-                    state
-                        .scanned
-                        .entry(wd)
-                        .or_default()
-                        .insert(name.clone(), scanned);
+                    // Below a foreign directory the kernel's events go to
+                    // its owner: nothing to suppress for this root.
+                    if key.is_none() {
+                        let scanned = Scanned {
+                            read,
+                            inode: entry.ino(),
+                        };
+                        state
+                            .scanned
+                            .entry(attach)
+                            .or_default()
+                            .insert(name.clone(), scanned);
+                    }
                     let kind = if is_dir {
                         FsMask::CREATE | FsMask::ISDIR
                     } else {
@@ -617,23 +659,44 @@ impl INotify {
                         continue;
                     }
                 };
-                if state.watches.contains_key(&child) {
+                let key = match &key {
+                    None => name,
+                    Some(key) => {
+                        let mut key = key.clone();
+                        key.push("/");
+                        key.push(&name);
+                        key
+                    }
+                };
+                if let Some(known) = state.watches.get(&child) {
+                    if known.root != root_id && !through.contains(&child) {
+                        through.push(child);
+                        queue.push_back(Below {
+                            dir: path,
+                            attach,
+                            key: Some(key),
+                        });
+                    }
                     continue;
                 }
                 state.watches.insert(
                     child,
                     Watch {
-                        path,
+                        path: path.clone(),
                         root: root_id,
-                        parent: Some(wd),
+                        parent: Some(attach),
                         children: HashMap::new(),
                         moving: None,
                     },
                 );
-                if let Some(parent) = state.watches.get_mut(&wd) {
-                    parent.children.insert(name, child);
+                if let Some(parent) = state.watches.get_mut(&attach) {
+                    parent.children.insert(key, child);
                 }
-                queue.push_back(child);
+                queue.push_back(Below {
+                    dir: path,
+                    attach: child,
+                    key: None,
+                });
             }
         }
         Ok(())
@@ -962,24 +1025,35 @@ impl INotify {
                     return;
                 }
             };
-            if state.watches.contains_key(&wd) {
-                return;
-            }
-            state.watches.insert(
-                wd,
-                Watch {
-                    path: dir,
-                    root: root_id,
-                    parent: Some(parent),
-                    children: HashMap::new(),
-                    moving: None,
-                },
-            );
-            if let Some(parent) = state.watches.get_mut(&parent) {
-                parent.children.insert(name.to_os_string(), wd);
-            }
             let walk = scan.map_or(Walk::Quiet, Walk::Scan);
-            let _ = Self::add_tree(state, fd, wd, walk, &mut found);
+            if let Some(known) = state.watches.get(&wd) {
+                if known.root != root_id {
+                    // Another root's: watch what lies below it for this one.
+                    let below = Below {
+                        dir,
+                        attach: parent,
+                        key: Some(name.to_os_string()),
+                    };
+                    let _ = Self::walk(state, fd, VecDeque::from([below]), walk, &mut found);
+                } else {
+                    return;
+                }
+            } else {
+                state.watches.insert(
+                    wd,
+                    Watch {
+                        path: dir,
+                        root: root_id,
+                        parent: Some(parent),
+                        children: HashMap::new(),
+                        moving: None,
+                    },
+                );
+                if let Some(parent) = state.watches.get_mut(&parent) {
+                    parent.children.insert(name.to_os_string(), wd);
+                }
+                let _ = Self::add_tree(state, fd, wd, walk, &mut found);
+            }
             wants_create
         };
         if !wants_create {
