@@ -882,3 +882,51 @@ fn a_recursive_watch_covers_what_lies_below_a_directory_watched_already() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn a_new_directory_that_cannot_be_watched_is_reported_as_lost_events() {
+    use std::os::fd::AsRawFd;
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("unwatchable");
+    // A watched directory whose path is just short of PATH_MAX: a
+    // directory made in it (relative to it) has a path the kernel
+    // refuses to resolve (ENAMETOOLONG), so it cannot be watched.
+    let mut root = dir.path().to_path_buf();
+    while root.as_os_str().len() < 4000 {
+        root.push("d".repeat(200));
+    }
+    let pad = 4090 - root.as_os_str().len();
+    root.push("e".repeat(pad));
+    fs::create_dir_all(&root).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        notifier
+            .watch(&root, FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        let handle = fs::File::open(&root).unwrap();
+        let name = std::ffi::CString::new("too-long-by-now").unwrap();
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        let made = unsafe { libc::mkdirat(handle.as_raw_fd(), name.as_ptr(), 0o755) };
+        assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+        let sub = root.join("too-long-by-now");
+        drive(&reactor, || {
+            log.borrow()
+                .iter()
+                .any(|seen| seen.mask == FsMask::Q_OVERFLOW)
+        });
+        let log = log.borrow();
+        assert_eq!(log[0].mask, FsMask::CREATE | FsMask::ISDIR);
+        assert_eq!(log[1].mask, FsMask::Q_OVERFLOW);
+        assert_eq!(log[1].path, sub);
+        assert!(!log[1].synthetic);
+        drop(handle);
+    }
+    drop(dir);
+    guard.check();
+}

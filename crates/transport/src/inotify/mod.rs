@@ -127,7 +127,10 @@ impl<'a> FsEvent<'a> {
     }
 
     /// True if events were lost ([`FsMask::Q_OVERFLOW`]): rescan what the
-    /// watch covers.
+    /// watch covers. With the watched path, the kernel's queue
+    /// overflowed; with a directory below it, that directory (new under
+    /// `auto_add`, or moved in) could not be watched (the watch limit,
+    /// say; the reason is logged) and its events will be lost.
     pub fn is_overflow(&self) -> bool {
         self.mask.contains(FsMask::Q_OVERFLOW)
     }
@@ -555,7 +558,8 @@ impl INotify {
 
     /// Watches the directories below watch `start` (itself watched).
     /// Under [`Walk::Scan`], every entry found is added to `found` and
-    /// remembered as scanned.
+    /// remembered as scanned; outside [`Walk::Strict`], a directory that
+    /// cannot be watched is added as `Q_OVERFLOW`.
     fn add_tree(
         state: &mut State,
         fd: std::os::fd::BorrowedFd<'_>,
@@ -656,6 +660,7 @@ impl INotify {
                     }
                     Err(e) => {
                         tracing::warn!(error = %with_path(e, "cannot watch", &path), "a new directory is not watched");
+                        found.push((path, FsMask::Q_OVERFLOW));
                         continue;
                     }
                 };
@@ -1002,7 +1007,7 @@ impl INotify {
         callback: &SharedCallback,
     ) {
         let mut found = Vec::new();
-        let wants_create = {
+        let wants_create = 'watch: {
             let mut state = self.inner.state.borrow_mut();
             let state = &mut *state;
             let Some(root) = state.roots.get(&root_id) else {
@@ -1022,7 +1027,8 @@ impl INotify {
                 Err(e) if vanished(&e) => return,
                 Err(e) => {
                     tracing::warn!(error = %with_path(e, "cannot watch", &dir), "a new directory is not watched");
-                    return;
+                    found.push((dir, FsMask::Q_OVERFLOW));
+                    break 'watch wants_create;
                 }
             };
             let walk = scan.map_or(Walk::Quiet, Walk::Scan);
@@ -1056,16 +1062,19 @@ impl INotify {
             }
             wants_create
         };
-        if !wants_create {
-            return;
-        }
         for (path, mask) in found {
+            // A directory that could not be watched is always told: its
+            // events will be lost.
+            let lost = mask == FsMask::Q_OVERFLOW;
+            if !wants_create && !lost {
+                continue;
+            }
             let event = FsEvent {
                 path: &path,
                 mask,
                 cookie: 0,
                 moved_from: None,
-                synthetic: true,
+                synthetic: !lost,
             };
             if !self.deliver(root_id, callback, &event) {
                 return;
