@@ -426,6 +426,11 @@ fn bad_requests_get_clear_errors() {
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
         assert!(error.to_string().contains("missing"), "{error}");
+        // The kernel's errno is kept, as the source.
+        let source = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(source, Some(libc::ENOENT), "{error:?}");
         let error = notifier
             .watch(
                 dir.path(),

@@ -359,12 +359,33 @@ enum Walk {
     Scan(u64),
 }
 
+/// The kernel's error with the path it concerns; the kernel's own
+/// error (and its errno) stays reachable as the source.
+#[derive(Debug)]
+struct PathError {
+    message: String,
+    source: io::Error,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     let hint = match e.raw_os_error() {
         Some(libc::ENOSPC) => " (the inotify watch limit, fs.inotify.max_user_watches, is reached)",
         _ => "",
     };
-    io::Error::new(e.kind(), format!("{what} {}: {e}{hint}", path.display()))
+    let message = format!("{what} {}: {e}{hint}", path.display());
+    io::Error::new(e.kind(), PathError { message, source: e })
 }
 
 /// True for the errors of a path that vanished while we looked.
@@ -401,7 +422,9 @@ impl INotify {
     ///   covers it; that watch is left as it was;
     /// - what the kernel says about `path` or, for a recursive watch, a
     ///   directory below it, named in the message (`ENOSPC` is the watch
-    ///   limit); a recursive watch that fails leaves nothing watched.
+    ///   limit), with the kernel's own error (its errno) as the
+    ///   [`source`](std::error::Error::source); a recursive watch that
+    ///   fails leaves nothing watched.
     ///   Directories that vanish during the walk are skipped.
     pub fn watch<P, F>(
         &self,
