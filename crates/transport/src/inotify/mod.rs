@@ -62,6 +62,13 @@ const READS_PER_EVENT: usize = 8;
 /// this only bounds memory against halves that never pair).
 const PENDING_MOVES: usize = 64;
 
+/// Names remembered from scans at most: past this, a scan's entries are
+/// still reported but not remembered, so the kernel's `CREATE` for one
+/// of them may be reported a second time (a duplicate, never a loss).
+/// Remembered names go when the queue is next found drained, which a
+/// steady flood can put off; this bounds the memory meanwhile.
+const SCANNED_NAMES: usize = if cfg!(test) { 4 } else { 65_536 };
+
 /// What a watch asks of the kernel beyond what its user asked for: the
 /// renames and deletions that keep a tree's paths, watches and scanned
 /// names right.
@@ -246,6 +253,8 @@ struct State {
     /// every event queued before the scan has been seen and the entry
     /// goes.
     scanned: HashMap<i32, HashMap<OsString, Scanned>>,
+    /// How many names `scanned` holds (at most [`SCANNED_NAMES`]).
+    scanned_names: usize,
     reads: u64,
 }
 
@@ -654,16 +663,15 @@ impl INotify {
                 if let Walk::Scan(read) = walk {
                     // Below a foreign directory the kernel's events go to
                     // its owner: nothing to suppress for this root.
-                    if key.is_none() {
+                    if key.is_none() && state.scanned_names < SCANNED_NAMES {
                         let scanned = Scanned {
                             read,
                             inode: entry.ino(),
                         };
-                        state
-                            .scanned
-                            .entry(attach)
-                            .or_default()
-                            .insert(name.clone(), scanned);
+                        let names = state.scanned.entry(attach).or_default();
+                        if names.insert(name.clone(), scanned).is_none() {
+                            state.scanned_names += 1;
+                        }
                     }
                     let kind = if is_dir {
                         FsMask::CREATE | FsMask::ISDIR
@@ -746,7 +754,9 @@ impl INotify {
             };
             // EINVAL: the kernel dropped it already.
             let _ = sys::rm_watch(fd, wd);
-            state.scanned.remove(&wd);
+            if let Some(names) = state.scanned.remove(&wd) {
+                state.scanned_names -= names.len();
+            }
             if watch.parent.is_none() {
                 state.roots.retain(|_, root| root.wd != wd);
             }
@@ -831,6 +841,7 @@ impl INotify {
                         names.retain(|_, scanned| scanned.read >= read);
                         !names.is_empty()
                     });
+                    state.scanned_names = state.scanned.values().map(HashMap::len).sum();
                 }
                 break;
             }
@@ -885,6 +896,7 @@ impl INotify {
         if !name.is_empty() && !state.scanned.is_empty() {
             if let Some(names) = state.scanned.get_mut(&wd) {
                 if let Some(scanned) = names.remove(name) {
+                    state.scanned_names -= 1;
                     if names.is_empty() {
                         state.scanned.remove(&wd);
                     }
@@ -1110,6 +1122,7 @@ impl INotify {
         let targets: Vec<(u64, PathBuf, SharedCallback)> = {
             let mut state = self.inner.state.borrow_mut();
             state.scanned.clear();
+            state.scanned_names = 0;
             state.moves.clear();
             for watch in state.watches.values_mut() {
                 watch.moving = None;
@@ -1164,5 +1177,47 @@ impl INotify {
             }
         }
         false
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_remembered_from_scans_are_bounded() {
+        let dir =
+            std::env::temp_dir().join(format!("torsion-inotify-scanned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let reactor = Reactor::new().unwrap();
+        let notifier = INotify::new(&reactor).unwrap();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        let heard = Rc::new(Cell::new(0));
+        let counter = heard.clone();
+        notifier
+            .watch(&dir, FsMask::CREATE, options, move |_, _| {
+                counter.set(counter.get() + 1)
+            })
+            .unwrap();
+        // Made before the reading: a scan finds the ten files.
+        std::fs::create_dir(dir.join("d")).unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.join(format!("d/f{i}")), b"").unwrap();
+        }
+        // As the reactor's handler does: a handle of its own.
+        notifier.clone().read_events();
+        // Reported all the same: the directory and its ten files.
+        assert_eq!(heard.get(), 11);
+        let state = notifier.inner.state.borrow();
+        let remembered: usize = state.scanned.values().map(HashMap::len).sum();
+        // The limit under test is 4.
+        assert!(remembered <= 4, "{remembered} names remembered");
+        drop(state);
+        drop(notifier);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
