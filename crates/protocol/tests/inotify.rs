@@ -935,3 +935,68 @@ fn a_new_directory_that_cannot_be_watched_is_reported_as_lost_events() {
     drop(dir);
     guard.check();
 }
+
+#[test]
+fn after_lost_events_a_tree_is_walked_again() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("rewalk");
+    let root = dir.path();
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::create_dir_all(root.join("gone/deeper")).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(120));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: true,
+        };
+        notifier
+            .watch(root, FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        let queued: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(16_384);
+        for i in 0..queued + 10 {
+            fs::File::create(root.join(format!("f{i}"))).unwrap();
+        }
+        // Lost with the overflow: a rename, a new tree, a deletion.
+        fs::rename(root.join("a"), root.join("z")).unwrap();
+        fs::create_dir_all(root.join("n/m")).unwrap();
+        fs::remove_dir_all(root.join("gone")).unwrap();
+        drive(&reactor, || {
+            log.borrow()
+                .iter()
+                .any(|seen| seen.mask == FsMask::Q_OVERFLOW)
+        });
+        let (moved, new) = (root.join("z/b/f"), root.join("n/m/f"));
+        fs::write(&moved, b"").unwrap();
+        fs::write(&new, b"").unwrap();
+        settle(&reactor, &log, &root.join("marker"));
+        let log = log.borrow();
+        assert!(
+            log.iter().any(|seen| seen.path == moved),
+            "the moved tree's path"
+        );
+        assert!(
+            log.iter().any(|seen| seen.path == new),
+            "the new tree watched"
+        );
+        let mut paths = notifier.watched_paths();
+        paths.sort();
+        let expected: Vec<PathBuf> = ["", "n", "n/m", "z", "z/b"]
+            .iter()
+            .map(|sub| {
+                if sub.is_empty() {
+                    root.to_path_buf()
+                } else {
+                    root.join(sub)
+                }
+            })
+            .collect();
+        assert_eq!(paths, expected);
+    }
+    drop(dir);
+    guard.check();
+}

@@ -22,7 +22,8 @@
 //! - Deleting one watched directory (`DELETE_SELF`) ends that watch only;
 //!   a watch is forgotten when the kernel says it is gone (`IGNORED`).
 //! - The kernel's queue overflowing reaches every watch as a
-//!   [`FsMask::Q_OVERFLOW`] event: events were lost, rescan.
+//!   [`FsMask::Q_OVERFLOW`] event: events were lost, rescan. Trees are
+//!   walked again first, so their watches match the disk.
 //! - Paths stay right across renames inside a watched tree: the two
 //!   halves of a rename are paired by their cookie, and a directory that
 //!   leaves the tree stops being watched.
@@ -34,7 +35,7 @@
 mod mask;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
@@ -366,6 +367,9 @@ enum Walk {
     /// A directory created under `auto_add`: its contents are reported,
     /// tagged with this read.
     Scan(u64),
+    /// After lost events: a tree walked again, its own watches descended
+    /// into and given the place the walk finds them at.
+    Again,
 }
 
 /// The kernel's error with the path it concerns; the kernel's own
@@ -598,9 +602,9 @@ impl INotify {
         start: i32,
         walk: Walk,
         found: &mut Vec<(PathBuf, FsMask)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<HashSet<i32>> {
         let Some(dir) = state.watches.get(&start).map(|watch| watch.path.clone()) else {
-            return Ok(());
+            return Ok(HashSet::new());
         };
         let queue = VecDeque::from([Below {
             dir,
@@ -619,22 +623,26 @@ impl INotify {
     /// this root, under a key holding the path between them (`b/c`,
     /// never an entry's name), so removing, renaming and repathing that
     /// watch take them along.
+    ///
+    /// Returns the watches of this root the walk found or made (those it
+    /// found only under [`Walk::Again`]).
     fn walk(
         state: &mut State,
         fd: std::os::fd::BorrowedFd<'_>,
         mut queue: VecDeque<Below>,
         walk: Walk,
         found: &mut Vec<(PathBuf, FsMask)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<HashSet<i32>> {
+        let mut seen = HashSet::new();
         let Some(root_id) = queue
             .front()
             .and_then(|below| state.watches.get(&below.attach))
             .map(|watch| watch.root)
         else {
-            return Ok(());
+            return Ok(seen);
         };
         let Some(mask) = state.roots.get(&root_id).map(|root| root.kernel_mask(true)) else {
-            return Ok(());
+            return Ok(seen);
         };
         // Foreign directories walked through, against loops of mounts.
         let mut through = Vec::new();
@@ -705,6 +713,28 @@ impl INotify {
                     }
                 };
                 if let Some(known) = state.watches.get(&child) {
+                    if known.root == root_id && walk == Walk::Again && seen.insert(child) {
+                        // Found where the walk says it is now.
+                        if let Some(old) = known.parent {
+                            if let Some(old) = state.watches.get_mut(&old) {
+                                old.children.retain(|_, wd| *wd != child);
+                            }
+                        }
+                        if let Some(parent) = state.watches.get_mut(&attach) {
+                            parent.children.insert(key, child);
+                        }
+                        if let Some(watch) = state.watches.get_mut(&child) {
+                            watch.parent = Some(attach);
+                            watch.path = path.clone();
+                            watch.moving = None;
+                        }
+                        queue.push_back(Below {
+                            dir: path,
+                            attach: child,
+                            key: None,
+                        });
+                        continue;
+                    }
                     if known.root != root_id && !through.contains(&child) {
                         through.push(child);
                         queue.push_back(Below {
@@ -715,6 +745,7 @@ impl INotify {
                     }
                     continue;
                 }
+                seen.insert(child);
                 state.watches.insert(
                     child,
                     Watch {
@@ -735,7 +766,7 @@ impl INotify {
                 });
             }
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Forgets watch `wd` and every watch below it, asking the kernel to
@@ -1117,15 +1148,52 @@ impl INotify {
         }
     }
 
-    /// Events were lost: every watch hears it once, with its own path.
+    /// Events were lost: every tree is walked again (new directories
+    /// watched, moved ones repathed, vanished ones forgotten), then every
+    /// watch hears it once, with its own path.
     fn overflow(&self) {
+        let mut lost = Vec::new();
         let targets: Vec<(u64, PathBuf, SharedCallback)> = {
             let mut state = self.inner.state.borrow_mut();
+            let state = &mut *state;
             state.scanned.clear();
             state.scanned_names = 0;
             state.moves.clear();
             for watch in state.watches.values_mut() {
                 watch.moving = None;
+            }
+            if let Ok(fd) = self.fd() {
+                let trees: Vec<(u64, i32)> = state
+                    .roots
+                    .iter()
+                    .filter(|(_, root)| root.is_tree())
+                    .map(|(id, root)| (*id, root.wd))
+                    .collect();
+                for (id, wd) in trees {
+                    let mut found = Vec::new();
+                    let seen =
+                        Self::add_tree(state, fd, wd, Walk::Again, &mut found).unwrap_or_default();
+                    let stale: Vec<i32> = state
+                        .watches
+                        .iter()
+                        .filter(|(sub, watch)| {
+                            watch.root == id && watch.parent.is_some() && !seen.contains(*sub)
+                        })
+                        .map(|(sub, _)| *sub)
+                        .collect();
+                    // Deleted, or moved out, while events were lost.
+                    for sub in stale {
+                        Self::remove(state, fd, sub);
+                    }
+                    if let Some(root) = state.roots.get(&id) {
+                        let callback = root.callback.clone();
+                        lost.extend(
+                            found
+                                .into_iter()
+                                .map(|(path, _)| (id, path, callback.clone())),
+                        );
+                    }
+                }
             }
             state
                 .roots
@@ -1134,7 +1202,7 @@ impl INotify {
                 .collect()
         };
         tracing::warn!("the inotify queue overflowed; events were lost");
-        for (id, path, callback) in targets {
+        for (id, path, callback) in targets.into_iter().chain(lost) {
             let event = FsEvent {
                 path: &path,
                 mask: FsMask::Q_OVERFLOW,
