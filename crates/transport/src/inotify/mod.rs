@@ -472,8 +472,8 @@ impl INotify {
         // mask into it (a `ONESHOT`, say) would change another root's.
         let mask = root.kernel_mask(false);
         let wd = match sys::add_watch(fd, path, mask | MASK_CREATE) {
-            // Before Linux 4.18 (no MASK_CREATE): the path is checked
-            // for a watch of ours first, so none is touched.
+            // Should a kernel refuse the flag: the path is checked for
+            // a watch of ours first, so none is touched.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 if let Some(e) = Self::already(&state, path) {
                     return Err(e);
@@ -494,11 +494,23 @@ impl INotify {
             }
             Err(e) => return Err(with_path(e, "cannot watch", path)),
         };
-        if state.watches.contains_key(&wd) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} is already watched by this INotify", path.display()),
-            ));
+        if let Some(known) = state.watches.get(&wd) {
+            // Only on a kernel that ignores MASK_CREATE (before 4.18, it
+            // is not refused there): the mask just replaced the existing
+            // watch's; give the owner its own back.
+            let owner = state
+                .roots
+                .get(&known.root)
+                .map(|owner| owner.kernel_mask(known.parent.is_some()));
+            if let Some(owner) = owner {
+                let _ = sys::add_watch(fd, path, owner);
+            }
+            return Err(Self::already(&state, path).unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is already watched by this INotify", path.display()),
+                )
+            }));
         }
         root.wd = wd;
         state.watches.insert(
