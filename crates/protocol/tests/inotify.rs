@@ -426,6 +426,11 @@ fn bad_requests_get_clear_errors() {
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
         assert!(error.to_string().contains("missing"), "{error}");
+        // The kernel's errno is kept, as the source.
+        let source = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(source, Some(libc::ENOENT), "{error:?}");
         let error = notifier
             .watch(
                 dir.path(),
@@ -590,5 +595,408 @@ fn a_directory_moved_in_under_auto_add_is_watched_with_what_it_holds() {
         assert_eq!(notifier.watched_paths().len(), 3);
     }
     drop((dir, outside));
+    guard.check();
+}
+
+#[test]
+fn a_file_replaced_after_a_scan_reported_it_is_reported_again() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("rescan-replace");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        let d = dir.path().join("d");
+        let x = d.join("x");
+        let replaced = Rc::new(std::cell::Cell::new(false));
+        let mut record = recorder(&log);
+        let (x2, replaced2) = (x.clone(), replaced.clone());
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE | FsMask::MOVED_TO,
+                options,
+                move |notifier, event| {
+                    record(notifier, event);
+                    // (a) on the scan's CREATE of d/x: replace d/x.
+                    if event.is_synthetic() && event.path() == x2 && !replaced2.get() {
+                        replaced2.set(true);
+                        fs::remove_file(&x2).unwrap();
+                        fs::write(&x2, b"new").unwrap();
+                        // (b) an editor's save over a scanned name.
+                        let d = x2.parent().unwrap();
+                        fs::write(d.join("y.tmp"), b"saved").unwrap();
+                        fs::rename(d.join("y.tmp"), d.join("y")).unwrap();
+                    }
+                },
+            )
+            .unwrap();
+        // Made before the reactor reads: found by the scan of d.
+        fs::create_dir(&d).unwrap();
+        fs::write(&x, b"old").unwrap();
+        fs::write(d.join("y"), b"old").unwrap();
+        drive(&reactor, || replaced.get());
+        settle(&reactor, &log, &d.join("marker"));
+        let seen = kinds(&log);
+        let creates = seen
+            .iter()
+            .filter(|(kind, path)| kind == "CREATE" && *path == x)
+            .count();
+        assert_eq!(creates, 2, "the scan's and the new file's: {seen:?}");
+        assert!(
+            seen.iter()
+                .any(|(kind, path)| kind == "MOVED_TO" && *path == d.join("y")),
+            "the save over y: {seen:?}"
+        );
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn a_directory_made_again_while_the_old_one_is_held_open_is_watched() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("remade");
+    let d = dir.path().join("d");
+    fs::create_dir(&d).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: true,
+        };
+        notifier
+            .watch(dir.path(), FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        // Held open: the old d's DELETE_SELF and IGNORED wait for it.
+        let held = fs::File::open(&d).unwrap();
+        fs::remove_dir(&d).unwrap();
+        fs::create_dir(&d).unwrap();
+        settle(&reactor, &log, &dir.path().join("marker"));
+        drop(held);
+        let y = d.join("y");
+        fs::write(&y, b"").unwrap();
+        settle(&reactor, &log, &dir.path().join("marker2"));
+        assert!(
+            log.borrow().iter().any(|seen| seen.path == y),
+            "{:?}",
+            kinds(&log)
+        );
+        let mut paths = notifier.watched_paths();
+        paths.sort();
+        assert_eq!(paths, [dir.path().to_path_buf(), d.clone()]);
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn a_refused_watch_leaves_the_existing_one_as_it_was() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("refused");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE,
+                WatchOptions::default(),
+                recorder(&log),
+            )
+            .unwrap();
+        let err = notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE | FsMask::ONESHOT,
+                WatchOptions::default(),
+                |_, _| {},
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert!(
+            err.to_string().contains(&*dir.path().to_string_lossy()),
+            "{err}"
+        );
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"").unwrap();
+        settle(&reactor, &log, &b);
+        assert_eq!(
+            kinds(&log),
+            [("CREATE".to_owned(), a), ("CREATE".to_owned(), b)]
+        );
+        // A directory watched below a tree: the message names the tree.
+        let tree = TempDir::new("refused-tree");
+        let sub = tree.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let options = WatchOptions {
+            auto_add: false,
+            recursive: true,
+        };
+        notifier
+            .watch(tree.path(), FsMask::CREATE, options, |_, _| {})
+            .unwrap();
+        let err = notifier
+            .watch(&sub, FsMask::CREATE, WatchOptions::default(), |_, _| {})
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        let below = format!("below {}", tree.path().display());
+        assert!(err.to_string().contains(&below), "{err}");
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn an_ignored_watch_hears_nothing_more_not_even_ignored() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("ignore");
+    let other = TempDir::new("ignore-other");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let other_log: Log = Rc::default();
+        let mask = FsMask::CREATE;
+        notifier
+            .watch(dir.path(), mask, WatchOptions::default(), recorder(&log))
+            .unwrap();
+        notifier
+            .watch(
+                other.path(),
+                mask,
+                WatchOptions::default(),
+                recorder(&other_log),
+            )
+            .unwrap();
+        notifier.ignore(dir.path()).unwrap();
+        fs::write(dir.path().join("a"), b"").unwrap();
+        // The kernel's IGNORED for the first watch comes before this.
+        settle(&reactor, &other_log, &other.path().join("marker"));
+        assert_eq!(kinds(&log), []);
+        assert_eq!(notifier.watched_paths(), [other.path().to_path_buf()]);
+    }
+    drop((dir, other));
+    guard.check();
+}
+
+#[test]
+fn dropping_the_last_handle_in_a_callback_ends_delivery() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("dropped");
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let count = Rc::new(std::cell::Cell::new(0));
+        let holder: Rc<RefCell<Option<INotify>>> = Rc::new(RefCell::new(None));
+        let (count2, holder2) = (count.clone(), holder.clone());
+        notifier
+            .watch(
+                dir.path(),
+                FsMask::CREATE,
+                WatchOptions::default(),
+                move |_, _| {
+                    count2.set(count2.get() + 1);
+                    holder2.borrow_mut().take();
+                },
+            )
+            .unwrap();
+        *holder.borrow_mut() = Some(notifier);
+        // Three events in one read: the first callback drops the last handle.
+        for name in ["a", "b", "c"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        drive(&reactor, || count.get() >= 1);
+        for _ in 0..3 {
+            reactor.iterate(Duration::from_millis(0)).unwrap();
+        }
+        assert_eq!(count.get(), 1);
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn a_recursive_watch_covers_what_lies_below_a_directory_watched_already() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("overlap");
+    let b = dir.path().join("b");
+    let c = b.join("c");
+    fs::create_dir_all(&c).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let b_log: Log = Rc::default();
+        let log: Log = Rc::default();
+        notifier
+            .watch(
+                &b,
+                FsMask::CREATE,
+                WatchOptions::default(),
+                recorder(&b_log),
+            )
+            .unwrap();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: true,
+        };
+        notifier
+            .watch(dir.path(), FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        let f = c.join("f");
+        fs::write(&f, b"").unwrap();
+        settle(&reactor, &log, &dir.path().join("marker"));
+        assert!(
+            log.borrow().iter().any(|seen| seen.path == f),
+            "{:?}",
+            kinds(&log)
+        );
+        // The same for a watched directory moved into the tree (auto_add).
+        let outside = TempDir::new("overlap-outside");
+        let o = outside.path().join("o");
+        fs::create_dir_all(o.join("p")).unwrap();
+        notifier
+            .watch(&o, FsMask::CREATE, WatchOptions::default(), |_, _| {})
+            .unwrap();
+        let moved = dir.path().join("o");
+        fs::rename(&o, &moved).unwrap();
+        settle(&reactor, &log, &dir.path().join("marker2"));
+        let g = moved.join("p/g");
+        fs::write(&g, b"").unwrap();
+        settle(&reactor, &log, &dir.path().join("marker3"));
+        assert!(
+            log.borrow().iter().any(|seen| seen.path == g),
+            "{:?}",
+            kinds(&log)
+        );
+        notifier.ignore(&o).unwrap();
+        // Ignoring the tree leaves b's own watch alone, and the reverse.
+        notifier.ignore(dir.path()).unwrap();
+        settle(&reactor, &b_log, &b.join("marker"));
+        let mut paths = notifier.watched_paths();
+        paths.sort();
+        assert_eq!(paths, std::slice::from_ref(&b));
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn a_new_directory_that_cannot_be_watched_is_reported_as_lost_events() {
+    use std::os::fd::AsRawFd;
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("unwatchable");
+    // A watched directory whose path is just short of PATH_MAX: a
+    // directory made in it (relative to it) has a path the kernel
+    // refuses to resolve (ENAMETOOLONG), so it cannot be watched.
+    let mut root = dir.path().to_path_buf();
+    while root.as_os_str().len() < 4000 {
+        root.push("d".repeat(200));
+    }
+    let pad = 4090 - root.as_os_str().len();
+    root.push("e".repeat(pad));
+    fs::create_dir_all(&root).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        notifier
+            .watch(&root, FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        let handle = fs::File::open(&root).unwrap();
+        let name = std::ffi::CString::new("too-long-by-now").unwrap();
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        let made = unsafe { libc::mkdirat(handle.as_raw_fd(), name.as_ptr(), 0o755) };
+        assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+        let sub = root.join("too-long-by-now");
+        drive(&reactor, || {
+            log.borrow()
+                .iter()
+                .any(|seen| seen.mask == FsMask::Q_OVERFLOW)
+        });
+        let log = log.borrow();
+        assert_eq!(log[0].mask, FsMask::CREATE | FsMask::ISDIR);
+        assert_eq!(log[1].mask, FsMask::Q_OVERFLOW);
+        assert_eq!(log[1].path, sub);
+        assert!(!log[1].synthetic);
+        drop(handle);
+    }
+    drop(dir);
+    guard.check();
+}
+
+#[test]
+fn after_lost_events_a_tree_is_walked_again() {
+    let guard = DescriptorGuard::new();
+    let dir = TempDir::new("rewalk");
+    let root = dir.path();
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::create_dir_all(root.join("gone/deeper")).unwrap();
+    {
+        let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(120));
+        let notifier = INotify::new(&reactor).unwrap();
+        let log: Log = Rc::default();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: true,
+        };
+        notifier
+            .watch(root, FsMask::CREATE, options, recorder(&log))
+            .unwrap();
+        let queued: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(16_384);
+        for i in 0..queued + 10 {
+            fs::File::create(root.join(format!("f{i}"))).unwrap();
+        }
+        // Lost with the overflow: a rename, a new tree, a deletion.
+        fs::rename(root.join("a"), root.join("z")).unwrap();
+        fs::create_dir_all(root.join("n/m")).unwrap();
+        fs::remove_dir_all(root.join("gone")).unwrap();
+        drive(&reactor, || {
+            log.borrow()
+                .iter()
+                .any(|seen| seen.mask == FsMask::Q_OVERFLOW)
+        });
+        let (moved, new) = (root.join("z/b/f"), root.join("n/m/f"));
+        fs::write(&moved, b"").unwrap();
+        fs::write(&new, b"").unwrap();
+        settle(&reactor, &log, &root.join("marker"));
+        let log = log.borrow();
+        assert!(
+            log.iter().any(|seen| seen.path == moved),
+            "the moved tree's path"
+        );
+        assert!(
+            log.iter().any(|seen| seen.path == new),
+            "the new tree watched"
+        );
+        let mut paths = notifier.watched_paths();
+        paths.sort();
+        let expected: Vec<PathBuf> = ["", "n", "n/m", "z", "z/b"]
+            .iter()
+            .map(|sub| {
+                if sub.is_empty() {
+                    root.to_path_buf()
+                } else {
+                    root.join(sub)
+                }
+            })
+            .collect();
+        assert_eq!(paths, expected);
+    }
+    drop(dir);
     guard.check();
 }

@@ -22,7 +22,8 @@
 //! - Deleting one watched directory (`DELETE_SELF`) ends that watch only;
 //!   a watch is forgotten when the kernel says it is gone (`IGNORED`).
 //! - The kernel's queue overflowing reaches every watch as a
-//!   [`FsMask::Q_OVERFLOW`] event: events were lost, rescan.
+//!   [`FsMask::Q_OVERFLOW`] event: events were lost, rescan. Trees are
+//!   walked again first, so their watches match the disk.
 //! - Paths stay right across renames inside a watched tree: the two
 //!   halves of a rename are paired by their cookie, and a directory that
 //!   leaves the tree stops being watched.
@@ -34,13 +35,14 @@
 mod mask;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -61,12 +63,23 @@ const READS_PER_EVENT: usize = 8;
 /// this only bounds memory against halves that never pair).
 const PENDING_MOVES: usize = 64;
 
+/// Names remembered from scans at most: past this, a scan's entries are
+/// still reported but not remembered, so the kernel's `CREATE` for one
+/// of them may be reported a second time (a duplicate, never a loss).
+/// Remembered names go when the queue is next found drained, which a
+/// steady flood can put off; this bounds the memory meanwhile.
+const SCANNED_NAMES: usize = if cfg!(test) { 4 } else { 65_536 };
+
 /// What a watch asks of the kernel beyond what its user asked for: the
-/// renames and creations that keep a tree's paths and watches right.
-const TREE_BITS: u32 = 0x40 | 0x80 | 0x800; // MOVED_FROM | MOVED_TO | MOVE_SELF
+/// renames and deletions that keep a tree's paths, watches and scanned
+/// names right.
+const TREE_BITS: u32 = 0x40 | 0x80 | 0x200 | 0x800; // MOVED_FROM | MOVED_TO | DELETE | MOVE_SELF
 const CREATE: u32 = 0x100;
 const ONLYDIR_NOFOLLOW: u32 = 0x0100_0000 | 0x0200_0000;
 const MASK_ADD: u32 = 0x2000_0000;
+/// `IN_MASK_CREATE` (Linux 4.18): fail with `EEXIST` rather than touch
+/// an existing watch.
+const MASK_CREATE: u32 = 0x1000_0000;
 const ISDIR: u32 = 0x4000_0000;
 
 /// How to watch a path.
@@ -122,7 +135,10 @@ impl<'a> FsEvent<'a> {
     }
 
     /// True if events were lost ([`FsMask::Q_OVERFLOW`]): rescan what the
-    /// watch covers.
+    /// watch covers. With the watched path, the kernel's queue
+    /// overflowed; with a directory below it, that directory (new under
+    /// `auto_add`, or moved in) could not be watched (the watch limit,
+    /// say; the reason is logged) and its events will be lost.
     pub fn is_overflow(&self) -> bool {
         self.mask.contains(FsMask::Q_OVERFLOW)
     }
@@ -174,9 +190,11 @@ impl Root {
         self.options.auto_add || self.options.recursive
     }
 
-    /// The kernel mask for this root's watches (`sub`: below the root).
+    /// The kernel mask for this root's watches (`sub`: below the root),
+    /// without `MASK_ADD`/`MASK_CREATE`.
     fn kernel_mask(&self, sub: bool) -> u32 {
-        let mut bits = self.mask.bits() & !(FsMask::ISDIR.bits() | FsMask::MASK_ADD.bits());
+        let mut bits =
+            self.mask.bits() & !(FsMask::ISDIR.bits() | FsMask::MASK_ADD.bits() | MASK_CREATE);
         if self.is_tree() {
             bits |= TREE_BITS;
         }
@@ -188,8 +206,11 @@ impl Root {
             // the user's flags only EXCL_UNLINK still makes sense.
             let keep = FsMask::ALL_EVENTS | FsMask::EXCL_UNLINK;
             bits = (bits & keep.bits()) | ONLYDIR_NOFOLLOW;
+            // A directory watched already (by another root) keeps its
+            // watch; what this one adds is filtered out for the owner.
+            bits |= MASK_ADD;
         }
-        bits | MASK_ADD
+        bits
     }
 }
 
@@ -211,6 +232,13 @@ struct PendingMove {
     watch: Option<i32>,
 }
 
+/// What a scan saw of one entry.
+struct Scanned {
+    /// The read during which it was scanned.
+    read: u64,
+    inode: u64,
+}
+
 #[derive(Default)]
 struct State {
     watches: HashMap<i32, Watch>,
@@ -218,11 +246,16 @@ struct State {
     next_root: u64,
     moves: VecDeque<PendingMove>,
     /// Entries reported by scans of new directories, by watch: the
-    /// kernel's `CREATE`/`MOVED_TO` for them is not reported again. Each
-    /// is tagged with the read during which it was scanned; once a later
-    /// read finds the queue drained, every event queued before the scan
-    /// has been seen and the entry goes.
-    scanned: HashMap<i32, HashMap<OsString, u64>>,
+    /// kernel's `CREATE`/`MOVED_TO` for one of them is not reported again
+    /// if the name still has the inode the scan saw (a file replaced
+    /// since is news). Any other event for the name (`DELETE`,
+    /// `MOVED_FROM`) forgets it. Each is tagged with the read during
+    /// which it was scanned; once a later read finds the queue drained,
+    /// every event queued before the scan has been seen and the entry
+    /// goes.
+    scanned: HashMap<i32, HashMap<OsString, Scanned>>,
+    /// How many names `scanned` holds (at most [`SCANNED_NAMES`]).
+    scanned_names: usize,
     reads: u64,
 }
 
@@ -239,7 +272,8 @@ struct Inner {
 /// on the reactor's thread (Twisted's `twisted.internet.inotify.INotify`).
 ///
 /// One inotify instance; cheap to clone (clones share it). Dropping the
-/// last clone closes the instance and every watch with it. Each callback
+/// last clone closes the instance and every watch with it (inside a
+/// callback: no further event is delivered). Each callback
 /// runs on the reactor's thread; a callback that panics is logged and
 /// costs its own watch (as if [`ignore`](INotify::ignore)d), nothing
 /// else.
@@ -314,6 +348,15 @@ enum After {
     Remove(i32),
 }
 
+/// A directory to walk: its entries are watched for the root of watch
+/// `attach`, under their names, or under `key/name` when `dir` is
+/// watched by another root (`key` is its path from `attach`'s).
+struct Below {
+    dir: PathBuf,
+    attach: i32,
+    key: Option<OsString>,
+}
+
 /// How [`INotify::add_tree`] treats what it finds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Walk {
@@ -324,6 +367,29 @@ enum Walk {
     /// A directory created under `auto_add`: its contents are reported,
     /// tagged with this read.
     Scan(u64),
+    /// After lost events: a tree walked again, its own watches descended
+    /// into and given the place the walk finds them at.
+    Again,
+}
+
+/// The kernel's error with the path it concerns; the kernel's own
+/// error (and its errno) stays reachable as the source.
+#[derive(Debug)]
+struct PathError {
+    message: String,
+    source: io::Error,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
@@ -331,7 +397,8 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
         Some(libc::ENOSPC) => " (the inotify watch limit, fs.inotify.max_user_watches, is reached)",
         _ => "",
     };
-    io::Error::new(e.kind(), format!("{what} {}: {e}{hint}", path.display()))
+    let message = format!("{what} {}: {e}{hint}", path.display());
+    io::Error::new(e.kind(), PathError { message, source: e })
 }
 
 /// True for the errors of a path that vanished while we looked.
@@ -354,18 +421,23 @@ impl INotify {
     /// `options` say whether directories below it are watched too.
     ///
     /// `UNMOUNT` and `Q_OVERFLOW` are reported whatever the mask, and
-    /// `IGNORED` for `path` itself once its watch is gone (after
-    /// [`ignore`](INotify::ignore), or when it is deleted or unmounted).
+    /// `IGNORED` for `path` itself once the kernel ends its watch (when
+    /// it is deleted or unmounted, or after a `ONESHOT` event). After
+    /// [`ignore`](INotify::ignore) the callback hears nothing, not even
+    /// `IGNORED`.
     /// Symbolic links below `path` are not followed.
     ///
     /// # Errors
     /// - [`io::ErrorKind::Unsupported`] off Linux;
     /// - [`io::ErrorKind::InvalidInput`] if `mask` names no event;
     /// - [`io::ErrorKind::AlreadyExists`] if this watcher already watches
-    ///   `path` (one callback per directory);
+    ///   `path` (one callback per directory), naming the watch that
+    ///   covers it; that watch is left as it was;
     /// - what the kernel says about `path` or, for a recursive watch, a
     ///   directory below it, named in the message (`ENOSPC` is the watch
-    ///   limit); a recursive watch that fails leaves nothing watched.
+    ///   limit), with the kernel's own error (its errno) as the
+    ///   [`source`](std::error::Error::source); a recursive watch that
+    ///   fails leaves nothing watched.
     ///   Directories that vanish during the walk are skipped.
     pub fn watch<P, F>(
         &self,
@@ -396,13 +468,49 @@ impl INotify {
             options,
             callback: Rc::new(RefCell::new(Box::new(callback))),
         };
-        let wd = sys::add_watch(fd, path, root.kernel_mask(false))
-            .map_err(|e| with_path(e, "cannot watch", path))?;
-        if state.watches.contains_key(&wd) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} is already watched by this INotify", path.display()),
-            ));
+        // A watch the kernel has already is left as it is: merging this
+        // mask into it (a `ONESHOT`, say) would change another root's.
+        let mask = root.kernel_mask(false);
+        let wd = match sys::add_watch(fd, path, mask | MASK_CREATE) {
+            // Should a kernel refuse the flag: the path is checked for
+            // a watch of ours first, so none is touched.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                if let Some(e) = Self::already(&state, path) {
+                    return Err(e);
+                }
+                sys::add_watch(fd, path, mask | MASK_ADD)
+            }
+            other => other,
+        };
+        let wd = match wd {
+            Ok(wd) => wd,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(Self::already(&state, path).unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} is already watched by this INotify", path.display()),
+                    )
+                }))
+            }
+            Err(e) => return Err(with_path(e, "cannot watch", path)),
+        };
+        if let Some(known) = state.watches.get(&wd) {
+            // Only on a kernel that ignores MASK_CREATE (before 4.18, it
+            // is not refused there): the mask just replaced the existing
+            // watch's; give the owner its own back.
+            let owner = state
+                .roots
+                .get(&known.root)
+                .map(|owner| owner.kernel_mask(known.parent.is_some()));
+            if let Some(owner) = owner {
+                let _ = sys::add_watch(fd, path, owner);
+            }
+            return Err(Self::already(&state, path).unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is already watched by this INotify", path.display()),
+                )
+            }));
         }
         root.wd = wd;
         state.watches.insert(
@@ -423,6 +531,31 @@ impl INotify {
             }
         }
         Ok(())
+    }
+
+    /// The error for a `path` some watch of this watcher covers (the
+    /// same directory or file, however spelled), naming the path that
+    /// watch was asked for.
+    fn already(state: &State, path: &Path) -> Option<io::Error> {
+        let meta = std::fs::metadata(path).ok()?;
+        let watch = state.watches.values().find(|watch| {
+            std::fs::metadata(&watch.path)
+                .is_ok_and(|other| other.dev() == meta.dev() && other.ino() == meta.ino())
+        })?;
+        let root = state.roots.get(&watch.root)?;
+        let how = if watch.parent.is_none() {
+            String::new()
+        } else {
+            format!(" (below {})", root.path.display())
+        };
+        Some(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is already watched by this INotify, as {}{how}",
+                path.display(),
+                watch.path.display()
+            ),
+        ))
     }
 
     /// Stops watching `path`, and the directories watched below it on its
@@ -473,25 +606,59 @@ impl INotify {
 
     /// Watches the directories below watch `start` (itself watched).
     /// Under [`Walk::Scan`], every entry found is added to `found` and
-    /// remembered as scanned.
+    /// remembered as scanned; outside [`Walk::Strict`], a directory that
+    /// cannot be watched is added as `Q_OVERFLOW`.
     fn add_tree(
         state: &mut State,
         fd: std::os::fd::BorrowedFd<'_>,
         start: i32,
         walk: Walk,
         found: &mut Vec<(PathBuf, FsMask)>,
-    ) -> io::Result<()> {
-        let Some(root_id) = state.watches.get(&start).map(|watch| watch.root) else {
-            return Ok(());
+    ) -> io::Result<HashSet<i32>> {
+        let Some(dir) = state.watches.get(&start).map(|watch| watch.path.clone()) else {
+            return Ok(HashSet::new());
+        };
+        let queue = VecDeque::from([Below {
+            dir,
+            attach: start,
+            key: None,
+        }]);
+        Self::walk(state, fd, queue, walk, found)
+    }
+
+    /// Watches the directories below those in `queue`, for the root of
+    /// their `attach` watch.
+    ///
+    /// A directory another root watches already keeps its watch (and
+    /// its events go to that root), but what lies below it is watched
+    /// for this root too: those watches hang from the nearest watch of
+    /// this root, under a key holding the path between them (`b/c`,
+    /// never an entry's name), so removing, renaming and repathing that
+    /// watch take them along.
+    ///
+    /// Returns the watches of this root the walk found or made (those it
+    /// found only under [`Walk::Again`]).
+    fn walk(
+        state: &mut State,
+        fd: std::os::fd::BorrowedFd<'_>,
+        mut queue: VecDeque<Below>,
+        walk: Walk,
+        found: &mut Vec<(PathBuf, FsMask)>,
+    ) -> io::Result<HashSet<i32>> {
+        let mut seen = HashSet::new();
+        let Some(root_id) = queue
+            .front()
+            .and_then(|below| state.watches.get(&below.attach))
+            .map(|watch| watch.root)
+        else {
+            return Ok(seen);
         };
         let Some(mask) = state.roots.get(&root_id).map(|root| root.kernel_mask(true)) else {
-            return Ok(());
+            return Ok(seen);
         };
-        let mut queue = VecDeque::from([start]);
-        while let Some(wd) = queue.pop_front() {
-            let Some(dir) = state.watches.get(&wd).map(|watch| watch.path.clone()) else {
-                continue;
-            };
+        // Foreign directories walked through, against loops of mounts.
+        let mut through = Vec::new();
+        while let Some(Below { dir, attach, key }) = queue.pop_front() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if vanished(&e) || walk != Walk::Strict => {
@@ -513,12 +680,19 @@ impl INotify {
                 // is not followed.
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                 let path = dir.join(&name);
-                if let Walk::Scan(tag) = walk {
-                    state
-                        .scanned
-                        .entry(wd)
-                        .or_default()
-                        .insert(name.clone(), tag);
+                if let Walk::Scan(read) = walk {
+                    // Below a foreign directory the kernel's events go to
+                    // its owner: nothing to suppress for this root.
+                    if key.is_none() && state.scanned_names < SCANNED_NAMES {
+                        let scanned = Scanned {
+                            read,
+                            inode: entry.ino(),
+                        };
+                        let names = state.scanned.entry(attach).or_default();
+                        if names.insert(name.clone(), scanned).is_none() {
+                            state.scanned_names += 1;
+                        }
+                    }
                     let kind = if is_dir {
                         FsMask::CREATE | FsMask::ISDIR
                     } else {
@@ -537,29 +711,74 @@ impl INotify {
                     }
                     Err(e) => {
                         tracing::warn!(error = %with_path(e, "cannot watch", &path), "a new directory is not watched");
+                        found.push((path, FsMask::Q_OVERFLOW));
                         continue;
                     }
                 };
-                if state.watches.contains_key(&child) {
+                let key = match &key {
+                    None => name,
+                    Some(key) => {
+                        let mut key = key.clone();
+                        key.push("/");
+                        key.push(&name);
+                        key
+                    }
+                };
+                if let Some(known) = state.watches.get(&child) {
+                    if known.root == root_id && walk == Walk::Again && seen.insert(child) {
+                        // Found where the walk says it is now.
+                        if let Some(old) = known.parent {
+                            if let Some(old) = state.watches.get_mut(&old) {
+                                old.children.retain(|_, wd| *wd != child);
+                            }
+                        }
+                        if let Some(parent) = state.watches.get_mut(&attach) {
+                            parent.children.insert(key, child);
+                        }
+                        if let Some(watch) = state.watches.get_mut(&child) {
+                            watch.parent = Some(attach);
+                            watch.path = path.clone();
+                            watch.moving = None;
+                        }
+                        queue.push_back(Below {
+                            dir: path,
+                            attach: child,
+                            key: None,
+                        });
+                        continue;
+                    }
+                    if known.root != root_id && !through.contains(&child) {
+                        through.push(child);
+                        queue.push_back(Below {
+                            dir: path,
+                            attach,
+                            key: Some(key),
+                        });
+                    }
                     continue;
                 }
+                seen.insert(child);
                 state.watches.insert(
                     child,
                     Watch {
-                        path,
+                        path: path.clone(),
                         root: root_id,
-                        parent: Some(wd),
+                        parent: Some(attach),
                         children: HashMap::new(),
                         moving: None,
                     },
                 );
-                if let Some(parent) = state.watches.get_mut(&wd) {
-                    parent.children.insert(name, child);
+                if let Some(parent) = state.watches.get_mut(&attach) {
+                    parent.children.insert(key, child);
                 }
-                queue.push_back(child);
+                queue.push_back(Below {
+                    dir: path,
+                    attach: child,
+                    key: None,
+                });
             }
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Forgets watch `wd` and every watch below it, asking the kernel to
@@ -578,12 +797,20 @@ impl INotify {
             };
             // EINVAL: the kernel dropped it already.
             let _ = sys::rm_watch(fd, wd);
-            state.scanned.remove(&wd);
+            if let Some(names) = state.scanned.remove(&wd) {
+                state.scanned_names -= names.len();
+            }
             if watch.parent.is_none() {
                 state.roots.retain(|_, root| root.wd != wd);
             }
             stack.extend(watch.children.into_values());
         }
+    }
+
+    /// Takes the watched subdirectory `name` out of watch `parent`'s
+    /// children, keeping its watch; returns it.
+    fn detach(state: &mut State, parent: i32, name: &OsStr) -> Option<i32> {
+        state.watches.get_mut(&parent)?.children.remove(name)
     }
 
     /// Gives watch `wd` (and those below it) the path `path`.
@@ -600,6 +827,13 @@ impl INotify {
         }
     }
 
+    /// True once every user's handle is gone (a callback dropped the
+    /// last): only the reader's own, for the read under way, is left,
+    /// and nothing more is delivered.
+    fn closed(&self) -> bool {
+        Rc::strong_count(&self.inner) == 1
+    }
+
     /// Reads what the kernel queued, a bounded amount per readiness.
     fn read_events(&self) {
         let Some(registration) = self.inner.registration.get() else {
@@ -612,6 +846,9 @@ impl INotify {
             .unwrap_or_else(|| vec![0; BUFFER_SIZE].into_boxed_slice());
         let mut scratch = self.inner.scratch.take();
         for _ in 0..READS_PER_EVENT {
+            if self.closed() {
+                break;
+            }
             let read = {
                 let mut state = self.inner.state.borrow_mut();
                 state.reads += 1;
@@ -644,9 +881,10 @@ impl INotify {
                 let mut state = self.inner.state.borrow_mut();
                 if !state.scanned.is_empty() {
                     state.scanned.retain(|_, names| {
-                        names.retain(|_, tag| *tag >= read);
+                        names.retain(|_, scanned| scanned.read >= read);
                         !names.is_empty()
                     });
+                    state.scanned_names = state.scanned.values().map(HashMap::len).sum();
                 }
                 break;
             }
@@ -668,6 +906,11 @@ impl INotify {
             return;
         };
         let Some(root) = state.roots.get(&watch.root) else {
+            if bits & FsMask::IGNORED.bits() != 0 {
+                // A directory detached from its tree (below) outlived
+                // the tree's root: only now is it gone.
+                state.watches.remove(&wd);
+            }
             return;
         };
         let root_id = watch.root;
@@ -690,14 +933,21 @@ impl INotify {
         let mut moved_from = None;
 
         // Entries a scan reported: the kernel's own report of their
-        // arrival is a duplicate; their departure ends the matter.
+        // arrival is a duplicate if the name still holds what the scan
+        // saw (one `lstat`, only for such names); their departure ends
+        // the matter.
         if !name.is_empty() && !state.scanned.is_empty() {
             if let Some(names) = state.scanned.get_mut(&wd) {
-                if names.remove(name).is_some() {
+                if let Some(scanned) = names.remove(name) {
+                    state.scanned_names -= 1;
                     if names.is_empty() {
                         state.scanned.remove(&wd);
                     }
-                    if has(FsMask::CREATE) || has(FsMask::MOVED_TO) {
+                    let arrival = has(FsMask::CREATE) || has(FsMask::MOVED_TO);
+                    if arrival
+                        && std::fs::symlink_metadata(&*path)
+                            .is_ok_and(|meta| meta.ino() == scanned.inode)
+                    {
                         return;
                     }
                 }
@@ -705,8 +955,11 @@ impl INotify {
         }
 
         if has(FsMask::MOVED_FROM) {
+            // The name is free at once (a new directory may take it
+            // before this one's `MOVE_SELF` arrives); the watch is kept
+            // until the rename's second half or `MOVE_SELF` decides.
             let child = if is_dir && is_tree {
-                watch.children.get(name).copied()
+                Self::detach(state, wd, name)
             } else {
                 None
             };
@@ -779,6 +1032,11 @@ impl INotify {
                     scan: true,
                 };
             }
+        } else if has(FsMask::DELETE) && is_dir && is_tree {
+            // The name is free at once: a directory made again under it
+            // is a new one to watch. The old watch stays until its
+            // `IGNORED`, which waits while the old directory is open.
+            Self::detach(state, wd, name);
         } else if has(FsMask::MOVE_SELF) {
             let watch = state.watches.get_mut(&wd).expect("looked up above");
             if watch.moving.take().is_some() && !is_root_watch {
@@ -827,7 +1085,7 @@ impl INotify {
         callback: &SharedCallback,
     ) {
         let mut found = Vec::new();
-        let wants_create = {
+        let wants_create = 'watch: {
             let mut state = self.inner.state.borrow_mut();
             let state = &mut *state;
             let Some(root) = state.roots.get(&root_id) else {
@@ -847,39 +1105,54 @@ impl INotify {
                 Err(e) if vanished(&e) => return,
                 Err(e) => {
                     tracing::warn!(error = %with_path(e, "cannot watch", &dir), "a new directory is not watched");
-                    return;
+                    found.push((dir, FsMask::Q_OVERFLOW));
+                    break 'watch wants_create;
                 }
             };
-            if state.watches.contains_key(&wd) {
-                return;
-            }
-            state.watches.insert(
-                wd,
-                Watch {
-                    path: dir,
-                    root: root_id,
-                    parent: Some(parent),
-                    children: HashMap::new(),
-                    moving: None,
-                },
-            );
-            if let Some(parent) = state.watches.get_mut(&parent) {
-                parent.children.insert(name.to_os_string(), wd);
-            }
             let walk = scan.map_or(Walk::Quiet, Walk::Scan);
-            let _ = Self::add_tree(state, fd, wd, walk, &mut found);
+            if let Some(known) = state.watches.get(&wd) {
+                if known.root != root_id {
+                    // Another root's: watch what lies below it for this one.
+                    let below = Below {
+                        dir,
+                        attach: parent,
+                        key: Some(name.to_os_string()),
+                    };
+                    let _ = Self::walk(state, fd, VecDeque::from([below]), walk, &mut found);
+                } else {
+                    return;
+                }
+            } else {
+                state.watches.insert(
+                    wd,
+                    Watch {
+                        path: dir,
+                        root: root_id,
+                        parent: Some(parent),
+                        children: HashMap::new(),
+                        moving: None,
+                    },
+                );
+                if let Some(parent) = state.watches.get_mut(&parent) {
+                    parent.children.insert(name.to_os_string(), wd);
+                }
+                let _ = Self::add_tree(state, fd, wd, walk, &mut found);
+            }
             wants_create
         };
-        if !wants_create {
-            return;
-        }
         for (path, mask) in found {
+            // A directory that could not be watched is always told: its
+            // events will be lost.
+            let lost = mask == FsMask::Q_OVERFLOW;
+            if !wants_create && !lost {
+                continue;
+            }
             let event = FsEvent {
                 path: &path,
                 mask,
                 cookie: 0,
                 moved_from: None,
-                synthetic: true,
+                synthetic: !lost,
             };
             if !self.deliver(root_id, callback, &event) {
                 return;
@@ -887,14 +1160,52 @@ impl INotify {
         }
     }
 
-    /// Events were lost: every watch hears it once, with its own path.
+    /// Events were lost: every tree is walked again (new directories
+    /// watched, moved ones repathed, vanished ones forgotten), then every
+    /// watch hears it once, with its own path.
     fn overflow(&self) {
+        let mut lost = Vec::new();
         let targets: Vec<(u64, PathBuf, SharedCallback)> = {
             let mut state = self.inner.state.borrow_mut();
+            let state = &mut *state;
             state.scanned.clear();
+            state.scanned_names = 0;
             state.moves.clear();
             for watch in state.watches.values_mut() {
                 watch.moving = None;
+            }
+            if let Ok(fd) = self.fd() {
+                let trees: Vec<(u64, i32)> = state
+                    .roots
+                    .iter()
+                    .filter(|(_, root)| root.is_tree())
+                    .map(|(id, root)| (*id, root.wd))
+                    .collect();
+                for (id, wd) in trees {
+                    let mut found = Vec::new();
+                    let seen =
+                        Self::add_tree(state, fd, wd, Walk::Again, &mut found).unwrap_or_default();
+                    let stale: Vec<i32> = state
+                        .watches
+                        .iter()
+                        .filter(|(sub, watch)| {
+                            watch.root == id && watch.parent.is_some() && !seen.contains(*sub)
+                        })
+                        .map(|(sub, _)| *sub)
+                        .collect();
+                    // Deleted, or moved out, while events were lost.
+                    for sub in stale {
+                        Self::remove(state, fd, sub);
+                    }
+                    if let Some(root) = state.roots.get(&id) {
+                        let callback = root.callback.clone();
+                        lost.extend(
+                            found
+                                .into_iter()
+                                .map(|(path, _)| (id, path, callback.clone())),
+                        );
+                    }
+                }
             }
             state
                 .roots
@@ -903,7 +1214,7 @@ impl INotify {
                 .collect()
         };
         tracing::warn!("the inotify queue overflowed; events were lost");
-        for (id, path, callback) in targets {
+        for (id, path, callback) in targets.into_iter().chain(lost) {
             let event = FsEvent {
                 path: &path,
                 mask: FsMask::Q_OVERFLOW,
@@ -923,7 +1234,7 @@ impl INotify {
         callback: &RefCell<Box<Callback>>,
         event: &FsEvent<'_>,
     ) -> bool {
-        if !self.inner.state.borrow().roots.contains_key(&root_id) {
+        if self.closed() || !self.inner.state.borrow().roots.contains_key(&root_id) {
             return false;
         }
         let Ok(mut callback) = callback.try_borrow_mut() else {
@@ -946,5 +1257,47 @@ impl INotify {
             }
         }
         false
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_remembered_from_scans_are_bounded() {
+        let dir =
+            std::env::temp_dir().join(format!("torsion-inotify-scanned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let reactor = Reactor::new().unwrap();
+        let notifier = INotify::new(&reactor).unwrap();
+        let options = WatchOptions {
+            auto_add: true,
+            recursive: false,
+        };
+        let heard = Rc::new(Cell::new(0));
+        let counter = heard.clone();
+        notifier
+            .watch(&dir, FsMask::CREATE, options, move |_, _| {
+                counter.set(counter.get() + 1)
+            })
+            .unwrap();
+        // Made before the reading: a scan finds the ten files.
+        std::fs::create_dir(dir.join("d")).unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.join(format!("d/f{i}")), b"").unwrap();
+        }
+        // As the reactor's handler does: a handle of its own.
+        notifier.clone().read_events();
+        // Reported all the same: the directory and its ten files.
+        assert_eq!(heard.get(), 11);
+        let state = notifier.inner.state.borrow();
+        let remembered: usize = state.scanned.values().map(HashMap::len).sum();
+        // The limit under test is 4.
+        assert!(remembered <= 4, "{remembered} names remembered");
+        drop(state);
+        drop(notifier);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
