@@ -617,7 +617,7 @@ impl TlsTransport {
                 // Wait, bounded, for the peer's close_notify or end of
                 // stream; our side is shut for writing meanwhile.
                 self.state.borrow_mut().closing = Closing::Sent;
-                self.arm_close_wait(&reactor);
+                self.arm_close_wait(&reactor, 0);
                 lower.lose_write_connection();
             }
             _ => {
@@ -689,7 +689,7 @@ impl TlsTransport {
     /// close timeout the lower transport is closed. The period starts
     /// again while the peer is still taking what we queued below (a slow
     /// reader); a peer that takes nothing for a whole period is cut off.
-    fn arm_close_wait(&self, reactor: &Reactor) {
+    fn arm_close_wait(&self, reactor: &Reactor, period: u32) {
         let me = self.me.clone();
         let timeout = self.close_timeout.get();
         let queued = self
@@ -698,15 +698,16 @@ impl TlsTransport {
         let timer = reactor.call_later(timeout, move |reactor| {
             if let Some(me) = me.upgrade() {
                 tracing::debug!(?timeout, "TLS: no close_notify from the peer; closing");
-                me.close_wait_over(reactor, queued);
+                me.close_wait_over(reactor, queued, period);
             }
         });
         self.state.borrow_mut().close_timer = Some(timer);
     }
 
     /// The close timeout passed without the peer's close_notify; `queued`
-    /// is what waited below when the period began.
-    fn close_wait_over(&self, reactor: &Reactor, queued: usize) {
+    /// is what waited below when the period began, `period` how many
+    /// periods have passed before this one.
+    fn close_wait_over(&self, reactor: &Reactor, queued: usize, period: u32) {
         self.state.borrow_mut().close_timer = None;
         let now = self
             .lower()
@@ -715,16 +716,17 @@ impl TlsTransport {
             self.close_lower();
             return;
         }
-        if now < queued {
+        if now < queued && period + 1 < MAX_CLOSE_WAIT_PERIODS {
             // Still being read, slowly: another period.
             if self.state.borrow().closing == Closing::Sent {
-                self.arm_close_wait(reactor);
+                self.arm_close_wait(reactor, period + 1);
             }
             return;
         }
-        // Not a byte taken for a whole period, our close_notify among
-        // them: a graceful close would wait on that queue for ever.
-        tracing::debug!("TLS: the peer does not read; aborting");
+        // Not a byte taken for a whole period (our close_notify among
+        // them), or still not done after the last period: a graceful close
+        // would wait on that queue without bound.
+        tracing::debug!("TLS: the peer does not read our close; aborting");
         {
             let mut state = self.state.borrow_mut();
             if state.closing == Closing::Done {
@@ -762,6 +764,11 @@ thread_local! {
     /// an inner protocol.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// How many close timeouts a peer that still reads, slowly, is given to
+/// take what was queued before our close_notify; then the connection is
+/// aborted, so a trickling reader cannot hold a descriptor for hours.
+const MAX_CLOSE_WAIT_PERIODS: u32 = 4;
 
 /// Writes smaller than this, made during one of the wrapper's events, are
 /// gathered and encrypted together at its end.

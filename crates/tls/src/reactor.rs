@@ -284,7 +284,10 @@ pub trait ReactorTls: ReactorTcp + ReactorUnix {
     /// a failed handshake (a TLS alert, a certificate that does not
     /// verify, the peer closing, the handshake timeout) fails it with
     /// [`ConnectError::Failed`], whose error is of kind `InvalidData` for
-    /// a TLS failure or timeout and names the cause. Dropping the future
+    /// a TLS failure or timeout and names the cause. (Under TLS 1.3 a
+    /// server that refuses our client certificate says so only after our
+    /// side of the handshake is complete: the future has resolved, and
+    /// the refusal is the stream's first read error.) Dropping the future
     /// cancels the attempt: before the TCP connection is made, the attempt
     /// is abandoned; during the handshake, the connection is closed.
     ///

@@ -290,12 +290,41 @@ fn a_slow_reader_keeps_the_close_going_while_it_takes_bytes() {
     let to_server = pair.client.pipe.take(usize::MAX);
     pair.server.receive(&to_server);
     // The peer takes a little in every period: the wait goes on.
-    for _ in 0..5 {
+    for _ in 0..2 {
         pair.server.pipe.take(16 * 1024);
         clock.advance(Duration::from_secs(5));
         assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
     }
     // It stops taking: cut off after one more period.
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Aborted);
+    assert_eq!(reactor.pending_call_count(), 0, "no timer left behind");
+}
+
+#[test]
+fn a_trickling_reader_is_cut_off_after_four_close_timeouts() {
+    let (reactor, clock) = Reactor::with_manual_clock().unwrap();
+    let (server, _server_record) = Recorder::new();
+    let server = server.on_data(|t, _| {
+        t.write(&vec![7u8; 256 * 1024]);
+        t.lose_connection();
+    });
+    let (client, _client_record) = Recorder::new();
+    let client = client.on_made(|t| t.write(b"hi"));
+    let mut pair = tls_pair(server, client, Some(&reactor));
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    let to_client = pair.server.pipe.take(usize::MAX);
+    pair.client.receive(&to_client);
+    let to_server = pair.client.pipe.take(usize::MAX);
+    pair.server.receive(&to_server);
+    // 4 KiB per period: the queue would last far longer than 4 periods.
+    for _ in 0..3 {
+        pair.server.pipe.take(4 * 1024);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Open);
+    }
+    pair.server.pipe.take(4 * 1024);
     clock.advance(Duration::from_secs(5));
     assert_eq!(*pair.server.pipe.closing.borrow(), Closing::Aborted);
     assert_eq!(reactor.pending_call_count(), 0, "no timer left behind");
