@@ -688,7 +688,8 @@ impl TlsTransport {
     /// Waits, bounded, for the peer's close_notify after ours: after the
     /// close timeout the lower transport is closed. The period starts
     /// again while the peer is still taking what we queued below (a slow
-    /// reader); a peer that takes nothing for a whole period is cut off.
+    /// reader), up to [`MAX_CLOSE_WAIT_PERIODS`] in all; a peer that takes
+    /// nothing for a whole period, or is not done by then, is cut off.
     fn arm_close_wait(&self, reactor: &Reactor, period: u32) {
         let me = self.me.clone();
         let timeout = self.close_timeout.get();
