@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::interest::{Interest, Readiness};
@@ -27,24 +27,33 @@ const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 /// Read by the signal handler, so plain atomics only.
 static PIPES: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
+/// How many signal handlers are running now (on any thread): a guard
+/// that withdrew its descriptor waits for this to reach zero before the
+/// descriptor is closed, so a handler that loaded it just before never
+/// writes to a closed (or reused) descriptor number.
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
 /// How many reactors have handlers installed, and what was there before.
 static INSTALLED: Mutex<(usize, Vec<libc::sigaction>)> = Mutex::new((0, Vec::new()));
 
 extern "C" fn on_signal(signal: libc::c_int) {
+    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     // SAFETY: errno is thread-local and restored before returning; write
-    // is async-signal-safe, and the descriptors are valid while published
-    // (they are withdrawn before being closed).
+    // is async-signal-safe, and a descriptor loaded here stays open until
+    // this handler has finished (a guard withdraws it, then waits for
+    // `IN_HANDLER` to drop to zero, before closing it).
     unsafe {
         let errno = *sys::errno_location();
         let byte = signal as u8;
         for slot in &PIPES {
-            let fd = slot.load(Ordering::Relaxed);
+            let fd = slot.load(Ordering::SeqCst);
             if fd >= 0 {
                 libc::write(fd, (&byte as *const u8).cast(), 1);
             }
         }
         *sys::errno_location() = errno;
     }
+    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Signal handling for one run of a reactor; undone when dropped.
@@ -143,7 +152,13 @@ impl Drop for SignalGuard {
             }
             installed.1.clear();
         }
-        // Withdraw the write end before `_write` is closed after this.
-        PIPES[self.slot].store(-1, Ordering::Release);
+        // Withdraw the write end, then let any handler that may have
+        // loaded it finish, before `_write` is closed after this. (A handler
+        // interrupting this thread finishes before the loop runs, so the
+        // wait cannot deadlock; handlers elsewhere take microseconds.)
+        PIPES[self.slot].store(-1, Ordering::SeqCst);
+        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
     }
 }
