@@ -367,13 +367,8 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
     }
 }
 
-/// A kqueue process filter registered with a reactor
-/// ([`Reactor::register_process_exit`]): the exit of one child process,
-/// reported to a [`Handler`] as readable. Dropping it removes the filter
-/// (if the child has not exited yet) and releases the handler.
-///
-/// The filter only tells when: the child is still to be reaped
-/// (`waitpid`) by whoever registered it.
+/// Child-process exits through kqueue (macOS and the BSDs): one cfg for
+/// all of it.
 #[cfg(any(
     target_vendor = "apple",
     target_os = "freebsd",
@@ -381,148 +376,140 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
     target_os = "openbsd",
     target_os = "dragonfly"
 ))]
-pub struct ProcessRegistration {
-    pid: std::num::NonZeroI32,
-    key: usize,
-    id: u64,
-    shared: Arc<Shared>,
-    reactor: WeakReactor,
-}
+mod kqueue_process {
+    use super::*;
 
-#[cfg(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-impl ProcessRegistration {
-    /// The watched process's id.
-    pub fn pid(&self) -> std::num::NonZeroI32 {
-        self.pid
-    }
-
-    /// Asks the reactor to call the handler with [`Readiness::WOKEN`] at
-    /// the end of the current turn, as [`Registration::wake`] does: for a
-    /// first look (the child may have exited before the filter was added,
-    /// and not every system reports that). Costs no system call.
-    pub fn wake(&self) {
-        if let Some(reactor) = self.reactor.upgrade() {
-            reactor.inner().woken.borrow_mut().push(self.key);
-        }
-    }
-}
-
-#[cfg(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-impl fmt::Debug for ProcessRegistration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessRegistration")
-            .field("pid", &self.pid)
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-#[cfg(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-impl Reactor {
-    /// Watches child process `pid` with a kqueue process filter
-    /// (`EVFILT_PROC` with `NOTE_EXIT`): when it exits, `handler` is
-    /// called once, readable, until the returned registration is dropped.
-    /// Only on the systems with kqueue (macOS and the BSDs); on Linux a
-    /// pidfd registered with [`Reactor::register`] does this.
+    /// A kqueue process filter registered with a reactor
+    /// ([`Reactor::register_process_exit`]): the exit of one child process,
+    /// reported to a [`Handler`] as readable. Dropping it removes the filter
+    /// (if the child has not exited yet) and releases the handler.
     ///
-    /// Nothing is reaped: the handler calls `waitpid(pid, WNOHANG)`. A
-    /// child that has already exited (a zombie) may be refused (macOS
-    /// answers `ESRCH`) or reported at once, as the system does: on an
-    /// error, ask `waitpid` directly.
-    ///
-    /// # Safety
-    /// `pid` must be a child of this process that has not been reaped, and
-    /// must not be reaped before the returned registration is dropped or
-    /// has reported the exit (a reaped pid can be reused by an unrelated
-    /// process).
-    ///
-    /// # Errors
-    /// If kqueue refuses the filter.
-    pub unsafe fn register_process_exit(
-        &self,
+    /// The filter only tells when: the child is still to be reaped
+    /// (`waitpid`) by whoever registered it.
+    pub struct ProcessRegistration {
         pid: std::num::NonZeroI32,
-        handler: Rc<dyn Handler>,
-    ) -> io::Result<ProcessRegistration> {
-        let inner = self.inner();
-        let (key, id) = {
-            let mut sources = inner.sources.borrow_mut();
-            let id = sources.next_id;
-            sources.next_id += 1;
-            let key = sources.slab.insert(Source {
-                handler,
-                fd: -1,
-                process: Some(pid),
-                interest: Interest::READABLE,
-                parked: false,
-                id,
-            });
-            (key, id)
-        };
-        // SAFETY: forwarded from this function's contract.
-        let added = inner
-            .shared
-            .with_poller(|poller| unsafe { poller.add_process(pid, key) });
-        if let Err(e) = added {
-            let source = inner.sources.borrow_mut().slab.remove(key);
-            drop(source);
-            return Err(e);
-        }
-        Ok(ProcessRegistration {
-            pid,
-            key,
-            id,
-            shared: inner.shared.clone(),
-            reactor: self.downgrade(),
-        })
+        key: usize,
+        id: u64,
+        shared: Arc<Shared>,
+        reactor: WeakReactor,
     }
-}
 
-#[cfg(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-impl Drop for ProcessRegistration {
-    fn drop(&mut self) {
-        let removed = self.reactor.upgrade().and_then(|reactor| {
-            let mut sources = reactor.inner().sources.borrow_mut();
-            sources.get_mut(self.key, self.id)?;
-            sources.slab.remove(self.key)
-        });
-        if removed.as_ref().is_none_or(|source| !source.parked) {
-            // After the exit the kernel has dropped the filter by itself:
-            // an error here (ENOENT, ESRCH) is expected then.
-            if let Err(e) = self
-                .shared
-                .with_poller(|poller| poller.delete_process(self.pid))
-            {
-                tracing::trace!(error = %e, key = self.key, "process filter already gone");
+    impl ProcessRegistration {
+        /// The watched process's id.
+        pub fn pid(&self) -> std::num::NonZeroI32 {
+            self.pid
+        }
+
+        /// Asks the reactor to call the handler with [`Readiness::WOKEN`] at
+        /// the end of the current turn, as [`Registration::wake`] does: for a
+        /// first look (the child may have exited before the filter was added,
+        /// and not every system reports that). Costs no system call.
+        pub fn wake(&self) {
+            if let Some(reactor) = self.reactor.upgrade() {
+                reactor.inner().woken.borrow_mut().push(self.key);
             }
         }
-        // The handler drops outside the borrow, as in `Registration`.
-        drop(removed);
+    }
+
+    impl fmt::Debug for ProcessRegistration {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ProcessRegistration")
+                .field("pid", &self.pid)
+                .field("key", &self.key)
+                .finish()
+        }
+    }
+
+    impl Reactor {
+        /// Watches child process `pid` with a kqueue process filter
+        /// (`EVFILT_PROC` with `NOTE_EXIT`): when it exits, `handler` is
+        /// called once, readable, until the returned registration is dropped.
+        /// Only on the systems with kqueue (macOS and the BSDs); on Linux a
+        /// pidfd registered with [`Reactor::register`] does this.
+        ///
+        /// Nothing is reaped: the handler calls `waitpid(pid, WNOHANG)`. A
+        /// child that has already exited (a zombie) may be refused (macOS
+        /// answers `ESRCH`) or reported at once, as the system does: on an
+        /// error, ask `waitpid` directly.
+        ///
+        /// # Safety
+        /// `pid` must be a child of this process that has not been reaped, and
+        /// must not be reaped before the returned registration is dropped or
+        /// has reported the exit (a reaped pid can be reused by an unrelated
+        /// process).
+        ///
+        /// # Errors
+        /// If kqueue refuses the filter.
+        pub unsafe fn register_process_exit(
+            &self,
+            pid: std::num::NonZeroI32,
+            handler: Rc<dyn Handler>,
+        ) -> io::Result<ProcessRegistration> {
+            let inner = self.inner();
+            let (key, id) = {
+                let mut sources = inner.sources.borrow_mut();
+                let id = sources.next_id;
+                sources.next_id += 1;
+                let key = sources.slab.insert(Source {
+                    handler,
+                    fd: -1,
+                    process: Some(pid),
+                    interest: Interest::READABLE,
+                    parked: false,
+                    id,
+                });
+                (key, id)
+            };
+            // SAFETY: forwarded from this function's contract.
+            let added = inner
+                .shared
+                .with_poller(|poller| unsafe { poller.add_process(pid, key) });
+            if let Err(e) = added {
+                let source = inner.sources.borrow_mut().slab.remove(key);
+                drop(source);
+                return Err(e);
+            }
+            Ok(ProcessRegistration {
+                pid,
+                key,
+                id,
+                shared: inner.shared.clone(),
+                reactor: self.downgrade(),
+            })
+        }
+    }
+
+    impl Drop for ProcessRegistration {
+        fn drop(&mut self) {
+            let removed = self.reactor.upgrade().and_then(|reactor| {
+                let mut sources = reactor.inner().sources.borrow_mut();
+                sources.get_mut(self.key, self.id)?;
+                sources.slab.remove(self.key)
+            });
+            if removed.as_ref().is_none_or(|source| !source.parked) {
+                // After the exit the kernel has dropped the filter by itself:
+                // an error here (ENOENT, ESRCH) is expected then.
+                if let Err(e) = self
+                    .shared
+                    .with_poller(|poller| poller.delete_process(self.pid))
+                {
+                    tracing::trace!(error = %e, key = self.key, "process filter already gone");
+                }
+            }
+            // The handler drops outside the borrow, as in `Registration`.
+            drop(removed);
+        }
     }
 }
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+pub use kqueue_process::ProcessRegistration;
 
 #[cfg(test)]
 mod tests {
