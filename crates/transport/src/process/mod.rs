@@ -542,16 +542,23 @@ impl ProcessTransport {
             }
             _ => return self.exit.get().is_some(),
         };
+        self.settle_wait(result)
+    }
+
+    /// Ends a wait for the child: `Ok(None)` is "not yet"; a status, or
+    /// an error (nothing sensible is left to wait for, and waiting again
+    /// would spin), reaps it: the reaper leaves the reactor (a reaped
+    /// pidfd stays readable), outside any borrow, and the exit is
+    /// reported. True if reaped.
+    fn settle_wait(self: &Rc<Self>, result: io::Result<Option<sys::WaitStatus>>) -> bool {
         let status = match result {
             Ok(None) => return false,
             Ok(Some(status)) => status,
             Err(e) => {
-                // Nothing sensible is left to wait for; do not spin.
                 tracing::warn!(error = %e, pid = ?self.pid.get(), "cannot reap a child");
                 sys::WaitStatus::Unknown
             }
         };
-        // The pidfd stays readable after reaping: out of the reactor.
         let reaper = self.reaper.replace(Reaper::None);
         drop(reaper);
         self.reaped(status);
@@ -574,20 +581,7 @@ impl ProcessTransport {
         let Some(pid) = self.pid.get() else {
             return true;
         };
-        let status = match sys::wait_nohang(pid as libc::pid_t) {
-            Ok(None) => return false,
-            Ok(Some(status)) => status,
-            Err(e) => {
-                // Nothing sensible is left to wait for; do not spin.
-                tracing::warn!(error = %e, pid, "cannot reap a child");
-                sys::WaitStatus::Unknown
-            }
-        };
-        // Out of the reactor, outside the borrow.
-        let reaper = self.reaper.replace(Reaper::None);
-        drop(reaper);
-        self.reaped(status);
-        true
+        self.settle_wait(sys::wait_nohang(pid as libc::pid_t))
     }
 
     /// Moves a child whose process filter has fired to the `SIGCHLD`
