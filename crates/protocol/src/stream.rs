@@ -30,7 +30,7 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
@@ -458,12 +458,12 @@ impl AsyncRead for AsyncStream {
     }
 }
 
-impl AsyncWrite for AsyncStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+impl AsyncStream {
+    /// What a write may do now: the transport and how many bytes it takes
+    /// (below the high watermark); `Pending` (the writer's waker kept)
+    /// while writing is paused; an error once the stream is closed or
+    /// closing.
+    fn write_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TransportRef, usize)>> {
         let shared = &self.shared;
         let Some(transport) = shared.transport() else {
             return Poll::Ready(Err(self.closed_error()));
@@ -476,7 +476,19 @@ impl AsyncWrite for AsyncStream {
             return Poll::Pending;
         }
         self.end_flush(&transport);
-        let n = buf.len().min(self.room(&transport));
+        let room = self.room(&transport);
+        Poll::Ready(Ok((transport, room)))
+    }
+}
+
+impl AsyncWrite for AsyncStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let (transport, room) = ready!(self.write_room(cx))?;
+        let n = buf.len().min(room);
         transport.write(&buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -486,19 +498,7 @@ impl AsyncWrite for AsyncStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let shared = &self.shared;
-        let Some(transport) = shared.transport() else {
-            return Poll::Ready(Err(self.closed_error()));
-        };
-        if shared.close_requested.get() {
-            return Poll::Ready(Err(self.closed_error()));
-        }
-        if shared.write_paused.get() {
-            register(&shared.write_waker, cx);
-            return Poll::Pending;
-        }
-        self.end_flush(&transport);
-        let mut room = self.room(&transport);
+        let (transport, mut room) = ready!(self.write_room(cx))?;
         let mut parts: Vec<&[u8]> = Vec::with_capacity(bufs.len());
         for buf in bufs {
             if room == 0 {
