@@ -32,7 +32,8 @@ setup:
 
 # The doc tests include every Rust block of README.md and docs/*.md
 # (compiled as doc tests of torsion-examples). Then the reactor, transport
-# and protocol tests run again on the portable `polling` backend.
+# and protocol tests run again on the portable `polling` backend. Last,
+# `cargo package` checks each publishable crate (about 12 s when warm).
 #
 # Lint, then every test: unit, loopback, Twisted interop, doc tests.
 test: setup lint
@@ -48,6 +49,12 @@ test: setup lint
     # for a minute: `cargo test -p torsion-tls --features aws-lc-rs`).
     cargo test -p torsion-tls --features native-roots --test native_roots --test endpoints \
         2>&1 | tee -a target/test.log
+    # Every publishable crate (not `publish = false`) packages, and its
+    # packaged sources build on their own against the other packaged
+    # crates: a file left out or a path-only dependency fails here.
+    publishable=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json, sys
+    print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"] if p["publish"] != []))')
+    cargo package --quiet --allow-dirty $publishable 2>&1 | tee -a target/test.log
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
 # Formatting, clippy and the API docs' links, warnings denied.

@@ -386,6 +386,16 @@ mod kqueue_process {
     ///
     /// The filter only tells when: the child is still to be reaped
     /// (`waitpid`) by whoever registered it.
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(
+            target_vendor = "apple",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))
+    )]
     pub struct ProcessRegistration {
         pid: std::num::NonZeroI32,
         key: usize,
@@ -440,6 +450,16 @@ mod kqueue_process {
         ///
         /// # Errors
         /// If kqueue refuses the filter.
+        #[cfg_attr(
+            docsrs,
+            doc(cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "netbsd",
+                target_os = "openbsd",
+                target_os = "dragonfly"
+            )))
+        )]
         pub unsafe fn register_process_exit(
             &self,
             pid: std::num::NonZeroI32,
