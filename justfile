@@ -33,7 +33,10 @@ setup:
 # The doc tests include every Rust block of README.md and docs/*.md
 # (compiled as doc tests of torsion-examples). Then the reactor, transport
 # and protocol tests run again on the portable `polling` backend. Last,
-# `cargo package` checks each publishable crate (about 12 s when warm).
+# `cargo package` checks each publishable crate: about a minute in a fresh
+# target dir (each packaged crate builds against the packaged crates
+# below it, and their dependencies build once more with the features of
+# the crates alone), about 12 s when warm.
 #
 # Lint, then every test: unit, loopback, Twisted interop, doc tests.
 test: setup lint
