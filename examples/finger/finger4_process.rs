@@ -4,20 +4,31 @@
 //! `finger`; any other can be given, and gets the user name as its last
 //! argument (never through a shell).
 //!
+//! A connection asks one question: the first line is the query and later
+//! lines are ignored. The child is killed if the client leaves before it
+//! is done, or after ten seconds. Its output goes out with `\r\n` line
+//! ends. A client that half-closes right after its query (`nc -N`) gets
+//! no answer: the end of its input closes the connection, as it does in
+//! Twisted's version. Each child that ends prints `finger: USER: REASON`.
+//!
 //! ```text
 //! cargo run -p torsion-examples --example finger4_process -- PORT [PROGRAM [ARGS...]]
 //! ```
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
 use torsion_protocol::{
-    Address, Factory, ProcessOptions, ProcessProtocol, ProcessReason, ProcessTransportRef, Reactor,
-    ReactorProcess, ReactorTcp, TransportRef,
+    Address, CloseReason, DelayedCall, Factory, ProcessOptions, ProcessProtocol, ProcessReason,
+    ProcessTransportRef, Reactor, ReactorProcess, ReactorTcp, TransportRef,
 };
 
 /// The most of a program's output passed on to one client.
 const MAX_OUTPUT: usize = 64 * 1024;
+
+/// How long a child may run before it is killed.
+const TIME_LIMIT: Duration = Duration::from_secs(10);
 
 /// The command to run per query, without the user name.
 struct Command {
@@ -29,10 +40,19 @@ struct Command {
 /// child process.
 struct Finger {
     command: Rc<Command>,
+    /// The first line arrived: later ones are ignored (a client that sends
+    /// many lines at once must not start a child per line).
+    asked: bool,
+    /// The child answering, with the timer that kills it at the time
+    /// limit; both are stopped if the client leaves first.
+    child: Option<(ProcessTransportRef, DelayedCall)>,
 }
 
 impl LineHandler for Finger {
     fn line_received(&mut self, lines: &mut LineState, transport: &TransportRef, user: &[u8]) {
+        if std::mem::replace(&mut self.asked, true) {
+            return;
+        }
         let reply = |text: &[u8]| {
             lines.send_line(transport, text);
             transport.lose_connection();
@@ -53,14 +73,31 @@ impl LineHandler for Finger {
         let user = String::from_utf8_lossy(user).into_owned();
         let collect = Collect {
             client: transport.clone(),
+            user: user.clone(),
             output: Vec::new(),
         };
         let args = self.command.args.iter().cloned().chain([user]);
-        let spawned =
-            reactor.spawn_process(collect, &self.command.program, args, ProcessOptions::new());
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "cannot run the finger command");
-            reply(b"Internal error");
+        match reactor.spawn_process(collect, &self.command.program, args, ProcessOptions::new()) {
+            Ok(child) => {
+                let timed_out = child.clone();
+                let timer = reactor.call_later(TIME_LIMIT, move |_| {
+                    let _ = timed_out.signal_process("KILL");
+                });
+                self.child = Some((child, timer));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot run the finger command");
+                reply(b"Internal error");
+            }
+        }
+    }
+
+    fn connection_lost(&mut self, _reason: &CloseReason) {
+        // Once the child is done, both fail harmlessly (it is reaped, the
+        // timer cancelled).
+        if let Some((child, timer)) = self.child.take() {
+            let _ = timer.cancel();
+            let _ = child.signal_process("KILL");
         }
     }
 }
@@ -70,6 +107,7 @@ impl LineHandler for Finger {
 struct Collect {
     /// The client's connection: a clone of its `TransportRef`.
     client: TransportRef,
+    user: String,
     output: Vec<u8>,
 }
 
@@ -84,16 +122,25 @@ impl ProcessProtocol for Collect {
     }
 
     fn process_ended(&mut self, reason: ProcessReason) {
-        if reason != ProcessReason::Done {
-            tracing::info!(%reason, "the finger command failed");
-        }
+        println!("finger: {}: {reason}", self.user);
         if self.output.is_empty() {
             self.client.write(b"No such user\r\n");
         } else {
-            self.client.write(&self.output);
+            self.client.write(&crlf_lines(&self.output));
         }
         self.client.lose_connection();
     }
+}
+
+/// `output` with every line ended by `\r\n`, the last one included.
+fn crlf_lines(output: &[u8]) -> Vec<u8> {
+    let output = output.strip_suffix(b"\n").unwrap_or(output);
+    let mut lines = Vec::with_capacity(output.len() + 16);
+    for line in output.split(|&b| b == b'\n') {
+        lines.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
 }
 
 struct FingerFactory {
@@ -104,9 +151,14 @@ impl Factory for FingerFactory {
     type Protocol = LineReceiver<Finger>;
 
     fn build_protocol(&self, _peer: &Address) -> Option<LineReceiver<Finger>> {
-        Some(LineReceiver::new(Finger {
+        let mut receiver = LineReceiver::new(Finger {
             command: Rc::clone(&self.command),
-        }))
+            asked: false,
+            child: None,
+        });
+        // Clients that end lines with a bare "\n" are answered too.
+        receiver.state_mut().set_accept_bare_newline(true);
+        Some(receiver)
     }
 }
 

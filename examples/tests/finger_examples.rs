@@ -3,30 +3,36 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command};
+use std::process::Command;
+use std::time::Duration;
 
 #[allow(dead_code)] // each test binary uses what it needs
 mod common;
-use common::{example, start_logging, Reports};
+use common::{example, start_logging, Reports, Server};
 
 /// Sends one finger query and returns the whole answer (the server closes
 /// the connection after it).
 fn finger(port: u16, user: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(format!("{user}\r\n").as_bytes()).unwrap();
+    send(port, format!("{user}\r\n").as_bytes())
+}
+
+/// Sends `query` in one write and returns all the server sends back
+/// before it closes, failing after ten seconds of silence.
+fn send(port: u16, query: &[u8]) -> String {
+    let mut stream = connect(port);
+    stream.write_all(query).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
 }
 
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A connection whose reads fail after ten seconds of silence.
+fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
 }
 
 fn start(name: &str, args: &[&str]) -> (Server, u16, std::sync::mpsc::Receiver<String>) {
@@ -74,7 +80,9 @@ fn step_3_reads_the_file_again_on_its_timer() {
 fn step_4_answers_with_a_programs_output() {
     // `echo status of` stands in for the system's finger command.
     let (_server, port, _) = start("finger4_process", &["0", "echo", "status of"]);
-    assert_eq!(finger(port, "moshez"), "status of moshez\n");
+    assert_eq!(finger(port, "moshez"), "status of moshez\r\n");
+    // A bare "\n" ends a line too.
+    assert_eq!(send(port, b"alice\n"), "status of alice\r\n");
     // A name that would read as an option never reaches the program.
     assert_eq!(finger(port, "-l"), "No such user\r\n");
     assert_eq!(finger(port, ""), "No such user\r\n");
@@ -84,6 +92,46 @@ fn step_4_answers_with_a_programs_output() {
 fn step_4_reports_a_program_that_cannot_start() {
     let (_server, port, _) = start("finger4_process", &["0", "/nonexistent/finger"]);
     assert_eq!(finger(port, "moshez"), "Internal error\r\n");
+}
+
+#[test]
+fn step_4_runs_one_child_per_connection() {
+    let (_server, port, mut rest) = start("finger4_process", &["0", "echo", "status of"]);
+    // Two lines in one write: only the first is a query.
+    assert_eq!(send(port, b"first\r\nsecond\r\n"), "status of first\r\n");
+    // The next child to end is the next connection's, not one for
+    // "second" (whose child would have started before "first" answered).
+    assert_eq!(finger(port, "third"), "status of third\r\n");
+    assert_eq!(
+        next_line(&mut rest),
+        "finger: first: process exited with status 0"
+    );
+    assert_eq!(
+        next_line(&mut rest),
+        "finger: third: process exited with status 0"
+    );
+}
+
+#[test]
+fn step_4_kills_the_child_when_its_client_leaves() {
+    let (_server, port, mut rest) = start("finger4_process", &["0", "sleep"]);
+    let mut stream = connect(port);
+    // `sleep 3600`: the user name is the program's last argument.
+    stream.write_all(b"3600\r\n").unwrap();
+    // Whether the query and the end of input arrive in one read or two,
+    // the child starts first and is killed when the connection is lost.
+    drop(stream);
+    assert_eq!(
+        next_line(&mut rest),
+        "finger: 3600: process killed by signal 9 (SIGKILL)"
+    );
+}
+
+/// The server's next output line, waiting at most a minute.
+fn next_line(lines: &mut std::sync::mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a line from the server")
 }
 
 /// Reads the server's output lines until `line`, for at most a minute.
