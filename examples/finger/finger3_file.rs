@@ -1,6 +1,8 @@
 //! Twisted's finger tutorial, step 3: the table is read from a file and
-//! read again by a timer (the tutorial's "read status from a file" step
-//! with its `LoopingCall`). Each line of the file is `user:status`.
+//! read again by a timer (the tutorial's "read status from a file" step,
+//! which re-arms a `reactor.callLater`; here a `LoopingCall` does the
+//! same). Each line of the file is `user:status`; spaces around either
+//! part are dropped.
 //!
 //! ```text
 //! cargo run -p torsion-examples --example finger3_file -- PORT FILE [SECONDS]   # default 30 s
@@ -44,9 +46,12 @@ impl Factory for FingerFactory {
     type Protocol = LineReceiver<Finger>;
 
     fn build_protocol(&self, _peer: &Address) -> Option<LineReceiver<Finger>> {
-        Some(LineReceiver::new(Finger {
+        let mut receiver = LineReceiver::new(Finger {
             users: Rc::clone(&self.users),
-        }))
+        });
+        // Clients that end lines with a bare "\n" are answered too.
+        receiver.state_mut().set_accept_bare_newline(true);
+        Some(receiver)
     }
 }
 
@@ -54,9 +59,10 @@ impl Factory for FingerFactory {
 fn parse(text: &[u8]) -> HashMap<Vec<u8>, Vec<u8>> {
     text.split(|&b| b == b'\n')
         .filter_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
             let colon = line.iter().position(|&b| b == b':')?;
-            Some((line[..colon].to_vec(), line[colon + 1..].to_vec()))
+            let (user, status) = (&line[..colon], &line[colon + 1..]);
+            // Spaces around either part go, and the "\r" of a CRLF file.
+            Some((user.trim_ascii().to_vec(), status.trim_ascii().to_vec()))
         })
         .collect()
 }
@@ -80,6 +86,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = args.next().ok_or(usage)?.parse()?;
     let path = PathBuf::from(args.next().ok_or(usage)?);
     let seconds: f64 = args.next().map_or(Ok(30.0), |s| s.parse())?;
+    // Zero would read the file on every turn of the loop.
+    if seconds <= 0.0 || seconds.is_nan() {
+        return Err(format!("{usage} (SECONDS above 0)").into());
+    }
     let interval = Duration::try_from_secs_f64(seconds)?;
 
     let reactor = Reactor::new()?;

@@ -68,12 +68,25 @@ fn step_3_reads_the_file_again_on_its_timer() {
     assert_eq!(finger(port, "alice"), "No such user\r\n");
     // Replace the file whole, then wait for a reading that saw it.
     let new = dir.join("users.new");
-    std::fs::write(&new, "moshez:Out to lunch\nalice:Writing\n").unwrap();
+    // Spaces around the parts and CRLF line ends are dropped.
+    std::fs::write(&new, "moshez : Out to lunch\r\nalice:Writing\n").unwrap();
     std::fs::rename(&new, &file).unwrap();
     wait_for(&mut rest, "finger: loaded 2 users");
     assert_eq!(finger(port, "moshez"), "Out to lunch\r\n");
-    assert_eq!(finger(port, "alice"), "Writing\r\n");
+    assert_eq!(send(port, b"alice\n"), "Writing\r\n");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn step_3_refuses_an_interval_of_zero() {
+    // Zero would read the file on every turn of the loop, at full CPU.
+    let output = Command::new(example("finger3_file"))
+        .args(["0", "/nonexistent/users", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("usage: finger3_file"), "{stderr}");
 }
 
 #[test]
