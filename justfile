@@ -55,6 +55,15 @@ test: setup lint
     # Every publishable crate (not `publish = false`) packages, and its
     # packaged sources build on their own against the other packaged
     # crates: a file left out or a path-only dependency fails here.
+    # Packaging unpublished crates that depend on each other in one run
+    # needs Cargo 1.90 or later (the crates themselves build with 1.82),
+    # and access to the crates.io index, which their dependencies are
+    # resolved against.
+    cargo_minor=$(cargo --version | sed -E 's/^cargo 1\.([0-9]+)\..*/\1/')
+    if ! [[ "$cargo_minor" =~ ^[0-9]+$ ]] || (( cargo_minor < 90 )); then
+        echo "just test: the package check needs Cargo >= 1.90, found: $(cargo --version)" >&2
+        exit 1
+    fi
     publishable=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json, sys
     print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"] if p["publish"] != []))')
     cargo package --quiet --allow-dirty $publishable 2>&1 | tee -a target/test.log
