@@ -71,4 +71,13 @@ pub mod pages {
     /// `docs/tls.md`.
     #[doc = include_str!("../../docs/tls.md")]
     pub struct TlsPage;
+    /// `docs/from-twisted.md`.
+    #[doc = include_str!("../../docs/from-twisted.md")]
+    pub struct FromTwistedPage;
+    /// `docs/from-tokio.md`.
+    #[doc = include_str!("../../docs/from-tokio.md")]
+    pub struct FromTokioPage;
+    /// `docs/features.md`.
+    #[doc = include_str!("../../docs/features.md")]
+    pub struct FeaturesPage;
 }

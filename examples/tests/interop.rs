@@ -8,12 +8,12 @@
 //! (set by `just test`), which makes a missing Twisted a failure.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{example, start_logging_port, workspace_root, Reports};
+use common::{example, start_logging_port, workspace_root, Reports, Server};
 
 /// Longest any program may take before the test fails (a guard against
 /// hanging, not a wait for an event).
@@ -42,16 +42,6 @@ fn python() -> Option<PathBuf> {
     }
     eprintln!("skipped: no Python with Twisted at {}", candidate.display());
     None
-}
-
-/// Kills the child when dropped, so a failing test leaves no server behind.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs a client to completion, failing the test if it takes too long.

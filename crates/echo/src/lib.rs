@@ -25,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -146,3 +147,9 @@ mod tests {
         assert_eq!(harness.transport.take_written(), b"echo");
     }
 }
+
+/// The crate's `README.md` (what crates.io shows), compiled as a doctest
+/// so its example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

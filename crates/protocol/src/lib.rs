@@ -49,6 +49,7 @@
 //!
 //! See `docs/protocol.md` in the repository for the design.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![cfg(unix)]
 
@@ -118,3 +119,9 @@ pub use crate::stream::{
 pub use crate::tcp::{ListenOptions, ReactorTcp};
 pub use crate::udp::{ReactorUdp, UdpOptions};
 pub use crate::unix::{ReactorUnix, UnixListenOptions};
+
+/// The crate's `README.md` (what crates.io shows), compiled as a doctest
+/// so its example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

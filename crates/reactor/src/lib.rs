@@ -43,6 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg(unix)]
 
 mod clock;
@@ -88,3 +89,9 @@ pub use crate::source::ProcessRegistration;
 pub use crate::source::{Handler, Registration};
 pub use crate::task::{JoinHandle, RunError, TaskError, MAX_TASK_POLLS_PER_TURN};
 pub use crate::triggers::{Phase, SystemEvent, TriggerId};
+
+/// The crate's `README.md` (what crates.io shows), compiled as a doctest
+/// so its example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -383,6 +383,7 @@ impl ClientSettings {
     /// If the store cannot be read and yields no certificate, or holds no
     /// usable one.
     #[cfg(feature = "native-roots")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "native-roots")))]
     #[doc(alias = "platformTrust")]
     pub fn native_roots() -> Result<ClientSettings, ConfigError> {
         ClientSettings::new().trust_native_roots()
@@ -394,6 +395,7 @@ impl ClientSettings {
     /// # Errors
     /// As for [`ClientSettings::native_roots`].
     #[cfg(feature = "native-roots")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "native-roots")))]
     pub fn trust_native_roots(mut self) -> Result<ClientSettings, ConfigError> {
         let found = rustls_native_certs::load_native_certs();
         let (added, _ignored) = self.roots.add_parsable_certificates(found.certs);

@@ -22,6 +22,7 @@
 //!
 //! See `docs/tls.md` in the repository for the design.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![cfg(unix)]
 
@@ -40,3 +41,9 @@ pub use connection::{
 pub use reactor::{server_name, ReactorTls, TlsClientFactory, TlsServerFactory};
 pub use rustls;
 pub use rustls::pki_types;
+
+/// The crate's `README.md` (what crates.io shows), compiled as a doctest
+/// so its example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -39,6 +39,7 @@
 //! only depend on this one.
 //! See `docs/transport.md` in the repository for the design.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg(unix)]
 
 mod address;
@@ -71,3 +72,9 @@ pub use crate::stream::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, READ_BUFFER_SIZE}
 pub use crate::transport::{
     Keepalive, PeerCredentials, Producer, ReadThrottle, Transport, TransportRef,
 };
+
+/// The crate's `README.md` (what crates.io shows), compiled as a doctest
+/// so its example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

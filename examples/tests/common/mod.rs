@@ -31,6 +31,18 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// Kills the server when dropped, so a failing test leaves no server
+/// behind.
+#[allow(dead_code)] // each test binary uses what it needs
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
