@@ -379,39 +379,29 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
 mod kqueue_process {
     use super::*;
 
-    /// Labels an item, on docs.rs, as only on the systems of this
-    /// module's cfg (one list for every item).
-    macro_rules! kqueue_only {
-        ($item:item) => {
-            #[cfg_attr(
-                docsrs,
-                doc(cfg(any(
-                    target_vendor = "apple",
-                    target_os = "freebsd",
-                    target_os = "netbsd",
-                    target_os = "openbsd",
-                    target_os = "dragonfly"
-                )))
-            )]
-            $item
-        };
-    }
-
-    kqueue_only! {
-        /// A kqueue process filter registered with a reactor
-        /// ([`Reactor::register_process_exit`]): the exit of one child process,
-        /// reported to a [`Handler`] as readable. Dropping it removes the filter
-        /// (if the child has not exited yet) and releases the handler.
-        ///
-        /// The filter only tells when: the child is still to be reaped
-        /// (`waitpid`) by whoever registered it.
-        pub struct ProcessRegistration {
-            pid: std::num::NonZeroI32,
-            key: usize,
-            id: u64,
-            shared: Arc<Shared>,
-            reactor: WeakReactor,
-        }
+    /// A kqueue process filter registered with a reactor
+    /// ([`Reactor::register_process_exit`]): the exit of one child process,
+    /// reported to a [`Handler`] as readable. Dropping it removes the filter
+    /// (if the child has not exited yet) and releases the handler.
+    ///
+    /// The filter only tells when: the child is still to be reaped
+    /// (`waitpid`) by whoever registered it.
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(
+            target_vendor = "apple",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))
+    )]
+    pub struct ProcessRegistration {
+        pid: std::num::NonZeroI32,
+        key: usize,
+        id: u64,
+        shared: Arc<Shared>,
+        reactor: WeakReactor,
     }
 
     impl ProcessRegistration {
@@ -441,63 +431,71 @@ mod kqueue_process {
     }
 
     impl Reactor {
-        kqueue_only! {
-            /// Watches child process `pid` with a kqueue process filter
-            /// (`EVFILT_PROC` with `NOTE_EXIT`): when it exits, `handler` is
-            /// called once, readable, until the returned registration is dropped.
-            /// Only on the systems with kqueue (macOS and the BSDs); on Linux a
-            /// pidfd registered with [`Reactor::register`] does this.
-            ///
-            /// Nothing is reaped: the handler calls `waitpid(pid, WNOHANG)`. A
-            /// child that has already exited (a zombie) may be refused (macOS
-            /// answers `ESRCH`) or reported at once, as the system does: on an
-            /// error, ask `waitpid` directly.
-            ///
-            /// # Safety
-            /// `pid` must be a child of this process that has not been reaped, and
-            /// must not be reaped before the returned registration is dropped or
-            /// has reported the exit (a reaped pid can be reused by an unrelated
-            /// process).
-            ///
-            /// # Errors
-            /// If kqueue refuses the filter.
-            pub unsafe fn register_process_exit(
-                &self,
-                pid: std::num::NonZeroI32,
-                handler: Rc<dyn Handler>,
-            ) -> io::Result<ProcessRegistration> {
-                let inner = self.inner();
-                let (key, id) = {
-                    let mut sources = inner.sources.borrow_mut();
-                    let id = sources.next_id;
-                    sources.next_id += 1;
-                    let key = sources.slab.insert(Source {
-                        handler,
-                        fd: -1,
-                        process: Some(pid),
-                        interest: Interest::READABLE,
-                        parked: false,
-                        id,
-                    });
-                    (key, id)
-                };
-                // SAFETY: forwarded from this function's contract.
-                let added = inner
-                    .shared
-                    .with_poller(|poller| unsafe { poller.add_process(pid, key) });
-                if let Err(e) = added {
-                    let source = inner.sources.borrow_mut().slab.remove(key);
-                    drop(source);
-                    return Err(e);
-                }
-                Ok(ProcessRegistration {
-                    pid,
-                    key,
+        /// Watches child process `pid` with a kqueue process filter
+        /// (`EVFILT_PROC` with `NOTE_EXIT`): when it exits, `handler` is
+        /// called once, readable, until the returned registration is dropped.
+        /// Only on the systems with kqueue (macOS and the BSDs); on Linux a
+        /// pidfd registered with [`Reactor::register`] does this.
+        ///
+        /// Nothing is reaped: the handler calls `waitpid(pid, WNOHANG)`. A
+        /// child that has already exited (a zombie) may be refused (macOS
+        /// answers `ESRCH`) or reported at once, as the system does: on an
+        /// error, ask `waitpid` directly.
+        ///
+        /// # Safety
+        /// `pid` must be a child of this process that has not been reaped, and
+        /// must not be reaped before the returned registration is dropped or
+        /// has reported the exit (a reaped pid can be reused by an unrelated
+        /// process).
+        ///
+        /// # Errors
+        /// If kqueue refuses the filter.
+        #[cfg_attr(
+            docsrs,
+            doc(cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "netbsd",
+                target_os = "openbsd",
+                target_os = "dragonfly"
+            )))
+        )]
+        pub unsafe fn register_process_exit(
+            &self,
+            pid: std::num::NonZeroI32,
+            handler: Rc<dyn Handler>,
+        ) -> io::Result<ProcessRegistration> {
+            let inner = self.inner();
+            let (key, id) = {
+                let mut sources = inner.sources.borrow_mut();
+                let id = sources.next_id;
+                sources.next_id += 1;
+                let key = sources.slab.insert(Source {
+                    handler,
+                    fd: -1,
+                    process: Some(pid),
+                    interest: Interest::READABLE,
+                    parked: false,
                     id,
-                    shared: inner.shared.clone(),
-                    reactor: self.downgrade(),
-                })
+                });
+                (key, id)
+            };
+            // SAFETY: forwarded from this function's contract.
+            let added = inner
+                .shared
+                .with_poller(|poller| unsafe { poller.add_process(pid, key) });
+            if let Err(e) = added {
+                let source = inner.sources.borrow_mut().slab.remove(key);
+                drop(source);
+                return Err(e);
             }
+            Ok(ProcessRegistration {
+                pid,
+                key,
+                id,
+                shared: inner.shared.clone(),
+                reactor: self.downgrade(),
+            })
         }
     }
 
