@@ -4,35 +4,8 @@
 //! `Port`): it receives datagrams from anyone, sends to any address, or is
 //! connected to one peer.
 //!
-//! # Sending
-//!
-//! A datagram written while the reactor is dispatching (from a protocol's
-//! callback, a timer, a task) is queued and sent together with the other
-//! datagrams the port was given in that turn: one `sendmmsg` per 64
-//! datagrams on Linux, one call per datagram elsewhere, before the loop
-//! next waits, so no datagram is delayed past the turn. A datagram written
-//! outside a turn (before the reactor runs) and one larger than 4 KiB are
-//! sent at once, after what was queued before them.
-//!
-//! Errors follow from that, as in libuv's `uv_udp_send`:
-//! - what is known when `write_to` is called is returned by it: a bad
-//!   address, a closed port, a full queue, and every error of a datagram
-//!   sent at once;
-//! - what only the kernel knows at send time is reported later, to the
-//!   port's protocol: a refusal by the connected peer as
-//!   [`DatagramEvent::Refused`], anything else (a datagram too large for
-//!   the path, a network that cannot be reached, a firewall) as
-//!   [`DatagramEvent::SendFailed`] naming the destination. The datagrams
-//!   after a failed one are still sent, in order.
-//!
-//! A full socket buffer (`EAGAIN`) is not a loss: the queue keeps the
-//! unsent datagrams and the port waits until the socket is writable, as
-//! libuv, Netty and quinn do, so a burst larger than the socket's buffer
-//! is paced rather than cut. The queue is bounded (1,024 datagrams,
-//! 256 KiB): a write that finds it full while the socket is still full
-//! fails at once with `WouldBlock` and the datagram is not sent — the
-//! caller decides whether to drop it, as the kernel would. Queued
-//! datagrams still unsent when the port closes are dropped.
+//! How a port sends, and where its errors go, is described on
+//! [`DatagramTransport`] (section "Sending").
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -121,7 +94,7 @@ pub enum DatagramEvent<'a> {
     /// reported by the kernel on a connected socket).
     Refused,
     /// A queued datagram was not sent: the kernel refused it when the
-    /// queue was sent (see [Sending](self#sending)). Datagrams queued after
+    /// queue was sent (see [Sending](DatagramTransport#sending)). Datagrams queued after
     /// it are still sent.
     SendFailed {
         /// Where it was going (`None`: the connected peer).
@@ -134,6 +107,36 @@ pub enum DatagramEvent<'a> {
 }
 
 /// A UDP or Unix datagram socket registered with a reactor.
+///
+/// # Sending
+///
+/// A datagram written while the reactor is dispatching (from a protocol's
+/// callback, a timer, a task) is queued and sent together with the other
+/// datagrams the port was given in that turn: one `sendmmsg` per 64
+/// datagrams on Linux, one call per datagram elsewhere, before the loop
+/// next waits, so no datagram is delayed past the turn. A datagram written
+/// outside a turn (before the reactor runs) and one larger than 4 KiB are
+/// sent at once, after what was queued before them.
+///
+/// Errors follow from that, as in libuv's `uv_udp_send`:
+/// - what is known when `write_to` is called is returned by it: a bad
+///   address, a closed port, a full queue, and every error of a datagram
+///   sent at once;
+/// - what only the kernel knows at send time is reported later, to the
+///   port's protocol: a refusal by the connected peer as
+///   [`DatagramEvent::Refused`], anything else (a datagram too large for
+///   the path, a network that cannot be reached, a firewall) as
+///   [`DatagramEvent::SendFailed`] naming the destination. The datagrams
+///   after a failed one are still sent, in order.
+///
+/// A full socket buffer (`EAGAIN`) is not a loss: the queue keeps the
+/// unsent datagrams and the port waits until the socket is writable, as
+/// libuv, Netty and quinn do, so a burst larger than the socket's buffer
+/// is paced rather than cut. The queue is bounded (1,024 datagrams,
+/// 256 KiB): a write that finds it full while the socket is still full
+/// fails at once with `WouldBlock` and the datagram is not sent — the
+/// caller decides whether to drop it, as the kernel would. Queued
+/// datagrams still unsent when the port closes are dropped.
 pub struct DatagramTransport {
     io: RefCell<Option<Registration<Socket>>>,
     /// Close at the next step (after `stop_listening`).
@@ -197,7 +200,7 @@ impl DatagramTransport {
 
     /// Sends one datagram to `to` (Twisted's `write(data, addr)`): queued
     /// and sent with the turn's other datagrams when the reactor is
-    /// dispatching, at once otherwise (see [Sending](self#sending)).
+    /// dispatching, at once otherwise (see [Sending](DatagramTransport#sending)).
     ///
     /// # Errors
     /// The datagram was not sent: an address of the wrong kind, a port that
@@ -327,7 +330,7 @@ impl DatagramTransport {
         }
     }
 
-    /// Datagrams queued and not yet sent (see [Sending](self#sending)).
+    /// Datagrams queued and not yet sent (see [Sending](DatagramTransport#sending)).
     pub fn send_queue_len(&self) -> usize {
         self.queue.borrow().len()
     }
