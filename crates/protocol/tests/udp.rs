@@ -594,3 +594,125 @@ fn a_socket_that_reports_room_but_refuses_datagrams_does_not_make_the_port_spin(
     drop(receiver);
     let _ = std::fs::remove_file(&receiver_path);
 }
+
+/// Runs `script` in the first turn; logs what it hears; stops the reactor
+/// on a datagram "stop" or when `stop_after` events were heard.
+struct Scripted {
+    script: Option<Box<dyn FnOnce(DatagramTransportRef)>>,
+    log: Log,
+    stop_after: usize,
+}
+
+impl Scripted {
+    fn new(
+        log: &Log,
+        stop_after: usize,
+        script: impl FnOnce(DatagramTransportRef) + 'static,
+    ) -> Self {
+        Scripted {
+            script: Some(Box::new(script)),
+            log: log.clone(),
+            stop_after,
+        }
+    }
+
+    fn heard(&mut self, transport: &DatagramTransportRef, what: String) {
+        self.log.borrow_mut().push(what);
+        if self.log.borrow().len() == self.stop_after {
+            transport.reactor().unwrap().stop().unwrap();
+        }
+    }
+}
+
+impl DatagramProtocol for Scripted {
+    fn start_protocol(&mut self, transport: &DatagramTransportRef) {
+        let script = self.script.take().unwrap();
+        let transport = transport.clone();
+        transport
+            .reactor()
+            .unwrap()
+            .call_soon(move |_| script(transport));
+    }
+    fn datagram_received(
+        &mut self,
+        transport: &DatagramTransportRef,
+        data: &[u8],
+        _from: &Address,
+    ) {
+        assert_eq!(data, b"stop");
+        transport.reactor().unwrap().stop().unwrap();
+    }
+    fn connection_refused(&mut self, transport: &DatagramTransportRef) {
+        self.heard(transport, "refused".into());
+    }
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        self.heard(transport, format!("failed {to:?} {:?}", error.kind()));
+    }
+}
+
+#[test]
+fn a_datagram_written_before_connecting_elsewhere_goes_to_the_peer_it_was_written_for() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let (a, b) = (client(), client());
+    let (to_a, to_b) = (
+        Address::Udp(a.local_addr().unwrap()),
+        Address::Udp(b.local_addr().unwrap()),
+    );
+    let port = reactor
+        .listen_udp_with(
+            0,
+            Scripted::new(&log, 0, move |transport| {
+                transport.connect(&to_a).unwrap();
+                transport.write(b"for a").unwrap();
+                transport.connect(&to_b).unwrap();
+                transport.write(b"for b").unwrap();
+            }),
+            local(),
+        )
+        .unwrap();
+    // Ends the run once the script has written (the port, connected to b
+    // by then, still hears it: it was queued before the connect).
+    b.send_to(b"stop", port.get_host().socket_addr().unwrap())
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(receive_texts(&a, 1), ["for a"]);
+    assert_eq!(receive_texts(&b, 1), ["for b"]);
+    assert!(log.borrow().is_empty(), "{:?}", log.borrow());
+}
+
+#[test]
+fn a_queued_datagram_to_a_unix_path_without_a_listener_is_a_send_failure_naming_it() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let dead_path = socket_path("dgram-dead-receiver");
+    let port_path = socket_path("dgram-dead-port");
+    // The socket file stays after its socket closes: sending to it is
+    // refused (ECONNREFUSED), as a port with no listener.
+    drop(UnixDatagram::bind(&dead_path).unwrap());
+    let dead = Address::Unix(Some(dead_path.clone()));
+    let to = dead.clone();
+    let _port = reactor
+        .listen_unix_datagram(
+            &port_path,
+            Scripted::new(&log, 1, move |transport| {
+                transport.write_to(b"anyone?", &to).unwrap();
+            }),
+            None,
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        [format!("failed {:?} ConnectionRefused", Some(&dead))]
+    );
+    let _ = std::fs::remove_file(&dead_path);
+}

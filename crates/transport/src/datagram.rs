@@ -349,6 +349,22 @@ impl DatagramTransport {
     /// If the address is of the wrong kind or the kernel refuses.
     pub fn connect(&self, to: &Address) -> io::Result<()> {
         let addr = sockaddr(to)?;
+        self.with_socket(|_| Ok(()))?;
+        // Datagrams written to the old peer go to it: sent now if the
+        // socket takes them, else addressed to it explicitly.
+        if !self.queue.borrow().is_empty() && !self.queue.borrow().is_blocked() {
+            self.flush();
+        }
+        if !self.queue.borrow().is_empty() {
+            let old = self
+                .connected
+                .borrow()
+                .as_ref()
+                .and_then(|a| sockaddr(a).ok());
+            if let Some(old) = old {
+                self.queue.borrow_mut().address_to(&old);
+            }
+        }
         self.with_socket(|s| s.connect(&addr))?;
         *self.connected.borrow_mut() = Some(to.clone());
         Ok(())

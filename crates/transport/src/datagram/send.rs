@@ -115,6 +115,16 @@ impl SendQueue {
         self.queued_bytes += data.len();
     }
 
+    /// Addresses the queued datagrams meant for the connected peer to `to`
+    /// (the port is about to connect elsewhere).
+    pub(super) fn address_to(&mut self, to: &SockAddr) {
+        for entry in &mut self.entries[self.head..] {
+            if entry.to.is_none() {
+                entry.to = Some(to.clone());
+            }
+        }
+    }
+
     /// Takes the next failure to report.
     pub(super) fn take_failure(&mut self) -> Option<SendFailure> {
         self.failures.pop_front()
@@ -214,7 +224,10 @@ impl SendQueue {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let failure = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    // Only the connected peer's refusal is a refusal of
+                    // the port; one by another address names it.
+                    let to_peer = self.entries[self.head].to.is_none();
+                    let failure = if to_peer && e.kind() == io::ErrorKind::ConnectionRefused {
                         SendFailure::Refused
                     } else {
                         let len = self.entries[self.head].len;
