@@ -526,7 +526,7 @@ fn a_full_peer_pauses_sending_and_queued_datagrams_follow_in_order_when_it_reads
 }
 
 /// Writes `total` datagrams to `to` in one turn; counts failures heard and
-/// stops the reactor once nothing waits.
+/// stops the reactor once each datagram failed.
 struct Unanswered {
     to: Address,
     total: usize,
@@ -553,7 +553,8 @@ impl DatagramProtocol for Unanswered {
     ) {
         assert_eq!(to, Some(&self.to));
         self.failures.borrow_mut().push(error.kind());
-        if transport.send_queue_len() == 0 {
+        if self.failures.borrow().len() == self.total {
+            assert_eq!(transport.send_queue_len(), 0);
             transport.reactor().unwrap().stop().unwrap();
         }
     }
@@ -566,9 +567,11 @@ fn a_socket_that_reports_room_but_refuses_datagrams_does_not_make_the_port_spin(
     let (_watchdog, reactor) = reactor();
     let receiver_path = socket_path("dgram-stuck-receiver");
     let port_path = socket_path("dgram-stuck-port");
-    // Never read: its queue fills. Linux reports an unconnected sender
-    // writable all along yet refuses it with EAGAIN.
+    // Never read, and full before the port writes (whatever the host's
+    // queue length). Linux reports an unconnected sender writable all
+    // along yet refuses it with EAGAIN.
     let receiver = UnixDatagram::bind(&receiver_path).unwrap();
+    let fillers = fill_receiver(&receiver_path);
     let failures = Rc::default();
     const TOTAL: usize = 100;
     let port = reactor
@@ -584,13 +587,14 @@ fn a_socket_that_reports_room_but_refuses_datagrams_does_not_make_the_port_spin(
         .unwrap();
     reactor.run().unwrap();
     let failures = failures.borrow();
-    // What the receiver's queue took was sent; each datagram after that
-    // was given up after one writable event that sent nothing.
-    assert!(!failures.is_empty() && failures.len() < TOTAL);
+    // Each datagram was given up on the writable event that sent nothing
+    // while the socket still reported room.
+    assert_eq!(failures.len(), TOTAL);
     assert!(failures
         .iter()
         .all(|kind| *kind == std::io::ErrorKind::WouldBlock));
     assert_eq!(port.send_queue_len(), 0);
+    drop(fillers);
     drop(receiver);
     let _ = std::fs::remove_file(&receiver_path);
 }
@@ -715,4 +719,87 @@ fn a_queued_datagram_to_a_unix_path_without_a_listener_is_a_send_failure_naming_
         [format!("failed {:?} ConnectionRefused", Some(&dead))]
     );
     let _ = std::fs::remove_file(&dead_path);
+}
+
+/// Fills the queue of the Unix datagram socket at `path` with datagrams
+/// "fill" from fresh sockets (each sends at most 100, far below its own
+/// send buffer, so a refusal means the receiver is full), whatever the
+/// host's queue length. Returns the senders (their datagrams stay queued).
+fn fill_receiver(path: &std::path::Path) -> Vec<std::os::unix::net::UnixDatagram> {
+    use std::os::unix::net::UnixDatagram;
+    let mut fillers = Vec::new();
+    loop {
+        let filler = UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        for _ in 0..100 {
+            match filler.send_to(b"fill", path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    fillers.push(filler);
+                    return fillers;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        fillers.push(filler);
+    }
+}
+
+#[test]
+fn two_ports_waiting_on_one_full_receiver_lose_nothing_when_one_takes_the_room() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let receiver_path = socket_path("dgram-shared-receiver");
+    let receiver = Rc::new(UnixDatagram::bind(&receiver_path).unwrap());
+    receiver.set_nonblocking(true).unwrap();
+    let fillers = fill_receiver(&receiver_path);
+    let log: Log = Rc::default();
+    let got: Log = Rc::default();
+    let mut ports = Vec::new();
+    for name in ["x", "y"] {
+        let port = reactor
+            .connect_unix_datagram(
+                &receiver_path,
+                Scripted::new(&log, 1, move |transport| {
+                    // Queued; the full receiver blocks it.
+                    transport.write(name.as_bytes()).unwrap();
+                }),
+                None,
+            )
+            .unwrap();
+        ports.push(port);
+    }
+    // Once both wait: read one datagram, so both ports hear they may
+    // write and one takes the room; then read everything, each turn,
+    // until both datagrams arrived.
+    fn drain(reactor: &Reactor, receiver: Rc<UnixDatagram>, got: Log, first: bool) {
+        let mut buf = [0u8; 16];
+        while let Ok(n) = receiver.recv(&mut buf) {
+            if &buf[..n] != b"fill" {
+                got.borrow_mut()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            if first {
+                break;
+            }
+        }
+        if got.borrow().len() == 2 {
+            reactor.stop().unwrap();
+        } else {
+            reactor.call_soon(move |reactor| drain(reactor, receiver, got, false));
+        }
+    }
+    let (receiver2, got2) = (receiver.clone(), got.clone());
+    reactor.call_soon(move |reactor| {
+        reactor.call_soon(move |reactor| drain(reactor, receiver2, got2, true));
+    });
+    reactor.run().unwrap();
+    assert!(log.borrow().is_empty(), "{:?}", log.borrow());
+    let mut got = got.borrow().clone();
+    got.sort();
+    assert_eq!(got, ["x", "y"]);
+    drop(fillers);
+    drop(receiver);
+    let _ = std::fs::remove_file(&receiver_path);
 }

@@ -317,6 +317,28 @@ impl DatagramTransport {
         flushed.settled
     }
 
+    /// True if the socket reports room to send now (one `poll` with no
+    /// timeout; only asked after the kernel said it had none). An error
+    /// counts as room, so a port never waits on a socket that fails.
+    fn reports_room(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.with_socket(|socket| {
+            let mut fd = libc::pollfd {
+                fd: socket.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, alive for the call; no timeout.
+            let n = unsafe { libc::poll(&mut fd, 1, 0) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd.revents & libc::POLLOUT != 0)
+            }
+        })
+        .unwrap_or(true)
+    }
+
     fn watch_writable(&self, registration: &Registration<Socket>, blocked: bool) {
         let interest = if blocked {
             Interest::READABLE | Interest::WRITABLE
@@ -461,10 +483,23 @@ impl DatagramTransport {
         }
         let blocked = self.queue.borrow().is_blocked();
         if !blocked || readiness.is_writable() {
-            let settled = self.flush();
-            if blocked && settled == 0 && readiness.is_writable() {
-                // Writable, yet nothing went out: never wait on it again.
-                self.queue.borrow_mut().drop_stuck_head();
+            let mut settled = self.flush();
+            if blocked && readiness.is_writable() {
+                // Writable, yet nothing went out. Another sender may have
+                // taken the room first (a full buffer is not a loss: wait
+                // again), unless the socket still reports room: then it
+                // would report it forever (an unconnected Unix socket
+                // whose receiver is full), so its head is given up — as
+                // many as the failures kept for the protocol hold; the
+                // rest on the next writable event.
+                while settled == 0
+                    && self.queue.borrow().is_blocked()
+                    && self.queue.borrow().keeps_failures()
+                    && self.reports_room()
+                {
+                    self.queue.borrow_mut().drop_stuck_head();
+                    settled = self.flush();
+                }
                 if let Some(registration) = &*self.io.borrow() {
                     self.watch_writable(registration, self.queue.borrow().is_blocked());
                 }

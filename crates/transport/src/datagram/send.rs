@@ -130,6 +130,11 @@ impl SendQueue {
         self.failures.pop_front()
     }
 
+    /// True if one more failure would be kept for the protocol.
+    pub(super) fn keeps_failures(&self) -> bool {
+        self.failures.len() < MAX_PENDING_FAILURES
+    }
+
     /// True if failures wait to be reported.
     pub(super) fn has_failures(&self) -> bool {
         !self.failures.is_empty()
