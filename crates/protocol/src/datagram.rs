@@ -59,7 +59,8 @@ pub trait DatagramProtocol: 'static {
     /// sent at once are returned by `write_to` instead; a refusal by the
     /// connected peer goes to
     /// [`connection_refused`](DatagramProtocol::connection_refused). The
-    /// default logs a warning.
+    /// default logs it at debug level (a remote peer can make every
+    /// datagram fail; override to count or react).
     fn send_failed(
         &mut self,
         transport: &DatagramTransportRef,
@@ -67,7 +68,7 @@ pub trait DatagramProtocol: 'static {
         error: &std::io::Error,
     ) {
         let _ = transport;
-        tracing::warn!(?to, %error, "datagram not sent");
+        tracing::debug!(?to, %error, "datagram not sent");
     }
 
     /// The port stopped listening (Twisted's `stopProtocol`).

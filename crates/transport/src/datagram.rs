@@ -116,7 +116,9 @@ pub enum DatagramEvent<'a> {
 /// datagrams on Linux, one call per datagram elsewhere, before the loop
 /// next waits, so no datagram is delayed past the turn. A datagram written
 /// outside a turn (before the reactor runs) and one larger than 4 KiB are
-/// sent at once, after what was queued before them.
+/// sent at once, after what was queued before them — unless the queue
+/// waits for a full socket (below): then they are queued too, and their
+/// errors reported later.
 ///
 /// Errors follow from that, as in libuv's `uv_udp_send`:
 /// - what is known when `write_to` is called is returned by it: a bad
@@ -125,8 +127,9 @@ pub enum DatagramEvent<'a> {
 /// - what only the kernel knows at send time is reported later, to the
 ///   port's protocol: a refusal by the connected peer as
 ///   [`DatagramEvent::Refused`], anything else (a datagram too large for
-///   the path, a network that cannot be reached, a firewall) as
-///   [`DatagramEvent::SendFailed`] naming the destination. The datagrams
+///   the path, a network that cannot be reached, a firewall, a Unix path
+///   nobody listens on) as [`DatagramEvent::SendFailed`] naming the
+///   destination. The datagrams
 ///   after a failed one are still sent, in order.
 ///
 /// A full socket buffer (`EAGAIN`) is not a loss: the queue keeps the
@@ -135,8 +138,13 @@ pub enum DatagramEvent<'a> {
 /// is paced rather than cut. The queue is bounded (1,024 datagrams,
 /// 256 KiB): a write that finds it full while the socket is still full
 /// fails at once with `WouldBlock` and the datagram is not sent — the
-/// caller decides whether to drop it, as the kernel would. Queued
-/// datagrams still unsent when the port closes are dropped.
+/// caller decides whether to drop it, as the kernel would. A writable
+/// event that sends nothing (another sender took the room) is waited on
+/// again; only a socket that still reports room after refusing
+/// (an unconnected Unix socket whose receiver is full) has its head
+/// datagram dropped, reported as `WouldBlock`, so the loop cannot spin.
+/// Closing first sends what the socket takes; the datagrams still queued
+/// after that are dropped.
 pub struct DatagramTransport {
     io: RefCell<Option<Registration<Socket>>>,
     /// Close at the next step (after `stop_listening`).
@@ -219,8 +227,9 @@ impl DatagramTransport {
     ///
     /// # Errors
     /// `NotConnected` without [`DatagramTransport::connect`]; otherwise as
-    /// for [`DatagramTransport::write_to`], plus `ConnectionRefused` when
-    /// the peer refused an earlier datagram.
+    /// for [`DatagramTransport::write_to`], plus, for a datagram sent at
+    /// once, `ConnectionRefused` when the peer refused an earlier datagram
+    /// (a queued one hears it as [`DatagramEvent::Refused`]).
     pub fn write(&self, data: &[u8]) -> io::Result<()> {
         if self.connected.borrow().is_none() {
             return Err(io::Error::new(
@@ -309,7 +318,15 @@ impl DatagramTransport {
         self.send_calls.set(self.send_calls.get() + flushed.calls);
         let blocked = queue.is_blocked();
         let failures = queue.has_failures();
+        let lost = queue.take_lost_failures();
         drop(queue);
+        if lost > 0 {
+            tracing::warn!(
+                host = %self.host,
+                lost,
+                "datagram send failures not reported to the protocol: too many pending"
+            );
+        }
         self.watch_writable(registration, blocked);
         if failures && !self.processing.get() {
             registration.wake();
@@ -365,7 +382,9 @@ impl DatagramTransport {
     }
 
     /// Connects to one peer: only its datagrams are received, `write` sends
-    /// to it, and refusals are reported (Twisted's `connect`).
+    /// to it, and refusals are reported (Twisted's `connect`). Datagrams
+    /// queued for the old peer are sent first, or, if the socket is full,
+    /// stay addressed to the old peer.
     ///
     /// # Errors
     /// If the address is of the wrong kind or the kernel refuses.

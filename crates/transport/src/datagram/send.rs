@@ -31,7 +31,7 @@ pub(super) const MAX_QUEUED_BYTES: usize = 256 * 1024;
 const SEND_BATCH: usize = 64;
 
 /// Most send failures kept for the protocol between two deliveries; more
-/// are counted and logged, not kept.
+/// are counted (and logged once per flush), not kept.
 const MAX_PENDING_FAILURES: usize = 64;
 
 /// A send failure waiting to be reported to the protocol.
@@ -77,7 +77,8 @@ pub(super) struct SendQueue {
     /// The socket's buffer was full: wait for it to become writable.
     blocked: bool,
     failures: VecDeque<SendFailure>,
-    /// Failures not kept because `failures` was full.
+    /// Failures not kept because `failures` was full, since the port last
+    /// logged them.
     lost_failures: u64,
 }
 
@@ -169,13 +170,15 @@ impl SendQueue {
         if self.failures.len() < MAX_PENDING_FAILURES {
             self.failures.push_back(failure);
         } else {
+            // Counted, and logged once per flush by the port: a peer
+            // cannot make the log grow by a line per datagram.
             self.lost_failures += 1;
-            tracing::warn!(
-                lost = self.lost_failures,
-                ?failure,
-                "datagram send failure not reported: too many pending"
-            );
         }
+    }
+
+    /// How many failures were not kept since the last call.
+    pub(super) fn take_lost_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.lost_failures)
     }
 
     /// Gives up on the head datagram because the socket keeps refusing it
