@@ -803,3 +803,65 @@ fn two_ports_waiting_on_one_full_receiver_lose_nothing_when_one_takes_the_room()
     drop(receiver);
     let _ = std::fs::remove_file(&receiver_path);
 }
+
+/// Writes two datagrams to `to` in one turn; stops listening on the first
+/// failure it hears; stops the reactor when the port stops.
+struct StopOnFailure {
+    to: Address,
+    log: Log,
+    reactor: Reactor,
+}
+
+impl DatagramProtocol for StopOnFailure {
+    fn start_protocol(&mut self, transport: &DatagramTransportRef) {
+        let (to, transport) = (self.to.clone(), transport.clone());
+        self.reactor.call_soon(move |_| {
+            transport.write_to(b"one", &to).unwrap();
+            transport.write_to(b"two", &to).unwrap();
+        });
+    }
+    fn datagram_received(&mut self, _t: &DatagramTransportRef, _data: &[u8], _from: &Address) {
+        unreachable!("nobody answers");
+    }
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        _to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        self.log
+            .borrow_mut()
+            .push(format!("failed {:?}", error.kind()));
+        transport.stop_listening();
+    }
+    fn stop_protocol(&mut self) {
+        self.log.borrow_mut().push("stop".into());
+        self.reactor.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_port_stopped_from_send_failed_hears_no_more_failures() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let dead_path = socket_path("dgram-stop-dead");
+    let port_path = socket_path("dgram-stop-port");
+    drop(UnixDatagram::bind(&dead_path).unwrap());
+    let port = reactor
+        .listen_unix_datagram(
+            &port_path,
+            StopOnFailure {
+                to: Address::Unix(Some(dead_path.clone())),
+                log: log.clone(),
+                reactor: reactor.clone(),
+            },
+            None,
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(*log.borrow(), ["failed ConnectionRefused", "stop"]);
+    assert!(port.is_closed());
+    let _ = std::fs::remove_file(&dead_path);
+}

@@ -496,7 +496,7 @@ impl DatagramTransport {
         readiness: Readiness,
         on_event: &mut dyn FnMut(DatagramEvent<'_>),
     ) -> bool {
-        self.processing.set(true);
+        let processing = Processing::enter(&self.processing);
         if readiness.is_readable() {
             self.receive(on_event);
         }
@@ -524,10 +524,11 @@ impl DatagramTransport {
                 }
             }
         }
-        self.processing.set(false);
+        drop(processing);
         // Datagrams written while hearing of failures are sent at the end
-        // of the turn (or the next one, which does not wait).
-        loop {
+        // of the turn (or the next one, which does not wait). A protocol
+        // that stopped listening hears no more.
+        while !self.closing.get() {
             let failure = self.queue.borrow_mut().take_failure();
             match failure {
                 Some(SendFailure::Refused) => on_event(DatagramEvent::Refused),
@@ -729,6 +730,23 @@ impl fmt::Debug for DatagramTransport {
             .field("host", &self.host)
             .field("connected", &self.connected.borrow())
             .finish()
+    }
+}
+
+/// Marks a transport as processing an event until dropped (also when a
+/// callback panics through `process`).
+struct Processing<'a>(&'a Cell<bool>);
+
+impl<'a> Processing<'a> {
+    fn enter(flag: &'a Cell<bool>) -> Self {
+        flag.set(true);
+        Processing(flag)
+    }
+}
+
+impl Drop for Processing<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 

@@ -30,6 +30,11 @@ pub(super) const MAX_QUEUED_BYTES: usize = 256 * 1024;
 #[cfg(target_os = "linux")]
 const SEND_BATCH: usize = 64;
 
+/// Bytes and entries a queue keeps allocated after a burst that blocked
+/// it has drained (a burst grows it up to the bounds above).
+const KEPT_BYTES: usize = 16 * 1024;
+const KEPT_ENTRIES: usize = 64;
+
 /// Most send failures kept for the protocol between two deliveries; more
 /// are counted (and logged once per flush), not kept.
 const MAX_PENDING_FAILURES: usize = 64;
@@ -141,11 +146,12 @@ impl SendQueue {
         !self.failures.is_empty()
     }
 
-    /// Forgets everything queued (the socket is closing); returns how many
-    /// datagrams were dropped.
+    /// Forgets everything queued, and failures not yet reported (the
+    /// socket is closing); returns how many datagrams were dropped.
     pub(super) fn discard(&mut self) -> usize {
         let dropped = self.len();
         self.clear();
+        self.failures.clear();
         self.blocked = false;
         dropped
     }
@@ -219,6 +225,13 @@ impl SendQueue {
         while !self.is_empty() {
             flushed.calls += 1;
             match self.send_some(socket) {
+                // Nothing sent without an error: wait for room rather
+                // than ask again at once.
+                Ok(0) => {
+                    self.blocked = true;
+                    self.compact();
+                    return flushed;
+                }
                 Ok(sent) => {
                     for _ in 0..sent {
                         self.settle_head(None);
@@ -250,8 +263,28 @@ impl SendQueue {
             }
         }
         self.clear();
-        self.blocked = false;
+        if std::mem::take(&mut self.blocked) {
+            // A burst is over: give back what it grew beyond a floor.
+            self.bytes.shrink_to(KEPT_BYTES);
+            self.entries.shrink_to(KEPT_ENTRIES);
+        }
         flushed
+    }
+
+    /// Keeps a failure for a datagram the kernel took only `sent` bytes of
+    /// (never seen for datagrams; reported rather than assumed away).
+    fn check_whole(&mut self, index: usize, sent: usize) {
+        let entry = &self.entries[index];
+        if sent != entry.len {
+            let failure = SendFailure::Failed {
+                to: entry.to.as_ref().map(super::datagram_address),
+                error: io::Error::other(format!(
+                    "only {sent} of the datagram's {} bytes were sent",
+                    entry.len
+                )),
+            };
+            self.keep_failure(failure);
+        }
     }
 
     /// Moves what is still queued to the front, so a blocked queue does not
@@ -271,8 +304,14 @@ impl SendQueue {
 
     /// One `sendmmsg` of up to `SEND_BATCH` datagrams from the head;
     /// returns how many were sent. An error is the head datagram's.
+    ///
+    /// When a later datagram of the batch fails, the kernel returns the
+    /// count sent before it and keeps the error for the socket's next
+    /// call, which the next flush step makes at once for that datagram: so
+    /// the error is reported for it. (A kernel that did not keep it would
+    /// have that datagram simply sent again.)
     #[cfg(target_os = "linux")]
-    fn send_some(&self, socket: &Socket) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &Socket) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
         let pending = &self.entries[self.head..];
         let count = pending.len().min(SEND_BATCH);
@@ -307,21 +346,25 @@ impl SendQueue {
             )
         };
         if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(sent as usize)
+            return Err(io::Error::last_os_error());
         }
+        let sent = sent as usize;
+        for (i, header) in headers.iter().take(sent).enumerate() {
+            self.check_whole(self.head + i, header.msg_len as usize);
+        }
+        Ok(sent)
     }
 
     /// One datagram per call elsewhere.
     #[cfg(not(target_os = "linux"))]
-    fn send_some(&self, socket: &Socket) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &Socket) -> io::Result<usize> {
         let entry = &self.entries[self.head];
         let data = &self.bytes[entry.start..entry.start + entry.len];
-        match &entry.to {
+        let sent = match &entry.to {
             Some(to) => socket.send_to_with_flags(data, to, crate::sys::SEND_FLAGS),
             None => socket.send_with_flags(data, crate::sys::SEND_FLAGS),
-        }
-        .map(|_| 1)
+        }?;
+        self.check_whole(self.head, sent);
+        Ok(1)
     }
 }
