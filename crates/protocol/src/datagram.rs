@@ -51,6 +51,26 @@ pub trait DatagramProtocol: 'static {
         let _ = transport;
     }
 
+    /// A datagram written during a turn was queued and then refused by the
+    /// kernel when the queue was sent: `to` is where it was going (`None`:
+    /// the connected peer), `error` why (a datagram too large for the path
+    /// is `InvalidInput`; an unreachable network, a firewall's refusal).
+    /// The datagrams written after it were still sent. Errors of datagrams
+    /// sent at once are returned by `write_to` instead; a refusal by the
+    /// connected peer goes to
+    /// [`connection_refused`](DatagramProtocol::connection_refused). The
+    /// default logs it at debug level (a remote peer can make every
+    /// datagram fail; override to count or react).
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        let _ = transport;
+        tracing::debug!(?to, %error, "datagram not sent");
+    }
+
     /// The port stopped listening (Twisted's `stopProtocol`).
     #[doc(alias = "stopProtocol")]
     fn stop_protocol(&mut self) {}
@@ -126,6 +146,11 @@ impl<P: DatagramProtocol> Handler for DatagramHandler<P> {
             DatagramEvent::Refused => {
                 self.call("connection_refused", |protocol, transport| {
                     protocol.connection_refused(transport);
+                });
+            }
+            DatagramEvent::SendFailed { to, error } => {
+                self.call("send_failed", |protocol, transport| {
+                    protocol.send_failed(transport, to.as_ref(), &error);
                 });
             }
             DatagramEvent::Error(error) => {

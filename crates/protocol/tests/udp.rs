@@ -299,3 +299,569 @@ fn queued_datagrams_arrive_in_order_with_senders_in_few_receive_calls() {
         assert!(calls >= COUNT as u64, "{calls} receive calls");
     }
 }
+
+/// Datagrams queued on the port before the reactor turns, from `senders`:
+/// what each sender sent, in order.
+fn send_all(senders: &[UdpSocket], to: SocketAddr, texts: &[&str]) {
+    for (i, text) in texts.iter().enumerate() {
+        senders[i % senders.len()]
+            .send_to(text.as_bytes(), to)
+            .unwrap();
+    }
+}
+
+/// Reads `count` datagrams from `socket` as text.
+fn receive_texts(socket: &UdpSocket, count: usize) -> Vec<String> {
+    let mut buf = [0u8; 64];
+    (0..count)
+        .map(|_| {
+            let n = socket.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn echoes_written_in_one_turn_leave_in_one_batched_send_in_order() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let port = reactor
+        .listen_udp_with(0, Echo { log: log.clone() }, local())
+        .unwrap();
+    let addr = port.get_host().socket_addr().unwrap();
+    let senders = [client(), client()];
+    let texts: Vec<String> = (0..64).map(|i| format!("datagram {i}")).collect();
+    let mut all: Vec<&str> = texts.iter().map(String::as_str).collect();
+    all.push("stop");
+    // 64 datagrams (one readiness event's worth), then "stop" on its own.
+    send_all(&senders, addr, &all);
+    reactor.run().unwrap();
+    for (i, sender) in senders.iter().enumerate() {
+        let mine: Vec<&str> = all.iter().skip(i).step_by(2).copied().collect();
+        assert_eq!(receive_texts(sender, mine.len()), mine, "sender {i}");
+    }
+    // Linux: the 64 echoes of one event go out in one `sendmmsg`, "stop"'s
+    // echo in a second; elsewhere one call per datagram.
+    let calls = port.send_calls();
+    if cfg!(target_os = "linux") {
+        assert_eq!(calls, 2, "65 echoes took {calls} send calls");
+    } else {
+        assert_eq!(calls, 65);
+    }
+    assert_eq!(port.send_queue_len(), 0);
+}
+
+/// Echoes, and on "bad" also writes to an address the socket cannot send
+/// to (IPv6 from an IPv4 socket): refused by the kernel only when sent.
+struct EchoAndFail {
+    log: Log,
+    bad: Address,
+    reply_to: Address,
+}
+
+impl DatagramProtocol for EchoAndFail {
+    fn datagram_received(&mut self, transport: &DatagramTransportRef, data: &[u8], from: &Address) {
+        let text = String::from_utf8_lossy(data).into_owned();
+        if text == "bad" {
+            // Queued: the error is not known yet.
+            transport.write_to(b"lost", &self.bad).unwrap();
+        }
+        transport.write_to(data, from).unwrap();
+        self.log.borrow_mut().push(format!("got {text}"));
+        if text == "stop" {
+            transport.reactor().unwrap().stop().unwrap();
+        }
+    }
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        assert_eq!(to, Some(&self.bad), "{error}");
+        self.log.borrow_mut().push("failed".into());
+        // A write while hearing of a failure still goes out.
+        transport
+            .write_to(b"after failure", &self.reply_to)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_queued_datagram_the_kernel_refuses_is_reported_later_and_the_rest_still_go_out() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let bad = Address::Udp("[::1]:9".parse().unwrap());
+    let sender = client();
+    let port = reactor
+        .listen_udp_with(
+            0,
+            EchoAndFail {
+                log: log.clone(),
+                bad,
+                reply_to: Address::Udp(sender.local_addr().unwrap()),
+            },
+            local(),
+        )
+        .unwrap();
+    let addr = port.get_host().socket_addr().unwrap();
+    send_all(
+        std::slice::from_ref(&sender),
+        addr,
+        &["a", "bad", "c", "stop"],
+    );
+    reactor.run().unwrap();
+    // The failure is heard after the turn's datagrams were handled, and
+    // every datagram queued around the failed one was sent, in order.
+    assert_eq!(
+        *log.borrow(),
+        ["got a", "got bad", "got c", "got stop", "failed"]
+    );
+    assert_eq!(
+        receive_texts(&sender, 5),
+        ["a", "bad", "c", "stop", "after failure"]
+    );
+    assert_eq!(port.send_queue_len(), 0);
+}
+
+/// Writes `total` numbered datagrams to its connected peer in one turn;
+/// the next turn, reports what was accepted and what waits, through
+/// `accepted`, and stops the reactor on "done".
+struct Flood {
+    total: usize,
+    accepted: std::sync::mpsc::Sender<(Vec<usize>, usize)>,
+}
+
+impl DatagramProtocol for Flood {
+    fn start_protocol(&mut self, transport: &DatagramTransportRef) {
+        let (total, accepted) = (self.total, self.accepted.clone());
+        let transport = transport.clone();
+        let reactor = transport.reactor().unwrap();
+        reactor.call_soon(move |reactor| {
+            let mut ok = Vec::new();
+            for i in 0..total {
+                match transport.write(format!("{i}").as_bytes()) {
+                    Ok(()) => ok.push(i),
+                    Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+                }
+            }
+            // The next turn: the end of this one sent what the peer's
+            // queue takes; the rest waits for room, in order.
+            reactor.call_soon(move |_| {
+                let waiting = transport.send_queue_len();
+                accepted.send((ok, waiting)).unwrap();
+            });
+        });
+    }
+    fn datagram_received(
+        &mut self,
+        transport: &DatagramTransportRef,
+        data: &[u8],
+        _from: &Address,
+    ) {
+        assert_eq!(data, b"done");
+        transport.reactor().unwrap().stop().unwrap();
+    }
+}
+
+#[test]
+fn a_full_peer_pauses_sending_and_queued_datagrams_follow_in_order_when_it_reads() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let server_path = socket_path("dgram-full-server");
+    let client_path = socket_path("dgram-full-client");
+    let server = UnixDatagram::bind(&server_path).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // More than the peer's queue and the port's queue (1,024) hold.
+    const TOTAL: usize = 2_000;
+    let port = reactor
+        .connect_unix_datagram(
+            &server_path,
+            Flood {
+                total: TOTAL,
+                accepted: tx,
+            },
+            Some(&client_path),
+        )
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        // Nothing is read until the port has hit the full peer.
+        let (accepted, waiting): (Vec<usize>, usize) = rx.recv().unwrap();
+        let mut buf = [0u8; 16];
+        let mut got = Vec::new();
+        for _ in 0..accepted.len() {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            got.push(
+                std::str::from_utf8(&buf[..n])
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+            );
+            if got.len() == accepted.len() {
+                server
+                    .send_to(b"done", from.as_pathname().unwrap())
+                    .unwrap();
+            }
+        }
+        (accepted, waiting, got)
+    });
+    reactor.run().unwrap();
+    let (accepted, waiting, got) = reader.join().unwrap();
+    assert!(waiting > 0, "the peer's queue was never full");
+    assert!(
+        accepted.len() < TOTAL,
+        "a write finding both queues full is refused at once"
+    );
+    assert_eq!(got, accepted, "every accepted datagram arrives, in order");
+    assert_eq!(port.send_queue_len(), 0);
+    port.stop_listening();
+    drop(reactor);
+    let _ = std::fs::remove_file(&server_path);
+}
+
+/// Writes `total` datagrams to `to` in one turn; counts failures heard and
+/// stops the reactor once each datagram failed.
+struct Unanswered {
+    to: Address,
+    total: usize,
+    failures: Rc<RefCell<Vec<std::io::ErrorKind>>>,
+}
+
+impl DatagramProtocol for Unanswered {
+    fn start_protocol(&mut self, transport: &DatagramTransportRef) {
+        let (to, total, transport) = (self.to.clone(), self.total, transport.clone());
+        transport.reactor().unwrap().call_soon(move |_| {
+            for i in 0..total {
+                transport.write_to(format!("{i}").as_bytes(), &to).unwrap();
+            }
+        });
+    }
+    fn datagram_received(&mut self, _t: &DatagramTransportRef, _data: &[u8], _from: &Address) {
+        unreachable!("nobody answers");
+    }
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        assert_eq!(to, Some(&self.to));
+        self.failures.borrow_mut().push(error.kind());
+        if self.failures.borrow().len() == self.total {
+            assert_eq!(transport.send_queue_len(), 0);
+            transport.reactor().unwrap().stop().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_socket_that_reports_room_but_refuses_datagrams_does_not_make_the_port_spin() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let receiver_path = socket_path("dgram-stuck-receiver");
+    let port_path = socket_path("dgram-stuck-port");
+    // Never read, and full before the port writes (whatever the host's
+    // queue length). Linux reports an unconnected sender writable all
+    // along yet refuses it with EAGAIN.
+    let receiver = UnixDatagram::bind(&receiver_path).unwrap();
+    let fillers = fill_receiver(&receiver_path);
+    let failures = Rc::default();
+    const TOTAL: usize = 100;
+    let port = reactor
+        .listen_unix_datagram(
+            &port_path,
+            Unanswered {
+                to: Address::Unix(Some(receiver_path.clone())),
+                total: TOTAL,
+                failures: Rc::clone(&failures),
+            },
+            None,
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    let failures = failures.borrow();
+    // Each datagram was given up on the writable event that sent nothing
+    // while the socket still reported room.
+    assert_eq!(failures.len(), TOTAL);
+    assert!(failures
+        .iter()
+        .all(|kind| *kind == std::io::ErrorKind::WouldBlock));
+    assert_eq!(port.send_queue_len(), 0);
+    drop(fillers);
+    drop(receiver);
+    let _ = std::fs::remove_file(&receiver_path);
+}
+
+/// Runs `script` in the first turn; logs what it hears; stops the reactor
+/// on a datagram "stop" or when `stop_after` events were heard.
+struct Scripted {
+    script: Option<Box<dyn FnOnce(DatagramTransportRef)>>,
+    log: Log,
+    stop_after: usize,
+}
+
+impl Scripted {
+    fn new(
+        log: &Log,
+        stop_after: usize,
+        script: impl FnOnce(DatagramTransportRef) + 'static,
+    ) -> Self {
+        Scripted {
+            script: Some(Box::new(script)),
+            log: log.clone(),
+            stop_after,
+        }
+    }
+
+    fn heard(&mut self, transport: &DatagramTransportRef, what: String) {
+        self.log.borrow_mut().push(what);
+        if self.log.borrow().len() == self.stop_after {
+            transport.reactor().unwrap().stop().unwrap();
+        }
+    }
+}
+
+impl DatagramProtocol for Scripted {
+    fn start_protocol(&mut self, transport: &DatagramTransportRef) {
+        let script = self.script.take().unwrap();
+        let transport = transport.clone();
+        transport
+            .reactor()
+            .unwrap()
+            .call_soon(move |_| script(transport));
+    }
+    fn datagram_received(
+        &mut self,
+        transport: &DatagramTransportRef,
+        data: &[u8],
+        _from: &Address,
+    ) {
+        assert_eq!(data, b"stop");
+        transport.reactor().unwrap().stop().unwrap();
+    }
+    fn connection_refused(&mut self, transport: &DatagramTransportRef) {
+        self.heard(transport, "refused".into());
+    }
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        self.heard(transport, format!("failed {to:?} {:?}", error.kind()));
+    }
+}
+
+#[test]
+fn a_datagram_written_before_connecting_elsewhere_goes_to_the_peer_it_was_written_for() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let (a, b) = (client(), client());
+    let (to_a, to_b) = (
+        Address::Udp(a.local_addr().unwrap()),
+        Address::Udp(b.local_addr().unwrap()),
+    );
+    let port = reactor
+        .listen_udp_with(
+            0,
+            Scripted::new(&log, 0, move |transport| {
+                transport.connect(&to_a).unwrap();
+                transport.write(b"for a").unwrap();
+                transport.connect(&to_b).unwrap();
+                transport.write(b"for b").unwrap();
+            }),
+            local(),
+        )
+        .unwrap();
+    // Ends the run once the script has written (the port, connected to b
+    // by then, still hears it: it was queued before the connect).
+    b.send_to(b"stop", port.get_host().socket_addr().unwrap())
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(receive_texts(&a, 1), ["for a"]);
+    assert_eq!(receive_texts(&b, 1), ["for b"]);
+    assert!(log.borrow().is_empty(), "{:?}", log.borrow());
+}
+
+#[test]
+fn a_queued_datagram_to_a_unix_path_without_a_listener_is_a_send_failure_naming_it() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let dead_path = socket_path("dgram-dead-receiver");
+    let port_path = socket_path("dgram-dead-port");
+    // The socket file stays after its socket closes: sending to it is
+    // refused (ECONNREFUSED), as a port with no listener.
+    drop(UnixDatagram::bind(&dead_path).unwrap());
+    let dead = Address::Unix(Some(dead_path.clone()));
+    let to = dead.clone();
+    let _port = reactor
+        .listen_unix_datagram(
+            &port_path,
+            Scripted::new(&log, 1, move |transport| {
+                transport.write_to(b"anyone?", &to).unwrap();
+            }),
+            None,
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        [format!("failed {:?} ConnectionRefused", Some(&dead))]
+    );
+    let _ = std::fs::remove_file(&dead_path);
+}
+
+/// Fills the queue of the Unix datagram socket at `path` with datagrams
+/// "fill" from fresh sockets (each sends at most 100, far below its own
+/// send buffer, so a refusal means the receiver is full), whatever the
+/// host's queue length. Returns the senders (their datagrams stay queued).
+fn fill_receiver(path: &std::path::Path) -> Vec<std::os::unix::net::UnixDatagram> {
+    use std::os::unix::net::UnixDatagram;
+    let mut fillers = Vec::new();
+    loop {
+        let filler = UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        for _ in 0..100 {
+            match filler.send_to(b"fill", path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    fillers.push(filler);
+                    return fillers;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        fillers.push(filler);
+    }
+}
+
+#[test]
+fn two_ports_waiting_on_one_full_receiver_lose_nothing_when_one_takes_the_room() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let receiver_path = socket_path("dgram-shared-receiver");
+    let receiver = Rc::new(UnixDatagram::bind(&receiver_path).unwrap());
+    receiver.set_nonblocking(true).unwrap();
+    let fillers = fill_receiver(&receiver_path);
+    let log: Log = Rc::default();
+    let got: Log = Rc::default();
+    let mut ports = Vec::new();
+    for name in ["x", "y"] {
+        let port = reactor
+            .connect_unix_datagram(
+                &receiver_path,
+                Scripted::new(&log, 1, move |transport| {
+                    // Queued; the full receiver blocks it.
+                    transport.write(name.as_bytes()).unwrap();
+                }),
+                None,
+            )
+            .unwrap();
+        ports.push(port);
+    }
+    // Once both wait: read one datagram, so both ports hear they may
+    // write and one takes the room; then read everything, each turn,
+    // until both datagrams arrived.
+    fn drain(reactor: &Reactor, receiver: Rc<UnixDatagram>, got: Log, first: bool) {
+        let mut buf = [0u8; 16];
+        while let Ok(n) = receiver.recv(&mut buf) {
+            if &buf[..n] != b"fill" {
+                got.borrow_mut()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            if first {
+                break;
+            }
+        }
+        if got.borrow().len() == 2 {
+            reactor.stop().unwrap();
+        } else {
+            reactor.call_soon(move |reactor| drain(reactor, receiver, got, false));
+        }
+    }
+    let (receiver2, got2) = (receiver.clone(), got.clone());
+    reactor.call_soon(move |reactor| {
+        reactor.call_soon(move |reactor| drain(reactor, receiver2, got2, true));
+    });
+    reactor.run().unwrap();
+    assert!(log.borrow().is_empty(), "{:?}", log.borrow());
+    let mut got = got.borrow().clone();
+    got.sort();
+    assert_eq!(got, ["x", "y"]);
+    drop(fillers);
+    drop(receiver);
+    let _ = std::fs::remove_file(&receiver_path);
+}
+
+/// Writes two datagrams to `to` in one turn; stops listening on the first
+/// failure it hears; stops the reactor when the port stops.
+struct StopOnFailure {
+    to: Address,
+    log: Log,
+    reactor: Reactor,
+}
+
+impl DatagramProtocol for StopOnFailure {
+    fn start_protocol(&mut self, transport: &DatagramTransportRef) {
+        let (to, transport) = (self.to.clone(), transport.clone());
+        self.reactor.call_soon(move |_| {
+            transport.write_to(b"one", &to).unwrap();
+            transport.write_to(b"two", &to).unwrap();
+        });
+    }
+    fn datagram_received(&mut self, _t: &DatagramTransportRef, _data: &[u8], _from: &Address) {
+        unreachable!("nobody answers");
+    }
+    fn send_failed(
+        &mut self,
+        transport: &DatagramTransportRef,
+        _to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        self.log
+            .borrow_mut()
+            .push(format!("failed {:?}", error.kind()));
+        transport.stop_listening();
+    }
+    fn stop_protocol(&mut self) {
+        self.log.borrow_mut().push("stop".into());
+        self.reactor.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_port_stopped_from_send_failed_hears_no_more_failures() {
+    use std::os::unix::net::UnixDatagram;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+    let dead_path = socket_path("dgram-stop-dead");
+    let port_path = socket_path("dgram-stop-port");
+    drop(UnixDatagram::bind(&dead_path).unwrap());
+    let port = reactor
+        .listen_unix_datagram(
+            &port_path,
+            StopOnFailure {
+                to: Address::Unix(Some(dead_path.clone())),
+                log: log.clone(),
+                reactor: reactor.clone(),
+            },
+            None,
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(*log.borrow(), ["failed ConnectionRefused", "stop"]);
+    assert!(port.is_closed());
+    let _ = std::fs::remove_file(&dead_path);
+}

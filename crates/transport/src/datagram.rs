@@ -2,9 +2,10 @@
 //!
 //! A datagram transport is a port and a transport in one (Twisted's UDP
 //! `Port`): it receives datagrams from anyone, sends to any address, or is
-//! connected to one peer. Datagrams are never queued: a datagram the
-//! kernel does not take — too large, or a full send buffer — is an error
-//! returned to the caller, never a silent drop.
+//! connected to one peer.
+//!
+//! How a port sends, and where its errors go, is described on
+//! [`DatagramTransport`] (section "Sending").
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -22,6 +23,10 @@ use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration, WeakR
 use crate::address::Address;
 use crate::sys::SEND_FLAGS;
 use crate::unix::SocketFile;
+
+mod send;
+
+use send::{SendFailure, SendQueue, MAX_GATHERED_DATAGRAM};
 
 /// Default largest datagram received whole: larger ones are reported as
 /// truncated. 65,536 bytes hold any UDP datagram.
@@ -88,11 +93,58 @@ pub enum DatagramEvent<'a> {
     /// The connected peer refused a datagram (an ICMP port unreachable,
     /// reported by the kernel on a connected socket).
     Refused,
+    /// A queued datagram was not sent: the kernel refused it when the
+    /// queue was sent (see [Sending](DatagramTransport#sending)). Datagrams queued after
+    /// it are still sent.
+    SendFailed {
+        /// Where it was going (`None`: the connected peer).
+        to: Option<Address>,
+        /// Why it was not sent.
+        error: io::Error,
+    },
     /// Another error from the socket; the transport stays open.
     Error(io::Error),
 }
 
 /// A UDP or Unix datagram socket registered with a reactor.
+///
+/// # Sending
+///
+/// A datagram written while the reactor is dispatching (from a protocol's
+/// callback, a timer, a task) is queued and sent together with the other
+/// datagrams the port was given in that turn: one `sendmmsg` per 64
+/// datagrams on Linux, one call per datagram elsewhere, before the loop
+/// next waits, so no datagram is delayed past the turn. A datagram written
+/// outside a turn (before the reactor runs) and one larger than 4 KiB are
+/// sent at once, after what was queued before them — unless the queue
+/// waits for a full socket (below): then they are queued too, and their
+/// errors reported later.
+///
+/// Errors follow from that, as in libuv's `uv_udp_send`:
+/// - what is known when `write_to` is called is returned by it: a bad
+///   address, a closed port, a full queue, and every error of a datagram
+///   sent at once;
+/// - what only the kernel knows at send time is reported later, to the
+///   port's protocol: a refusal by the connected peer as
+///   [`DatagramEvent::Refused`], anything else (a datagram too large for
+///   the path, a network that cannot be reached, a firewall, a Unix path
+///   nobody listens on) as [`DatagramEvent::SendFailed`] naming the
+///   destination. The datagrams
+///   after a failed one are still sent, in order.
+///
+/// A full socket buffer (`EAGAIN`) is not a loss: the queue keeps the
+/// unsent datagrams and the port waits until the socket is writable, as
+/// libuv, Netty and quinn do, so a burst larger than the socket's buffer
+/// is paced rather than cut. The queue is bounded (1,024 datagrams,
+/// 256 KiB): a write that finds it full while the socket is still full
+/// fails at once with `WouldBlock` and the datagram is not sent — the
+/// caller decides whether to drop it, as the kernel would. A writable
+/// event that sends nothing (another sender took the room) is waited on
+/// again; only a socket that still reports room after refusing
+/// (an unconnected Unix socket whose receiver is full) has its head
+/// datagram dropped, reported as `WouldBlock`, so the loop cannot spin.
+/// Closing first sends what the socket takes; the datagrams still queued
+/// after that are dropped.
 pub struct DatagramTransport {
     io: RefCell<Option<Registration<Socket>>>,
     /// Close at the next step (after `stop_listening`).
@@ -102,6 +154,10 @@ pub struct DatagramTransport {
     max_datagram: Cell<usize>,
     /// System calls made to receive.
     receive_calls: Cell<u64>,
+    /// Datagrams written during a turn, sent before the loop waits.
+    queue: RefCell<SendQueue>,
+    /// System calls made to send.
+    send_calls: Cell<u64>,
     host: Address,
     reactor: WeakReactor,
     /// A Unix socket file to remove when the socket closes.
@@ -128,6 +184,8 @@ impl DatagramTransport {
             connected: RefCell::new(None),
             max_datagram: Cell::new(DEFAULT_MAX_DATAGRAM),
             receive_calls: Cell::new(0),
+            queue: RefCell::default(),
+            send_calls: Cell::new(0),
             host,
             reactor: reactor.downgrade(),
             file: RefCell::new(None),
@@ -148,15 +206,20 @@ impl DatagramTransport {
         }
     }
 
-    /// Sends one datagram to `to` (Twisted's `write(data, addr)`).
+    /// Sends one datagram to `to` (Twisted's `write(data, addr)`): queued
+    /// and sent with the turn's other datagrams when the reactor is
+    /// dispatching, at once otherwise (see [Sending](DatagramTransport#sending)).
     ///
     /// # Errors
-    /// A datagram larger than the socket can send, a full send buffer, or
-    /// another error from the kernel: the datagram was not sent.
+    /// The datagram was not sent: an address of the wrong kind, a port that
+    /// stopped listening, a full queue while the socket's buffer is full
+    /// (`WouldBlock`), or, for a datagram sent at once, any error from the
+    /// kernel (one larger than the socket can send is `InvalidInput`).
+    /// Errors of queued datagrams reach the protocol later
+    /// ([`DatagramEvent::SendFailed`]).
     pub fn write_to(&self, data: &[u8], to: &Address) -> io::Result<()> {
         let addr = sockaddr(to)?;
-        let sent = self.with_socket(|s| s.send_to_with_flags(data, &addr, SEND_FLAGS));
-        check_sent(sent, data.len())
+        self.send_or_queue(data, Some(addr))
     }
 
     /// Sends one datagram to the connected peer (Twisted's `write(data)`
@@ -164,8 +227,9 @@ impl DatagramTransport {
     ///
     /// # Errors
     /// `NotConnected` without [`DatagramTransport::connect`]; otherwise as
-    /// for [`DatagramTransport::write_to`], plus `ConnectionRefused` when
-    /// the peer refused an earlier datagram.
+    /// for [`DatagramTransport::write_to`], plus, for a datagram sent at
+    /// once, `ConnectionRefused` when the peer refused an earlier datagram
+    /// (a queued one hears it as [`DatagramEvent::Refused`]).
     pub fn write(&self, data: &[u8]) -> io::Result<()> {
         if self.connected.borrow().is_none() {
             return Err(io::Error::new(
@@ -173,17 +237,175 @@ impl DatagramTransport {
                 "write without an address needs a connected datagram port",
             ));
         }
-        let sent = self.with_socket(|s| s.send_with_flags(data, SEND_FLAGS));
+        self.send_or_queue(data, None)
+    }
+
+    /// Queues `data` for the end of the turn, or sends it now when the
+    /// reactor is not dispatching or it is too large to copy.
+    fn send_or_queue(&self, data: &[u8], to: Option<SockAddr>) -> io::Result<()> {
+        self.with_socket(|_| Ok(()))?;
+        let gathers = data.len() <= MAX_GATHERED_DATAGRAM && self.gathers();
+        let mut queue = self.queue.borrow_mut();
+        if !gathers || queue.is_full_for(data.len()) {
+            // Send what is queued first: order is kept, and the queue
+            // makes room.
+            if !queue.is_empty() && !queue.is_blocked() {
+                drop(queue);
+                self.flush();
+                queue = self.queue.borrow_mut();
+            }
+            if queue.is_empty() && !gathers {
+                drop(queue);
+                return self.send_now(data, to.as_ref());
+            }
+            if queue.is_full_for(data.len()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the socket's send buffer and the port's send queue are full; \
+                     the datagram was not sent",
+                ));
+            }
+        }
+        queue.push(data, to);
+        let first = queue.len() == 1 && !queue.is_blocked();
+        drop(queue);
+        if first && !self.processing.get() {
+            // Sent when the port is dispatched at the end of the turn (or
+            // early in the next, which does not wait).
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// True if a datagram written now is queued for the end of the turn.
+    fn gathers(&self) -> bool {
+        self.processing.get()
+            || self
+                .reactor
+                .upgrade()
+                .is_some_and(|reactor| reactor.is_dispatching())
+    }
+
+    fn send_now(&self, data: &[u8], to: Option<&SockAddr>) -> io::Result<()> {
+        self.send_calls.set(self.send_calls.get() + 1);
+        let sent = self.with_socket(|s| match to {
+            Some(to) => s.send_to_with_flags(data, to, SEND_FLAGS),
+            None => s.send_with_flags(data, SEND_FLAGS),
+        });
         check_sent(sent, data.len())
     }
 
+    fn wake(&self) {
+        if let Some(registration) = &*self.io.borrow() {
+            registration.wake();
+        }
+    }
+
+    /// Sends what is queued (whatever the socket takes) and keeps the
+    /// port's interest in writability in step with a blocked queue.
+    /// Returns how many datagrams were settled (sent or failed).
+    fn flush(&self) -> usize {
+        let io = self.io.borrow();
+        let Some(registration) = io.as_ref() else {
+            self.queue.borrow_mut().discard();
+            return 0;
+        };
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_empty() {
+            return 0;
+        }
+        let flushed = queue.flush(registration.get_ref());
+        self.send_calls.set(self.send_calls.get() + flushed.calls);
+        let blocked = queue.is_blocked();
+        let failures = queue.has_failures();
+        let lost = queue.take_lost_failures();
+        drop(queue);
+        if lost > 0 {
+            tracing::warn!(
+                host = %self.host,
+                lost,
+                "datagram send failures not reported to the protocol: too many pending"
+            );
+        }
+        self.watch_writable(registration, blocked);
+        if failures && !self.processing.get() {
+            registration.wake();
+        }
+        flushed.settled
+    }
+
+    /// True if the socket reports room to send now (one `poll` with no
+    /// timeout; only asked after the kernel said it had none). An error
+    /// counts as room, so a port never waits on a socket that fails.
+    fn reports_room(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.with_socket(|socket| {
+            let mut fd = libc::pollfd {
+                fd: socket.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, alive for the call; no timeout.
+            let n = unsafe { libc::poll(&mut fd, 1, 0) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd.revents & libc::POLLOUT != 0)
+            }
+        })
+        .unwrap_or(true)
+    }
+
+    fn watch_writable(&self, registration: &Registration<Socket>, blocked: bool) {
+        let interest = if blocked {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if registration.interest() != interest {
+            if let Err(error) = registration.set_interest(interest) {
+                tracing::warn!(host = %self.host, %error, "datagram port: cannot change interest");
+            }
+        }
+    }
+
+    /// Datagrams queued and not yet sent (see [Sending](DatagramTransport#sending)).
+    pub fn send_queue_len(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    /// How many system calls this transport has made to send: on Linux one
+    /// `sendmmsg` sends up to 64 queued datagrams, elsewhere each datagram
+    /// takes one call. For tests and benchmarks.
+    pub fn send_calls(&self) -> u64 {
+        self.send_calls.get()
+    }
+
     /// Connects to one peer: only its datagrams are received, `write` sends
-    /// to it, and refusals are reported (Twisted's `connect`).
+    /// to it, and refusals are reported (Twisted's `connect`). Datagrams
+    /// queued for the old peer are sent first, or, if the socket is full,
+    /// stay addressed to the old peer.
     ///
     /// # Errors
     /// If the address is of the wrong kind or the kernel refuses.
     pub fn connect(&self, to: &Address) -> io::Result<()> {
         let addr = sockaddr(to)?;
+        self.with_socket(|_| Ok(()))?;
+        // Datagrams written to the old peer go to it: sent now if the
+        // socket takes them, else addressed to it explicitly.
+        if !self.queue.borrow().is_empty() && !self.queue.borrow().is_blocked() {
+            self.flush();
+        }
+        if !self.queue.borrow().is_empty() {
+            let old = self
+                .connected
+                .borrow()
+                .as_ref()
+                .and_then(|a| sockaddr(a).ok());
+            if let Some(old) = old {
+                self.queue.borrow_mut().address_to(&old);
+            }
+        }
         self.with_socket(|s| s.connect(&addr))?;
         *self.connected.borrow_mut() = Some(to.clone());
         Ok(())
@@ -240,6 +462,12 @@ impl DatagramTransport {
     /// Returns false if it was already closed.
     pub fn close(&self) -> bool {
         self.closing.set(true);
+        // What the turn queued still goes out if the socket takes it now.
+        self.flush();
+        let dropped = self.queue.borrow_mut().discard();
+        if dropped > 0 {
+            tracing::debug!(host = %self.host, dropped, "datagram port closed with datagrams unsent");
+        }
         let registration = self.io.borrow_mut().take();
         let closed = registration.is_some();
         drop(registration);
@@ -260,18 +488,56 @@ impl DatagramTransport {
     }
 
     /// Handles one readiness event: receives datagrams, handing each to
-    /// `on_event`, and closes the socket if `stop_listening` was called.
-    /// Returns true when the socket has just been closed.
+    /// `on_event`, sends what was queued (reporting datagrams the kernel
+    /// refused to `on_event`), and closes the socket if `stop_listening`
+    /// was called. Returns true when the socket has just been closed.
     pub fn process(
         &self,
         readiness: Readiness,
         on_event: &mut dyn FnMut(DatagramEvent<'_>),
     ) -> bool {
-        self.processing.set(true);
+        let processing = Processing::enter(&self.processing);
         if readiness.is_readable() {
             self.receive(on_event);
         }
-        self.processing.set(false);
+        let blocked = self.queue.borrow().is_blocked();
+        if !blocked || readiness.is_writable() {
+            let mut settled = self.flush();
+            if blocked && readiness.is_writable() {
+                // Writable, yet nothing went out. Another sender may have
+                // taken the room first (a full buffer is not a loss: wait
+                // again), unless the socket still reports room: then it
+                // would report it forever (an unconnected Unix socket
+                // whose receiver is full), so its head is given up — as
+                // many as the failures kept for the protocol hold; the
+                // rest on the next writable event.
+                while settled == 0
+                    && self.queue.borrow().is_blocked()
+                    && self.queue.borrow().keeps_failures()
+                    && self.reports_room()
+                {
+                    self.queue.borrow_mut().drop_stuck_head();
+                    settled = self.flush();
+                }
+                if let Some(registration) = &*self.io.borrow() {
+                    self.watch_writable(registration, self.queue.borrow().is_blocked());
+                }
+            }
+        }
+        drop(processing);
+        // Datagrams written while hearing of failures are sent at the end
+        // of the turn (or the next one, which does not wait). A protocol
+        // that stopped listening hears no more.
+        while !self.closing.get() {
+            let failure = self.queue.borrow_mut().take_failure();
+            match failure {
+                Some(SendFailure::Refused) => on_event(DatagramEvent::Refused),
+                Some(SendFailure::Failed { to, error }) => {
+                    on_event(DatagramEvent::SendFailed { to, error });
+                }
+                None => break,
+            }
+        }
         self.closing.get() && self.close()
     }
 
@@ -467,6 +733,23 @@ impl fmt::Debug for DatagramTransport {
     }
 }
 
+/// Marks a transport as processing an event until dropped (also when a
+/// callback panics through `process`).
+struct Processing<'a>(&'a Cell<bool>);
+
+impl<'a> Processing<'a> {
+    fn enter(flag: &'a Cell<bool>) -> Self {
+        flag.set(true);
+        Processing(flag)
+    }
+}
+
+impl Drop for Processing<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// A shared handle to a datagram transport, as datagram protocols hold it.
 pub type DatagramTransportRef = Rc<DatagramTransport>;
 
@@ -495,14 +778,23 @@ fn check_sent(sent: io::Result<usize>, len: usize) -> io::Result<()> {
         Ok(n) => Err(io::Error::other(format!(
             "only {n} of the datagram's {len} bytes were sent"
         ))),
-        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Err(io::Error::new(
+        Err(e) => Err(send_error(e, len)),
+    }
+}
+
+/// The error to report for a datagram of `len` bytes the kernel refused.
+fn send_error(e: io::Error, len: usize) -> io::Error {
+    if e.raw_os_error() == Some(libc::EMSGSIZE) {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("a datagram of {len} bytes is larger than the socket can send: {e}"),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+        )
+    } else if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(
             io::ErrorKind::WouldBlock,
             "the socket's send buffer is full; the datagram was not sent",
-        )),
-        Err(e) => Err(e),
+        )
+    } else {
+        e
     }
 }

@@ -113,6 +113,20 @@ impl WriteQueue {
         self.storage().tail.extend_from_slice(data);
     }
 
+    /// Queues copies of `parts`, in order, appended to the tail buffer;
+    /// `total` is their summed length.
+    pub(crate) fn push_copies(&mut self, parts: &[&[u8]], total: usize) {
+        if total == 0 {
+            return;
+        }
+        self.len += total;
+        let tail = &mut self.storage().tail;
+        tail.reserve(total);
+        for part in parts {
+            tail.extend_from_slice(part);
+        }
+    }
+
     /// The queued bytes, if they are one contiguous slice (one chunk, or
     /// copied bytes only).
     pub(crate) fn single(&self) -> Option<&[u8]> {

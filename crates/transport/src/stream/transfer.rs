@@ -174,7 +174,9 @@ impl<P: Pipe> StreamTransport<P> {
             return;
         }
         // Queue the rest, copied into the queue's tail.
-        {
+        if sent == 0 {
+            self.queue.borrow_mut().push_copies(data, total);
+        } else {
             let mut queue = self.queue.borrow_mut();
             let mut skip = sent;
             for part in data {
