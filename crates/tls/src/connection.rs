@@ -1182,7 +1182,17 @@ struct Core<P> {
     protocol: RefCell<P>,
     /// The inner protocol heard `connection_lost`.
     done: Cell<bool>,
+    /// Where the reason the inner protocol hears is left for a client
+    /// factory, which the connector tells the lower transport's reason.
+    heard: std::cell::OnceCell<HeardSlot>,
 }
+
+/// The reason a [`TlsProtocol`] gave its inner protocol in
+/// `connection_lost`, when it differs from the lower transport's (a TLS
+/// failure, a handshake timeout, a truncation, the peer's close_notify):
+/// left by the protocol just before the connector calls
+/// `client_connection_lost`, and taken by [`TlsClientFactory`](crate::TlsClientFactory).
+pub(crate) type HeardSlot = Rc<RefCell<Option<CloseReason>>>;
 
 impl<P: Protocol> TlsProtocol<P> {
     fn with_role(role: Option<TlsRole>, inner: P) -> Result<TlsProtocol<P>, rustls::Error> {
@@ -1193,6 +1203,7 @@ impl<P: Protocol> TlsProtocol<P> {
             handle,
             protocol: RefCell::new(inner),
             done: Cell::new(false),
+            heard: std::cell::OnceCell::new(),
         });
         let pump: Weak<dyn Pump> = Rc::downgrade(&(core.clone() as Rc<dyn Pump>));
         *core.tls.pump.borrow_mut() = Some(pump);
@@ -1242,6 +1253,13 @@ impl<P: Protocol> TlsProtocol<P> {
     #[must_use]
     pub fn close_timeout(self, timeout: Duration) -> Self {
         self.core.tls.close_timeout.set(timeout);
+        self
+    }
+
+    /// Leaves in `slot` the reason the inner protocol hears when it
+    /// differs from the lower transport's, for the client factory.
+    pub(crate) fn report_to(self, slot: HeardSlot) -> Self {
+        let _ = self.core.heard.set(slot);
         self
     }
 
@@ -1781,13 +1799,23 @@ impl<P: Protocol> Protocol for TlsProtocol<P> {
         if core.done.replace(true) {
             return;
         }
-        let mut protocol = core.protocol.borrow_mut();
-        match fault {
-            Some(fault) => protocol.connection_lost(&fault.reason()),
-            None if peer_closed && reason.is_clean() => {
-                protocol.connection_lost(&CloseReason::ClosedByPeer);
-            }
-            None => protocol.connection_lost(reason),
+        // What the TLS layer decided, rather than what the lower
+        // transport saw (an abort by the handshake timer, a close after
+        // an alert).
+        // (`CloseReason` is not `Clone`: made once for each listener.)
+        let own = || match &fault {
+            Some(fault) => Some(fault.reason()),
+            None if peer_closed && reason.is_clean() => Some(CloseReason::ClosedByPeer),
+            None => None,
+        };
+        // Left before the inner protocol runs, so that a panic there
+        // still lets the factory hear it.
+        if let Some(heard) = core.heard.get() {
+            *heard.borrow_mut() = own();
         }
+        let own = own();
+        core.protocol
+            .borrow_mut()
+            .connection_lost(own.as_ref().unwrap_or(reason));
     }
 }
