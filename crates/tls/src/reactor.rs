@@ -306,7 +306,10 @@ pub trait ReactorTls: ReactorTcp + ReactorUnix {
     /// side of the handshake is complete: the future has resolved, and
     /// the refusal is the stream's first read error.) Dropping the future
     /// cancels the attempt: before the TCP connection is made, the attempt
-    /// is abandoned; during the handshake, the connection is closed.
+    /// is abandoned; during the handshake, the connection is aborted (the
+    /// server is reset, and for [`ReactorTls::connect_tls_protocol`] the
+    /// protocol, which has seen `connection_made`, hears
+    /// [`CloseReason::Aborted`]).
     ///
     /// ```no_run
     /// use std::time::Duration;
