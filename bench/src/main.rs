@@ -104,6 +104,12 @@ fn main() {
         Ok(())
     } else if args.first().map(String::as_str) == Some("tls") {
         tls::run(args.iter().any(|a| a == "--quick"))
+    } else if args.first().map(String::as_str) == Some("tls-drive") {
+        tls::drive_count(
+            args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            args.get(2).map_or("streams", String::as_str),
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000),
+        )
     } else if args.first().map(String::as_str) == Some("tls-idle") {
         tls::idle(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(400))
     } else if args.first().map(String::as_str) == Some("tls-idle-one") {

@@ -584,3 +584,38 @@ pub fn idle_clients(port: u16, n: usize) -> io::Result<()> {
     let _ = io::stdin().lock().read_line(&mut line);
     Ok(())
 }
+
+/// `torsion-bench tls-drive PORT [streams|pingpong] [N]`: drives a server
+/// started by hand (`torsion-bench serve tls-torsion`, for instance under
+/// `valgrind --tool=callgrind`) with exactly `N` messages per connection
+/// (8 × 16 KiB streams or 64 × 1 KiB ping-pong), then closes with
+/// close_notify; for instruction counts, which need a fixed amount of work
+/// rather than a fixed time.
+pub fn drive_count(port: u16, load: &str, per_connection: u64) -> io::Result<()> {
+    let (clients, size) = match load {
+        "pingpong" => (CONNECTIONS, MESSAGE),
+        _ => (8, 16 * 1024),
+    };
+    let shared = client_config();
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let shared = shared.clone();
+            std::thread::spawn(move || -> io::Result<()> {
+                let message: Vec<u8> = (0..size).map(|j| (i * 31 + j) as u8).collect();
+                let mut stream = connect(port, shared)?;
+                for _ in 0..per_connection {
+                    echo_once(&mut stream, &message)?;
+                }
+                stream.conn.send_close_notify();
+                stream.flush()
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| io::Error::other("a client panicked"))??;
+    }
+    println!("{} messages", clients as u64 * per_connection);
+    Ok(())
+}

@@ -322,6 +322,17 @@ impl<F: ClientFactory> ConnectorControl for ConnectorInner<F> {
         }
     }
 
+    fn abort(&self) {
+        let transport = match &*self.state.borrow() {
+            State::Connected { transport } => Some(transport.clone()),
+            _ => None,
+        };
+        match transport {
+            Some(transport) => transport.abort_connection(),
+            None => self.stop_connecting(),
+        }
+    }
+
     fn destination(&self) -> &Destination {
         &self.destination
     }

@@ -28,6 +28,12 @@ pub(crate) trait ConnectorControl {
     fn connect(&self);
     fn stop_connecting(&self);
     fn disconnect(&self);
+    /// Drops the connection at once if connected (`abort_connection`),
+    /// or abandons the attempt if connecting: a cancel. By default, as
+    /// `disconnect`.
+    fn abort(&self) {
+        self.disconnect();
+    }
     fn destination(&self) -> &Destination;
     fn reactor(&self) -> Option<Reactor>;
     fn state(&self) -> ConnectorState;
@@ -63,6 +69,14 @@ impl Connector {
     /// attempt if connecting (Twisted's `disconnect`).
     pub fn disconnect(&self) {
         self.inner.disconnect();
+    }
+
+    /// Aborts the connection if connected (queued data is discarded and
+    /// the peer reset; the protocol hears [`CloseReason::Aborted`](crate::CloseReason::Aborted)),
+    /// or abandons the attempt if connecting: how a dropped connect
+    /// future cancels.
+    pub(crate) fn abort(&self) {
+        self.inner.abort();
     }
 
     /// Where this connector connects to (Twisted's `getDestination`).

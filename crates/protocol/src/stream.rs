@@ -687,7 +687,10 @@ fn copy_connect_error(reason: &ConnectError) -> ConnectError {
 /// The attempt starts at once (not at the first poll). Dropping the future
 /// before it finishes cancels the attempt: the name lookup's answer is
 /// ignored, the connecting socket closed, the timeout timer cancelled.
-/// Dropping it after the connection was made but before it yielded the
+/// Dropping it while a wrapping layer's handshake runs (TLS) aborts the
+/// connection (`abort_connection`: the peer is reset, and a protocol that
+/// saw `connection_made` hears [`CloseReason::Aborted`]). Dropping it
+/// after the connection was made and ready but before it yielded the
 /// connection closes that connection gracefully (`lose_connection`).
 #[doc(alias = "connectProtocol")]
 #[must_use = "dropping a Connect cancels the attempt"]
@@ -711,7 +714,7 @@ impl Connect<AsyncStream> {
     /// `connection_made`; a connection that closes before that fails the
     /// future with [`ConnectError::Failed`], whose error names the close
     /// reason (`InvalidData` for a protocol error such as a TLS alert).
-    /// Dropping the future while the handshake runs closes the connection.
+    /// Dropping the future while the handshake runs aborts the connection.
     pub fn wrapped(after_handshake: bool, open: impl FnOnce(StreamClient) -> Connector) -> Connect {
         let slot = Rc::new(RefCell::new(ConnectState::Waiting(None)));
         let connector = open(StreamClient {
@@ -793,9 +796,10 @@ impl<T> Drop for Connect<T> {
         // stays there would outlive this future, unreachable.
         let state = std::mem::replace(&mut *self.slot.borrow_mut(), ConnectState::Taken);
         match state {
-            // Abandons the attempt, or closes a connection whose
-            // handshake is still running.
-            ConnectState::Waiting(_) => self.connector.disconnect(),
+            // Abandons the attempt, or aborts a connection whose
+            // handshake is still running: a cancel, not a clean close
+            // (which TLS would report to the protocol as a truncation).
+            ConnectState::Waiting(_) => self.connector.abort(),
             // Connected, but nobody will see it: close it.
             ConnectState::Done(Ok(connection)) => (self.abandon)(connection),
             ConnectState::Done(Err(_)) | ConnectState::Taken => {}

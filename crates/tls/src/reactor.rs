@@ -14,7 +14,7 @@ use torsion_protocol::{
     ListenOptions, ListeningPort, Protocol, Reactor, ReactorTcp, ReactorUnix, UnixListenOptions,
 };
 
-use crate::connection::{TlsProtocol, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::connection::{HeardSlot, TlsProtocol, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// Wraps a factory's protocols as TLS servers (what `listenSSL` does
 /// with its context factory).
@@ -78,12 +78,20 @@ impl<F: Factory> Factory for TlsServerFactory<F> {
 /// [`ClientFactory::client_connection_lost`], each with a
 /// [`CloseReason::ProtocolError`] that names the cause (as in Twisted,
 /// whose TLS failures arrive through `connectionLost`), never
-/// `client_connection_failed`.
+/// `client_connection_failed`. The factory hears the reason its
+/// protocol heard, not the TCP connection's: a handshake timeout, which
+/// aborts the TCP connection, is the same `ProtocolError("TLS handshake
+/// not completed within …")` for both, not [`CloseReason::Aborted`].
 pub struct TlsClientFactory<F> {
     inner: F,
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     handshake_timeout: Duration,
+    /// The reason the last protocol to close told its inner protocol,
+    /// when the TLS layer chose it; the connector calls
+    /// `client_connection_lost` right after the protocol's
+    /// `connection_lost`.
+    heard: HeardSlot,
 }
 
 impl<F: ClientFactory> TlsClientFactory<F> {
@@ -99,6 +107,7 @@ impl<F: ClientFactory> TlsClientFactory<F> {
             config,
             server_name,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            heard: HeardSlot::default(),
         }
     }
 
@@ -116,7 +125,11 @@ impl<F: ClientFactory> Factory for TlsClientFactory<F> {
     fn build_protocol(&self, peer: &Address) -> Option<Self::Protocol> {
         let inner = self.inner.build_protocol(peer)?;
         match TlsProtocol::client(self.config.clone(), self.server_name.clone(), inner) {
-            Ok(protocol) => Some(protocol.handshake_timeout(self.handshake_timeout)),
+            Ok(protocol) => Some(
+                protocol
+                    .handshake_timeout(self.handshake_timeout)
+                    .report_to(self.heard.clone()),
+            ),
             Err(error) => {
                 tracing::error!(%peer, %error, "cannot start a TLS session");
                 None
@@ -143,7 +156,11 @@ impl<F: ClientFactory> ClientFactory for TlsClientFactory<F> {
     }
 
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
-        self.inner.client_connection_lost(connector, reason);
+        // Taken, so that a connection that never had a protocol (its
+        // `build_protocol` refused) is told the transport's reason.
+        let heard = self.heard.borrow_mut().take();
+        self.inner
+            .client_connection_lost(connector, heard.as_ref().unwrap_or(reason));
     }
 }
 
@@ -289,7 +306,10 @@ pub trait ReactorTls: ReactorTcp + ReactorUnix {
     /// side of the handshake is complete: the future has resolved, and
     /// the refusal is the stream's first read error.) Dropping the future
     /// cancels the attempt: before the TCP connection is made, the attempt
-    /// is abandoned; during the handshake, the connection is closed.
+    /// is abandoned; during the handshake, the connection is aborted (the
+    /// server is reset, and for [`ReactorTls::connect_tls_protocol`] the
+    /// protocol, which has seen `connection_made`, hears
+    /// [`CloseReason::Aborted`]).
     ///
     /// ```no_run
     /// use std::time::Duration;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use support::pki;
 use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Echo, Watchdog};
 use torsion_protocol::{
-    Address, ConnectError, ConnectorState, Factory, ListenOptions, ListeningPort, Protocol,
-    Reactor, ReactorAsync, TransportRef,
+    Address, CloseReason, ConnectError, ConnectorState, Factory, ListenOptions, ListeningPort,
+    Protocol, Reactor, ReactorAsync, TransportRef,
 };
 use torsion_tls::{server_name, ReactorTls, TlsTransport};
 
@@ -158,7 +158,7 @@ fn the_handshake_timeout_fails_the_connect() {
 }
 
 #[test]
-fn dropping_the_future_during_the_handshake_closes_the_connection() {
+fn dropping_the_future_during_the_handshake_aborts_the_connection() {
     let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = reactor();
     let listener = reactor.listen_tcp_stream(0, loopback()).unwrap();
@@ -179,15 +179,92 @@ fn dropping_the_future_during_the_handshake_closes_the_connection() {
         .unwrap();
     assert_eq!(connector.state(), ConnectorState::Connected);
     drop(connect);
-    // The client's side is closed: the server reads to the end.
-    reactor
+    // The client's side is aborted: the server reads to the reset.
+    let ended = reactor
         .run_until_complete(async move {
             let mut buf = [0u8; 4096];
-            while server_side.read(&mut buf).await.unwrap() != 0 {}
+            loop {
+                match server_side.read(&mut buf).await {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {}
+                    Err(e) => break Err(e.kind()),
+                }
+            }
         })
         .unwrap();
+    assert_eq!(ended, Err(io::ErrorKind::ConnectionReset));
     assert_eq!(connector.state(), ConnectorState::Disconnected);
     drop(listener);
+}
+
+/// Notes `connection_made` and the reason of `connection_lost`, then
+/// stops the reactor.
+struct Cancelled {
+    log: Rc<RefCell<Vec<String>>>,
+    reactor: Reactor,
+}
+
+impl Protocol for Cancelled {
+    fn connection_made(&mut self, _transport: &TransportRef) {
+        self.log.borrow_mut().push("made".into());
+    }
+    fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.borrow_mut().push(format!("lost: {reason:?}"));
+        self.reactor.stop().unwrap();
+    }
+}
+
+#[test]
+fn dropping_a_protocol_future_during_the_handshake_aborts_the_connection() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let listener = reactor.listen_tcp_stream(0, loopback()).unwrap();
+    let at = listener.get_host().socket_addr().unwrap().port();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let connect = reactor
+        .connect_tls_protocol(
+            "127.0.0.1",
+            at,
+            pki().client_config(),
+            Cancelled {
+                log: log.clone(),
+                reactor: reactor.clone(),
+            },
+            TIMEOUT,
+        )
+        .unwrap();
+    let connector = connect.connector().clone();
+    // The server reads the ClientHello's first byte and never answers.
+    let server_side = reactor
+        .run_until_complete(async move {
+            let stream = listener.accept().await;
+            let mut buf = [0u8; 1];
+            assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+            stream
+        })
+        .unwrap();
+    assert_eq!(*log.borrow(), ["made"]);
+    drop(connect);
+    reactor.run().unwrap();
+    // A cancel: the protocol hears an abort, not a clean close (nor a
+    // truncation, which is what TLS makes of a clean TCP close).
+    assert_eq!(*log.borrow(), ["made", "lost: Aborted"]);
+    assert_eq!(connector.state(), ConnectorState::Disconnected);
+    // The peer was reset, not sent an end of stream.
+    let ended = reactor
+        .run_until_complete(async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                match server_side.read(&mut buf).await {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {}
+                    Err(e) => break Err(e.kind()),
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(ended, Err(io::ErrorKind::ConnectionReset));
 }
 
 #[test]

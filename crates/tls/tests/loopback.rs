@@ -4,6 +4,7 @@
 mod support;
 
 use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,11 @@ use std::time::Duration;
 use support::pki;
 use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Echo, Watchdog};
 use torsion_protocol::{
-    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Protocol, Reactor,
-    ReactorTcp, TransportRef, UnixListenOptions,
+    Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, ListenOptions, Protocol,
+    Reactor, ReactorTcp, TransportRef, UnixListenOptions,
 };
 use torsion_tls::rustls::{ClientConfig, ProtocolVersion};
-use torsion_tls::{server_name, ReactorTls, TlsTransport};
+use torsion_tls::{server_name, ReactorTls, TlsClientFactory, TlsTransport};
 
 fn reactor() -> (Watchdog, Reactor) {
     guarded_reactor(Duration::from_secs(60))
@@ -266,6 +267,53 @@ fn a_failed_handshake_reaches_the_client_factory_with_its_cause() {
     let factory = log.last().unwrap();
     assert!(factory.starts_with("factory lost clean=false"), "{factory}");
     assert!(factory.contains("UnknownIssuer"), "{factory}");
+}
+
+#[test]
+fn a_handshake_timeout_reaches_the_client_factory_as_the_protocol_heard_it() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = reactor();
+    let log: Log = Rc::default();
+
+    // A TCP server that accepts and never says a word of TLS.
+    struct Silent;
+    impl Protocol for Silent {
+        fn data_received(&mut self, _transport: &TransportRef, _data: &[u8]) {}
+    }
+    struct SilentFactory;
+    impl Factory for SilentFactory {
+        type Protocol = Silent;
+        fn build_protocol(&self, _peer: &Address) -> Option<Silent> {
+            Some(Silent)
+        }
+    }
+    let port = reactor
+        .listen_tcp_with(
+            0,
+            SilentFactory,
+            ListenOptions::interface(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        )
+        .unwrap();
+    let at = port.get_host().socket_addr().unwrap().port();
+    let factory = TlsClientFactory::new(
+        pki().client_config(),
+        server_name("localhost").unwrap(),
+        ClientFactoryImpl {
+            log: log.clone(),
+            total: 1024,
+        },
+    )
+    .handshake_timeout(Duration::from_millis(50));
+    reactor.connect_tcp("127.0.0.1", at, factory, Duration::from_secs(5));
+    reactor.run().unwrap();
+    let log = log.borrow();
+    let expected =
+        "connection was closed for a protocol error: TLS handshake not completed within 50ms";
+    let lost = log.iter().find(|l| l.starts_with("client lost")).unwrap();
+    assert_eq!(lost, &format!("client lost: {expected}"));
+    // The factory hears the same, not the aborted TCP connection's reason.
+    let factory = log.last().unwrap();
+    assert_eq!(factory, &format!("factory lost clean=false: {expected}"));
 }
 
 #[test]
