@@ -59,6 +59,7 @@ mod shared;
 mod signals;
 mod slab;
 mod source;
+mod stats;
 mod sys;
 mod task;
 pub mod testing;
@@ -86,5 +87,8 @@ pub use crate::reactor::{Reactor, ReactorError, WeakReactor};
 ))]
 pub use crate::source::ProcessRegistration;
 pub use crate::source::{Handler, Registration};
+pub use crate::stats::{
+    AcceptErrorCounts, AcceptErrorKind, CloseCounts, CloseKind, Counters, ReactorStats,
+};
 pub use crate::task::{JoinHandle, RunError, TaskError, MAX_TASK_POLLS_PER_TURN};
 pub use crate::triggers::{Phase, SystemEvent, TriggerId};

@@ -145,6 +145,7 @@ impl<P: Pipe> StreamTransport<P> {
                 queued = self.queue.borrow().len(),
                 "write buffer above high watermark; reading paused"
             );
+            self.count(|counters| counters.write_buffer_paused());
             self.update_interest();
         }
         if self.flags.has(Flag::ProducerPaused) || !self.flags.has(Flag::Streaming) {
@@ -157,6 +158,7 @@ impl<P: Pipe> StreamTransport<P> {
                 "write buffer above high watermark; pausing producer"
             );
             self.flags.set(Flag::ProducerPaused, true);
+            self.count(|counters| counters.write_buffer_paused());
             self.call_producer(&*producer, ProducerCall::Pause);
         }
     }

@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use torsion_reactor::{Interest, Reactor, Readiness, WeakReactor};
+use torsion_reactor::{Counters, Interest, Reactor, Readiness, WeakReactor};
 
 pub use self::pipe::Pipe;
 use self::state::{Flag, Flags, PeerAddress, Phase, ProducerSlot, ReasonSlot, WriteShutdown};
@@ -178,7 +178,18 @@ impl<P: Pipe> StreamTransport<P> {
         });
         let pipe = attach(&transport, interest)?;
         *transport.pipe.borrow_mut() = Some(pipe);
+        if opening == Opening::Open {
+            reactor.counters().connection_opened();
+        }
         Ok(transport)
+    }
+
+    /// Counts on the reactor's [`Counters`] (see `docs/observability.md`),
+    /// if the reactor is still there.
+    fn count(&self, f: impl FnOnce(&Counters)) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            f(reactor.counters());
+        }
     }
 
     /// A number that identifies this connection in logs, unique within the

@@ -63,7 +63,10 @@ impl<P: Pipe> StreamTransport<P> {
     fn send_with(&self, send: impl Fn(&P) -> io::Result<usize>) -> io::Result<usize> {
         loop {
             match self.with_pipe(&send) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.count(|counters| counters.bytes_written(n));
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -196,6 +199,8 @@ impl<P: Pipe> StreamTransport<P> {
     /// side down if that was asked for and the queue is empty.
     pub(super) fn flush(&self) {
         self.flags.set(Flag::Gathered, false);
+        let queued = self.queue.borrow().len();
+        self.count(|counters| counters.write_buffer_size(queued));
         loop {
             let result = {
                 let queue = self.queue.borrow();
@@ -238,6 +243,7 @@ impl<P: Pipe> StreamTransport<P> {
     /// the pipe is drained for now, reading stops, or the per-event bound
     /// is reached.
     pub(super) fn read(&self, on_data: &mut dyn FnMut(&[u8])) {
+        let mut total = 0;
         with_read_buffer(|buf| {
             for _ in 0..MAX_READS_PER_EVENT {
                 if !self.reads() {
@@ -248,7 +254,10 @@ impl<P: Pipe> StreamTransport<P> {
                         self.peer_closed();
                         return;
                     }
-                    Ok(n) => n,
+                    Ok(n) => {
+                        total += n;
+                        n
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -264,6 +273,9 @@ impl<P: Pipe> StreamTransport<P> {
                 }
             }
         });
+        if total > 0 {
+            self.count(|counters| counters.bytes_read(total));
+        }
     }
 
     /// True if the transport reads in its present state.
