@@ -71,4 +71,7 @@ pub mod pages {
     /// `docs/tls.md`.
     #[doc = include_str!("../../docs/tls.md")]
     pub struct TlsPage;
+    /// `docs/observability.md`.
+    #[doc = include_str!("../../docs/observability.md")]
+    pub struct ObservabilityPage;
 }

@@ -7,7 +7,11 @@ mod common;
 use common::{example, start_logging, start_logging_port, Reports};
 
 fn run(name: &str) -> String {
-    let output = Command::new(example(name)).output().unwrap();
+    run_args(name, &[])
+}
+
+fn run_args(name: &str, args: &[&str]) -> String {
+    let output = Command::new(example(name)).args(args).output().unwrap();
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout).unwrap()
 }
@@ -355,4 +359,31 @@ fn async_fetch_gathers_replies_and_failures() {
     );
     assert_eq!(lines[3], "3 servers, 2 failed");
     drop(silent);
+}
+
+#[test]
+fn stats_example_counts_its_demo_load() {
+    let out = run_args("stats", &["--demo"]);
+    let lines: Vec<&str> = out.lines().collect();
+    let last = lines.last().expect("output");
+    let final_counts = last.strip_prefix("final: ").expect("a final line");
+    for expected in [
+        "open=0",
+        "accepted=4",
+        "closed=4",
+        "closed_by_peer=4",
+        "bytes_read=6400",
+        "bytes_written=6400",
+        "accept_errors=0",
+        "panicked=0",
+    ] {
+        assert!(
+            final_counts.split(' ').any(|pair| pair == expected),
+            "{expected} in {last}"
+        );
+    }
+    // The monitor thread's last snapshot, read after the reactor stopped,
+    // is the reactor's own final count, whole.
+    assert!(lines.len() >= 2, "{out}");
+    assert_eq!(lines[lines.len() - 2], final_counts, "{out}");
 }

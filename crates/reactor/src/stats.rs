@@ -158,8 +158,8 @@ pub struct ReactorStats {
     pub task_polls: u64,
     /// Panics caught by the reactor's panic policy in callbacks it ran.
     pub callbacks_panicked: u64,
-    /// Sources registered with the reactor: listeners, connections,
-    /// timers' wake-ups excluded (gauge).
+    /// I/O sources registered with the reactor: listening ports,
+    /// connections, anything [`Reactor::register`]ed (gauge).
     pub sources: u64,
     /// Stream connections open: opened and not yet closed (gauge).
     pub connections_open: u64,
@@ -285,7 +285,7 @@ fn bump(cell: &Cell<u64>) {
 ///
 /// Each call is a plain add on the reactor's thread: no lock, no atomic
 /// instruction, no allocation.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Counters {
     pub(crate) turns: Cell<u64>,
     pub(crate) io_events: Cell<u64>,

@@ -139,6 +139,11 @@ impl<P: Pipe> StreamTransport<P> {
         if self.queue.borrow().len() <= self.high_water.get() as usize {
             return;
         }
+        // Above the watermark the queue may not be flushed for a long
+        // time (a peer that does not read): note its size now. Below it,
+        // the next flush notes it.
+        let queued = self.queue.borrow().len();
+        self.count(|counters| counters.write_buffer_size(queued));
         if self.flags.has(Flag::ReadThrottle) && !self.flags.replace(Flag::Throttled, true) {
             tracing::debug!(
                 conn = self.id,
