@@ -24,6 +24,12 @@
 //! ([`Reactor::caught_panic_count`]); the reactor carries on with the next
 //! callback, as Twisted logs a failure and carries on.
 //!
+//! It also counts what it does — turns, events, timers, calls, tasks,
+//! and, through [`Reactor::counters`], the connections, bytes and accepts
+//! of the layers above — in plain cells on its thread, and publishes them
+//! once per turn: [`Reactor::stats`] reads them there,
+//! [`ReactorHandle::stats`] from any thread (see `docs/observability.md`).
+//!
 //! Time comes from the system's monotonic clock, or from a [`ManualClock`]
 //! that tests advance by hand.
 //!

@@ -1,6 +1,7 @@
 //! The reactor's own counters (`Reactor::stats`, `ReactorHandle::stats`):
 //! each moves when, and only when, what it counts happens; other threads
-//! read whole snapshots as of the end of a turn.
+//! read whole snapshots as of the end of a turn. Every test takes the
+//! descriptor guard: each makes a reactor (its poller's descriptors).
 
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
@@ -12,6 +13,7 @@ use torsion_reactor::{Handler, Interest, Reactor, ReactorStats, Readiness};
 
 #[test]
 fn timers_pending_and_fired_follow_the_manual_clock() {
+    let _fds = DescriptorGuard::new();
     let (reactor, clock) = Reactor::with_manual_clock().unwrap();
     let before = reactor.stats();
     assert_eq!(before, ReactorStats::default());
@@ -37,6 +39,7 @@ fn timers_pending_and_fired_follow_the_manual_clock() {
 
 #[test]
 fn turns_soon_calls_and_panics_count_once_each() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     reactor.call_soon(|_| {});
     reactor.call_soon(|_| panic!("deliberate"));
@@ -56,6 +59,7 @@ fn turns_soon_calls_and_panics_count_once_each() {
 
 #[test]
 fn tasks_spawned_polled_and_alive() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let (tx, rx) = futures_channel();
     let waiting = reactor.spawn(async move {
@@ -111,6 +115,7 @@ fn io_events_and_wakes_are_told_apart() {
 
 #[test]
 fn other_threads_read_the_snapshot_of_the_last_turn_whole() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let handle = reactor.handle();
     let (to_reader, from_reactor) = mpsc::channel::<ReactorStats>();
@@ -150,6 +155,7 @@ fn other_threads_read_the_snapshot_of_the_last_turn_whole() {
 
 #[test]
 fn calls_from_other_threads_are_counted_as_they_run() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let handle = reactor.handle();
     std::thread::spawn(move || {
