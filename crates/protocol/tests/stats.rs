@@ -6,11 +6,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
 use std::time::Duration;
 
 use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Echo};
 use torsion_protocol::{
-    Address, Factory, ListenOptions, Protocol, Reactor, ReactorStats, ReactorTcp, TransportRef,
+    Address, Factory, ListenOptions, Producer, Protocol, Reactor, ReactorStats, ReactorTcp,
+    TransportRef,
 };
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -25,8 +27,13 @@ impl Protocol for Commands {
             b"abort" => transport.abort_connection(),
             b"bad" => transport.lose_connection_with_error("bad".into()),
             b"panic" => panic!("deliberate"),
-            b"flood" => {
+            b"flood" | b"flood with producer" => {
                 transport.enable_read_throttle();
+                if data == b"flood with producer" {
+                    // Reading and a streaming producer both pause at the
+                    // crossing: still one pause.
+                    transport.register_producer(Rc::new(Idle), true).unwrap();
+                }
                 // 256 writes of 64 KiB to a peer that is not reading: the
                 // buffer crosses its 64 KiB high watermark once.
                 let chunk = vec![7u8; 64 * 1024];
@@ -37,6 +44,13 @@ impl Protocol for Commands {
             other => transport.write(other),
         }
     }
+}
+
+/// A streaming producer that does nothing when told.
+struct Idle;
+
+impl Producer for Idle {
+    fn resume_producing(&self) {}
 }
 
 struct Serve<P>(fn() -> Option<P>);
@@ -178,13 +192,25 @@ fn closes_are_counted_once_each_by_reason() {
 
 #[test]
 fn a_peer_that_does_not_read_raises_the_peak_and_pauses_once_per_episode() {
+    flood(b"flood");
+}
+
+#[test]
+fn pausing_reading_and_a_streaming_producer_together_is_one_pause() {
+    flood(b"flood with producer");
+}
+
+/// Sends `command` (a flood of 16 MiB to a peer that does not read),
+/// then drains it: one pause episode.
+fn flood(command: &[u8]) {
     let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let addr = listen(&reactor, || Some(Commands));
     let mut client = connect(addr);
-    client.write_all(b"flood").unwrap();
+    client.write_all(command).unwrap();
     let total = 256 * 64 * 1024;
-    let stats = turn_until(&reactor, |s| s.write_buffer_pauses == 1);
+    let stats = turn_until(&reactor, |s| s.write_buffer_pauses >= 1);
+    assert_eq!(stats.write_buffer_pauses, 1);
     // Most of the 16 MiB waits in the buffer: the kernel's buffers take
     // a few MiB at most.
     assert!(

@@ -144,18 +144,38 @@ impl<P: Pipe> StreamTransport<P> {
         // the next flush notes it.
         let queued = self.queue.borrow().len();
         self.count(|counters| counters.write_buffer_size(queued));
+        // One pause per episode, however many of reading and a streaming
+        // producer this crossing pauses.
+        let was_paused = self.paused_for_queue();
         if self.flags.has(Flag::ReadThrottle) && !self.flags.replace(Flag::Throttled, true) {
             tracing::debug!(
                 conn = self.id,
                 queued = self.queue.borrow().len(),
                 "write buffer above high watermark; reading paused"
             );
-            self.count(|counters| counters.write_buffer_paused());
             self.update_interest();
         }
-        if self.flags.has(Flag::ProducerPaused) || !self.flags.has(Flag::Streaming) {
-            return;
+        let pause_producer = !self.flags.has(Flag::ProducerPaused)
+            && self.flags.has(Flag::Streaming)
+            && self.producer.get().is_some();
+        // Counted before the producer is called: its pause_producing may
+        // unregister it.
+        if !was_paused && (pause_producer || self.flags.has(Flag::Throttled)) {
+            self.count(|counters| counters.write_buffer_paused());
         }
+        if pause_producer {
+            self.pause_streaming_producer();
+        }
+    }
+
+    /// Whether the queue above its watermark holds back reading or a
+    /// streaming producer.
+    fn paused_for_queue(&self) -> bool {
+        self.flags.has(Flag::Throttled) || self.flags.has(Flag::ProducerPaused)
+    }
+
+    /// Pauses the registered streaming producer, if any.
+    fn pause_streaming_producer(&self) {
         if let Some(producer) = self.producer.get() {
             tracing::debug!(
                 conn = self.id,
@@ -163,7 +183,6 @@ impl<P: Pipe> StreamTransport<P> {
                 "write buffer above high watermark; pausing producer"
             );
             self.flags.set(Flag::ProducerPaused, true);
-            self.count(|counters| counters.write_buffer_paused());
             self.call_producer(&*producer, ProducerCall::Pause);
         }
     }
