@@ -11,8 +11,10 @@
 //! then each closes), prints a snapshot every 20 ms while they run, then
 //! stops and prints the final counts.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,8 @@ use torsion_protocol::{ListenOptions, Reactor, ReactorHandle, ReactorStats, Reac
 const DEMO_CLIENTS: usize = 4;
 const DEMO_ROUND_TRIPS: usize = 100;
 const DEMO_MESSAGE: &[u8] = b"0123456789abcdef";
+/// How long `--demo` may take before it stops and exits with an error.
+const DEMO_LIMIT: Duration = Duration::from_secs(60);
 
 /// One line per snapshot: `name=value` pairs.
 fn line(stats: &ReactorStats) -> String {
@@ -68,8 +72,10 @@ fn monitor(handle: ReactorHandle, every: Duration, done: Arc<AtomicBool>) {
 }
 
 /// The `--demo` load: clients that echo a message back and forth, then
-/// close; stops the reactor when all are done.
-fn demo_load(addr: SocketAddr, handle: ReactorHandle) {
+/// close; stops the reactor when all are done (or one failed: it then
+/// panics once the reactor is told to stop). Gives up waiting for the
+/// server's closes once `done` is set (the reactor stopped).
+fn demo_load(addr: SocketAddr, handle: ReactorHandle, done: Arc<AtomicBool>) {
     let clients: Vec<_> = (0..DEMO_CLIENTS)
         .map(|_| {
             std::thread::spawn(move || {
@@ -83,14 +89,22 @@ fn demo_load(addr: SocketAddr, handle: ReactorHandle) {
             })
         })
         .collect();
-    for client in clients {
-        client.join().expect("client succeeds");
-    }
+    // Every client is joined before anything can panic here.
+    let failed = clients
+        .into_iter()
+        .map(|client| client.join())
+        .filter(Result::is_err)
+        .count();
     // The server hears each client's close; stop once it has.
-    while handle.stats().closed.total() < DEMO_CLIENTS as u64 {
+    while failed == 0
+        && !done.load(Ordering::Acquire)
+        && handle.stats().closed.total() < DEMO_CLIENTS as u64
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
-    handle.stop().expect("the reactor is alive");
+    // Always: a reactor left running would keep the example alive.
+    let _ = handle.stop();
+    assert_eq!(failed, 0, "{failed} demo clients failed");
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -133,15 +147,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::spawn(move || monitor(handle, every, done))
     };
     let load = demo.then(|| {
-        let handle = reactor.handle();
-        std::thread::spawn(move || demo_load(addr, handle))
+        let (handle, done) = (reactor.handle(), done.clone());
+        std::thread::spawn(move || demo_load(addr, handle, done))
     });
+    // A demo that has not finished by then has failed: stop anyway.
+    let timed_out = Rc::new(Cell::new(false));
+    if demo {
+        let timed_out = timed_out.clone();
+        reactor.call_later(DEMO_LIMIT, move |reactor| {
+            timed_out.set(true);
+            let _ = reactor.stop();
+        });
+    }
 
     reactor.run()?;
     done.store(true, Ordering::Release);
     monitor.join().map_err(|_| "the monitor panicked")?;
     if let Some(load) = load {
         load.join().map_err(|_| "the load panicked")?;
+    }
+    if timed_out.get() {
+        return Err(format!("the demo did not finish within {DEMO_LIMIT:?}").into());
     }
     // On the reactor's own thread the snapshot is exact.
     println!("final: {}", line(&reactor.stats()));

@@ -10,10 +10,42 @@ fn run(name: &str) -> String {
     run_args(name, &[])
 }
 
+/// Runs an example to its end and returns its output; kills it if it
+/// has not closed its output within two minutes.
 fn run_args(name: &str, args: &[&str]) -> String {
-    let output = Command::new(example(name)).args(args).output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    use std::io::Read;
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // The output ends when the example exits.
+    let Ok(stdout) = rx.recv_timeout(std::time::Duration::from_secs(120)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name} {args:?} did not finish within 2 minutes; killed");
+    };
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(
+        status.success(),
+        "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
 }
 
 #[test]
