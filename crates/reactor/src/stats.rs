@@ -184,10 +184,21 @@ pub struct ReactorStats {
     pub write_buffer_pauses: u64,
     /// Failed accepts on listening ports, by kind.
     pub accept_errors: AcceptErrorCounts,
+    /// Datagrams received whole by datagram (UDP, Unix datagram) ports.
+    pub datagrams_received: u64,
+    /// Bytes of the datagrams received whole.
+    pub datagram_bytes_read: u64,
+    /// Datagrams received larger than the port's largest datagram, and
+    /// dropped as truncated.
+    pub datagrams_truncated: u64,
+    /// Datagrams sent by datagram ports (handed to the kernel).
+    pub datagrams_sent: u64,
+    /// Bytes of the datagrams sent.
+    pub datagram_bytes_written: u64,
 }
 
 /// Words in a published snapshot.
-const WORDS: usize = 31;
+const WORDS: usize = 36;
 
 impl ReactorStats {
     fn to_words(self) -> [u64; WORDS] {
@@ -225,6 +236,11 @@ impl ReactorStats {
             a.out_of_memory,
             a.peer_aborted,
             a.other,
+            self.datagrams_received,
+            self.datagram_bytes_read,
+            self.datagrams_truncated,
+            self.datagrams_sent,
+            self.datagram_bytes_written,
         ]
     }
 
@@ -265,12 +281,21 @@ impl ReactorStats {
                 peer_aborted: w[29],
                 other: w[30],
             },
+            datagrams_received: w[31],
+            datagram_bytes_read: w[32],
+            datagrams_truncated: w[33],
+            datagrams_sent: w[34],
+            datagram_bytes_written: w[35],
         }
     }
 }
 
 fn bump(cell: &Cell<u64>) {
     cell.set(cell.get().wrapping_add(1));
+}
+
+fn add(cell: &Cell<u64>, n: usize) {
+    cell.set(cell.get().wrapping_add(n as u64));
 }
 
 /// The counters of one reactor, kept on its thread in plain cells; from
@@ -304,6 +329,11 @@ pub struct Counters {
     write_buffer_peak: Cell<u64>,
     write_buffer_pauses: Cell<u64>,
     accept_errors: [Cell<u64>; 4],
+    datagrams_received: Cell<u64>,
+    datagram_bytes_read: Cell<u64>,
+    datagrams_truncated: Cell<u64>,
+    datagrams_sent: Cell<u64>,
+    datagram_bytes_written: Cell<u64>,
 }
 
 impl Counters {
@@ -360,6 +390,21 @@ impl Counters {
         bump(&self.write_buffer_pauses);
     }
 
+    /// A datagram port received `datagrams` whole datagrams of `bytes`
+    /// bytes in all, and `truncated` too large to keep: one call per
+    /// receive system call.
+    pub fn datagrams_received(&self, datagrams: usize, bytes: usize, truncated: usize) {
+        add(&self.datagrams_received, datagrams);
+        add(&self.datagram_bytes_read, bytes);
+        add(&self.datagrams_truncated, truncated);
+    }
+
+    /// A datagram port sent a datagram of `bytes` bytes.
+    pub fn datagram_sent(&self, bytes: usize) {
+        bump(&self.datagrams_sent);
+        add(&self.datagram_bytes_written, bytes);
+    }
+
     /// The counters as a snapshot, with the gauges the reactor supplies.
     pub(crate) fn snapshot(&self, gauges: Gauges) -> ReactorStats {
         let c = &self.closed;
@@ -402,6 +447,11 @@ impl Counters {
                 peer_aborted: a[AcceptErrorKind::PeerAborted as usize].get(),
                 other: a[AcceptErrorKind::Other as usize].get(),
             },
+            datagrams_received: self.datagrams_received.get(),
+            datagram_bytes_read: self.datagram_bytes_read.get(),
+            datagrams_truncated: self.datagrams_truncated.get(),
+            datagrams_sent: self.datagrams_sent.get(),
+            datagram_bytes_written: self.datagram_bytes_written.get(),
         }
     }
 }
@@ -418,10 +468,18 @@ pub(crate) struct Gauges {
 /// The snapshot shared with other threads: a sequence lock over atomics.
 /// One writer (the reactor's thread) stores with relaxed stores between
 /// two bumps of `seq`; readers retry while `seq` is odd or has moved.
-#[derive(Default)]
 pub(crate) struct Published {
     seq: AtomicU64,
     words: [AtomicU64; WORDS],
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            seq: AtomicU64::new(0),
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl Published {

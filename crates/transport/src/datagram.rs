@@ -148,6 +148,21 @@ impl DatagramTransport {
         }
     }
 
+    /// Counts on the reactor's counters (see `docs/observability.md`), if
+    /// the reactor is still there.
+    fn count(&self, f: impl FnOnce(&torsion_reactor::Counters)) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            f(reactor.counters());
+        }
+    }
+
+    /// Counts a datagram the kernel took.
+    fn count_sent(&self, sent: &io::Result<usize>) {
+        if let Ok(bytes) = *sent {
+            self.count(|counters| counters.datagram_sent(bytes));
+        }
+    }
+
     /// Sends one datagram to `to` (Twisted's `write(data, addr)`).
     ///
     /// # Errors
@@ -156,6 +171,7 @@ impl DatagramTransport {
     pub fn write_to(&self, data: &[u8], to: &Address) -> io::Result<()> {
         let addr = sockaddr(to)?;
         let sent = self.with_socket(|s| s.send_to_with_flags(data, &addr, SEND_FLAGS));
+        self.count_sent(&sent);
         check_sent(sent, data.len())
     }
 
@@ -174,6 +190,7 @@ impl DatagramTransport {
             ));
         }
         let sent = self.with_socket(|s| s.send_with_flags(data, SEND_FLAGS));
+        self.count_sent(&sent);
         check_sent(sent, data.len())
     }
 
@@ -302,7 +319,12 @@ impl DatagramTransport {
             match received {
                 Ok((n, flags, from)) => {
                     let from = datagram_address(&from);
-                    if flags.is_truncated() {
+                    let truncated = flags.is_truncated();
+                    self.count(|counters| {
+                        let (whole, bytes) = if truncated { (0, 0) } else { (1, n) };
+                        counters.datagrams_received(whole, bytes, usize::from(truncated));
+                    });
+                    if truncated {
                         on_event(DatagramEvent::Truncated { from, received: n });
                         continue;
                     }
@@ -402,6 +424,9 @@ impl DatagramTransport {
                     return;
                 }
             };
+            // Counted before any is handed on: a handler that panics
+            // loses no count.
+            self.count_batch(&headers[..count]);
             for (i, header) in headers.iter().take(count).enumerate() {
                 if self.closing.get() {
                     return;
@@ -439,6 +464,22 @@ impl DatagramTransport {
                 return;
             }
         }
+    }
+
+    /// Counts one `recvmmsg` batch: its whole datagrams, their bytes and
+    /// the truncated ones.
+    #[cfg(target_os = "linux")]
+    fn count_batch(&self, headers: &[libc::mmsghdr]) {
+        let (mut whole, mut bytes, mut truncated) = (0, 0, 0);
+        for header in headers {
+            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                truncated += 1;
+            } else {
+                whole += 1;
+                bytes += header.msg_len as usize;
+            }
+        }
+        self.count(|counters| counters.datagrams_received(whole, bytes, truncated));
     }
 
     /// Handles an error from a receive call; true to keep receiving.
