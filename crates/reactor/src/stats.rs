@@ -419,6 +419,12 @@ impl Counters {
         };
         let a = &self.accept_errors;
         let opened = self.connections_opened.get();
+        // Only connections counted as opened are counted as closed.
+        debug_assert!(
+            opened >= closed.total(),
+            "{} closes counted for {opened} opens",
+            closed.total()
+        );
         ReactorStats {
             turns: self.turns.get(),
             io_events: self.io_events.get(),

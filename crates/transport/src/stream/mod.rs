@@ -141,6 +141,8 @@ pub struct StreamTransport<P> {
     high_water: Cell<u32>,
     low_water: Cell<u32>,
     flags: Flags,
+    /// The open was counted: the close is to be counted too.
+    counted_open: Cell<bool>,
 }
 
 impl<P: Pipe> StreamTransport<P> {
@@ -175,11 +177,12 @@ impl<P: Pipe> StreamTransport<P> {
             high_water: Cell::new(DEFAULT_HIGH_WATER as u32),
             low_water: Cell::new(DEFAULT_LOW_WATER as u32),
             flags: Flags::default(),
+            counted_open: Cell::new(false),
         });
         let pipe = attach(&transport, interest)?;
         *transport.pipe.borrow_mut() = Some(pipe);
         if opening == Opening::Open {
-            reactor.counters().connection_opened();
+            transport.count_opened();
         }
         Ok(transport)
     }
@@ -189,6 +192,20 @@ impl<P: Pipe> StreamTransport<P> {
     fn count(&self, f: impl FnOnce(&Counters)) {
         if let Some(reactor) = self.reactor.upgrade() {
             f(reactor.counters());
+        }
+    }
+
+    /// Counts the connection as opened; its close will be counted.
+    fn count_opened(&self) {
+        self.counted_open.set(true);
+        self.count(|counters| counters.connection_opened());
+    }
+
+    /// Counts the connection's close for `reason`, if its open was
+    /// counted (a connect that failed opened nothing).
+    fn count_closed(&self, reason: &CloseReason) {
+        if self.counted_open.replace(false) {
+            self.count(|counters| counters.connection_closed(reason.kind()));
         }
     }
 
