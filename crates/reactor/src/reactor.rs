@@ -92,6 +92,9 @@ pub(crate) struct Inner {
     stopping: Cell<bool>,
     in_turn: Cell<bool>,
     pub(crate) counters: Counters,
+    /// The timers and sources gauges last measured: what a snapshot
+    /// taken while their tables are borrowed reports.
+    last_gauges: Cell<(u64, u64)>,
 }
 
 impl Drop for Inner {
@@ -227,6 +230,7 @@ impl Reactor {
                 stopping: Cell::new(false),
                 in_turn: Cell::new(false),
                 counters: Counters::default(),
+                last_gauges: Cell::new((0, 0)),
             }),
         })
     }
@@ -825,11 +829,23 @@ impl Inner {
     /// Takes a snapshot and publishes it for other threads: a few dozen
     /// plain stores, once per turn.
     fn publish_stats(&self) -> ReactorStats {
+        // A table borrowed now (a snapshot taken from inside a call that
+        // holds it) keeps its last measured size rather than reading 0.
+        let (last_timers, last_sources) = self.last_gauges.get();
+        let timers_pending = self
+            .timers
+            .try_borrow()
+            .map_or(last_timers, |t| t.len() as u64);
+        let sources = self
+            .sources
+            .try_borrow()
+            .map_or(last_sources, |s| s.len() as u64);
+        self.last_gauges.set((timers_pending, sources));
         let gauges = Gauges {
-            timers_pending: self.timers.try_borrow().map_or(0, |t| t.len() as u64),
+            timers_pending,
             tasks_alive: self.tasks.len() as u64,
             task_polls: self.tasks.polls(),
-            sources: self.sources.try_borrow().map_or(0, |s| s.len() as u64),
+            sources,
         };
         let stats = self.counters.snapshot(gauges);
         self.shared.stats.store(stats);
