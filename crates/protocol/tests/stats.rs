@@ -157,6 +157,8 @@ fn closes_are_counted_once_each_by_reason() {
         let _ = client.read(&mut [0; 16]);
     }
     let stats = reactor.stats();
+    // Every command's bytes, the one whose handler panicked included.
+    assert_eq!(stats.bytes_read, 5 + 5 + 3 + 5);
     assert_eq!(stats.closed.clean, 1);
     assert_eq!(stats.closed.aborted, 2);
     assert_eq!(stats.closed.protocol_error, 1);

@@ -43,17 +43,48 @@ impl Pipe for Plain {
     }
 }
 
-/// Processes the transport on each event.
+/// Processes the transport on each event; panics on data if `.1`.
 #[derive(Default)]
-struct Drive(RefCell<Option<Rc<StreamTransport<Plain>>>>);
+struct Drive(RefCell<Option<Rc<StreamTransport<Plain>>>>, bool);
 
 impl Handler for Drive {
     fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
         let transport = self.0.borrow().clone();
         if let Some(transport) = transport {
-            transport.process(readiness, &mut |_| {});
+            let panics = self.1;
+            transport.process(readiness, &mut |_| assert!(!panics, "deliberate"));
         }
     }
+}
+
+/// A transport opened on one end of a Unix stream pair, processed by
+/// `drive`; the other end.
+fn open(reactor: &Reactor, drive: &Rc<Drive>) -> (Rc<StreamTransport<Plain>>, UnixStream) {
+    let (ours, peer) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let transport =
+        StreamTransport::new(reactor, Address::Unknown, Opening::Open, |_, interest| {
+            let registration = reactor.register(ours, interest, drive.clone())?;
+            Ok(Plain(registration, Rc::default()))
+        })
+        .unwrap();
+    *drive.0.borrow_mut() = Some(transport.clone());
+    (transport, peer)
+}
+
+#[test]
+fn bytes_handed_to_a_handler_that_panics_are_counted() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    let drive = Rc::new(Drive(RefCell::default(), true));
+    let (transport, mut peer) = open(&reactor, &drive);
+    peer.write_all(b"hello").unwrap();
+    while reactor.stats().callbacks_panicked == 0 {
+        reactor.iterate(Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(reactor.stats().bytes_read, 5);
+    drive.0.borrow_mut().take();
+    drop(transport);
 }
 
 #[test]

@@ -243,7 +243,6 @@ impl<P: Pipe> StreamTransport<P> {
     /// the pipe is drained for now, reading stops, or the per-event bound
     /// is reached.
     pub(super) fn read(&self, on_data: &mut dyn FnMut(&[u8])) {
-        let mut total = 0;
         with_read_buffer(|buf| {
             for _ in 0..MAX_READS_PER_EVENT {
                 if !self.reads() {
@@ -254,10 +253,7 @@ impl<P: Pipe> StreamTransport<P> {
                         self.peer_closed();
                         return;
                     }
-                    Ok(n) => {
-                        total += n;
-                        n
-                    }
+                    Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -265,6 +261,9 @@ impl<P: Pipe> StreamTransport<P> {
                         return;
                     }
                 };
+                // Counted before the data is handed on: a handler that
+                // unwinds loses no count.
+                self.count(|counters| counters.bytes_read(n));
                 on_data(&buf[..n]);
                 if n < buf.len() {
                     // Drained for now; level triggering tells us if more
@@ -273,9 +272,6 @@ impl<P: Pipe> StreamTransport<P> {
                 }
             }
         });
-        if total > 0 {
-            self.count(|counters| counters.bytes_read(total));
-        }
     }
 
     /// True if the transport reads in its present state.
