@@ -45,7 +45,12 @@ pub enum CloseKind {
     ProtocolError,
     /// The producer registered with the transport panicked.
     ProducerPanicked,
+    // A new kind goes before `ProducerPanicked`, or `CLOSE_KINDS` moves
+    // to the new last one.
 }
+
+/// How many [`CloseKind`]s there are: the last one's index plus one.
+const CLOSE_KINDS: usize = CloseKind::ProducerPanicked as usize + 1;
 
 /// Why an accept failed, for [`Counters::accept_failed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,7 +66,12 @@ pub enum AcceptErrorKind {
     PeerAborted,
     /// Any other error.
     Other,
+    // A new kind goes before `Other`, or `ACCEPT_ERROR_KINDS` moves to
+    // the new last one.
 }
+
+/// How many [`AcceptErrorKind`]s there are: the last one's index plus one.
+const ACCEPT_ERROR_KINDS: usize = AcceptErrorKind::Other as usize + 1;
 
 /// Connections closed, by why they closed ([`CloseKind`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -290,7 +300,7 @@ impl ReactorStats {
     }
 }
 
-fn bump(cell: &Cell<u64>) {
+pub(crate) fn bump(cell: &Cell<u64>) {
     cell.set(cell.get().wrapping_add(1));
 }
 
@@ -323,12 +333,12 @@ pub struct Counters {
     connections_opened: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
-    closed: [Cell<u64>; 7],
+    closed: [Cell<u64>; CLOSE_KINDS],
     bytes_read: Cell<u64>,
     bytes_written: Cell<u64>,
     write_buffer_peak: Cell<u64>,
     write_buffer_pauses: Cell<u64>,
-    accept_errors: [Cell<u64>; 4],
+    accept_errors: [Cell<u64>; ACCEPT_ERROR_KINDS],
     datagrams_received: Cell<u64>,
     datagram_bytes_read: Cell<u64>,
     datagrams_truncated: Cell<u64>,
@@ -474,6 +484,11 @@ pub(crate) struct Gauges {
 /// The snapshot shared with other threads: a sequence lock over atomics.
 /// One writer (the reactor's thread) stores with relaxed stores between
 /// two bumps of `seq`; readers retry while `seq` is odd or has moved.
+///
+/// Aligned to 128 bytes (two cache lines, the unit some CPUs prefetch):
+/// the fields of `Shared` next to it, written by threads calling
+/// `call_from_thread`, do not share a line with the snapshot.
+#[repr(align(128))]
 pub(crate) struct Published {
     seq: AtomicU64,
     words: [AtomicU64; WORDS],
@@ -522,6 +537,13 @@ impl Published {
         }
     }
 }
+
+/// Snapshots and the handle that reads them cross threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<ReactorStats>();
+    send_sync::<crate::ReactorHandle>();
+};
 
 #[cfg(test)]
 mod tests {
