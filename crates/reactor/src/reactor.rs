@@ -91,7 +91,7 @@ pub(crate) struct Inner {
     running: Cell<bool>,
     stopping: Cell<bool>,
     in_turn: Cell<bool>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Rc<Counters>,
     /// The timers and sources gauges last measured: what a snapshot
     /// taken while their tables are borrowed reports.
     last_gauges: Cell<(u64, u64)>,
@@ -229,7 +229,7 @@ impl Reactor {
                 running: Cell::new(false),
                 stopping: Cell::new(false),
                 in_turn: Cell::new(false),
-                counters: Counters::default(),
+                counters: Rc::default(),
                 last_gauges: Cell::new((0, 0)),
             }),
         })
@@ -799,6 +799,13 @@ impl Reactor {
     /// Applications read [`Reactor::stats`].
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// The reactor's counters, to keep: a transport holds them from its
+    /// creation and counts without going through the reactor each time.
+    /// Counting into them after the reactor is gone is harmless.
+    pub fn shared_counters(&self) -> Rc<Counters> {
+        self.inner.counters.clone()
     }
 
     /// Number of sources currently registered.

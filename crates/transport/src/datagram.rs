@@ -106,6 +106,8 @@ pub struct DatagramTransport {
     reactor: WeakReactor,
     /// A Unix socket file to remove when the socket closes.
     file: RefCell<Option<SocketFile>>,
+    /// The reactor's counters, kept so counting is a plain add.
+    counters: Rc<torsion_reactor::Counters>,
 }
 
 impl DatagramTransport {
@@ -131,6 +133,7 @@ impl DatagramTransport {
             host,
             reactor: reactor.downgrade(),
             file: RefCell::new(None),
+            counters: reactor.shared_counters(),
         });
         let handler = make_handler(transport.clone());
         let registration = reactor.register(socket, Interest::READABLE, handler)?;
@@ -148,12 +151,9 @@ impl DatagramTransport {
         }
     }
 
-    /// Counts on the reactor's counters (see `docs/observability.md`), if
-    /// the reactor is still there.
+    /// Counts on the reactor's counters (see `docs/observability.md`).
     fn count(&self, f: impl FnOnce(&torsion_reactor::Counters)) {
-        if let Some(reactor) = self.reactor.upgrade() {
-            f(reactor.counters());
-        }
+        f(&self.counters);
     }
 
     /// Counts a datagram the kernel took.

@@ -143,6 +143,8 @@ pub struct StreamTransport<P> {
     flags: Flags,
     /// The open was counted: the close is to be counted too.
     counted_open: Cell<bool>,
+    /// The reactor's counters, kept so counting is a plain add.
+    counters: Rc<Counters>,
 }
 
 impl<P: Pipe> StreamTransport<P> {
@@ -178,6 +180,7 @@ impl<P: Pipe> StreamTransport<P> {
             low_water: Cell::new(DEFAULT_LOW_WATER as u32),
             flags: Flags::default(),
             counted_open: Cell::new(false),
+            counters: reactor.shared_counters(),
         });
         let pipe = attach(&transport, interest)?;
         *transport.pipe.borrow_mut() = Some(pipe);
@@ -187,12 +190,9 @@ impl<P: Pipe> StreamTransport<P> {
         Ok(transport)
     }
 
-    /// Counts on the reactor's [`Counters`] (see `docs/observability.md`),
-    /// if the reactor is still there.
+    /// Counts on the reactor's [`Counters`] (see `docs/observability.md`).
     fn count(&self, f: impl FnOnce(&Counters)) {
-        if let Some(reactor) = self.reactor.upgrade() {
-            f(reactor.counters());
-        }
+        f(&self.counters);
     }
 
     /// Counts the connection as opened; its close will be counted.

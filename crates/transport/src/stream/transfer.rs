@@ -199,14 +199,15 @@ impl<P: Pipe> StreamTransport<P> {
     /// side down if that was asked for and the queue is empty.
     pub(super) fn flush(&self) {
         self.flags.set(Flag::Gathered, false);
-        let queued = self.queue.borrow().len();
-        self.count(|counters| counters.write_buffer_size(queued));
         loop {
             let result = {
                 let queue = self.queue.borrow();
                 if queue.is_empty() {
                     break;
                 }
+                // The peak is the size before the first send; noting each
+                // is a compare.
+                self.count(|counters| counters.write_buffer_size(queue.len()));
                 if let Some(only) = queue.single() {
                     // The common case (one reply, or a turn's replies
                     // gathered into one buffer): a plain send, cheaper
