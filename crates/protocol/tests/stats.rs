@@ -274,3 +274,71 @@ fn both_ends_of_a_connection_made_by_the_reactor_are_counted() {
     // Both ends' bytes: "hi" out and back.
     assert_eq!((stats.bytes_read, stats.bytes_written), (4, 4));
 }
+
+/// A client that records a failed connect.
+struct Failing(Rc<std::cell::Cell<bool>>);
+
+impl Factory for Failing {
+    type Protocol = Echo;
+    fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
+        Some(Echo)
+    }
+}
+
+impl torsion_protocol::ClientFactory for Failing {
+    fn client_connection_failed(
+        &self,
+        _connector: &torsion_protocol::Connector,
+        _reason: &torsion_protocol::ConnectError,
+    ) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn a_refused_connect_counts_neither_an_open_nor_a_close() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    // Take a free port, then close it: nothing listens there.
+    let port = std::net::TcpListener::bind((LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let failed = Rc::new(std::cell::Cell::new(false));
+    let _connector = reactor.connect_tcp(
+        "127.0.0.1",
+        port,
+        Failing(failed.clone()),
+        Duration::from_secs(5),
+    );
+    while !failed.get() {
+        reactor.iterate(Duration::from_secs(5)).unwrap();
+    }
+    let stats = reactor.stats();
+    assert_eq!(stats.connections_opened, 0);
+    assert_eq!(stats.closed.total(), 0);
+    assert_eq!(stats.connections_open, 0);
+}
+
+#[test]
+fn a_connect_still_in_flight_at_shutdown_counts_nothing() {
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    let listener = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let failed = Rc::new(std::cell::Cell::new(false));
+    // No turn runs between the connect and the shutdown: the transport
+    // has not seen the connect finish.
+    let _connector = reactor.connect_tcp(
+        "127.0.0.1",
+        port,
+        Failing(failed.clone()),
+        Duration::from_secs(5),
+    );
+    reactor.shut_down().unwrap();
+    let stats = reactor.stats();
+    assert_eq!(stats.connections_opened, 0);
+    assert_eq!(stats.closed.total(), 0);
+    assert_eq!(stats.connections_open, 0);
+}
