@@ -342,3 +342,30 @@ fn a_connect_still_in_flight_at_shutdown_counts_nothing() {
     assert_eq!(stats.closed.total(), 0);
     assert_eq!(stats.connections_open, 0);
 }
+
+#[test]
+fn a_unix_socket_accept_is_counted_like_a_tcp_one() {
+    use std::os::unix::net::UnixStream;
+    use torsion_protocol::{ReactorUnix, UnixListenOptions};
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    let path = torsion_protocol::testing::socket_path("stats");
+    let _port = reactor
+        .listen_unix(&path, Serve(|| Some(Echo)), UnixListenOptions::default())
+        .unwrap();
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"hey").unwrap();
+    let stats = turn_until(&reactor, |s| s.bytes_written == 3);
+    assert_eq!(stats.connections_accepted, 1);
+    assert_eq!(stats.connections_opened, 1);
+    assert_eq!(stats.connections_open, 1);
+    assert_eq!(stats.bytes_read, 3);
+    // Read before closing: a Unix socket closed with unread data resets
+    // its peer (a loss, not a close by the peer).
+    let mut reply = [0; 3];
+    client.read_exact(&mut reply).unwrap();
+    drop(client);
+    let stats = turn_until(&reactor, |s| s.closed.total() == 1);
+    assert_eq!(stats.closed.by_peer, 1);
+    assert_eq!(stats.connections_open, 0);
+}
