@@ -86,6 +86,7 @@ lint:
 bench:
     cargo build --quiet --release -p torsion-bench
     ./target/release/torsion-bench reactor
+    ./target/release/torsion-bench turns
     ./target/release/torsion-bench framing
     ./target/release/torsion-bench pipelined
     ./target/release/torsion-bench async

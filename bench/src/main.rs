@@ -11,6 +11,7 @@
 //! torsion-bench framing
 //! torsion-bench async
 //! torsion-bench pipelined [--quick]
+//! torsion-bench turns
 //! torsion-bench idle [CONNECTIONS]
 //! torsion-bench udp [--quick] [--servers a,b,...]
 //! torsion-bench fsevents [--quick]
@@ -54,6 +55,7 @@ mod servers;
 mod suite;
 mod tasks;
 mod tls;
+mod turns;
 mod udp;
 
 #[global_allocator]
@@ -89,6 +91,9 @@ fn main() {
         load(&args[1..])
     } else if args.first().map(String::as_str) == Some("reactor") {
         reactor::run(3);
+        Ok(())
+    } else if args.first().map(String::as_str) == Some("turns") {
+        turns::run(5);
         Ok(())
     } else if args.first().map(String::as_str) == Some("async") {
         tasks::run(3);

@@ -80,4 +80,7 @@ pub mod pages {
     /// `docs/features.md`.
     #[doc = include_str!("../../docs/features.md")]
     pub struct FeaturesPage;
+    /// `docs/observability.md`.
+    #[doc = include_str!("../../docs/observability.md")]
+    pub struct ObservabilityPage;
 }

@@ -7,9 +7,45 @@ mod common;
 use common::{example, start_logging, start_logging_port, Reports};
 
 fn run(name: &str) -> String {
-    let output = Command::new(example(name)).output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    run_args(name, &[])
+}
+
+/// Runs an example to its end and returns its output; kills it if it
+/// has not closed its output within two minutes.
+fn run_args(name: &str, args: &[&str]) -> String {
+    use std::io::Read;
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // The output ends when the example exits.
+    let Ok(stdout) = rx.recv_timeout(std::time::Duration::from_secs(120)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name} {args:?} did not finish within 2 minutes; killed");
+    };
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(
+        status.success(),
+        "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
 }
 
 #[test]
@@ -355,4 +391,31 @@ fn async_fetch_gathers_replies_and_failures() {
     );
     assert_eq!(lines[3], "3 servers, 2 failed");
     drop(silent);
+}
+
+#[test]
+fn stats_example_counts_its_demo_load() {
+    let out = run_args("stats", &["--demo"]);
+    let lines: Vec<&str> = out.lines().collect();
+    let last = lines.last().expect("output");
+    let final_counts = last.strip_prefix("final: ").expect("a final line");
+    for expected in [
+        "open=0",
+        "accepted=4",
+        "closed=4",
+        "closed_by_peer=4",
+        "bytes_read=6400",
+        "bytes_written=6400",
+        "accept_errors=0",
+        "panicked=0",
+    ] {
+        assert!(
+            final_counts.split(' ').any(|pair| pair == expected),
+            "{expected} in {last}"
+        );
+    }
+    // The monitor thread's last snapshot, read after the reactor stopped,
+    // is the reactor's own final count, whole.
+    assert!(lines.len() >= 2, "{out}");
+    assert_eq!(lines[lines.len() - 2], final_counts, "{out}");
 }

@@ -87,6 +87,8 @@ pub use torsion_transport::reactor::{
     DelayedCall, LoopingCall, LoopingCallError, ManualClock, Phase, Reactor, ReactorClosed,
     ReactorError, ReactorHandle, SystemEvent, TimerError, TriggerId, WeakReactor,
 };
+// Counters (see `docs/observability.md`).
+pub use torsion_transport::reactor::{AcceptErrorCounts, CloseCounts, ReactorStats};
 // Tasks, futures and Deferreds (see `docs/async.md`).
 pub use torsion_transport::reactor::{
     deferred_list, first_success, gather_results, AlreadyCalledError, CancelledError, Deferred,

@@ -123,16 +123,17 @@ impl<F: Factory> Port<F> {
             match accepted {
                 Ok((socket, peer)) => self.start_connection(reactor, socket, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                    reactor.counters().accept_failed(net::accept_error_kind(&e));
+                }
                 Err(e) if net::is_out_of_descriptors(&e) => {
+                    reactor.counters().accept_failed(net::accept_error_kind(&e));
                     self.back_off(reactor, &e);
                     return;
                 }
                 Err(e) => {
+                    reactor.counters().accept_failed(net::accept_error_kind(&e));
                     tracing::warn!(host = %self.host, error = %e, "accept failed");
                     return;
                 }
@@ -143,7 +144,11 @@ impl<F: Factory> Port<F> {
     fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: Address) {
         // A refusal is the factory's choice and a failure is logged; the
         // listener carries on either way.
-        let _ = serve(reactor, &self.factory, socket, peer);
+        let counters = reactor.counters();
+        match serve(reactor, &self.factory, socket, peer) {
+            Ok(true) => counters.connection_accepted(),
+            Ok(false) | Err(_) => counters.connection_refused(),
+        }
     }
 
     /// Out of descriptors: the pending connection stays in the backlog and

@@ -182,6 +182,18 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
         "the loop used {:.0}% of a core while out of descriptors",
         share * 100.0
     );
+    // The counters: every client accepted once; each failed accept is
+    // counted once, and while out of descriptors the port tries once per
+    // 100 ms pause, not once per turn or per pending client.
+    let stats = reactor.stats();
+    assert_eq!(stats.connections_accepted, CLIENTS as u64);
+    let failed = stats.accept_errors.out_of_descriptors;
+    assert!(failed >= 1, "{stats:?}");
+    // The shortage lasts under a second (the stall is noticed after three
+    // 50 ms ticks, then watched for ten): about ten tries. Counting per
+    // turn or per pending client would give hundreds.
+    assert!(failed <= 20, "{failed} failed accepts counted");
+    assert_eq!(stats.accept_errors.total(), failed);
     // Ten 50 ms ticks plus a retry every 100 ms: a few dozen turns at most.
     // A listener that spun on EMFILE would turn tens of thousands of times.
     assert!(

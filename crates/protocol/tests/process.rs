@@ -840,3 +840,23 @@ fn at_shutdown_every_pipe_is_lost_once_whatever_the_order_of_the_reaper() {
         assert_eq!(lost, [0, 1, 2], "child {i}");
     }
 }
+
+#[test]
+fn each_pipe_of_a_child_counts_as_one_connection() {
+    let (_watchdog, reactor) = reactor();
+    let log = Log::default();
+    reactor
+        .spawn_process(
+            Recorder::new(&log, &reactor),
+            "true",
+            [] as [&str; 0],
+            ProcessOptions::new(),
+        )
+        .unwrap();
+    reactor.run().unwrap();
+    let stats = reactor.stats();
+    // Standard input, output and error: one open and one close each.
+    assert_eq!(stats.connections_opened, 3, "{stats:?}");
+    assert_eq!(stats.closed.total(), 3, "{stats:?}");
+    assert_eq!(stats.connections_open, 0);
+}

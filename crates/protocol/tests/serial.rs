@@ -333,13 +333,23 @@ fn settings_a_pty_cannot_keep_are_refused() {
     guard.check();
 }
 
-/// Writes `total` bytes as a streaming producer, counting pauses.
+/// What the flood tells the reader of the pty: it paused (the reader
+/// then takes a quota), or everything is written (the reader takes the
+/// rest).
+enum Gate {
+    Paused,
+    Done,
+}
+
+/// Writes `total` bytes as a streaming producer, counting pauses and
+/// telling the reader of each.
 struct Flood {
     transport: RefCell<Option<TransportRef>>,
     left: Cell<usize>,
     paused: Cell<bool>,
     pauses: Cell<usize>,
     random: RefCell<XorShift>,
+    gate: std::sync::mpsc::Sender<Gate>,
 }
 
 impl Flood {
@@ -351,6 +361,7 @@ impl Flood {
             self.left.set(self.left.get() - n);
         }
         if self.left.get() == 0 {
+            let _ = self.gate.send(Gate::Done);
             transport.unregister_producer();
             transport.lose_connection();
         }
@@ -361,6 +372,7 @@ impl Producer for Flood {
     fn pause_producing(&self) {
         self.paused.set(true);
         self.pauses.set(self.pauses.get() + 1);
+        let _ = self.gate.send(Gate::Paused);
     }
     fn resume_producing(&self) {
         self.paused.set(false);
@@ -397,7 +409,9 @@ fn large_write_under_back_pressure() {
     {
         let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
         let (mut master, path, slave) = pty();
+        let (gate, gated) = std::sync::mpsc::channel();
         let flood = Rc::new(Flood {
+            gate,
             transport: RefCell::new(None),
             left: Cell::new(TOTAL),
             paused: Cell::new(false),
@@ -419,21 +433,49 @@ fn large_write_under_back_pressure() {
             (40 * 1024..TOTAL).contains(&queued),
             "{queued} bytes queued"
         );
+        // The reader is gated by the producer: after each pause it reads
+        // QUOTA bytes, and only once everything is written the rest. The
+        // producer pauses as soon as the queue is above its 64 KiB high
+        // watermark, so what is written and unread is at most the pty's
+        // buffer (64 KiB) plus the watermark plus one 16 KiB chunk: when
+        // the last byte is written the reader has read at least
+        // TOTAL - 144 KiB, a quota per pause.
+        const QUOTA: usize = 256 * 1024;
         let read = thread::spawn(move || {
             let mut got = Vec::with_capacity(TOTAL);
             let mut buf = vec![0; 64 * 1024];
-            while got.len() < TOTAL {
-                let n = master.read(&mut buf).unwrap();
-                got.extend_from_slice(&buf[..n]);
+            let mut tokens = 0;
+            let mut take = |got: &mut Vec<u8>, want: usize| {
+                let end = got.len() + want;
+                while got.len() < end {
+                    let n = master.read(&mut buf[..(end - got.len()).min(64 * 1024)]);
+                    got.extend_from_slice(&buf[..n.unwrap()]);
+                }
+            };
+            loop {
+                match gated.recv().expect("the flood ends with Done") {
+                    Gate::Paused => {
+                        tokens += 1;
+                        let want = QUOTA.min(TOTAL - got.len());
+                        take(&mut got, want);
+                    }
+                    Gate::Done => {
+                        let want = TOTAL - got.len();
+                        take(&mut got, want);
+                        break;
+                    }
+                }
             }
-            (got, master)
+            (got, tokens, master)
         });
         reactor.run().unwrap();
         let reason = lost.borrow_mut().take().expect("connection_lost");
         assert!(matches!(reason, CloseReason::Closed), "{reason}");
-        let (got, master) = read.join().unwrap();
+        let (got, tokens, master) = read.join().unwrap();
         assert!(got == XorShift::new(5).bytes(TOTAL), "bytes differ");
-        assert!(flood.pauses.get() > 10, "{} pauses", flood.pauses.get());
+        let pauses = flood.pauses.get();
+        assert_eq!(tokens, pauses, "every pause reached the reader");
+        assert!(pauses >= (TOTAL - 144 * 1024) / QUOTA, "{pauses} pauses");
         drop((master, slave, port));
     }
     guard.check();

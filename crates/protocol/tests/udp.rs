@@ -95,6 +95,19 @@ fn udp_echo_and_truncation() {
     });
     reactor.run().unwrap();
     peer.join().unwrap();
+    // Counted: two whole datagrams in (9 bytes), one truncated, two echoes
+    // out; none of it as stream traffic.
+    let stats = reactor.stats();
+    assert_eq!(
+        (
+            stats.datagrams_received,
+            stats.datagram_bytes_read,
+            stats.datagrams_truncated
+        ),
+        (2, 9, 1)
+    );
+    assert_eq!((stats.datagrams_sent, stats.datagram_bytes_written), (2, 9));
+    assert_eq!((stats.bytes_read, stats.bytes_written), (0, 0));
     assert_eq!(
         *log.borrow(),
         [

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::reactor::Reactor;
 use crate::shared::Shared;
+use crate::stats::ReactorStats;
 use crate::sys::Poller;
 
 /// The reactor has been dropped, so the call was not queued.
@@ -85,6 +86,29 @@ impl ReactorHandle {
         self.call_from_thread(|reactor| {
             let _ = reactor.stop();
         })
+    }
+
+    /// The reactor's counters as of the end of its latest turn (or its
+    /// latest [`Reactor::stats`] call), read without a lock and without
+    /// disturbing the reactor; every field of the snapshot is from the same
+    /// moment. After the reactor is dropped, its last published counts.
+    ///
+    /// ```
+    /// use torsion_reactor::Reactor;
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let handle = reactor.handle();
+    /// let watcher = std::thread::spawn(move || {
+    ///     handle.call_from_thread(|reactor| reactor.stop().unwrap()).unwrap();
+    ///     handle
+    /// });
+    /// reactor.run()?;
+    /// let stats = watcher.join().unwrap().stats();
+    /// assert_eq!(stats.thread_calls, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> ReactorStats {
+        self.shared.stats.load()
     }
 
     /// Wakes the reactor from its wait without queueing anything.

@@ -24,6 +24,12 @@
 //! ([`Reactor::caught_panic_count`]); the reactor carries on with the next
 //! callback, as Twisted logs a failure and carries on.
 //!
+//! It also counts what it does — turns, events, timers, calls, tasks,
+//! and, through [`Reactor::counters`], the connections, bytes and accepts
+//! of the layers above — in plain cells on its thread, and publishes them
+//! once per turn: [`Reactor::stats`] reads them there,
+//! [`ReactorHandle::stats`] from any thread (see `docs/observability.md`).
+//!
 //! Time comes from the system's monotonic clock, or from a [`ManualClock`]
 //! that tests advance by hand.
 //!
@@ -60,6 +66,7 @@ mod shared;
 mod signals;
 mod slab;
 mod source;
+mod stats;
 mod sys;
 mod task;
 pub mod testing;
@@ -87,6 +94,9 @@ pub use crate::reactor::{Reactor, ReactorError, WeakReactor};
 ))]
 pub use crate::source::ProcessRegistration;
 pub use crate::source::{Handler, Registration};
+pub use crate::stats::{
+    AcceptErrorCounts, AcceptErrorKind, CloseCounts, CloseKind, Counters, ReactorStats,
+};
 pub use crate::task::{JoinHandle, RunError, TaskError, MAX_TASK_POLLS_PER_TURN};
 pub use crate::triggers::{Phase, SystemEvent, TriggerId};
 

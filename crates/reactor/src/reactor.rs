@@ -21,6 +21,7 @@ use crate::shared::Shared;
 use crate::signals::SignalGuard;
 use crate::slab::Slab;
 use crate::source::{Handler, Sources};
+use crate::stats::{Counters, Gauges, ReactorStats};
 use crate::sys::{Events, Poller};
 use crate::task::Executor;
 use crate::timer_queue::{duration_nanos, Callback, TimerQueue};
@@ -90,8 +91,10 @@ pub(crate) struct Inner {
     running: Cell<bool>,
     stopping: Cell<bool>,
     in_turn: Cell<bool>,
-    turns: Cell<u64>,
-    panics: Cell<u64>,
+    pub(crate) counters: Rc<Counters>,
+    /// The timers and sources gauges last measured: what a snapshot
+    /// taken while their tables are borrowed reports.
+    last_gauges: Cell<(u64, u64)>,
 }
 
 impl Drop for Inner {
@@ -226,8 +229,8 @@ impl Reactor {
                 running: Cell::new(false),
                 stopping: Cell::new(false),
                 in_turn: Cell::new(false),
-                turns: Cell::new(0),
-                panics: Cell::new(0),
+                counters: Rc::default(),
+                last_gauges: Cell::new((0, 0)),
             }),
         })
     }
@@ -368,6 +371,7 @@ impl Reactor {
         self.inner.tasks.clear(self);
         triggers.fire(self, SystemEvent::Shutdown, Phase::During);
         triggers.fire(self, SystemEvent::Shutdown, Phase::After);
+        self.inner.publish_stats();
     }
 
     /// Turns the handling of SIGINT and SIGTERM by [`Reactor::run`] on
@@ -472,7 +476,7 @@ impl Reactor {
     fn turn(&self, max_wait: Option<Duration>) -> io::Result<()> {
         let inner = &*self.inner;
         inner.in_turn.set(true);
-        inner.turns.set(inner.turns.get() + 1);
+        bump(&inner.counters.turns);
         let _turn = TurnGuard(inner);
 
         let timeout = self.wait_timeout(max_wait);
@@ -536,6 +540,11 @@ impl Reactor {
             (source.handler.clone(), source.id(), source.interest)
         };
         let readiness = readiness.masked(interest);
+        if readiness.is_woken() {
+            bump(&inner.counters.wakes);
+        } else {
+            bump(&inner.counters.io_events);
+        }
         let handled = panics::isolate(self, "an I/O handler", || handler.ready(self, readiness));
         // This may be the last reference (the handler dropped its own
         // registration), and a drop runs user code too.
@@ -557,6 +566,7 @@ impl Reactor {
 
     fn run_thread_calls(&self) {
         for job in self.inner.shared.take_calls() {
+            bump(&self.inner.counters.thread_calls);
             panics::isolate(self, "a call from another thread", || job(self));
         }
     }
@@ -576,6 +586,7 @@ impl Reactor {
             let callback = self.timers_mut().pop_due(now, limit);
             match callback {
                 Some(callback) => {
+                    bump(&self.inner.counters.timers_fired);
                     panics::isolate(self, "a delayed call", || callback(self));
                 }
                 None => break,
@@ -598,6 +609,7 @@ impl Reactor {
             let job = inner.soon.borrow_mut().pop_front();
             match job {
                 Some(job) => {
+                    bump(&inner.counters.soon_calls);
                     panics::isolate(self, "a call_soon call", || job(self));
                 }
                 None => break,
@@ -626,6 +638,7 @@ impl Reactor {
 
     pub(crate) fn run_until_current_all(&self) {
         self.run_timers(true);
+        self.inner.publish_stats();
     }
 
     // ----- time ----------------------------------------------------------
@@ -742,7 +755,7 @@ impl Reactor {
     /// events each. A diagnostic: an idle or backing-off reactor should
     /// not be turning.
     pub fn turn_count(&self) -> u64 {
-        self.inner.turns.get()
+        self.inner.counters.turns.get()
     }
 
     /// Panics this reactor's panic policy caught in callbacks it ran
@@ -752,11 +765,47 @@ impl Reactor {
     /// itself before they reach the reactor (a protocol's, which cost its
     /// connection) are logged by that layer and not counted here.
     pub fn caught_panic_count(&self) -> u64 {
-        self.inner.panics.get()
+        self.inner.counters.panics.get()
     }
 
     pub(crate) fn count_panic(&self) {
-        self.inner.panics.set(self.inner.panics.get() + 1);
+        bump(&self.inner.counters.panics);
+    }
+
+    // ----- statistics ----------------------------------------------------
+
+    /// A snapshot of this reactor's counters, exact as of now (see
+    /// [`ReactorStats`] and `docs/observability.md`). Also publishes it to
+    /// [`ReactorHandle::stats`], which other threads read.
+    ///
+    /// ```
+    /// use torsion_reactor::Reactor;
+    ///
+    /// let reactor = Reactor::new()?;
+    /// reactor.call_soon(|reactor| reactor.stop().unwrap());
+    /// reactor.run()?;
+    /// let stats = reactor.stats();
+    /// assert_eq!(stats.soon_calls, 1);
+    /// assert!(stats.turns >= 1);
+    /// assert_eq!(reactor.handle().stats(), stats);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> ReactorStats {
+        self.inner.publish_stats()
+    }
+
+    /// The reactor's counters, for the layers above to count what only
+    /// they see (connections, bytes, accepts); see [`Counters`].
+    /// Applications read [`Reactor::stats`].
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The reactor's counters, to keep: a transport holds them from its
+    /// creation and counts without going through the reactor each time.
+    /// Counting into them after the reactor is gone is harmless.
+    pub fn shared_counters(&self) -> Rc<Counters> {
+        self.inner.counters.clone()
     }
 
     /// Number of sources currently registered.
@@ -779,5 +828,38 @@ struct TurnGuard<'a>(&'a Inner);
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         self.0.in_turn.set(false);
+        self.0.publish_stats();
     }
+}
+
+impl Inner {
+    /// Takes a snapshot and publishes it for other threads: a few dozen
+    /// plain stores, once per turn.
+    fn publish_stats(&self) -> ReactorStats {
+        // A table borrowed now (a snapshot taken from inside a call that
+        // holds it) keeps its last measured size rather than reading 0.
+        let (last_timers, last_sources) = self.last_gauges.get();
+        let timers_pending = self
+            .timers
+            .try_borrow()
+            .map_or(last_timers, |t| t.len() as u64);
+        let sources = self
+            .sources
+            .try_borrow()
+            .map_or(last_sources, |s| s.len() as u64);
+        self.last_gauges.set((timers_pending, sources));
+        let gauges = Gauges {
+            timers_pending,
+            tasks_alive: self.tasks.len() as u64,
+            task_polls: self.tasks.polls(),
+            sources,
+        };
+        let stats = self.counters.snapshot(gauges);
+        self.shared.stats.store(stats);
+        stats
+    }
+}
+
+fn bump(cell: &Cell<u64>) {
+    cell.set(cell.get().wrapping_add(1));
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::reactor::Reactor;
+use crate::stats::Published;
 use crate::sys::Poller;
 
 /// Work sent to the reactor's thread.
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     /// notification per burst, not per call.
     pub(crate) pending: AtomicBool,
     pub(crate) closed: AtomicBool,
+    /// The reactor's counters as of the end of its latest turn.
+    pub(crate) stats: Published,
     /// Notifications sent, for the tests of coalescing.
     #[cfg(test)]
     pub(crate) notifies: std::sync::atomic::AtomicUsize,
@@ -39,6 +42,7 @@ impl Shared {
             calls: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            stats: Published::default(),
             #[cfg(test)]
             notifies: std::sync::atomic::AtomicUsize::new(0),
         }

@@ -577,6 +577,7 @@ impl Reactor {
         F: Future + 'static,
     {
         let executor = &self.inner().tasks;
+        crate::stats::bump(&self.inner().counters.tasks_spawned);
         let id = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
         let mut tasks = executor.tasks.borrow_mut();
         let key = tasks.vacant_key();

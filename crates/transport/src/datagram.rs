@@ -162,6 +162,8 @@ pub struct DatagramTransport {
     reactor: WeakReactor,
     /// A Unix socket file to remove when the socket closes.
     file: RefCell<Option<SocketFile>>,
+    /// The reactor's counters, kept so counting is a plain add.
+    counters: Rc<torsion_reactor::Counters>,
 }
 
 impl DatagramTransport {
@@ -189,6 +191,7 @@ impl DatagramTransport {
             host,
             reactor: reactor.downgrade(),
             file: RefCell::new(None),
+            counters: reactor.shared_counters(),
         });
         let handler = make_handler(transport.clone());
         let registration = reactor.register(socket, Interest::READABLE, handler)?;
@@ -203,6 +206,18 @@ impl DatagramTransport {
                 io::ErrorKind::NotConnected,
                 "the datagram port has stopped listening",
             )),
+        }
+    }
+
+    /// Counts on the reactor's counters (see `docs/observability.md`).
+    fn count(&self, f: impl FnOnce(&torsion_reactor::Counters)) {
+        f(&self.counters);
+    }
+
+    /// Counts a datagram the kernel took.
+    fn count_sent(&self, sent: &io::Result<usize>) {
+        if let Ok(bytes) = *sent {
+            self.count(|counters| counters.datagrams_sent(1, bytes));
         }
     }
 
@@ -292,6 +307,7 @@ impl DatagramTransport {
             Some(to) => s.send_to_with_flags(data, to, SEND_FLAGS),
             None => s.send_with_flags(data, SEND_FLAGS),
         });
+        self.count_sent(&sent);
         check_sent(sent, data.len())
     }
 
@@ -316,6 +332,9 @@ impl DatagramTransport {
         }
         let flushed = queue.flush(registration.get_ref());
         self.send_calls.set(self.send_calls.get() + flushed.calls);
+        if flushed.sent > 0 {
+            self.count(|counters| counters.datagrams_sent(flushed.sent, flushed.sent_bytes));
+        }
         let blocked = queue.is_blocked();
         let failures = queue.has_failures();
         let lost = queue.take_lost_failures();
@@ -568,7 +587,12 @@ impl DatagramTransport {
             match received {
                 Ok((n, flags, from)) => {
                     let from = datagram_address(&from);
-                    if flags.is_truncated() {
+                    let truncated = flags.is_truncated();
+                    self.count(|counters| {
+                        let (whole, bytes) = if truncated { (0, 0) } else { (1, n) };
+                        counters.datagrams_received(whole, bytes, usize::from(truncated));
+                    });
+                    if truncated {
                         on_event(DatagramEvent::Truncated { from, received: n });
                         continue;
                     }
@@ -668,6 +692,9 @@ impl DatagramTransport {
                     return;
                 }
             };
+            // Counted before any is handed on: a handler that panics
+            // loses no count.
+            self.count_batch(&headers[..count]);
             for (i, header) in headers.iter().take(count).enumerate() {
                 if self.closing.get() {
                     return;
@@ -705,6 +732,22 @@ impl DatagramTransport {
                 return;
             }
         }
+    }
+
+    /// Counts one `recvmmsg` batch: its whole datagrams, their bytes and
+    /// the truncated ones.
+    #[cfg(target_os = "linux")]
+    fn count_batch(&self, headers: &[libc::mmsghdr]) {
+        let (mut whole, mut bytes, mut truncated) = (0, 0, 0);
+        for header in headers {
+            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                truncated += 1;
+            } else {
+                whole += 1;
+                bytes += header.msg_len as usize;
+            }
+        }
+        self.count(|counters| counters.datagrams_received(whole, bytes, truncated));
     }
 
     /// Handles an error from a receive call; true to keep receiving.

@@ -123,3 +123,6 @@
 
 pub use crate::socket::SocketTransport;
 pub use crate::stream::{HalfCloseEvents, Opening, Pipe, Progress, StreamTransport};
+/// The reactor's counters, for a transport or listener of its own to
+/// count what it does (see `docs/observability.md`).
+pub use torsion_reactor::{AcceptErrorKind, CloseKind, Counters};

@@ -100,6 +100,19 @@ pub fn is_out_of_descriptors(error: &io::Error) -> bool {
     )
 }
 
+/// How the reactor's counters file a failed accept
+/// ([`ReactorStats::accept_errors`](torsion_reactor::ReactorStats::accept_errors)).
+pub fn accept_error_kind(error: &io::Error) -> torsion_reactor::AcceptErrorKind {
+    use torsion_reactor::AcceptErrorKind;
+    match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => AcceptErrorKind::OutOfDescriptors,
+        Some(libc::ENOBUFS | libc::ENOMEM) => AcceptErrorKind::OutOfMemory,
+        Some(libc::ECONNABORTED | libc::EPROTO) => AcceptErrorKind::PeerAborted,
+        _ if error.kind() == io::ErrorKind::ConnectionAborted => AcceptErrorKind::PeerAborted,
+        _ => AcceptErrorKind::Other,
+    }
+}
+
 /// A non-blocking datagram socket bound to `addr` (an IP address and port,
 /// 0 for any free port, or a Unix socket path), with `SO_REUSEADDR` for IP
 /// sockets.

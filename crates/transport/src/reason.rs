@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use torsion_reactor::CloseKind;
+
 /// Why a connection ended, as handed to `connection_lost` (Twisted's
 /// `ConnectionDone`, `ConnectionLost` and `ConnectionAborted` failures).
 ///
@@ -54,6 +56,20 @@ impl CloseReason {
     /// [`CloseReason::ClosedByPeer`]).
     pub fn is_clean(&self) -> bool {
         matches!(self, CloseReason::Closed | CloseReason::ClosedByPeer)
+    }
+
+    /// The reason's kind, as the reactor's counters tally closes
+    /// ([`ReactorStats::closed`](torsion_reactor::ReactorStats::closed)).
+    pub fn kind(&self) -> CloseKind {
+        match self {
+            CloseReason::Closed => CloseKind::Clean,
+            CloseReason::ClosedByPeer => CloseKind::ByPeer,
+            CloseReason::Aborted => CloseKind::Aborted,
+            CloseReason::Lost(_) => CloseKind::Lost,
+            CloseReason::Shutdown => CloseKind::Shutdown,
+            CloseReason::ProtocolError(_) => CloseKind::ProtocolError,
+            CloseReason::ProducerPanicked { .. } => CloseKind::ProducerPanicked,
+        }
     }
 
     /// The operating system's error, for [`CloseReason::Lost`].

@@ -68,6 +68,10 @@ pub(super) struct Flushed {
     pub(super) settled: usize,
     /// System calls made.
     pub(super) calls: u64,
+    /// Datagrams the kernel took.
+    pub(super) sent: usize,
+    /// Their bytes.
+    pub(super) sent_bytes: usize,
 }
 
 /// The queue itself.
@@ -234,8 +238,10 @@ impl SendQueue {
                 }
                 Ok(sent) => {
                     for _ in 0..sent {
+                        flushed.sent_bytes += self.entries[self.head].len;
                         self.settle_head(None);
                     }
+                    flushed.sent += sent;
                     flushed.settled += sent;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

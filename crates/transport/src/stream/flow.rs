@@ -139,6 +139,14 @@ impl<P: Pipe> StreamTransport<P> {
         if self.queue.borrow().len() <= self.high_water.get() as usize {
             return;
         }
+        // Above the watermark the queue may not be flushed for a long
+        // time (a peer that does not read): note its size now. Below it,
+        // the next flush notes it.
+        let queued = self.queue.borrow().len();
+        self.count(|counters| counters.write_buffer_size(queued));
+        // One pause per episode, however many of reading and a streaming
+        // producer this crossing pauses.
+        let was_paused = self.paused_for_queue();
         if self.flags.has(Flag::ReadThrottle) && !self.flags.replace(Flag::Throttled, true) {
             tracing::debug!(
                 conn = self.id,
@@ -147,9 +155,27 @@ impl<P: Pipe> StreamTransport<P> {
             );
             self.update_interest();
         }
-        if self.flags.has(Flag::ProducerPaused) || !self.flags.has(Flag::Streaming) {
-            return;
+        let pause_producer = !self.flags.has(Flag::ProducerPaused)
+            && self.flags.has(Flag::Streaming)
+            && self.producer.get().is_some();
+        // Counted before the producer is called: its pause_producing may
+        // unregister it.
+        if !was_paused && (pause_producer || self.flags.has(Flag::Throttled)) {
+            self.count(|counters| counters.write_buffer_paused());
         }
+        if pause_producer {
+            self.pause_streaming_producer();
+        }
+    }
+
+    /// Whether the queue above its watermark holds back reading or a
+    /// streaming producer.
+    fn paused_for_queue(&self) -> bool {
+        self.flags.has(Flag::Throttled) || self.flags.has(Flag::ProducerPaused)
+    }
+
+    /// Pauses the registered streaming producer, if any.
+    fn pause_streaming_producer(&self) {
         if let Some(producer) = self.producer.get() {
             tracing::debug!(
                 conn = self.id,

@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use torsion_reactor::{Interest, Reactor, Readiness, WeakReactor};
+use torsion_reactor::{Counters, Interest, Reactor, Readiness, WeakReactor};
 
 pub use self::pipe::Pipe;
 use self::state::{Flag, Flags, PeerAddress, Phase, ProducerSlot, ReasonSlot, WriteShutdown};
@@ -141,6 +141,10 @@ pub struct StreamTransport<P> {
     high_water: Cell<u32>,
     low_water: Cell<u32>,
     flags: Flags,
+    /// The open was counted: the close is to be counted too.
+    counted_open: Cell<bool>,
+    /// The reactor's counters, kept so counting is a plain add.
+    counters: Rc<Counters>,
 }
 
 impl<P: Pipe> StreamTransport<P> {
@@ -175,10 +179,34 @@ impl<P: Pipe> StreamTransport<P> {
             high_water: Cell::new(DEFAULT_HIGH_WATER as u32),
             low_water: Cell::new(DEFAULT_LOW_WATER as u32),
             flags: Flags::default(),
+            counted_open: Cell::new(false),
+            counters: reactor.shared_counters(),
         });
         let pipe = attach(&transport, interest)?;
         *transport.pipe.borrow_mut() = Some(pipe);
+        if opening == Opening::Open {
+            transport.count_opened();
+        }
         Ok(transport)
+    }
+
+    /// Counts on the reactor's [`Counters`] (see `docs/observability.md`).
+    fn count(&self, f: impl FnOnce(&Counters)) {
+        f(&self.counters);
+    }
+
+    /// Counts the connection as opened; its close will be counted.
+    fn count_opened(&self) {
+        self.counted_open.set(true);
+        self.count(|counters| counters.connection_opened());
+    }
+
+    /// Counts the connection's close for `reason`, if its open was
+    /// counted (a connect that failed opened nothing).
+    fn count_closed(&self, reason: &CloseReason) {
+        if self.counted_open.replace(false) {
+            self.count(|counters| counters.connection_closed(reason.kind()));
+        }
     }
 
     /// A number that identifies this connection in logs, unique within the

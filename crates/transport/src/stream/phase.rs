@@ -19,6 +19,7 @@ impl<P: Pipe> StreamTransport<P> {
         }
         match self.with_pipe(Pipe::finish_connect) {
             Ok(()) => {
+                self.count_opened();
                 self.phase.set(Phase::Open);
                 self.update_interest();
                 Progress::Connected
@@ -265,6 +266,7 @@ impl<P: Pipe> StreamTransport<P> {
         drop(pipe);
         self.stop_producer();
         tracing::debug!(conn = self.id, peer = %self.peer.get(), %reason, "connection closed");
+        self.count_closed(&reason);
         self.check_state();
         reason
     }

@@ -63,7 +63,10 @@ impl<P: Pipe> StreamTransport<P> {
     fn send_with(&self, send: impl Fn(&P) -> io::Result<usize>) -> io::Result<usize> {
         loop {
             match self.with_pipe(&send) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.count(|counters| counters.bytes_written(n));
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -204,6 +207,9 @@ impl<P: Pipe> StreamTransport<P> {
                 if queue.is_empty() {
                     break;
                 }
+                // The peak is the size before the first send; noting each
+                // is a compare.
+                self.count(|counters| counters.write_buffer_size(queue.len()));
                 if let Some(only) = queue.single() {
                     // The common case (one reply, or a turn's replies
                     // gathered into one buffer): a plain send, cheaper
@@ -258,6 +264,9 @@ impl<P: Pipe> StreamTransport<P> {
                         return;
                     }
                 };
+                // Counted before the data is handed on: a handler that
+                // unwinds loses no count.
+                self.count(|counters| counters.bytes_read(n));
                 on_data(&buf[..n]);
                 if n < buf.len() {
                     // Drained for now; level triggering tells us if more
