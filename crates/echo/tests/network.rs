@@ -639,10 +639,12 @@ fn a_partition_is_detected_by_keepalive_and_idle_timeout_then_reconnected() {
     let idle = Duration::from_secs(2);
     let kept = pair.start(ServerSetup {
         keepalive: Some(keepalive),
+        record_reasons: true,
         ..ServerSetup::default()
     });
     let timed = pair.start(ServerSetup {
         idle_timeout: Some(idle),
+        record_reasons: true,
         ..ServerSetup::default()
     });
     // What the other link's clients talk to.
@@ -723,8 +725,18 @@ fn a_partition_is_detected_by_keepalive_and_idle_timeout_then_reconnected() {
     kept.live
         .wait_until("server side keep-alive ends", |open, _| open == 0);
     timed.live.wait_for(0, "server side idle ends");
-    let server_keepalive: Vec<_> = kept.live.reasons.lock().unwrap().clone();
-    let server_idle: Vec<_> = timed.live.reasons.lock().unwrap().clone();
+    let recorded = |server: &Server| {
+        server
+            .live
+            .reasons
+            .as_ref()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .clone()
+    };
+    let server_keepalive = recorded(&kept);
+    let server_idle = recorded(&timed);
     let after = |t: &Instant| t.duration_since(cut);
     let mut lines = Vec::new();
     for (side, ends, budget, words) in [

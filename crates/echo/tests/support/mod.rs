@@ -102,8 +102,10 @@ pub struct Live {
     /// Connections open now, and accepted in all.
     pub counts: Mutex<(usize, usize)>,
     pub changed: Condvar,
-    /// Why each connection ended, with when, in order.
-    pub reasons: Mutex<Vec<(Instant, String)>>,
+    /// Why each connection ended, with when, in order: kept only when
+    /// the server was started with `record_reasons` (the list grows with
+    /// every connection, which the heap checks would count).
+    pub reasons: Option<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Live {
@@ -160,11 +162,12 @@ impl Protocol for Tracked {
         self.echo.data_received(transport, data);
     }
     fn connection_lost(&mut self, reason: &CloseReason) {
-        self.live
-            .reasons
-            .lock()
-            .unwrap()
-            .push((Instant::now(), reason.to_string()));
+        if let Some(reasons) = &self.live.reasons {
+            reasons
+                .lock()
+                .unwrap()
+                .push((Instant::now(), reason.to_string()));
+        }
         self.echo.connection_lost(reason);
     }
 }
@@ -212,6 +215,9 @@ pub struct ServerSetup {
     /// interfaces), the namespace that checks it, and the address it is
     /// reached at from there.
     pub network: Option<(Namespace, Namespace, Ipv4Addr)>,
+    /// Keep why and when each connection ended (`Live::reasons`); off by
+    /// default, as the list grows with every connection.
+    pub record_reasons: bool,
 }
 
 impl Server {
@@ -230,15 +236,19 @@ impl Server {
 
     /// The server as `setup` says.
     pub fn start_with(setup: ServerSetup) -> Server {
-        let live = Arc::new(Live::default());
-        let (tx, rx) = mpsc::channel();
-        let factory_live = live.clone();
         let ServerSetup {
             port,
             idle_timeout,
             keepalive,
             network,
+            record_reasons,
         } = setup;
+        let live = Arc::new(Live {
+            reasons: record_reasons.then(Mutex::default),
+            ..Live::default()
+        });
+        let (tx, rx) = mpsc::channel();
+        let factory_live = live.clone();
         let (interface, client) = match &network {
             Some((_, client, ip)) => (Ipv4Addr::UNSPECIFIED, Some((client.clone(), *ip))),
             None => (Ipv4Addr::LOCALHOST, None),

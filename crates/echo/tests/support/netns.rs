@@ -54,6 +54,10 @@ fn must(program: &str, args: &[&str]) {
 }
 
 /// Deletes the namespaces of test processes that are gone.
+///
+/// Gone means no `/proc/<pid>`: if the killed run's pid has since been
+/// reused by an unrelated process, its namespaces stay until that process
+/// ends too (left over, never deleted under a live test).
 fn remove_stale() {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
@@ -92,6 +96,30 @@ fn unsupported() -> Option<String> {
     None
 }
 
+/// Makes in `namespace` one of each thing the tests make: a veth pair, an
+/// nftables netdev table with an ingress chain on it, a tbf qdisc.
+fn probe_features(namespace: &Namespace) -> Result<(), String> {
+    let ns = namespace.name();
+    run(
+        "ip",
+        &[
+            "-n", ns, "link", "add", "tsp0", "type", "veth", "peer", "name", "tsp1",
+        ],
+    )?;
+    run("ip", &["-n", ns, "link", "set", "tsp0", "up"])?;
+    let chain = "add chain netdev probe tsp0 { type filter hook ingress device tsp0 priority 0 ; }";
+    for command in ["add table netdev probe", chain] {
+        run("ip", &["netns", "exec", ns, "nft", command])?;
+    }
+    run(
+        "tc",
+        &[
+            "-n", ns, "qdisc", "replace", "dev", "tsp0", "root", "tbf", "rate", "1mbit", "burst",
+            "16kb", "latency", "200ms",
+        ],
+    )
+}
+
 /// The namespaces of one test; dropped, they are deleted with everything
 /// in them.
 pub struct TestNet {
@@ -112,12 +140,15 @@ impl TestNet {
             namespaces: Vec::new(),
             links: 0,
         };
-        // One probe namespace proves the kernel lets us.
+        // One probe namespace, with everything the tests use inside it (a
+        // veth pair, a netdev nftables table with an ingress chain, a tbf
+        // qdisc), proves the kernel and the tools let us.
         let mut probe = net;
-        match probe.try_namespace() {
-            Ok(_) => Ok(probe),
-            Err(e) => Err(format!("cannot create a network namespace: {e}")),
-        }
+        let namespace = probe
+            .try_namespace()
+            .map_err(|e| format!("cannot create a network namespace: {e}"))?;
+        probe_features(&namespace).map_err(|e| format!("the test network cannot be built: {e}"))?;
+        Ok(probe)
     }
 
     fn try_namespace(&mut self) -> Result<Namespace, String> {
@@ -375,10 +406,18 @@ impl Link {
 
 /// Prints why a network test did not run, where the test summary shows it
 /// (the line goes to the terminal even under the harness's capture).
+///
+/// Under `TORSION_REQUIRE_NETNS=1` (set by `.ci/run` when it runs as root)
+/// a test that cannot build its network fails instead.
 pub fn skip(test: &str, reason: &str) {
+    if std::env::var("TORSION_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+        panic!("{test}: the test network is required (TORSION_REQUIRE_NETNS=1): {reason}");
+    }
     use std::io::Write;
-    let line = format!("SKIPPED {test}: {reason}\n");
     // Straight to the process's stderr: the test harness captures only
-    // the print macros.
+    // the print macros. The harness writes `test NAME ... ` to stdout
+    // without a newline before the result, so under `2>&1` this line
+    // could land in the middle of it: it starts a line of its own.
+    let line = format!("\nSKIPPED {test}: {reason}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
