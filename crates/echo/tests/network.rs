@@ -152,13 +152,24 @@ fn run_swarm(ns: &Namespace, addr: SocketAddr, swarm: Swarm) -> String {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut report = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("SWARM ") {
-            report = rest.to_owned();
+    // Read on a thread of its own, so that a swarm that hangs is killed
+    // after the deadline rather than holding the test run forever.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut report = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("SWARM ") {
+                report = rest.to_owned();
+            }
         }
-    }
+        let _ = tx.send(report);
+    });
+    let Ok(report) = rx.recv_timeout(DEADLINE) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the client swarm did not finish within {DEADLINE:?}: killed");
+    };
     let status = child.wait().unwrap();
     assert!(status.success(), "the client swarm failed: {status}");
     assert!(!report.is_empty(), "the client swarm reported nothing");
