@@ -481,11 +481,11 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
     };
     raise_descriptor_limit();
     let server = pair.start(ServerSetup::default());
-    pair.link.rate(1000);
+    pair.link.rate(10_000);
     let scenario = Scenario::begin("network slow link");
     let swarm = Swarm {
         connections: scale(100, 1_000),
-        bytes: scale(4 * 1024, 64 * 1024),
+        bytes: 64 * 1024,
         // Each client sends all of it at once: the server must hold back.
         window: 64 * 1024,
         half_close: false,
@@ -515,7 +515,7 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
         &server,
         64 * 1024 + 64 * swarm.connections as isize,
         format!(
-            "{} connections × {} KiB over a 1 Mbit/s link in {seconds:.1} s; peak server heap {} KiB for {} KiB sent ({report})",
+            "{} connections × {} KiB over a 10 Mbit/s link in {seconds:.1} s; peak server heap {} KiB for {} KiB sent ({report})",
             swarm.connections,
             swarm.bytes >> 10,
             peak >> 10,
@@ -523,10 +523,12 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
         ),
     );
     // What the server holds is bounded by its connections' buffers, not
-    // by what the clients push at it.
+    // by what the clients push at it: well under what was sent (a server
+    // that read everything before the link let it out would hold most of
+    // it).
     assert!(
-        (peak as usize) < 16 * 1024 * 1024,
-        "peak server heap {peak} B"
+        (peak as usize) < total / 4,
+        "peak server heap {peak} B for {total} B sent"
     );
 }
 
