@@ -34,38 +34,10 @@ use torsion_protocol::{
 };
 
 mod support;
-use support::netns::{skip, Link, Namespace, TestNet};
+use support::netns::{setup, Namespace, Pair, NET_ROLE};
 use support::*;
 
 // ----- the network ----------------------------------------------------------
-
-/// A server namespace and a client namespace joined by one link, or
-/// `None` (after printing a `SKIPPED` line) where they cannot be made.
-struct Pair {
-    net: TestNet,
-    server: Namespace,
-    client: Namespace,
-    link: Link,
-}
-
-fn pair(test: &str) -> Option<Pair> {
-    let mut net = match TestNet::new() {
-        Ok(net) => net,
-        Err(reason) => {
-            skip(test, &reason);
-            return None;
-        }
-    };
-    let server = net.namespace();
-    let client = net.namespace();
-    let link = net.link(&server, &client);
-    Some(Pair {
-        net,
-        server,
-        client,
-        link,
-    })
-}
 
 impl Pair {
     /// The echo server in the server namespace, reached from the client
@@ -78,28 +50,6 @@ impl Pair {
     }
 }
 
-/// The CPU time this process used while `window` passed with nothing to
-/// do, as a share of one core.
-fn idle_cpu(window: Duration) -> f64 {
-    fn cpu() -> Duration {
-        // SAFETY: getrusage fills the struct it is given.
-        let usage = unsafe {
-            let mut usage: libc::rusage = std::mem::zeroed();
-            assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
-            usage
-        };
-        let time = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-        };
-        time(usage.ru_utime) + time(usage.ru_stime)
-    }
-    let before = cpu();
-    let started = Instant::now();
-    // The measurement is the window itself: nothing is awaited.
-    std::thread::sleep(window);
-    (cpu() - before).as_secs_f64() / started.elapsed().as_secs_f64()
-}
-
 /// `Scenario::finish` and then the idle-CPU check; returns the figures
 /// line's idle part.
 fn finish(scenario: Scenario, server: &Server, slack: isize, figures: String) {
@@ -110,8 +60,6 @@ fn finish(scenario: Scenario, server: &Server, slack: isize, figures: String) {
 }
 
 // ----- bulk clients in a child process ---------------------------------------
-
-const NET_ROLE: &str = "TORSION_NET_ROLE";
 
 /// What a child's swarm of client connections does.
 #[derive(Clone, Copy, Debug)]
@@ -367,10 +315,7 @@ impl ClientFactory for SenderFactory {
 // ----- loss ------------------------------------------------------------------
 
 fn stream_at_loss(test: &str, percent: u32, bounded_mib: usize) {
-    let Some(_serial) = serial() else {
-        return;
-    };
-    let Some(pair) = pair(test) else {
+    let Some((_serial, pair)) = setup(test) else {
         return;
     };
     let server = pair.start(ServerSetup::default());
@@ -411,10 +356,7 @@ fn a_stream_at_5_percent_loss_keeps_its_sha256() {
 #[test]
 fn many_connections_at_5_percent_loss_each_verified() {
     let test = "many_connections_at_5_percent_loss_each_verified";
-    let Some(_serial) = serial() else {
-        return;
-    };
-    let Some(pair) = pair(test) else {
+    let Some((_serial, pair)) = setup(test) else {
         return;
     };
     raise_descriptor_limit();
@@ -440,10 +382,7 @@ fn many_connections_at_5_percent_loss_each_verified() {
 #[test]
 fn half_close_at_5_percent_loss_gets_everything_back() {
     let test = "half_close_at_5_percent_loss_gets_everything_back";
-    let Some(_serial) = serial() else {
-        return;
-    };
-    let Some(pair) = pair(test) else {
+    let Some((_serial, pair)) = setup(test) else {
         return;
     };
     let server = pair.start(ServerSetup::default());
@@ -473,10 +412,7 @@ fn half_close_at_5_percent_loss_gets_everything_back() {
 #[test]
 fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
     let test = "a_slow_link_with_many_connections_keeps_the_server_bounded";
-    let Some(_serial) = serial() else {
-        return;
-    };
-    let Some(pair) = pair(test) else {
+    let Some((_serial, pair)) = setup(test) else {
         return;
     };
     raise_descriptor_limit();
@@ -632,10 +568,7 @@ fn wait_ends(ends: &Ends, count: usize, limit: Duration) -> Vec<(Instant, String
 #[test]
 fn a_partition_is_detected_by_keepalive_and_idle_timeout_then_reconnected() {
     let test = "a_partition_is_detected_by_keepalive_and_idle_timeout_then_reconnected";
-    let Some(_serial) = serial() else {
-        return;
-    };
-    let Some(mut pair) = pair(test) else {
+    let Some((_serial, mut pair)) = setup(test) else {
         return;
     };
     // A second client namespace on a link of its own, which keeps being
@@ -824,10 +757,6 @@ impl Factory for Doomed {
     }
 }
 
-fn descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 impl ClientFactory for Doomed {
     fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
         let timed_out = matches!(reason, ConnectError::TimedOut(_));
@@ -843,10 +772,7 @@ impl ClientFactory for Doomed {
 #[test]
 fn a_blackholed_connect_times_out_on_time_and_releases_its_descriptor() {
     let test = "a_blackholed_connect_times_out_on_time_and_releases_its_descriptor";
-    let Some(_serial) = serial() else {
-        return;
-    };
-    let Some(pair) = pair(test) else {
+    let Some((_serial, pair)) = setup(test) else {
         return;
     };
     // Nothing listens, and no SYN gets there to be refused.

@@ -5,10 +5,8 @@
 
 pub mod netns;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,44 +23,10 @@ use netns::Namespace;
 
 // ----- measuring ----------------------------------------------------------
 
-/// Counts the bytes the process has allocated and not freed.
-pub struct Counting;
-
-pub static HEAP: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counter is only bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-pub static ALLOCATOR: Counting = Counting;
-
-pub fn heap() -> isize {
-    HEAP.load(Ordering::Relaxed)
-}
-
-pub fn full() -> bool {
-    std::env::var("TORSION_SOAK").is_ok_and(|v| v == "full")
-}
+// The counting allocator lives with the test network (the TLS network
+// suite includes that file on its own).
+#[allow(unused_imports)] // Each test binary uses some of them.
+pub use netns::{descriptors, full, heap, idle_cpu, serial, HEAP};
 
 /// The bounded size, or the full one under `just soak`.
 pub fn scale(bounded: usize, full_size: usize) -> usize {
@@ -327,11 +291,9 @@ impl Drop for Server {
     }
 }
 
-/// Scenarios run one at a time: each measures the whole process.
-/// Set in a child process: the role it plays (see `child_role`).
+/// Set in a child process: the role it plays (see `child_role`); the
+/// scenarios run one at a time (`serial`) except there.
 pub const ROLE: &str = "TORSION_SOAK_ROLE";
-
-pub static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Baselines taken once the server is up; `finish` checks that the server
 /// still serves and is back at them.
@@ -340,19 +302,6 @@ pub struct Scenario {
     pub fds: DescriptorGuard,
     pub heap: isize,
     pub started: Instant,
-}
-
-/// Waits for any other scenario to end; `None` in a child process, where
-/// the scenarios do not run.
-pub fn serial() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if std::env::var(ROLE).is_ok() {
-        return None;
-    }
-    Some(
-        SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
 }
 
 impl Scenario {

@@ -20,12 +20,155 @@
 //! [`TestNet::new`] returns `Err` with the reason when namespaces cannot be
 //! made here (not root, no `ip`/`nft`, no kernel support); the tests then
 //! report themselves as skipped (see `skip`).
+//!
+//! Also here, as both network suites (echo's and torsion-tls's, which
+//! includes this file) use them: the counting allocator, one test at a
+//! time ([`setup`]), and the measurements (idle CPU, descriptors, RSS).
 #![allow(dead_code)]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+// ----- measuring ----------------------------------------------------------
+
+/// Counts the bytes the process has allocated and not freed.
+pub struct Counting;
+
+pub static HEAP: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is only bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+pub static ALLOCATOR: Counting = Counting;
+
+/// Bytes allocated and not yet freed, process-wide.
+pub fn heap() -> isize {
+    HEAP.load(Ordering::Relaxed)
+}
+
+/// Whether the full sizes run (`just soak`: `TORSION_SOAK=full`).
+pub fn full() -> bool {
+    std::env::var("TORSION_SOAK").is_ok_and(|v| v == "full")
+}
+
+fn cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// The CPU time this process used while `window` passed with nothing to
+/// do, as a share of one core.
+pub fn idle_cpu(window: Duration) -> f64 {
+    let before = cpu();
+    let started = Instant::now();
+    // The measurement is the window itself: nothing is awaited.
+    std::thread::sleep(window);
+    (cpu() - before).as_secs_f64() / started.elapsed().as_secs_f64()
+}
+
+/// This process's resident set in bytes.
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page as u64
+}
+
+/// The descriptors this process has open.
+pub fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+// ----- one network test at a time -------------------------------------------
+
+/// The environment variable that gives a child process of a network suite
+/// its role.
+pub const NET_ROLE: &str = "TORSION_NET_ROLE";
+
+/// Scenarios one at a time: each measures the whole process.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Waits for any other scenario to end; `None` in a child process (one of
+/// the suites' roles), where the scenarios do not run.
+pub fn serial() -> Option<MutexGuard<'static, ()>> {
+    if std::env::var(NET_ROLE).is_ok() || std::env::var("TORSION_SOAK_ROLE").is_ok() {
+        return None;
+    }
+    Some(
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+/// A server namespace and a client namespace joined by one link.
+pub struct Pair {
+    pub net: TestNet,
+    pub server: Namespace,
+    pub client: Namespace,
+    pub link: Link,
+}
+
+/// A network test's preamble: the other scenarios' end, then a [`Pair`];
+/// `None` in a child process, or (after printing a `SKIPPED` line, see
+/// [`skip`]) where namespaces cannot be made.
+pub fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, Pair)> {
+    let serial = serial()?;
+    let mut net = match TestNet::new() {
+        Ok(net) => net,
+        Err(reason) => {
+            skip(test, &reason);
+            return None;
+        }
+    };
+    let server = net.namespace();
+    let client = net.namespace();
+    let link = net.link(&server, &client);
+    Some((
+        serial,
+        Pair {
+            net,
+            server,
+            client,
+            link,
+        },
+    ))
+}
 
 const PREFIX: &str = "tsn";
 
