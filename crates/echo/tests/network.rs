@@ -30,7 +30,7 @@ use torsion_protocol::policies::TimeoutProtocol;
 use torsion_protocol::testing::DescriptorGuard;
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Keepalive, Protocol,
-    Reactor, ReactorTcp, ReconnectingClientFactory, TransportRef,
+    Reactor, ReactorHandle, ReactorTcp, ReconnectingClientFactory, TransportRef,
 };
 
 mod support;
@@ -551,6 +551,15 @@ impl Factory for PingerFactory {
 
 impl ClientFactory for PingerFactory {}
 
+/// Stops a reactor (on another thread) when dropped.
+struct StopOnDrop(ReactorHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
 /// Waits until `ends` holds `count` entries.
 fn wait_ends(ends: &Ends, count: usize, limit: Duration) -> Vec<(Instant, String)> {
     let deadline = Instant::now() + limit;
@@ -640,7 +649,10 @@ fn a_partition_is_detected_by_keepalive_and_idle_timeout_then_reconnected() {
             drop((a, b, c));
         })
     };
-    let client_handle = rx.recv().unwrap();
+    // Stopped however the test ends: after a failed assertion the
+    // reconnecting client would otherwise retry every 500 ms for the rest
+    // of the test binary's run.
+    let client_handle = StopOnDrop(rx.recv().unwrap());
     echoes.wait_until("first echo", |_, echoed| echoed == 1);
     // Two connections to `kept` (watcher, pinger), one to `timed`.
     kept.live.wait_for(2, "keep-alive connections up");
@@ -727,7 +739,7 @@ fn a_partition_is_detected_by_keepalive_and_idle_timeout_then_reconnected() {
     let healed = Instant::now();
     echoes.wait_until("echo after the partition", |_, echoed| echoed == 2);
     let reconnected = healed.elapsed();
-    client_handle.stop().unwrap();
+    drop(client_handle);
     client.join().unwrap();
     kept.live.wait_for(0, "reconnected client gone");
     finish(
