@@ -477,10 +477,35 @@ fn tls_handshakes_and_echoes_at_5_percent_loss() {
 
 #[test]
 fn a_partition_during_a_tls_handshake_ends_with_the_handshake_timeout() {
-    let test = "a_partition_during_a_tls_handshake_ends_with_the_handshake_timeout";
-    let Some((_serial, pair)) = setup(test) else {
+    handshake_partition("a_partition_during_a_tls_handshake_ends_with_the_handshake_timeout");
+}
+
+/// What `TlsClientFactory`'s rustdoc promises: the factory's
+/// `client_connection_lost` hears the handshake timeout's `ProtocolError`,
+/// as the protocol does. On this branch it hears the aborted TCP
+/// connection's `Aborted` (docs/reliability.md, "Found by the network");
+/// main fixed that in the TLS layer (0a0dc9c): drop the `#[ignore]` once
+/// this branch is merged with it.
+#[test]
+#[ignore = "the TLS factory hears Aborted until the TLS fix on main (0a0dc9c) is merged"]
+fn the_tls_client_factory_hears_the_handshake_timeout() {
+    let Some(factory_reason) =
+        handshake_partition("the_tls_client_factory_hears_the_handshake_timeout")
+    else {
         return;
     };
+    assert!(
+        factory_reason.contains("handshake not completed"),
+        "the factory heard `{factory_reason}`"
+    );
+}
+
+/// A TLS handshake cut by a partition after the TCP connect: both sides'
+/// handshake timeouts end it, and everything is given back. Returns what
+/// the client factory heard (`None` where the test network cannot be
+/// made).
+fn handshake_partition(test: &str) -> Option<String> {
+    let (_serial, pair) = setup(test)?;
     let pki = support::pki();
     let fds = DescriptorGuard::new();
     // Different on each side, so each must time out on its own (no reset
@@ -590,6 +615,7 @@ fn a_partition_during_a_tls_handshake_ends_with_the_handshake_timeout() {
     assert!(server_after >= server_timeout && server_after < server_timeout + timeout);
     assert!(idle < 0.02);
     assert!(retained < 64 * 1024, "{retained} B of heap not given back");
+    Some(factory_reason)
 }
 
 // ----- the long soak -----------------------------------------------------------------
