@@ -209,15 +209,10 @@ impl DatagramTransport {
         }
     }
 
-    /// Counts on the reactor's counters (see `docs/observability.md`).
-    fn count(&self, f: impl FnOnce(&torsion_reactor::Counters)) {
-        f(&self.counters);
-    }
-
     /// Counts a datagram the kernel took.
     fn count_sent(&self, sent: &io::Result<usize>) {
         if let Ok(bytes) = *sent {
-            self.count(|counters| counters.datagrams_sent(1, bytes));
+            self.counters.datagrams_sent(1, bytes);
         }
     }
 
@@ -333,7 +328,8 @@ impl DatagramTransport {
         let flushed = queue.flush(registration.get_ref());
         self.send_calls.set(self.send_calls.get() + flushed.calls);
         if flushed.sent > 0 {
-            self.count(|counters| counters.datagrams_sent(flushed.sent, flushed.sent_bytes));
+            self.counters
+                .datagrams_sent(flushed.sent, flushed.sent_bytes);
         }
         let blocked = queue.is_blocked();
         let failures = queue.has_failures();
@@ -588,10 +584,9 @@ impl DatagramTransport {
                 Ok((n, flags, from)) => {
                     let from = datagram_address(&from);
                     let truncated = flags.is_truncated();
-                    self.count(|counters| {
-                        let (whole, bytes) = if truncated { (0, 0) } else { (1, n) };
-                        counters.datagrams_received(whole, bytes, usize::from(truncated));
-                    });
+                    let (whole, bytes) = if truncated { (0, 0) } else { (1, n) };
+                    self.counters
+                        .datagrams_received(whole, bytes, usize::from(truncated));
                     if truncated {
                         on_event(DatagramEvent::Truncated { from, received: n });
                         continue;
@@ -747,7 +742,7 @@ impl DatagramTransport {
                 bytes += header.msg_len as usize;
             }
         }
-        self.count(|counters| counters.datagrams_received(whole, bytes, truncated));
+        self.counters.datagrams_received(whole, bytes, truncated);
     }
 
     /// Handles an error from a receive call; true to keep receiving.

@@ -143,7 +143,7 @@ impl<P: Pipe> StreamTransport<P> {
         // time (a peer that does not read): note its size now. Below it,
         // the next flush notes it.
         let queued = self.queue.borrow().len();
-        self.count(|counters| counters.write_buffer_size(queued));
+        self.counters.write_buffer_size(queued);
         // One pause per episode, however many of reading and a streaming
         // producer this crossing pauses.
         let was_paused = self.paused_for_queue();
@@ -161,7 +161,7 @@ impl<P: Pipe> StreamTransport<P> {
         // Counted before the producer is called: its pause_producing may
         // unregister it.
         if !was_paused && (pause_producer || self.flags.has(Flag::Throttled)) {
-            self.count(|counters| counters.write_buffer_paused());
+            self.counters.write_buffer_paused();
         }
         if pause_producer {
             self.pause_streaming_producer();

@@ -190,22 +190,17 @@ impl<P: Pipe> StreamTransport<P> {
         Ok(transport)
     }
 
-    /// Counts on the reactor's [`Counters`] (see `docs/observability.md`).
-    fn count(&self, f: impl FnOnce(&Counters)) {
-        f(&self.counters);
-    }
-
     /// Counts the connection as opened; its close will be counted.
     fn count_opened(&self) {
         self.counted_open.set(true);
-        self.count(|counters| counters.connection_opened());
+        self.counters.connection_opened();
     }
 
     /// Counts the connection's close for `reason`, if its open was
     /// counted (a connect that failed opened nothing).
     fn count_closed(&self, reason: &CloseReason) {
         if self.counted_open.replace(false) {
-            self.count(|counters| counters.connection_closed(reason.kind()));
+            self.counters.connection_closed(reason.kind());
         }
     }
 

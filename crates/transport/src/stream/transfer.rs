@@ -64,7 +64,7 @@ impl<P: Pipe> StreamTransport<P> {
         loop {
             match self.with_pipe(&send) {
                 Ok(n) => {
-                    self.count(|counters| counters.bytes_written(n));
+                    self.counters.bytes_written(n);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
@@ -209,7 +209,7 @@ impl<P: Pipe> StreamTransport<P> {
                 }
                 // The peak is the size before the first send; noting each
                 // is a compare.
-                self.count(|counters| counters.write_buffer_size(queue.len()));
+                self.counters.write_buffer_size(queue.len());
                 if let Some(only) = queue.single() {
                     // The common case (one reply, or a turn's replies
                     // gathered into one buffer): a plain send, cheaper
@@ -266,7 +266,7 @@ impl<P: Pipe> StreamTransport<P> {
                 };
                 // Counted before the data is handed on: a handler that
                 // unwinds loses no count.
-                self.count(|counters| counters.bytes_read(n));
+                self.counters.bytes_read(n);
                 on_data(&buf[..n]);
                 if n < buf.len() {
                     // Drained for now; level triggering tells us if more
