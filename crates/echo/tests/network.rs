@@ -491,6 +491,10 @@ fn half_close_at_5_percent_loss_gets_everything_back() {
 
 // ----- a slow link -------------------------------------------------------------
 
+/// Full-size packets the slow link's queue holds per connection, at
+/// least (see `a_slow_link_with_many_connections_keeps_the_server_bounded`).
+const QUEUE_PACKETS_PER_CONNECTION: usize = 1;
+
 #[test]
 fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
     let test = "a_slow_link_with_many_connections_keeps_the_server_bounded";
@@ -508,22 +512,28 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
         10_000
     };
     // The link is shaped at a router between the two namespaces, each
-    // way, with a 16 KiB burst and a tail-drop queue of 200 ms at the
-    // rate (plus the burst): about 41 KB at 1 Mbit/s. Shaped in the
-    // clients' and server's own interfaces instead, the queue's drops
-    // are the sending kernel's own, which it retries every 500 ms without
-    // back-off, counting each try: at full size about 900 of the 1,000
-    // connections then ended in ETIMEDOUT within 10 s, just the same
-    // with a Python asyncio server and clients. And the connections are
-    // all made before any sends: connecting while the first ones already
-    // fill the link, 13-17 % of the SYNs (Torsion's and Python's alike)
-    // were dropped on all of the kernel's 11 tries and the connects
-    // failed after 135 s. See docs/reliability.md.
-    let queue = (kbit as usize * 1000 / 8) / 5 + 16 * 1024;
+    // way, with a 16 KiB burst and a tail-drop queue of one full-size
+    // packet per connection (1,514 KB at full size, 12 s at 1 Mbit/s),
+    // and at least 200 ms at the rate plus the burst (the bounded run's
+    // 266 KB). Each of the old choices failed at full size, for Torsion
+    // and a Python asyncio server and clients alike (docs/reliability.md):
+    // - shaped in the ends' own interfaces, the queue's drops are the
+    //   sending kernel's own, which it retries every 500 ms without
+    //   back-off, counting each try: about 900 of the 1,000 connections
+    //   ended in ETIMEDOUT within 10 s;
+    // - connecting while the first connections already filled the link,
+    //   12-17 % of the SYNs were dropped on all of the kernel's 11 tries
+    //   (connect ETIMEDOUT at 135 s): so every connection is made first;
+    // - with a 41 KB queue (200 ms, 27 packets for 1,000 flows), 16-18 %
+    //   of the connections never got a segment through before
+    //   tcp_retries2's limit (ETIMEDOUT at about 940 s).
+    let connections = scale(100, 1_000);
+    let queue = ((kbit as usize * 1000 / 8) / 5 + 16 * 1024)
+        .max(QUEUE_PACKETS_PER_CONNECTION * connections * 1514);
     routed.rate(kbit, queue);
     let scenario = Scenario::begin("network slow link");
     let swarm = Swarm {
-        connections: scale(100, 1_000),
+        connections,
         bytes: 64 * 1024,
         // Each client sends all of it at once: the server must hold back.
         window: 64 * 1024,
