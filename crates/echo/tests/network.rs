@@ -504,7 +504,7 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
     let pair = &routed.pair;
     raise_descriptor_limit();
     let server = pair.start(ServerSetup::default());
-    // The 1 Mbit/s at full size (about 9 minutes for 62.5 MiB
+    // The 1 Mbit/s at full size (about 12 minutes for 62.5 MiB
     // each way); 10 Mbit/s keeps the bounded run to seconds.
     let kbit = if support::netns::full() {
         1_000
