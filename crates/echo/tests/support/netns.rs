@@ -137,6 +137,21 @@ pub fn serial() -> Option<MutexGuard<'static, ()>> {
     )
 }
 
+/// The preamble of [`setup`] and [`setup_routed`]: the other scenarios'
+/// end, then an empty [`TestNet`]; `None` in a child process, or (after
+/// printing a `SKIPPED` line, see [`skip`]) where namespaces cannot be
+/// made.
+fn begin(test: &str) -> Option<(MutexGuard<'static, ()>, TestNet)> {
+    let serial = serial()?;
+    match TestNet::new() {
+        Ok(net) => Some((serial, net)),
+        Err(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }
+}
+
 /// A server namespace and a client namespace joined by one link.
 pub struct Pair {
     pub net: TestNet,
@@ -149,14 +164,7 @@ pub struct Pair {
 /// `None` in a child process, or (after printing a `SKIPPED` line, see
 /// [`skip`]) where namespaces cannot be made.
 pub fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, Pair)> {
-    let serial = serial()?;
-    let mut net = match TestNet::new() {
-        Ok(net) => net,
-        Err(reason) => {
-            skip(test, &reason);
-            return None;
-        }
-    };
+    let (serial, mut net) = begin(test)?;
     let server = net.namespace();
     let client = net.namespace();
     let link = net.link(&server, &client);
@@ -197,30 +205,20 @@ impl Routed {
 /// namespace: server (10.77.1.1) — router — client (10.77.2.1), with
 /// routes both ways and forwarding on in the router.
 pub fn setup_routed(test: &str) -> Option<(MutexGuard<'static, ()>, Routed)> {
-    let serial = serial()?;
-    let mut net = match TestNet::new() {
-        Ok(net) => net,
-        Err(reason) => {
-            skip(test, &reason);
-            return None;
-        }
-    };
+    let (serial, mut net) = begin(test)?;
     let server = net.namespace();
     let client = net.namespace();
     let router = net.namespace();
     let link = net.link(&server, &router);
     let client_link = net.link(&client, &router);
-    must(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            router.name(),
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ],
-    );
+    // Forwarding is a per-namespace setting: a thread inside the router
+    // namespace sees the router's `/proc/sys/net` (no `sysctl` tool
+    // needed).
+    router
+        .spawn(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("test network: enabling forwarding in the router: {e}"));
     for (from, to) in [(&link, &client_link), (&client_link, &link)] {
         let [near, via] = &from.ends;
         let far = &to.ends[0];
