@@ -31,6 +31,7 @@ use torsion_protocol::testing::DescriptorGuard;
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Keepalive, Protocol,
     Reactor, ReactorHandle, ReactorTcp, ReconnectingClientFactory, TransportRef,
+    DEFAULT_HIGH_WATER,
 };
 
 mod support;
@@ -158,6 +159,7 @@ fn net_child() {
         failures: Vec::new(),
         slowest_connect: Duration::ZERO,
         waiting: Vec::new(),
+        connects_failed: 0,
     }));
     let connect_timeout = Duration::from_secs(30);
     for id in 0..swarm.connections {
@@ -193,8 +195,13 @@ struct Tally {
     failures: Vec<String>,
     /// The longest any connection took to be made.
     slowest_connect: Duration,
-    /// Under `connect_first`, the connections made so far, not yet sending.
+    /// Under `connect_first`, the connections made so far, not yet
+    /// sending (also those lost meanwhile: each counts once as made).
     waiting: Vec<(TransportRef, Rc<RefCell<Flow>>)>,
+    /// Connections that were never made. (Not `failures.len()`: a
+    /// connection made and then lost before the release is both in
+    /// `waiting` and a failure, and would be counted twice.)
+    connects_failed: usize,
 }
 
 impl Tally {
@@ -212,11 +219,11 @@ impl Tally {
 }
 
 /// Under `connect_first`, starts every waiting connection once each of
-/// `connections` is either made (waiting) or has failed.
+/// `connections` is either made (waiting) or has failed to connect.
 fn release_if_all_connected(tally: &RefCell<Tally>, connections: usize) {
     let ready = {
         let mut tally = tally.borrow_mut();
-        if tally.waiting.len() + tally.failures.len() < connections {
+        if tally.waiting.len() + tally.connects_failed < connections {
             return;
         }
         std::mem::take(&mut tally.waiting)
@@ -248,10 +255,15 @@ struct Flow {
     hash_sent: Sha256,
     hash_received: Sha256,
     write_closed: bool,
+    /// The connection is lost (it may still be waiting to be released).
+    ended: bool,
 }
 
 impl Flow {
     fn pump(&mut self, transport: &TransportRef) {
+        if self.ended {
+            return;
+        }
         let mut chunk = [0u8; 16 * 1024];
         while self.sent < self.swarm.bytes && self.sent - self.received < self.swarm.window {
             let n = chunk
@@ -312,6 +324,7 @@ impl Flow {
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
+        self.ended = true;
         let expected = if self.swarm.half_close {
             CloseReason::ClosedByPeer
         } else {
@@ -371,15 +384,18 @@ impl Factory for SenderFactory {
             hash_sent: Sha256::new(),
             hash_received: Sha256::new(),
             write_closed: false,
+            ended: false,
         }))))
     }
 }
 
 impl ClientFactory for SenderFactory {
     fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
-        self.tally
-            .borrow_mut()
-            .fail(format!("connection {}: connect failed: {reason}", self.id));
+        {
+            let mut tally = self.tally.borrow_mut();
+            tally.connects_failed += 1;
+            tally.fail(format!("connection {}: connect failed: {reason}", self.id));
+        }
         if self.swarm.connect_first {
             release_if_all_connected(&self.tally, self.swarm.connections);
         }
@@ -491,6 +507,36 @@ fn half_close_at_5_percent_loss_gets_everything_back() {
 
 // ----- a slow link -------------------------------------------------------------
 
+/// Runs `body` while a thread samples the heap every 10 ms; returns what
+/// `body` returned and the highest heap seen above `base`.
+fn peak_heap<T>(base: isize, body: impl FnOnce() -> T) -> (T, isize) {
+    let peak = Arc::new(Mutex::new(0isize));
+    let (stop, stopped) = mpsc::channel::<()>();
+    let sampler = {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(10))
+            {
+                let mut peak = peak.lock().unwrap();
+                *peak = (*peak).max(heap() - base);
+            }
+        })
+    };
+    let result = body();
+    drop(stop);
+    sampler.join().unwrap();
+    let peak = *peak.lock().unwrap();
+    (result, peak)
+}
+
+/// Three times what a `kbit` kbit/s link needs to carry `swarm`'s bytes
+/// one way, at least the usual deadline.
+fn deadline_for(swarm: Swarm, kbit: u32) -> Duration {
+    let carried = (swarm.connections * swarm.bytes) as f64 * 8.0 / (f64::from(kbit) * 1000.0);
+    DEADLINE.max(Duration::from_secs_f64(3.0 * carried))
+}
+
 /// Full-size packets the slow link's queue holds per connection, at
 /// least (see `a_slow_link_with_many_connections_keeps_the_server_bounded`).
 const QUEUE_PACKETS_PER_CONNECTION: usize = 1;
@@ -541,29 +587,12 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
         // All connections are made before any sends (see above).
         connect_first: true,
     };
-    let peak = Arc::new(Mutex::new(0isize));
-    let (stop, stopped) = mpsc::channel::<()>();
-    let sampler = {
-        let (peak, base) = (peak.clone(), scenario.heap);
-        std::thread::spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(Duration::from_millis(10))
-            {
-                let mut peak = peak.lock().unwrap();
-                *peak = (*peak).max(heap() - base);
-            }
-        })
-    };
     let started = Instant::now();
-    // Three times what the link needs to carry it all one way, at least
-    // the usual deadline.
-    let carried = (swarm.connections * swarm.bytes) as f64 * 8.0 / (f64::from(kbit) * 1000.0);
-    let deadline = DEADLINE.max(Duration::from_secs_f64(3.0 * carried));
-    let report = run_swarm(&pair.client, server.addr, swarm, deadline);
+    let deadline = deadline_for(swarm, kbit);
+    let (report, peak) = peak_heap(scenario.heap, || {
+        run_swarm(&pair.client, server.addr, swarm, deadline)
+    });
     let seconds = started.elapsed().as_secs_f64();
-    drop(stop);
-    sampler.join().unwrap();
-    let peak = *peak.lock().unwrap();
     let total = swarm.connections * swarm.bytes;
     finish(
         scenario,
@@ -585,6 +614,81 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
     assert!(
         (peak as usize) < total / 4,
         "peak server heap {peak} B for {total} B sent"
+    );
+}
+
+/// What one read hands the protocol at most (the transport's read buffer,
+/// `torsion_transport::READ_BUFFER_SIZE`).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Back-pressure: the clients send fast (their way to the server is not
+/// shaped), and only the echo's way back is slow. An echo server that
+/// kept reading would hold nearly everything sent; with its read throttle
+/// each connection stops reading once its write queue passes the high
+/// watermark, so the server holds at most about a watermark and a read
+/// per connection, and the rest waits in the clients and the kernels.
+///
+/// (The slow link above shapes both ways and sends only 64 KiB, exactly
+/// the watermark, per connection: it stays bounded with or without the
+/// throttle.)
+#[test]
+fn a_slow_return_link_pushes_back_on_fast_senders() {
+    let test = "a_slow_return_link_pushes_back_on_fast_senders";
+    let Some((_serial, routed)) = setup_routed(test) else {
+        return;
+    };
+    let pair = &routed.pair;
+    raise_descriptor_limit();
+    let server = pair.start(ServerSetup::default());
+    // Bounded: 20 × 1 MiB at 20 Mbit/s, about 9 s; full: 100 × 1 MiB at
+    // 10 Mbit/s, about 90 s.
+    let kbit: u32 = if support::netns::full() {
+        10_000
+    } else {
+        20_000
+    };
+    let connections = scale(20, 100);
+    // Router to client only, with a queue of 200 ms at the rate plus the
+    // burst.
+    routed
+        .client_link
+        .shape_b(kbit, (kbit as usize * 1000 / 8) / 5 + 16 * 1024);
+    let scenario = Scenario::begin("network slow return link");
+    let swarm = Swarm {
+        connections,
+        // Sixteen times the high watermark, all written at once.
+        bytes: 1 << 20,
+        window: 1 << 20,
+        half_close: false,
+        connect_first: true,
+    };
+    let started = Instant::now();
+    let deadline = deadline_for(swarm, kbit);
+    let (report, peak) = peak_heap(scenario.heap, || {
+        run_swarm(&pair.client, server.addr, swarm, deadline)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let total = swarm.connections * swarm.bytes;
+    // Per connection: a write queue up to the watermark, plus the read
+    // that crossed it; and a little for the connection's own state.
+    let bound = swarm.connections * (DEFAULT_HIGH_WATER + READ_CHUNK + 4 * 1024) + 256 * 1024;
+    finish(
+        scenario,
+        &server,
+        64 * 1024 + 64 * swarm.connections as isize,
+        format!(
+            "{} connections × {} KiB, echoed over a {} Mbit/s return link in {seconds:.1} s; peak server heap {} KiB for {} KiB sent (bound {} KiB) ({report})",
+            swarm.connections,
+            swarm.bytes >> 10,
+            f64::from(kbit) / 1000.0,
+            peak >> 10,
+            total >> 10,
+            bound >> 10
+        ),
+    );
+    assert!(
+        (peak as usize) < bound && (peak as usize) < total / 4,
+        "peak server heap {peak} B for {total} B sent: over {bound} B"
     );
 }
 
