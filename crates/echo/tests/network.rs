@@ -641,7 +641,7 @@ fn a_slow_return_link_pushes_back_on_fast_senders() {
     raise_descriptor_limit();
     let server = pair.start(ServerSetup::default());
     // Bounded: 20 × 1 MiB at 20 Mbit/s, about 9 s; full: 100 × 1 MiB at
-    // 10 Mbit/s, about 90 s.
+    // 10 Mbit/s, about 2 minutes (release build).
     let kbit: u32 = if support::netns::full() {
         10_000
     } else {
