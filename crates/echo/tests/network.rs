@@ -31,10 +31,11 @@ use torsion_protocol::testing::DescriptorGuard;
 use torsion_protocol::{
     Address, ClientFactory, CloseReason, ConnectError, Connector, Factory, Keepalive, Protocol,
     Reactor, ReactorHandle, ReactorTcp, ReconnectingClientFactory, TransportRef,
+    DEFAULT_HIGH_WATER,
 };
 
 mod support;
-use support::netns::{setup, Namespace, Pair, NET_ROLE};
+use support::netns::{setup, setup_routed, Namespace, Pair, NET_ROLE};
 use support::*;
 
 // ----- the network ----------------------------------------------------------
@@ -72,19 +73,23 @@ struct Swarm {
     /// Half-close after sending, and expect everything back before the
     /// server closes.
     half_close: bool,
+    /// Make every connection first, then start sending on all of them at
+    /// once (otherwise each starts as soon as it is connected).
+    connect_first: bool,
 }
 
 impl Swarm {
     fn encode(&self, ns: &Namespace, addr: SocketAddr) -> String {
         format!(
-            "{}:{}:{}:{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}:{}:{}:{}",
             ns.name(),
             addr.ip(),
             addr.port(),
             self.connections,
             self.bytes,
             self.window,
-            self.half_close
+            self.half_close,
+            self.connect_first
         )
     }
 }
@@ -141,18 +146,22 @@ fn net_child() {
         bytes: parts[4].parse().unwrap(),
         window: parts[5].parse().unwrap(),
         half_close: parts[6].parse().unwrap(),
+        connect_first: parts[7].parse().unwrap(),
     };
     raise_descriptor_limit();
     support::netns::enter_path(&format!("/run/netns/{ns}"));
     let started = Instant::now();
     let reactor = Reactor::new().unwrap();
     reactor.set_signal_handling(false);
-    let tally = Rc::new(RefCell::new(Tally::default()));
-    // At full size a thousand clients share a 1 Mbit/s link: the SYNs of
-    // the last ones wait behind the first ones' data (a tail-drop queue
-    // drops them and the kernel resends), so they are given as long as
-    // the whole transfer, not the usual 30 s.
-    let connect_timeout = Duration::from_secs(if support::netns::full() { 1_800 } else { 30 });
+    let tally = Rc::new(RefCell::new(Tally {
+        started,
+        verified: 0,
+        failures: Vec::new(),
+        slowest_connect: Duration::ZERO,
+        waiting: Vec::new(),
+        connects_failed: 0,
+    }));
+    let connect_timeout = Duration::from_secs(30);
     for id in 0..swarm.connections {
         let factory = SenderFactory {
             id,
@@ -171,18 +180,57 @@ fn net_child() {
     assert!(tally.failures.is_empty(), "{:?}", tally.failures);
     assert_eq!(tally.verified, swarm.connections);
     println!(
-        "SWARM {} connections verified, {} KiB each way each, in {:.1} s",
+        "SWARM {} connections verified, {} KiB each way each, in {:.1} s; slowest connect {:.1} s",
         tally.verified,
         swarm.bytes >> 10,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        tally.slowest_connect.as_secs_f64()
     );
     std::io::stdout().flush().unwrap();
 }
 
-#[derive(Default)]
 struct Tally {
+    started: Instant,
     verified: usize,
     failures: Vec<String>,
+    /// The longest any connection took to be made.
+    slowest_connect: Duration,
+    /// Under `connect_first`, the connections made so far, not yet
+    /// sending (also those lost meanwhile: each counts once as made).
+    waiting: Vec<(TransportRef, Rc<RefCell<Flow>>)>,
+    /// Connections that were never made. (Not `failures.len()`: a
+    /// connection made and then lost before the release is both in
+    /// `waiting` and a failure, and would be counted twice.)
+    connects_failed: usize,
+}
+
+impl Tally {
+    /// Records a failed connection, with when it failed; also prints it
+    /// at once (the child's stderr is the test's), so a long run that is
+    /// stopped early still shows what failed when.
+    fn fail(&mut self, what: String) {
+        let line = format!(
+            "{what} (after {:.1} s)",
+            self.started.elapsed().as_secs_f64()
+        );
+        eprintln!("swarm: {line}");
+        self.failures.push(line);
+    }
+}
+
+/// Under `connect_first`, starts every waiting connection once each of
+/// `connections` is either made (waiting) or has failed to connect.
+fn release_if_all_connected(tally: &RefCell<Tally>, connections: usize) {
+    let ready = {
+        let mut tally = tally.borrow_mut();
+        if tally.waiting.len() + tally.connects_failed < connections {
+            return;
+        }
+        std::mem::take(&mut tally.waiting)
+    };
+    for (transport, flow) in ready {
+        flow.borrow_mut().pump(&transport);
+    }
 }
 
 /// Connection `id`'s stream: deterministic, different per connection.
@@ -194,7 +242,11 @@ fn pattern(id: usize, offset: usize, out: &mut [u8]) {
 }
 
 /// Sends its stream in window-sized steps and checks the echo.
-struct Sender {
+struct Sender(Rc<RefCell<Flow>>);
+
+/// A [`Sender`]'s state, shared with the swarm's list of connections
+/// waiting to start (`connect_first`).
+struct Flow {
     id: usize,
     swarm: Swarm,
     tally: Rc<RefCell<Tally>>,
@@ -203,10 +255,15 @@ struct Sender {
     hash_sent: Sha256,
     hash_received: Sha256,
     write_closed: bool,
+    /// The connection is lost (it may still be waiting to be released).
+    ended: bool,
 }
 
-impl Sender {
+impl Flow {
     fn pump(&mut self, transport: &TransportRef) {
+        if self.ended {
+            return;
+        }
         let mut chunk = [0u8; 16 * 1024];
         while self.sent < self.swarm.bytes && self.sent - self.received < self.swarm.window {
             let n = chunk
@@ -227,9 +284,31 @@ impl Sender {
 
 impl Protocol for Sender {
     fn connection_made(&mut self, transport: &TransportRef) {
-        self.pump(transport);
+        let (swarm, tally) = {
+            let flow = self.0.borrow();
+            (flow.swarm, flow.tally.clone())
+        };
+        if swarm.connect_first {
+            tally
+                .borrow_mut()
+                .waiting
+                .push((transport.clone(), self.0.clone()));
+            release_if_all_connected(&tally, swarm.connections);
+        } else {
+            self.0.borrow_mut().pump(transport);
+        }
     }
 
+    fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
+        self.0.borrow_mut().data_received(transport, data);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.0.borrow_mut().connection_lost(reason);
+    }
+}
+
+impl Flow {
     fn data_received(&mut self, transport: &TransportRef, data: &[u8]) {
         self.hash_received.update(data);
         self.received += data.len();
@@ -245,6 +324,7 @@ impl Protocol for Sender {
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
+        self.ended = true;
         let expected = if self.swarm.half_close {
             CloseReason::ClosedByPeer
         } else {
@@ -259,7 +339,7 @@ impl Protocol for Sender {
         {
             tally.verified += 1;
         } else {
-            tally.failures.push(format!(
+            tally.fail(format!(
                 "connection {}: {} of {} bytes back, SHA-256 {}, ended: {reason}",
                 self.id,
                 self.received,
@@ -291,7 +371,11 @@ impl SenderFactory {
 impl Factory for SenderFactory {
     type Protocol = Sender;
     fn build_protocol(&self, _peer: &Address) -> Option<Sender> {
-        Some(Sender {
+        {
+            let mut tally = self.tally.borrow_mut();
+            tally.slowest_connect = tally.slowest_connect.max(tally.started.elapsed());
+        }
+        Some(Sender(Rc::new(RefCell::new(Flow {
             id: self.id,
             swarm: self.swarm,
             tally: self.tally.clone(),
@@ -300,16 +384,21 @@ impl Factory for SenderFactory {
             hash_sent: Sha256::new(),
             hash_received: Sha256::new(),
             write_closed: false,
-        })
+            ended: false,
+        }))))
     }
 }
 
 impl ClientFactory for SenderFactory {
     fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
-        self.tally
-            .borrow_mut()
-            .failures
-            .push(format!("connection {}: connect failed: {reason}", self.id));
+        {
+            let mut tally = self.tally.borrow_mut();
+            tally.connects_failed += 1;
+            tally.fail(format!("connection {}: connect failed: {reason}", self.id));
+        }
+        if self.swarm.connect_first {
+            release_if_all_connected(&self.tally, self.swarm.connections);
+        }
         self.count_end(connector);
     }
 
@@ -332,6 +421,7 @@ fn stream_at_loss(test: &str, percent: u32, bounded_mib: usize) {
         bytes: scale(bounded_mib, 64) << 20,
         window: 4 << 20,
         half_close: true,
+        connect_first: false,
     };
     let started = Instant::now();
     let report = run_swarm(&pair.client, server.addr, swarm, DEADLINE);
@@ -374,6 +464,7 @@ fn many_connections_at_5_percent_loss_each_verified() {
         bytes: scale(16 * 1024, 256 * 1024),
         window: 16 * 1024,
         half_close: false,
+        connect_first: false,
     };
     let report = run_swarm(&pair.client, server.addr, swarm, DEADLINE);
     pair.link.loss(0);
@@ -399,6 +490,7 @@ fn half_close_at_5_percent_loss_gets_everything_back() {
         bytes: 32 * 1024,
         window: 32 * 1024,
         half_close: true,
+        connect_first: false,
     };
     let report = run_swarm(&pair.client, server.addr, swarm, DEADLINE);
     pair.link.loss(0);
@@ -415,34 +507,13 @@ fn half_close_at_5_percent_loss_gets_everything_back() {
 
 // ----- a slow link -------------------------------------------------------------
 
-#[test]
-fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
-    let test = "a_slow_link_with_many_connections_keeps_the_server_bounded";
-    let Some((_serial, pair)) = setup(test) else {
-        return;
-    };
-    raise_descriptor_limit();
-    let server = pair.start(ServerSetup::default());
-    // The 1 Mbit/s at full size (about 9 minutes for 62.5 MiB
-    // each way); 10 Mbit/s keeps the bounded run to seconds.
-    let kbit = if support::netns::full() {
-        1_000
-    } else {
-        10_000
-    };
-    pair.link.rate(kbit);
-    let scenario = Scenario::begin("network slow link");
-    let swarm = Swarm {
-        connections: scale(100, 1_000),
-        bytes: 64 * 1024,
-        // Each client sends all of it at once: the server must hold back.
-        window: 64 * 1024,
-        half_close: false,
-    };
+/// Runs `body` while a thread samples the heap every 10 ms; returns what
+/// `body` returned and the highest heap seen above `base`.
+fn peak_heap<T>(base: isize, body: impl FnOnce() -> T) -> (T, isize) {
     let peak = Arc::new(Mutex::new(0isize));
     let (stop, stopped) = mpsc::channel::<()>();
     let sampler = {
-        let (peak, base) = (peak.clone(), scenario.heap);
+        let peak = peak.clone();
         std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(Duration::from_millis(10))
@@ -452,16 +523,76 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
             }
         })
     };
-    let started = Instant::now();
-    // Three times what the link needs to carry it all one way, at least
-    // the usual deadline.
-    let carried = (swarm.connections * swarm.bytes) as f64 * 8.0 / (f64::from(kbit) * 1000.0);
-    let deadline = DEADLINE.max(Duration::from_secs_f64(3.0 * carried));
-    let report = run_swarm(&pair.client, server.addr, swarm, deadline);
-    let seconds = started.elapsed().as_secs_f64();
+    let result = body();
     drop(stop);
     sampler.join().unwrap();
     let peak = *peak.lock().unwrap();
+    (result, peak)
+}
+
+/// Three times what a `kbit` kbit/s link needs to carry `swarm`'s bytes
+/// one way, at least the usual deadline.
+fn deadline_for(swarm: Swarm, kbit: u32) -> Duration {
+    let carried = (swarm.connections * swarm.bytes) as f64 * 8.0 / (f64::from(kbit) * 1000.0);
+    DEADLINE.max(Duration::from_secs_f64(3.0 * carried))
+}
+
+/// Full-size packets the slow link's queue holds per connection, at
+/// least (see `a_slow_link_with_many_connections_keeps_the_server_bounded`).
+const QUEUE_PACKETS_PER_CONNECTION: usize = 1;
+
+#[test]
+fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
+    let test = "a_slow_link_with_many_connections_keeps_the_server_bounded";
+    let Some((_serial, routed)) = setup_routed(test) else {
+        return;
+    };
+    let pair = &routed.pair;
+    raise_descriptor_limit();
+    let server = pair.start(ServerSetup::default());
+    // The 1 Mbit/s at full size (about 12 minutes for 62.5 MiB
+    // each way); 10 Mbit/s keeps the bounded run to seconds.
+    let kbit = if support::netns::full() {
+        1_000
+    } else {
+        10_000
+    };
+    // The link is shaped at a router between the two namespaces, each
+    // way, with a 16 KiB burst and a tail-drop queue of one full-size
+    // packet per connection (1,514 KB at full size, 12 s at 1 Mbit/s),
+    // and at least 200 ms at the rate plus the burst (the bounded run's
+    // 266 KB). Each of the old choices failed at full size, for Torsion
+    // and a Python asyncio server and clients alike (docs/reliability.md):
+    // - shaped in the ends' own interfaces, the queue's drops are the
+    //   sending kernel's own, which it retries every 500 ms without
+    //   back-off, counting each try: about 900 of the 1,000 connections
+    //   ended in ETIMEDOUT within 10 s;
+    // - connecting while the first connections already filled the link,
+    //   12-17 % of the SYNs were dropped on all of the kernel's 11 tries
+    //   (connect ETIMEDOUT at 135 s): so every connection is made first;
+    // - with a 41 KB queue (200 ms, 27 packets for 1,000 flows), 16-18 %
+    //   of the connections never got a segment through before
+    //   tcp_retries2's limit (ETIMEDOUT at about 940 s).
+    let connections = scale(100, 1_000);
+    let queue = ((kbit as usize * 1000 / 8) / 5 + 16 * 1024)
+        .max(QUEUE_PACKETS_PER_CONNECTION * connections * 1514);
+    routed.rate(kbit, queue);
+    let scenario = Scenario::begin("network slow link");
+    let swarm = Swarm {
+        connections,
+        bytes: 64 * 1024,
+        // Each client sends all of it at once: the server must hold back.
+        window: 64 * 1024,
+        half_close: false,
+        // All connections are made before any sends (see above).
+        connect_first: true,
+    };
+    let started = Instant::now();
+    let deadline = deadline_for(swarm, kbit);
+    let (report, peak) = peak_heap(scenario.heap, || {
+        run_swarm(&pair.client, server.addr, swarm, deadline)
+    });
+    let seconds = started.elapsed().as_secs_f64();
     let total = swarm.connections * swarm.bytes;
     finish(
         scenario,
@@ -483,6 +614,81 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
     assert!(
         (peak as usize) < total / 4,
         "peak server heap {peak} B for {total} B sent"
+    );
+}
+
+/// What one read hands the protocol at most (the transport's read buffer,
+/// `torsion_transport::READ_BUFFER_SIZE`).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Back-pressure: the clients send fast (their way to the server is not
+/// shaped), and only the echo's way back is slow. An echo server that
+/// kept reading would hold nearly everything sent; with its read throttle
+/// each connection stops reading once its write queue passes the high
+/// watermark, so the server holds at most about a watermark and a read
+/// per connection, and the rest waits in the clients and the kernels.
+///
+/// (The slow link above shapes both ways and sends only 64 KiB, exactly
+/// the watermark, per connection: it stays bounded with or without the
+/// throttle.)
+#[test]
+fn a_slow_return_link_pushes_back_on_fast_senders() {
+    let test = "a_slow_return_link_pushes_back_on_fast_senders";
+    let Some((_serial, routed)) = setup_routed(test) else {
+        return;
+    };
+    let pair = &routed.pair;
+    raise_descriptor_limit();
+    let server = pair.start(ServerSetup::default());
+    // Bounded: 20 × 1 MiB at 20 Mbit/s, about 9 s; full: 100 × 1 MiB at
+    // 10 Mbit/s, about 2 minutes (release build).
+    let kbit: u32 = if support::netns::full() {
+        10_000
+    } else {
+        20_000
+    };
+    let connections = scale(20, 100);
+    // Router to client only, with a queue of 200 ms at the rate plus the
+    // burst.
+    routed
+        .client_link
+        .shape_b(kbit, (kbit as usize * 1000 / 8) / 5 + 16 * 1024);
+    let scenario = Scenario::begin("network slow return link");
+    let swarm = Swarm {
+        connections,
+        // Sixteen times the high watermark, all written at once.
+        bytes: 1 << 20,
+        window: 1 << 20,
+        half_close: false,
+        connect_first: true,
+    };
+    let started = Instant::now();
+    let deadline = deadline_for(swarm, kbit);
+    let (report, peak) = peak_heap(scenario.heap, || {
+        run_swarm(&pair.client, server.addr, swarm, deadline)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let total = swarm.connections * swarm.bytes;
+    // Per connection: a write queue up to the watermark, plus the read
+    // that crossed it; and a little for the connection's own state.
+    let bound = swarm.connections * (DEFAULT_HIGH_WATER + READ_CHUNK + 4 * 1024) + 256 * 1024;
+    finish(
+        scenario,
+        &server,
+        64 * 1024 + 64 * swarm.connections as isize,
+        format!(
+            "{} connections × {} KiB, echoed over a {} Mbit/s return link in {seconds:.1} s; peak server heap {} KiB for {} KiB sent (bound {} KiB) ({report})",
+            swarm.connections,
+            swarm.bytes >> 10,
+            f64::from(kbit) / 1000.0,
+            peak >> 10,
+            total >> 10,
+            bound >> 10
+        ),
+    );
+    assert!(
+        (peak as usize) < bound && (peak as usize) < total / 4,
+        "peak server heap {peak} B for {total} B sent: over {bound} B"
     );
 }
 

@@ -1,6 +1,7 @@
 //! A test network made of Linux network namespaces joined by veth pairs,
 //! with per-link packet loss (nftables `numgen random`), bandwidth limits
-//! (`tc tbf`) and partitions (link down).
+//! (`tc tbf` at a router namespace, [`setup_routed`]) and partitions (link
+//! down).
 //!
 //! Servers and clients live in one test process, each on a thread of its
 //! own that has entered its namespace with `setns(CLONE_NEWNET)`
@@ -136,6 +137,21 @@ pub fn serial() -> Option<MutexGuard<'static, ()>> {
     )
 }
 
+/// The preamble of [`setup`] and [`setup_routed`]: the other scenarios'
+/// end, then an empty [`TestNet`]; `None` in a child process, or (after
+/// printing a `SKIPPED` line, see [`skip`]) where namespaces cannot be
+/// made.
+fn begin(test: &str) -> Option<(MutexGuard<'static, ()>, TestNet)> {
+    let serial = serial()?;
+    match TestNet::new() {
+        Ok(net) => Some((serial, net)),
+        Err(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }
+}
+
 /// A server namespace and a client namespace joined by one link.
 pub struct Pair {
     pub net: TestNet,
@@ -148,14 +164,7 @@ pub struct Pair {
 /// `None` in a child process, or (after printing a `SKIPPED` line, see
 /// [`skip`]) where namespaces cannot be made.
 pub fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, Pair)> {
-    let serial = serial()?;
-    let mut net = match TestNet::new() {
-        Ok(net) => net,
-        Err(reason) => {
-            skip(test, &reason);
-            return None;
-        }
-    };
+    let (serial, mut net) = begin(test)?;
     let server = net.namespace();
     let client = net.namespace();
     let link = net.link(&server, &client);
@@ -166,6 +175,78 @@ pub fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, Pair)> {
             server,
             client,
             link,
+        },
+    ))
+}
+
+/// A server and a client namespace joined through a third, a router
+/// that forwards between two links; see [`setup_routed`].
+pub struct Routed {
+    /// The server and client namespaces; `pair.link` is the server's
+    /// link to the router (its `a()` is the server's address).
+    pub pair: Pair,
+    /// The router's namespace.
+    pub router: Namespace,
+    /// The client's link to the router.
+    pub client_link: Link,
+}
+
+impl Routed {
+    /// Limits each direction to `kbit` kbit/s at the router, with a
+    /// `queue`-byte tail-drop queue per direction (see [`Link::shape_b`]):
+    /// a slow link whose queue is in the network, not in either end.
+    pub fn rate(&self, kbit: u32, queue: usize) {
+        self.pair.link.shape_b(kbit, queue);
+        self.client_link.shape_b(kbit, queue);
+    }
+}
+
+/// Like [`setup`], but the client reaches the server through a router
+/// namespace: server (10.77.1.1) — router — client (10.77.2.1), with
+/// routes both ways and forwarding on in the router.
+pub fn setup_routed(test: &str) -> Option<(MutexGuard<'static, ()>, Routed)> {
+    let (serial, mut net) = begin(test)?;
+    let server = net.namespace();
+    let client = net.namespace();
+    let router = net.namespace();
+    let link = net.link(&server, &router);
+    let client_link = net.link(&client, &router);
+    // Forwarding is a per-namespace setting: a thread inside the router
+    // namespace sees the router's `/proc/sys/net` (no `sysctl` tool
+    // needed).
+    router
+        .spawn(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("test network: enabling forwarding in the router: {e}"));
+    for (from, to) in [(&link, &client_link), (&client_link, &link)] {
+        let [near, via] = &from.ends;
+        let far = &to.ends[0];
+        let [a, b, c, _] = far.ip.octets();
+        must(
+            "ip",
+            &[
+                "-n",
+                &near.namespace,
+                "route",
+                "add",
+                &format!("{a}.{b}.{c}.0/24"),
+                "via",
+                &via.ip.to_string(),
+            ],
+        );
+    }
+    Some((
+        serial,
+        Routed {
+            pair: Pair {
+                net,
+                server,
+                client,
+                link,
+            },
+            router,
+            client_link,
         },
     ))
 }
@@ -504,29 +585,11 @@ impl Link {
         }
     }
 
-    /// Limits each direction to `kbit` kbit/s with a token bucket.
-    pub fn rate(&self, kbit: u32) {
-        for end in &self.ends {
-            must(
-                "tc",
-                &[
-                    "-n",
-                    &end.namespace,
-                    "qdisc",
-                    "replace",
-                    "dev",
-                    &end.device,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &format!("{kbit}kbit"),
-                    "burst",
-                    "16kb",
-                    "latency",
-                    "200ms",
-                ],
-            );
-        }
+    /// Limits what the second end sends to `kbit` kbit/s, with a
+    /// `queue`-byte tail-drop queue (a router's outgoing interface, when
+    /// that end is a router).
+    pub fn shape_b(&self, kbit: u32, queue: usize) {
+        shape(&self.ends[1], kbit, queue);
     }
 
     /// Takes the link down (both ends: a partition) or brings it back up.
@@ -545,6 +608,30 @@ impl Link {
             );
         }
     }
+}
+
+/// A token bucket on `end`'s outgoing traffic: `kbit` kbit/s, 16 KiB
+/// burst, a `queue`-byte queue.
+fn shape(end: &End, kbit: u32, queue: usize) {
+    must(
+        "tc",
+        &[
+            "-n",
+            &end.namespace,
+            "qdisc",
+            "replace",
+            "dev",
+            &end.device,
+            "root",
+            "tbf",
+            "rate",
+            &format!("{kbit}kbit"),
+            "burst",
+            "16kb",
+            "limit",
+            &queue.to_string(),
+        ],
+    );
 }
 
 /// Prints why a network test did not run, where the test summary shows it
