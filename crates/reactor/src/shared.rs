@@ -86,7 +86,10 @@ impl Shared {
 
     /// Takes every queued call, in the order they were queued.
     pub(crate) fn take_calls(&self) -> Vec<ThreadCall> {
-        if !self.pending.swap(false, Ordering::AcqRel) {
+        // A plain load first: the usual turn has no calls, and a swap is a
+        // locked instruction. A flag set just after this load comes with
+        // a notification, so the next turn sees it.
+        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         std::mem::take(&mut *self.calls())
