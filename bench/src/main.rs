@@ -10,7 +10,7 @@
 //! torsion-bench reactor
 //! torsion-bench framing
 //! torsion-bench async
-//! torsion-bench pipelined [--quick]
+//! torsion-bench pipelined [--quick] [--servers a,b,...]
 //! torsion-bench turns
 //! torsion-bench idle [CONNECTIONS]
 //! torsion-bench udp [--quick] [--servers a,b,...]
@@ -99,7 +99,13 @@ fn main() {
         tasks::run(3);
         Ok(())
     } else if args.first().map(String::as_str) == Some("pipelined") {
-        pipelined::run(args.iter().any(|a| a == "--quick"))
+        pipelined::run(
+            args.iter().any(|a| a == "--quick"),
+            args.iter()
+                .position(|a| a == "--servers")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str),
+        )
     } else if args.first().map(String::as_str) == Some("process") {
         process::run(if args.iter().any(|a| a == "--quick") {
             1
@@ -261,8 +267,15 @@ struct Server {
 }
 
 impl Server {
+    /// `kind` may name another build of this benchmark as
+    /// `KIND@PATH` (say `torsion@/tmp/bench-main`), to compare two builds'
+    /// servers interleaved in one run.
     fn start(kind: &str) -> io::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let (kind, exe) = match kind.split_once('@') {
+            Some((kind, path)) => (kind, std::path::PathBuf::from(path)),
+            None => (kind, std::env::current_exe()?),
+        };
+        let mut child = Command::new(exe)
             .args(["serve", kind])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -325,7 +338,8 @@ fn measure(kind: &str, options: &Options, two_cpus: bool) -> io::Result<Sample> 
     let server = Server::start(kind)?;
     // Single-threaded servers get CPU 0 to themselves; multi-threaded ones
     // are left free to use both CPUs (and compete with the load).
-    let multi_threaded = kind.ends_with("-2t") || kind.ends_with("-mt");
+    let name = kind.split_once('@').map_or(kind, |(name, _)| name);
+    let multi_threaded = name.ends_with("-2t") || name.ends_with("-mt");
     if two_cpus && !multi_threaded {
         pin(server.child.id(), 0);
     }
