@@ -260,6 +260,32 @@ fn parse(args: &[String]) -> io::Result<Options> {
     Ok(options)
 }
 
+/// Short names for the servers of a table: a server of another build
+/// (`KIND@PATH`) shows as its kind with a marker (`torsion*`, then
+/// `torsion**` for a second path), and the legend lines name the paths.
+fn server_labels<S: AsRef<str>>(servers: &[S]) -> (Vec<String>, Vec<String>) {
+    let mut paths: Vec<&str> = Vec::new();
+    let mut legend = Vec::new();
+    let labels = servers
+        .iter()
+        .map(|server| match server.as_ref().split_once('@') {
+            Some((kind, path)) => {
+                let n = match paths.iter().position(|p| *p == path) {
+                    Some(i) => i + 1,
+                    None => {
+                        paths.push(path);
+                        legend.push(format!("{}: served by {path}", "*".repeat(paths.len())));
+                        paths.len()
+                    }
+                };
+                format!("{kind}{}", "*".repeat(n))
+            }
+            None => server.as_ref().to_owned(),
+        })
+        .collect();
+    (labels, legend)
+}
+
 /// A server process that is killed when dropped.
 struct Server {
     child: Child,
@@ -275,17 +301,20 @@ impl Server {
             Some((kind, path)) => (kind, std::path::PathBuf::from(path)),
             None => (kind, std::env::current_exe()?),
         };
-        let mut child = Command::new(exe)
+        let mut child = Command::new(&exe)
             .args(["serve", kind])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", exe.display())))?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let port = line
-            .trim()
-            .parse()
-            .map_err(|_| invalid(format!("{kind} did not report its port: {line:?}")))?;
+        let port = line.trim().parse().map_err(|_| {
+            invalid(format!(
+                "{kind} ({}) did not report its port: {line:?}",
+                exe.display()
+            ))
+        })?;
         Ok(Server { child, port })
     }
 
@@ -443,7 +472,8 @@ fn print_table(options: &Options, medians: &[Sample]) {
         "p99 x",
         "CPU/req x"
     );
-    for (kind, m) in options.servers.iter().zip(medians) {
+    let (labels, legend) = server_labels(&options.servers);
+    for (kind, m) in labels.iter().zip(medians) {
         let ratio = |ours: f64, theirs: f64| {
             if ours > 0.0 {
                 format!("{:.2}", theirs / ours)
@@ -482,4 +512,7 @@ fn print_table(options: &Options, medians: &[Sample]) {
     println!(
         "(req/s x above 1: faster than Torsion; p99 x and CPU/req x above 1: slower than Torsion)"
     );
+    for line in legend {
+        println!("{line}");
+    }
 }

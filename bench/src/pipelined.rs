@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
 use torsion_protocol::{Address, Factory, ListenOptions, Reactor, ReactorTcp, TransportRef};
 
-use crate::{median, pin, Server};
+use crate::{median, pin, server_labels, Server};
 
 const SERVERS: [&str; 3] = ["lines-torsion", "lines-tokio", "lines-mio"];
 const CONNECTIONS: usize = 8;
@@ -287,6 +287,7 @@ fn measure(kind: &str, depth: usize, duration: Duration) -> io::Result<Sample> {
 /// (see `Server::start`); ratios are to the first server listed.
 pub fn run(quick: bool, servers: Option<&str>) -> io::Result<()> {
     let servers: Vec<&str> = servers.map_or(SERVERS.to_vec(), |list| list.split(',').collect());
+    let (labels, legend) = server_labels(&servers);
     pin(0, 1);
     let (rounds, duration) = if quick { (1, 0.8) } else { (3, 2.0) };
     let duration = Duration::from_secs_f64(duration);
@@ -312,7 +313,7 @@ pub fn run(quick: bool, servers: Option<&str>) -> io::Result<()> {
             "{:<14} {:>10} {:>12} {:>10} {:>12}",
             "server", "req/s", "CPU us/req", "CPU x", "sends/req"
         );
-        for (kind, runs) in servers.iter().zip(&samples) {
+        for (kind, runs) in labels.iter().zip(&samples) {
             let rps = median(runs.iter().map(|s| s.rps).collect());
             let cpu = median(runs.iter().map(|s| s.cpu_us).collect());
             let sends = if runs.iter().all(|s| s.sends.is_some()) {
@@ -329,6 +330,12 @@ pub fn run(quick: bool, servers: Option<&str>) -> io::Result<()> {
             );
         }
     }
-    println!("\n\"CPU x\": each server's CPU per request divided by Torsion's");
+    println!(
+        "\n\"CPU x\": each server's CPU per request divided by that of the first server ({})",
+        labels[0]
+    );
+    for line in legend {
+        println!("{line}");
+    }
     Ok(())
 }
