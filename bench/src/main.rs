@@ -10,7 +10,7 @@
 //! torsion-bench reactor
 //! torsion-bench framing
 //! torsion-bench async
-//! torsion-bench pipelined [--quick]
+//! torsion-bench pipelined [--quick] [--servers a,b,...]
 //! torsion-bench turns
 //! torsion-bench idle [CONNECTIONS]
 //! torsion-bench udp [--quick] [--servers a,b,...]
@@ -99,7 +99,13 @@ fn main() {
         tasks::run(3);
         Ok(())
     } else if args.first().map(String::as_str) == Some("pipelined") {
-        pipelined::run(args.iter().any(|a| a == "--quick"))
+        pipelined::run(
+            args.iter().any(|a| a == "--quick"),
+            args.iter()
+                .position(|a| a == "--servers")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str),
+        )
     } else if args.first().map(String::as_str) == Some("process") {
         process::run(if args.iter().any(|a| a == "--quick") {
             1
@@ -254,6 +260,32 @@ fn parse(args: &[String]) -> io::Result<Options> {
     Ok(options)
 }
 
+/// Short names for the servers of a table: a server of another build
+/// (`KIND@PATH`) shows as its kind with a marker (`torsion*`, then
+/// `torsion**` for a second path), and the legend lines name the paths.
+fn server_labels<S: AsRef<str>>(servers: &[S]) -> (Vec<String>, Vec<String>) {
+    let mut paths: Vec<&str> = Vec::new();
+    let mut legend = Vec::new();
+    let labels = servers
+        .iter()
+        .map(|server| match server.as_ref().split_once('@') {
+            Some((kind, path)) => {
+                let n = match paths.iter().position(|p| *p == path) {
+                    Some(i) => i + 1,
+                    None => {
+                        paths.push(path);
+                        legend.push(format!("{}: served by {path}", "*".repeat(paths.len())));
+                        paths.len()
+                    }
+                };
+                format!("{kind}{}", "*".repeat(n))
+            }
+            None => server.as_ref().to_owned(),
+        })
+        .collect();
+    (labels, legend)
+}
+
 /// A server process that is killed when dropped.
 struct Server {
     child: Child,
@@ -261,18 +293,28 @@ struct Server {
 }
 
 impl Server {
+    /// `kind` may name another build of this benchmark as
+    /// `KIND@PATH` (say `torsion@/tmp/bench-main`), to compare two builds'
+    /// servers interleaved in one run.
     fn start(kind: &str) -> io::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let (kind, exe) = match kind.split_once('@') {
+            Some((kind, path)) => (kind, std::path::PathBuf::from(path)),
+            None => (kind, std::env::current_exe()?),
+        };
+        let mut child = Command::new(&exe)
             .args(["serve", kind])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", exe.display())))?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let port = line
-            .trim()
-            .parse()
-            .map_err(|_| invalid(format!("{kind} did not report its port: {line:?}")))?;
+        let port = line.trim().parse().map_err(|_| {
+            invalid(format!(
+                "{kind} ({}) did not report its port: {line:?}",
+                exe.display()
+            ))
+        })?;
         Ok(Server { child, port })
     }
 
@@ -325,7 +367,8 @@ fn measure(kind: &str, options: &Options, two_cpus: bool) -> io::Result<Sample> 
     let server = Server::start(kind)?;
     // Single-threaded servers get CPU 0 to themselves; multi-threaded ones
     // are left free to use both CPUs (and compete with the load).
-    let multi_threaded = kind.ends_with("-2t") || kind.ends_with("-mt");
+    let name = kind.split_once('@').map_or(kind, |(name, _)| name);
+    let multi_threaded = name.ends_with("-2t") || name.ends_with("-mt");
     if two_cpus && !multi_threaded {
         pin(server.child.id(), 0);
     }
@@ -429,7 +472,8 @@ fn print_table(options: &Options, medians: &[Sample]) {
         "p99 x",
         "CPU/req x"
     );
-    for (kind, m) in options.servers.iter().zip(medians) {
+    let (labels, legend) = server_labels(&options.servers);
+    for (kind, m) in labels.iter().zip(medians) {
         let ratio = |ours: f64, theirs: f64| {
             if ours > 0.0 {
                 format!("{:.2}", theirs / ours)
@@ -468,4 +512,7 @@ fn print_table(options: &Options, medians: &[Sample]) {
     println!(
         "(req/s x above 1: faster than Torsion; p99 x and CPU/req x above 1: slower than Torsion)"
     );
+    for line in legend {
+        println!("{line}");
+    }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use torsion_protocol::basic::{LineHandler, LineReceiver, LineState};
 use torsion_protocol::{Address, Factory, ListenOptions, Reactor, ReactorTcp, TransportRef};
 
-use crate::{median, pin, Server};
+use crate::{median, pin, server_labels, Server};
 
 const SERVERS: [&str; 3] = ["lines-torsion", "lines-tokio", "lines-mio"];
 const CONNECTIONS: usize = 8;
@@ -282,8 +282,12 @@ fn measure(kind: &str, depth: usize, duration: Duration) -> io::Result<Sample> {
     })
 }
 
-/// `torsion-bench pipelined [--quick]`: every server at depths 1 and 32.
-pub fn run(quick: bool) -> io::Result<()> {
+/// `torsion-bench pipelined [--quick] [--servers a,b,...]`: every server
+/// at depths 1 and 32. A server may be another build's, as `KIND@PATH`
+/// (see `Server::start`); ratios are to the first server listed.
+pub fn run(quick: bool, servers: Option<&str>) -> io::Result<()> {
+    let servers: Vec<&str> = servers.map_or(SERVERS.to_vec(), |list| list.split(',').collect());
+    let (labels, legend) = server_labels(&servers);
     pin(0, 1);
     let (rounds, duration) = if quick { (1, 0.8) } else { (3, 2.0) };
     let duration = Duration::from_secs_f64(duration);
@@ -293,9 +297,9 @@ pub fn run(quick: bool) -> io::Result<()> {
     );
     for depth in [1, 32] {
         println!("\n== depth {depth}");
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); SERVERS.len()];
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 1..=rounds {
-            for (i, kind) in SERVERS.iter().enumerate() {
+            for (i, kind) in servers.iter().enumerate() {
                 let sample = measure(kind, depth, duration)?;
                 eprintln!(
                     "round {round} {kind:>14}: {:>9.0} req/s  server {:>6.3} us/req",
@@ -309,7 +313,7 @@ pub fn run(quick: bool) -> io::Result<()> {
             "{:<14} {:>10} {:>12} {:>10} {:>12}",
             "server", "req/s", "CPU us/req", "CPU x", "sends/req"
         );
-        for (kind, runs) in SERVERS.iter().zip(&samples) {
+        for (kind, runs) in labels.iter().zip(&samples) {
             let rps = median(runs.iter().map(|s| s.rps).collect());
             let cpu = median(runs.iter().map(|s| s.cpu_us).collect());
             let sends = if runs.iter().all(|s| s.sends.is_some()) {
@@ -326,6 +330,12 @@ pub fn run(quick: bool) -> io::Result<()> {
             );
         }
     }
-    println!("\n\"CPU x\": each server's CPU per request divided by Torsion's");
+    println!(
+        "\n\"CPU x\": each server's CPU per request divided by that of the first server ({})",
+        labels[0]
+    );
+    for line in legend {
+        println!("{line}");
+    }
     Ok(())
 }

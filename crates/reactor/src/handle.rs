@@ -71,7 +71,8 @@ impl ReactorHandle {
             }
             calls.push(Box::new(call));
         }
-        if !self.shared.pending.swap(true, Ordering::AcqRel) {
+        // SeqCst: see `Shared::take_calls` for the argument.
+        if !self.shared.pending.swap(true, Ordering::SeqCst) {
             self.wake();
         }
         Ok(())

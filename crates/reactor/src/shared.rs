@@ -86,7 +86,20 @@ impl Shared {
 
     /// Takes every queued call, in the order they were queued.
     pub(crate) fn take_calls(&self) -> Vec<ThreadCall> {
-        if !self.pending.swap(false, Ordering::AcqRel) {
+        // A load first: the usual turn has no calls, and a swap is a locked
+        // instruction (a sequentially consistent load is a plain one on
+        // x86). The load is SeqCst, like the writer's swap in
+        // `call_from_thread`, because the `polling` backend coalesces
+        // notifications: after its wait it clears its "notified" flag
+        // (SeqCst), and a writer that finds that flag still raised sends no
+        // notification. In the single order of SeqCst operations either
+        // this load comes after the writer's swap, and sees the flag, or
+        // the poller's clearing came before the writer's attempt to raise
+        // "notified", which then succeeds and wakes the next wait. With a
+        // weaker load both sides could read stale values (store buffering)
+        // and the wake-up would be lost. The direct epoll backend writes
+        // its eventfd on every notification and does not rely on this.
+        if !self.pending.load(Ordering::SeqCst) || !self.pending.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         std::mem::take(&mut *self.calls())
