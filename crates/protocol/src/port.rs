@@ -17,13 +17,9 @@ use torsion_transport::{net, Address};
 use crate::connection::{guarded, Driver, StreamConnection};
 use crate::factory::Factory;
 
-/// Connections accepted per readiness event at most, before other sources
-/// get a turn.
+/// Connections accepted per readiness event before other sources get a
+/// turn.
 const ACCEPT_BATCH: usize = 64;
-
-/// How much the accept allowance grows after a readiness event used all of
-/// it (more connections may be waiting).
-const ACCEPT_GROWTH: usize = 16;
 
 /// How long accepting pauses when the process runs out of descriptors.
 const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
@@ -87,13 +83,6 @@ pub(crate) struct Port<F: Factory> {
     file: Option<SocketFile>,
     /// True while accepting is paused after running out of descriptors.
     backing_off: Cell<bool>,
-    /// How many connections the next readiness event accepts at most
-    /// (Twisted's `numberAccepts`): as many as the last one found before
-    /// the backlog was empty, so that in the common case the loop stops
-    /// without the `accept` that only answers "nothing more" (one such call
-    /// per event otherwise). Connections left waiting are reported again
-    /// on the next turn (level-triggered) and accepted then.
-    accept_limit: Cell<usize>,
     span: tracing::Span,
 }
 
@@ -115,7 +104,6 @@ impl<F: Factory> Port<F> {
             host: host.clone(),
             file,
             backing_off: Cell::new(false),
-            accept_limit: Cell::new(ACCEPT_BATCH),
             span: tracing::info_span!("port", host = %host),
         });
         let registration = reactor.register(socket, Interest::READABLE, port.clone())?;
@@ -127,23 +115,14 @@ impl<F: Factory> Port<F> {
 
     fn accept_batch(&self, reactor: &Reactor) {
         let _span = self.span.enter();
-        let limit = self.accept_limit.get();
-        let mut accepted = 0;
-        for _ in 0..limit {
-            let result = match &*self.registration.borrow() {
+        for _ in 0..ACCEPT_BATCH {
+            let accepted = match &*self.registration.borrow() {
                 Some(registration) => net::accept(registration.get_ref()),
                 None => return,
             };
-            match result {
-                Ok((socket, peer)) => {
-                    accepted += 1;
-                    self.start_connection(reactor, socket, peer);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The backlog is empty: next time, expect as many.
-                    self.accept_limit.set(accepted.max(1));
-                    return;
-                }
+            match accepted {
+                Ok((socket, peer)) => self.start_connection(reactor, socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
                     reactor.counters().accept_failed(net::accept_error_kind(&e));
@@ -160,10 +139,6 @@ impl<F: Factory> Port<F> {
                 }
             }
         }
-        // The allowance ran out before the backlog did (or just as it
-        // did): allow more next time.
-        self.accept_limit
-            .set((limit + ACCEPT_GROWTH).min(ACCEPT_BATCH));
     }
 
     fn start_connection(&self, reactor: &Reactor, socket: Socket, peer: Address) {

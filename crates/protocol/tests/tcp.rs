@@ -457,34 +457,6 @@ fn a_stopped_port_refuses_connections() {
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
-/// A readiness event accepts at most as many connections as the last one
-/// found waiting (Twisted's `numberAccepts`), so a quiet listener stops
-/// after one accept instead of asking the backlog again for nothing. What
-/// it leaves waiting is accepted on the next turn, none lost.
-#[test]
-fn the_accept_allowance_follows_the_backlog_and_loses_nothing() {
-    let _fds = DescriptorGuard::new();
-    let reactor = Reactor::new().unwrap();
-    let _watchdog = Watchdog::new(Duration::from_secs(30));
-    let factory = SharedFactory::new(EchoFactory::default());
-    let (_port, addr) = listen_local(&reactor, factory.clone());
-    let accept_until = |count: usize| {
-        while factory.built.get() < count {
-            reactor.iterate(Duration::from_secs(5)).unwrap();
-        }
-    };
-    // One connection: the event finds the backlog empty after it.
-    let _first = TcpStream::connect(addr).unwrap();
-    accept_until(1);
-    // Three more, all waiting before the next turn: that turn accepts
-    // one, as many as the last event found; the next turn the rest.
-    let _more: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    reactor.iterate(Duration::from_secs(5)).unwrap();
-    assert_eq!(factory.built.get(), 2);
-    accept_until(4);
-    assert_eq!(factory.built.get(), 4);
-}
-
 #[test]
 fn a_refusing_factory_closes_the_connection() {
     let _fds = DescriptorGuard::new();
