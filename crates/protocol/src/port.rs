@@ -132,7 +132,8 @@ impl<F: Factory> Port<F> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                Err(e) if net::is_connection_failed_before_accept(&e) => {
+                    // That connection left the backlog; go on to the next.
                     took_any = true;
                     reactor.counters().accept_failed(net::accept_error_kind(&e));
                 }
