@@ -21,8 +21,9 @@ use crate::factory::Factory;
 /// turn.
 const ACCEPT_BATCH: usize = 64;
 
-/// How long accepting pauses when the process runs out of descriptors.
-const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
+/// How long accepting pauses when accepting fails and the listener would
+/// stay readable (out of descriptors, or every accept refused).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves a connected, non-blocking socket with a protocol from `factory`.
 /// Returns false if the factory refused (or panicked) and the socket was
@@ -81,7 +82,7 @@ pub(crate) struct Port<F: Factory> {
     host: Address,
     /// The socket file of a Unix listener, removed when it stops.
     file: Option<SocketFile>,
-    /// True while accepting is paused after running out of descriptors.
+    /// True while accepting is paused (see [`Port::back_off`]).
     backing_off: Cell<bool>,
     span: tracing::Span,
 }
@@ -115,29 +116,52 @@ impl<F: Factory> Port<F> {
 
     fn accept_batch(&self, reactor: &Reactor) {
         let _span = self.span.enter();
+        // Whether this event took anything off the backlog, and the last
+        // refusal (`EPERM`).
+        let mut took_any = false;
+        let mut refused = None;
         for _ in 0..ACCEPT_BATCH {
             let accepted = match &*self.registration.borrow() {
                 Some(registration) => net::accept(registration.get_ref()),
                 None => return,
             };
             match accepted {
-                Ok((socket, peer)) => self.start_connection(reactor, socket, peer),
+                Ok((socket, peer)) => {
+                    took_any = true;
+                    self.start_connection(reactor, socket, peer);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                Err(e) if net::is_connection_failed_before_accept(&e) => {
+                    // That connection left the backlog; go on to the next.
+                    took_any = true;
                     reactor.counters().accept_failed(net::accept_error_kind(&e));
                 }
-                Err(e) if net::is_out_of_descriptors(&e) => {
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    // `EPERM` (or `EACCES`): a firewall (netfilter) may
+                    // have dropped that connection, and the next accept
+                    // finds another; or a security policy (seccomp, an
+                    // LSM) refuses every accept and the connection stays
+                    // queued. Try the next one, within this event's batch.
+                    reactor.counters().accept_failed(net::accept_error_kind(&e));
+                    tracing::debug!(host = %self.host, error = %e, "accept refused");
+                    refused = Some(e);
+                }
+                Err(e) => {
+                    // Out of descriptors or memory, or an error that
+                    // retrying at once would not cure: the connection stays
+                    // queued.
                     reactor.counters().accept_failed(net::accept_error_kind(&e));
                     self.back_off(reactor, &e);
                     return;
                 }
-                Err(e) => {
-                    reactor.counters().accept_failed(net::accept_error_kind(&e));
-                    tracing::warn!(host = %self.host, error = %e, "accept failed");
-                    return;
-                }
             }
+        }
+        // The batch found nothing but refusals: the connection stays
+        // queued, the listener readable, and trying again at once would
+        // spin.
+        if let (false, Some(e)) = (took_any, refused) {
+            self.back_off(reactor, &e);
         }
     }
 
@@ -151,17 +175,22 @@ impl<F: Factory> Port<F> {
         }
     }
 
-    /// Out of descriptors: the pending connection stays in the backlog and
-    /// the listener would report readable forever. Stop watching it for a
-    /// moment instead of spinning.
+    /// Accepting failed and the pending connection stays in the backlog
+    /// (out of descriptors, every accept refused, ...): the listener would
+    /// report readable forever. Stop watching it for a moment instead of
+    /// spinning, with one warning per pause.
     fn back_off(&self, reactor: &Reactor, error: &io::Error) {
         if self.backing_off.replace(true) {
             return;
         }
-        tracing::warn!(host = %self.host, %error, "out of file descriptors; pausing accept for {DESCRIPTOR_BACKOFF:?}");
+        if net::is_out_of_descriptors(error) {
+            tracing::warn!(host = %self.host, %error, "out of file descriptors; pausing accept for {ACCEPT_BACKOFF:?}");
+        } else {
+            tracing::warn!(host = %self.host, %error, "accept failed; pausing accept for {ACCEPT_BACKOFF:?}");
+        }
         self.set_interest(Interest::NONE);
         let me = self.me.clone();
-        reactor.call_later(DESCRIPTOR_BACKOFF, move |reactor| {
+        reactor.call_later(ACCEPT_BACKOFF, move |reactor| {
             if let Some(port) = me.upgrade() {
                 port.backing_off.set(false);
                 port.set_interest(Interest::READABLE);

@@ -61,8 +61,9 @@ pub enum AcceptErrorKind {
     OutOfDescriptors,
     /// The kernel ran out of socket memory (`ENOBUFS`, `ENOMEM`).
     OutOfMemory,
-    /// The peer gave up before the connection was accepted
-    /// (`ECONNABORTED`, `EPROTO`).
+    /// The peer gave up, or the network failed, before the connection was
+    /// accepted (`ECONNABORTED`, `EPROTO` and the other network errors
+    /// accept(2) passes on from the new socket).
     PeerAborted,
     /// Any other error.
     Other,

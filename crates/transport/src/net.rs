@@ -100,6 +100,37 @@ pub fn is_out_of_descriptors(error: &io::Error) -> bool {
     )
 }
 
+/// True for the errors by which `accept` reports a pending connection that
+/// failed before it was accepted: the peer aborted it (`ECONNABORTED`), or
+/// a network error the kernel passes on from the new socket (`EPROTO`,
+/// `ENETDOWN`, `ENETUNREACH`, `EHOSTDOWN`, `EHOSTUNREACH`, `ENOPROTOOPT`,
+/// `EOPNOTSUPP`, and on Linux `ENONET`, as accept(2) lists them). That
+/// connection has left the backlog, so the next accept finds the next one:
+/// a listener tries the next at once instead of pausing.
+pub fn is_connection_failed_before_accept(error: &io::Error) -> bool {
+    if error.kind() == io::ErrorKind::ConnectionAborted {
+        return true;
+    }
+    let Some(code) = error.raw_os_error() else {
+        return false;
+    };
+    #[cfg(target_os = "linux")]
+    if code == libc::ENONET {
+        return true;
+    }
+    matches!(
+        code,
+        libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::ENETDOWN
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::ENOPROTOOPT
+            | libc::EOPNOTSUPP
+    )
+}
+
 /// How the reactor's counters file a failed accept
 /// ([`ReactorStats::accept_errors`](torsion_reactor::ReactorStats::accept_errors)).
 pub fn accept_error_kind(error: &io::Error) -> torsion_reactor::AcceptErrorKind {
@@ -107,8 +138,7 @@ pub fn accept_error_kind(error: &io::Error) -> torsion_reactor::AcceptErrorKind 
     match error.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE) => AcceptErrorKind::OutOfDescriptors,
         Some(libc::ENOBUFS | libc::ENOMEM) => AcceptErrorKind::OutOfMemory,
-        Some(libc::ECONNABORTED | libc::EPROTO) => AcceptErrorKind::PeerAborted,
-        _ if error.kind() == io::ErrorKind::ConnectionAborted => AcceptErrorKind::PeerAborted,
+        _ if is_connection_failed_before_accept(error) => AcceptErrorKind::PeerAborted,
         _ => AcceptErrorKind::Other,
     }
 }
@@ -135,4 +165,34 @@ pub fn bind_datagram(addr: &SockAddr) -> io::Result<Socket> {
     }
     socket.bind(addr)?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_that_failed_before_accept_are_told_from_persistent_errors() {
+        let failed = |code| is_connection_failed_before_accept(&io::Error::from_raw_os_error(code));
+        for code in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::ENETDOWN,
+            libc::EHOSTUNREACH,
+        ] {
+            assert!(failed(code), "{code}");
+        }
+        for code in [
+            libc::EPERM,
+            libc::EACCES,
+            libc::EMFILE,
+            libc::ENOBUFS,
+            libc::EINVAL,
+        ] {
+            assert!(!failed(code), "{code}");
+        }
+        assert!(is_connection_failed_before_accept(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
+    }
 }
