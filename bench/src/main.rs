@@ -167,6 +167,7 @@ fn serve(kind: &str) -> io::Result<()> {
         "lines-tokio" => pipelined::tokio(),
         "lines-mio" => pipelined::mio_loop(),
         "udp-torsion" => udp::torsion(),
+        "udp-torsion-nogso" => udp::torsion_without_gso(),
         "udp-tokio" => udp::tokio(),
         "udp-mio" => udp::mio_loop(),
         "tls-torsion" => tls::torsion(),

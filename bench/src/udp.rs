@@ -24,7 +24,7 @@ use torsion_protocol::{
 use crate::servers::announce;
 use crate::{median, pin, Server};
 
-const SERVERS: [&str; 3] = ["udp-torsion", "udp-tokio", "udp-mio"];
+const SERVERS: [&str; 4] = ["udp-torsion", "udp-torsion-nogso", "udp-tokio", "udp-mio"];
 const SENDERS: usize = 8;
 const WINDOW: usize = 16;
 const SIZE: usize = 64;
@@ -44,12 +44,24 @@ impl DatagramProtocol for Echo {
 
 /// Torsion's UDP echo on 127.0.0.1.
 pub fn torsion() -> io::Result<()> {
+    torsion_with(true)
+}
+
+/// Torsion's UDP echo with segmentation offload turned off.
+pub fn torsion_without_gso() -> io::Result<()> {
+    torsion_with(false)
+}
+
+fn torsion_with(gso: bool) -> io::Result<()> {
     let reactor = Reactor::new()?;
     let options = UdpOptions {
         interface: Ipv4Addr::LOCALHOST.into(),
         ..UdpOptions::default()
     };
     let port = reactor.listen_udp_with(0, Echo, options)?;
+    if !gso {
+        port.set_segmentation_offload(false);
+    }
     announce(port.get_host().port().unwrap_or(0));
     reactor.run().map_err(io::Error::other)
 }

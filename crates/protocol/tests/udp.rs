@@ -878,3 +878,154 @@ fn a_port_stopped_from_send_failed_hears_no_more_failures() {
     assert!(port.is_closed());
     let _ = std::fs::remove_file(&dead_path);
 }
+
+/// The datagrams `Plan` writes to receiver `r` of `receivers`: sizes that
+/// form runs (equal sizes, then a shorter one), break them (a larger one,
+/// an empty one, one over the GSO segment limit), interleaved across the
+/// receivers; each starts with its receiver and sequence number.
+fn planned(r: usize) -> Vec<Vec<u8>> {
+    const SIZES: [usize; 16] = [
+        64, 64, 64, 20, 64, 64, 100, 100, 0, 100, 1500, 64, 64, 30, 30, 30,
+    ];
+    (0..48)
+        .map(|i| {
+            let size = SIZES[(i + r) % SIZES.len()] + r % 2;
+            let mut data = format!("{r}:{i}:").into_bytes();
+            data.resize(size.max(data.len()), b'a' + (i % 26) as u8);
+            if SIZES[(i + r) % SIZES.len()] == 0 {
+                data.clear();
+            }
+            data
+        })
+        .collect()
+}
+
+/// On "go", writes every receiver's planned datagrams, interleaved, in one
+/// turn, then stops the reactor. A send failure would fail the test.
+struct Plan {
+    receivers: Vec<Address>,
+}
+
+impl DatagramProtocol for Plan {
+    fn datagram_received(
+        &mut self,
+        transport: &DatagramTransportRef,
+        _data: &[u8],
+        _from: &Address,
+    ) {
+        let plans: Vec<Vec<Vec<u8>>> = (0..self.receivers.len()).map(planned).collect();
+        let count = plans[0].len();
+        for i in 0..count {
+            for (plan, to) in plans.iter().zip(&self.receivers) {
+                transport.write_to(&plan[i], to).unwrap();
+            }
+        }
+        transport.reactor().unwrap().stop().unwrap();
+    }
+    fn send_failed(
+        &mut self,
+        _transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        panic!("send to {to:?} failed: {error}");
+    }
+}
+
+/// Runs `Plan` on a port (set up by `prepare`) towards three receivers and
+/// checks that each got exactly its datagrams, whole and in order, and
+/// nothing more. Returns the port.
+fn run_plan(prepare: impl FnOnce(&DatagramTransportRef)) -> DatagramTransportRef {
+    let (_watchdog, reactor) = reactor();
+    let receivers = [client(), client(), client()];
+    let addresses = receivers
+        .iter()
+        .map(|r| Address::Udp(r.local_addr().unwrap()))
+        .collect();
+    let port = reactor
+        .listen_udp_with(
+            0,
+            Plan {
+                receivers: addresses,
+            },
+            local(),
+        )
+        .unwrap();
+    prepare(&port);
+    let addr = port.get_host().socket_addr().unwrap();
+    client().send_to(b"go", addr).unwrap();
+    reactor.run().unwrap();
+    let mut buf = [0u8; 2048];
+    for (r, receiver) in receivers.iter().enumerate() {
+        for (i, expected) in planned(r).iter().enumerate() {
+            let n = receiver.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &expected[..], "receiver {r}, datagram {i}");
+        }
+        // Everything was sent before `run` returned, and loopback delivers
+        // at once: anything more would be a duplicate.
+        receiver.set_nonblocking(true).unwrap();
+        let more = receiver.recv(&mut buf);
+        assert_eq!(
+            more.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "receiver {r} got more"
+        );
+    }
+    assert_eq!(port.send_queue_len(), 0);
+    port
+}
+
+#[test]
+fn datagrams_of_mixed_sizes_and_destinations_arrive_whole_and_in_order_per_destination() {
+    let _fds = DescriptorGuard::new();
+    let port = run_plan(|_| {});
+    // 144 datagrams in one turn: three `sendmmsg` of up to 64 messages.
+    assert!(port.send_calls() <= 3, "{} send calls", port.send_calls());
+    if cfg!(target_os = "linux") {
+        // Linux 4.18 and later: runs to one receiver went as GSO buffers.
+        assert!(port.segmentation_offload());
+        assert!(port.segmented_datagrams() > 0);
+    } else {
+        assert!(!port.segmentation_offload());
+        assert_eq!(port.segmented_datagrams(), 0);
+    }
+}
+
+#[test]
+fn datagrams_go_one_per_message_when_segmentation_is_turned_off() {
+    let _fds = DescriptorGuard::new();
+    let port = run_plan(|port| port.set_segmentation_offload(false));
+    assert!(!port.segmentation_offload());
+    assert_eq!(port.segmented_datagrams(), 0);
+    assert!(port.send_calls() <= 3, "{} send calls", port.send_calls());
+}
+
+/// A kernel that refuses GSO buffers: Linux refuses them (`EINVAL`) on a
+/// socket that sends without UDP checksums (`SO_NO_CHECK`), and takes the
+/// same datagrams one by one.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_kernel_that_refuses_gso_turns_it_off_and_loses_or_repeats_nothing() {
+    let _fds = DescriptorGuard::new();
+    let port = run_plan(|port| {
+        assert!(port.segmentation_offload());
+        let fd = port.fileno().unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a c_int option on the port's open socket.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    });
+    assert!(!port.segmentation_offload(), "still on after a refusal");
+    assert_eq!(port.segmented_datagrams(), 0);
+    // The refused buffer's call, then the batches one datagram per message.
+    let calls = port.send_calls();
+    assert!((2..=4).contains(&calls), "{calls} send calls");
+}
