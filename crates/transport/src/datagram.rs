@@ -116,7 +116,8 @@ pub enum DatagramEvent<'a> {
 /// datagrams on Linux, one call per datagram elsewhere, before the loop
 /// next waits, so no datagram is delayed past the turn. On Linux a UDP
 /// port sends a run of queued datagrams to one address, of one size (the
-/// last may be shorter, each at most 1,472 bytes), as one GSO buffer
+/// last may be shorter, each at most 1,472 bytes to IPv4, 1,452 to
+/// IPv6), as one GSO buffer
 /// (`UDP_SEGMENT`) the kernel cuts into those datagrams: one message of
 /// the `sendmmsg`, one trip through the stack. Per destination datagrams
 /// leave in the order written; datagrams to different destinations may
@@ -205,9 +206,12 @@ impl DatagramTransport {
             counters: reactor.shared_counters(),
         });
         #[cfg(target_os = "linux")]
-        if matches!(transport.host, Address::Udp(_)) {
+        if let Address::Udp(addr) = transport.host {
             let gso = send::gso_supported(&socket);
-            transport.queue.borrow_mut().set_segmentation(gso);
+            transport
+                .queue
+                .borrow_mut()
+                .set_segmentation(gso, addr.is_ipv6());
         }
         let handler = make_handler(transport.clone());
         let registration = reactor.register(socket, Interest::READABLE, handler)?;
@@ -349,7 +353,7 @@ impl DatagramTransport {
             tracing::debug!(
                 host = %self.host,
                 error = %io::Error::from_raw_os_error(code),
-                "the kernel cannot segment UDP (GSO) on this port: sending one datagram per message from now on"
+                "the kernel cannot segment UDP (GSO) on this port: turned off (one datagram per message) until set_segmentation_offload(true)"
             );
         }
         if flushed.sent > 0 {
@@ -424,7 +428,8 @@ impl DatagramTransport {
     /// True while the port sends runs of queued datagrams to one address
     /// as one GSO buffer (`UDP_SEGMENT`, Linux 4.18 and later, UDP only;
     /// see [Sending](DatagramTransport#sending)). Turned off for good when
-    /// the kernel or the device refuses one.
+    /// the kernel or the device refuses one (a refusal that concerns one
+    /// destination or one segment size does not turn it off).
     pub fn segmentation_offload(&self) -> bool {
         self.queue.borrow().segmentation()
     }
@@ -436,12 +441,15 @@ impl DatagramTransport {
     pub fn set_segmentation_offload(&self, on: bool) {
         #[cfg(target_os = "linux")]
         {
-            let supported = matches!(self.host, Address::Udp(_))
-                && matches!(
+            if let Address::Udp(addr) = self.host {
+                let supported = matches!(
                     self.with_socket(|socket| Ok(send::gso_supported(socket))),
                     Ok(true)
                 );
-            self.queue.borrow_mut().set_segmentation(on && supported);
+                self.queue
+                    .borrow_mut()
+                    .set_segmentation(on && supported, addr.is_ipv6());
+            }
         }
         #[cfg(not(target_os = "linux"))]
         let _ = on;

@@ -37,11 +37,29 @@ pub(super) const MAX_QUEUED_BYTES: usize = 256 * 1024;
 #[cfg(target_os = "linux")]
 const SEND_BATCH: usize = 64;
 
-/// Largest datagram sent as a segment of a GSO buffer: one that fits an
-/// Ethernet frame. A larger one is sent alone (a segment larger than the
-/// route's MTU makes the kernel refuse the whole buffer).
+/// Largest datagram sent as a segment of a GSO buffer to an IPv4 address:
+/// one that fits an Ethernet frame (1,500 bytes less 28 of headers). A
+/// larger one is sent alone (a segment larger than the route's MTU makes
+/// the kernel refuse the whole buffer).
 #[cfg(target_os = "linux")]
 const MAX_SEGMENT: usize = 1472;
+
+/// The same to an IPv6 address (1,500 bytes less 48 of headers).
+#[cfg(target_os = "linux")]
+const MAX_SEGMENT_V6: usize = 1452;
+
+/// A segment size every path is taken to carry: the payload of the
+/// smallest IPv6 MTU (1,280 bytes). A buffer of larger segments refused
+/// with `EINVAL` whose datagrams then go alone lowers the port's limit to
+/// this; one of segments this small turns segmentation off.
+#[cfg(target_os = "linux")]
+const SAFE_SEGMENT: usize = 1232;
+
+/// How many datagrams in a row to other addresses (or already taken) a
+/// run looks past for one more of its own before it ends: keeps
+/// regrouping linear when every datagram goes somewhere else.
+#[cfg(target_os = "linux")]
+const MAX_LOOK_AHEAD: usize = 8;
 
 /// Most datagrams in one GSO buffer (the kernel's `UDP_MAX_SEGMENTS` was
 /// 64 before Linux 6.9).
@@ -112,6 +130,7 @@ enum Sent {
     /// Nothing was sent and nothing settled: send again, one datagram per
     /// message (a GSO buffer was refused; `refused`: with this error,
     /// which turned segmentation off).
+    #[cfg(target_os = "linux")]
     Again { refused: Option<i32> },
 }
 
@@ -175,6 +194,20 @@ pub(super) fn gso_supported(socket: &Socket) -> bool {
     result == 0
 }
 
+/// A refused GSO buffer being sent again one datagram per message.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct Split {
+    /// Its datagrams not yet settled (they are at the head of the queue).
+    left: usize,
+    /// The error that refused it.
+    code: i32,
+    /// Its segment size.
+    size: usize,
+    /// One of its datagrams failed alone too.
+    failed: bool,
+}
+
 /// The queue itself.
 #[derive(Default)]
 pub(super) struct SendQueue {
@@ -192,10 +225,18 @@ pub(super) struct SendQueue {
     lost_failures: u64,
     /// Runs of datagrams to one address are sent as GSO buffers.
     segmentation: bool,
-    /// The next send makes one message per datagram (a GSO buffer failed
-    /// for a reason that may be one datagram's: each hears its own).
+    /// A refused GSO buffer whose datagrams are being sent one per
+    /// message (the refusal may be one datagram's: each hears its own).
     #[cfg(target_os = "linux")]
-    split_next: bool,
+    split: Option<Split>,
+    /// A segment size limit below the usual one, learnt from a refused
+    /// buffer (a route with a smaller MTU).
+    #[cfg(target_os = "linux")]
+    segment_limit: Option<usize>,
+    /// The socket is IPv6: the connected peer's segments are limited as
+    /// for an IPv6 address.
+    #[cfg(target_os = "linux")]
+    ipv6: bool,
     /// Where the queue is regrouped (kept between flushes, so regrouping
     /// allocates nothing once warm).
     #[cfg(target_os = "linux")]
@@ -219,11 +260,14 @@ impl SendQueue {
         self.blocked
     }
 
-    /// Turns segmentation offload on or off. On Linux it is turned on for
-    /// UDP sockets whose kernel has it (see `gso_supported`); elsewhere
-    /// this does nothing.
-    pub(super) fn set_segmentation(&mut self, on: bool) {
-        self.segmentation = on && cfg!(target_os = "linux");
+    /// Turns segmentation offload on or off (and forgets a segment size
+    /// limit learnt before) for a UDP socket (`ipv6`: of that family)
+    /// whose kernel has it (see `gso_supported`).
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_segmentation(&mut self, on: bool, ipv6: bool) {
+        self.segmentation = on;
+        self.segment_limit = None;
+        self.ipv6 = ipv6;
     }
 
     /// True while runs of datagrams to one address go as GSO buffers.
@@ -280,6 +324,10 @@ impl SendQueue {
         self.clear();
         self.failures.clear();
         self.blocked = false;
+        #[cfg(target_os = "linux")]
+        {
+            self.split = None;
+        }
         dropped
     }
 
@@ -367,7 +415,12 @@ impl SendQueue {
                     flushed.sent += count;
                     flushed.settled += count;
                     flushed.segmented += segmented;
+                    #[cfg(target_os = "linux")]
+                    if let Some(code) = self.split_settled(count, false) {
+                        flushed.segmentation_refused = Some(code);
+                    }
                 }
+                #[cfg(target_os = "linux")]
                 Ok(Sent::Again { refused }) => {
                     if refused.is_some() {
                         flushed.segmentation_refused = refused;
@@ -394,6 +447,8 @@ impl SendQueue {
                     };
                     self.settle_head(Some(failure));
                     flushed.settled += 1;
+                    #[cfg(target_os = "linux")]
+                    self.split_settled(1, true);
                 }
             }
         }
@@ -453,19 +508,17 @@ impl SendQueue {
     /// starts with that message and hears its error at once.
     ///
     /// A GSO buffer is all or nothing: the kernel takes it whole or
-    /// refuses it whole. Refused with an error that says the kernel or the
-    /// device cannot segment (`EIO`, `EINVAL`, `ENOPROTOOPT`,
-    /// `EOPNOTSUPP`), segmentation is turned off for the port and its
-    /// datagrams go again one per message; refused for another reason, its
-    /// datagrams go again one per message for this send, so each hears its
-    /// own error as without GSO. Either way nothing was sent, so nothing
-    /// is sent twice.
+    /// refuses it whole, and nothing is sent twice. See `buffer_refused`.
     #[cfg(target_os = "linux")]
     fn send_some(&mut self, socket: &Socket) -> io::Result<Sent> {
         use std::os::fd::AsRawFd;
-        let pending = self.len().min(SEND_BATCH);
+        let mut pending = self.len().min(SEND_BATCH);
         let mut counts = [1u8; SEND_BATCH];
-        let grouped = self.segmentation && !std::mem::take(&mut self.split_next);
+        if let Some(split) = &self.split {
+            // Only the refused buffer's datagrams go one per message.
+            pending = pending.min(split.left);
+        }
+        let grouped = self.segmentation && self.split.is_none();
         let messages = if grouped {
             self.regroup(pending, &mut counts)
         } else {
@@ -485,6 +538,9 @@ impl SendQueue {
         // SAFETY: mmsghdr is plain data (pointers, lengths, flags); all
         // zeros is a valid, empty header.
         let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        // One pointer for all the headers' iovecs (not one borrow of the
+        // array per header, which would invalidate the earlier ones).
+        let iovec_base = iovecs.as_mut_ptr();
         let mut first = 0;
         for ((header, control), &count) in headers
             .iter_mut()
@@ -498,7 +554,9 @@ impl SendQueue {
                 header.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
                 header.msg_hdr.msg_namelen = to.len();
             }
-            header.msg_hdr.msg_iov = iovecs[first..].as_mut_ptr();
+            // SAFETY: `first + count <= pending <= SEND_BATCH`: inside
+            // `iovecs`.
+            header.msg_hdr.msg_iov = unsafe { iovec_base.add(first) };
             header.msg_hdr.msg_iovlen = count as _;
             if count > 1 {
                 control.set_segment_size(entry.len);
@@ -508,7 +566,9 @@ impl SendQueue {
             first += count;
         }
         // SAFETY: the first `messages` headers each point at `count`
-        // consecutive iovecs (over bytes of `self.bytes`), at an address
+        // consecutive iovecs (over bytes of `self.bytes`, through the one
+        // pointer `iovec_base`, which stays valid: `iovecs` is not touched
+        // again until the call returns), at an address
         // owned by an entry and, for a GSO buffer, at its control message,
         // all alive and unchanged for the call; sendmmsg only reads them
         // (and writes each header's msg_len).
@@ -523,7 +583,9 @@ impl SendQueue {
         if sent < 0 {
             let error = io::Error::last_os_error();
             if counts[0] > 1 {
-                return self.buffer_refused(error);
+                let run = usize::from(counts[0]);
+                let size = self.entries[self.head].len;
+                return self.buffer_refused(error, run, size);
             }
             return Err(error);
         }
@@ -540,20 +602,30 @@ impl SendQueue {
         Ok(Sent::Datagrams { count, segmented })
     }
 
-    /// What to do when the kernel refused a whole GSO buffer (see
-    /// `send_some`).
+    /// What to do when the kernel refused a whole GSO buffer (at the
+    /// head: `run` datagrams of `size` bytes, the last maybe shorter).
+    ///
+    /// - `EIO`, `ENOPROTOOPT`, `EOPNOTSUPP`: the kernel or the device
+    ///   cannot segment: segmentation is turned off for the port.
+    /// - A full buffer waits, an interrupted call is made again, and the
+    ///   connected peer's refusal (reported once by the kernel) settles the
+    ///   head datagram, as without GSO.
+    /// - Anything else (`EINVAL` for a destination port 0 or, on older
+    ///   kernels, a segment above the route's MTU; `EMSGSIZE` for the
+    ///   latter on current ones; an unreachable network): the buffer's
+    ///   datagrams go one per message until they are all settled, each
+    ///   hearing its own error. `EMSGSIZE` also lowers the port's segment
+    ///   limit below `size`. `EINVAL` whose datagrams then all go alone was
+    ///   about segmentation: see `split_settled`.
     #[cfg(target_os = "linux")]
-    fn buffer_refused(&mut self, error: io::Error) -> io::Result<Sent> {
+    fn buffer_refused(&mut self, error: io::Error, run: usize, size: usize) -> io::Result<Sent> {
         match error.raw_os_error() {
-            Some(code @ (libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
+            Some(code @ (libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
                 self.segmentation = false;
                 Ok(Sent::Again {
                     refused: Some(code),
                 })
             }
-            // A full buffer waits; an interrupted call is made again; the
-            // connected peer's refusal is reported once, for the head, as
-            // without GSO (the kernel reports it once).
             _ if matches!(
                 error.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
@@ -562,11 +634,68 @@ impl SendQueue {
                 Err(error)
             }
             Some(libc::ECONNREFUSED) if self.entries[self.head].to.is_none() => Err(error),
-            _ => {
-                self.split_next = true;
+            code => {
+                if code == Some(libc::EMSGSIZE) {
+                    self.lower_segment_limit(size);
+                }
+                self.split = Some(Split {
+                    left: run,
+                    code: code.unwrap_or(0),
+                    size,
+                    failed: false,
+                });
                 Ok(Sent::Again { refused: None })
             }
         }
+    }
+
+    /// Counts `settled` datagrams (`failed`: one failed) against a refused
+    /// buffer being sent one per message. When its last is settled and
+    /// none failed although the kernel said `EINVAL` for the buffer, the
+    /// refusal was the segmentation's: segments above `SAFE_SEGMENT` lower
+    /// the port's limit to it (an older kernel's answer to a segment
+    /// above the route's MTU), smaller ones turn segmentation off, and the
+    /// error is returned.
+    #[cfg(target_os = "linux")]
+    fn split_settled(&mut self, settled: usize, failed: bool) -> Option<i32> {
+        let split = self.split.as_mut()?;
+        split.failed |= failed;
+        split.left = split.left.saturating_sub(settled);
+        if split.left > 0 {
+            return None;
+        }
+        let split = self.split.take()?;
+        if split.failed || split.code != libc::EINVAL {
+            return None;
+        }
+        if split.size > SAFE_SEGMENT {
+            self.lower_segment_limit(SAFE_SEGMENT + 1);
+            None
+        } else {
+            self.segmentation = false;
+            Some(split.code)
+        }
+    }
+
+    /// Sends no more segments of `refused` bytes or more in GSO buffers
+    /// (until segmentation is turned on again).
+    #[cfg(target_os = "linux")]
+    fn lower_segment_limit(&mut self, refused: usize) {
+        let limit = refused.saturating_sub(1);
+        self.segment_limit = Some(self.segment_limit.map_or(limit, |old| old.min(limit)));
+        tracing::debug!(
+            limit,
+            "UDP GSO buffer refused: segments above {limit} bytes go alone on this port"
+        );
+    }
+
+    /// The largest segment in a GSO buffer to `to` (`None`: the connected
+    /// peer).
+    #[cfg(target_os = "linux")]
+    fn segment_limit_for(&self, to: Option<&SockAddr>) -> usize {
+        let ipv6 = to.map_or(self.ipv6, SockAddr::is_ipv6);
+        let family = if ipv6 { MAX_SEGMENT_V6 } else { MAX_SEGMENT };
+        self.segment_limit.map_or(family, |limit| limit.min(family))
     }
 
     /// Regroups the first `pending` queued datagrams (at most
@@ -578,7 +707,9 @@ impl SendQueue {
     ///
     /// Per destination the order stays the order of writing: a run takes
     /// datagrams to its address in order and ends at the first that cannot
-    /// join it, which starts a later run.
+    /// join it, which starts a later run. A run also ends after
+    /// `MAX_LOOK_AHEAD` datagrams in a row that are not its own, so a batch
+    /// to as many addresses as datagrams costs a few comparisons each.
     #[cfg(target_os = "linux")]
     fn regroup(&mut self, pending: usize, counts: &mut [u8; SEND_BATCH]) -> usize {
         let window = &self.entries[self.head..self.head + pending];
@@ -597,12 +728,18 @@ impl SendQueue {
             placed += 1;
             let size = window[i].len;
             let mut count = 1;
-            if (1..=MAX_SEGMENT).contains(&size) {
+            if (1..=self.segment_limit_for(window[i].to.as_ref())).contains(&size) {
                 let mut total = size;
+                let mut misses = 0;
                 for j in i + 1..pending {
                     if taken[j] || window[j].to != window[i].to {
+                        misses += 1;
+                        if misses == MAX_LOOK_AHEAD {
+                            break;
+                        }
                         continue;
                     }
+                    misses = 0;
                     let len = window[j].len;
                     if len == 0
                         || len > size
