@@ -1103,6 +1103,20 @@ fn einval_for_one_destination_leaves_gso_on_for_the_port() {
     );
 }
 
+/// A run to a destination the kernel refuses costs one refused call and
+/// then one call per datagram, as without GSO (not a refused buffer again
+/// for each of them).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_run_goes_one_per_message_until_settled() {
+    let _fds = DescriptorGuard::new();
+    let zero = Address::Udp("127.0.0.1:0".parse().unwrap());
+    let (port, failures, _) = review_run(Ipv4Addr::LOCALHOST.into(), vec![(zero, 64, b'z'); 4]);
+    assert_eq!(failures.len(), 4, "{failures:?}");
+    assert_eq!(port.send_calls(), 5);
+    assert!(port.segmentation_offload());
+}
+
 /// A datagram the kernel refuses in the middle of a batch: it alone fails,
 /// the runs before and after it go whole, once.
 #[cfg(target_os = "linux")]
