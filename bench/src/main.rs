@@ -13,7 +13,7 @@
 //! torsion-bench pipelined [--quick]
 //! torsion-bench turns
 //! torsion-bench idle [CONNECTIONS]
-//! torsion-bench udp [--quick] [--servers a,b,...]
+//! torsion-bench udp [--quick] [--servers a,b,...] [--senders N] [--window N]
 //! torsion-bench fsevents [--quick]
 //! ```
 //!
