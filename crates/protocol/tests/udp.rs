@@ -1033,11 +1033,13 @@ fn a_kernel_that_refuses_gso_turns_it_off_and_loses_or_repeats_nothing() {
 
 /// On "go", writes `plan` (destination, size, fill byte) in one turn, then
 /// stops the reactor; keeps the send failures it hears.
+#[cfg(target_os = "linux")]
 struct Review {
     plan: Vec<(Address, usize, u8)>,
     failures: Rc<RefCell<Vec<String>>>,
 }
 
+#[cfg(target_os = "linux")]
 impl DatagramProtocol for Review {
     fn datagram_received(&mut self, t: &DatagramTransportRef, _: &[u8], _: &Address) {
         for (to, size, fill) in &self.plan {
@@ -1054,6 +1056,7 @@ impl DatagramProtocol for Review {
 
 /// Runs `Review` on a port bound on `host`: the port, the failures heard,
 /// and the datagrams the reactor counted as sent.
+#[cfg(target_os = "linux")]
 fn review_run(
     host: std::net::IpAddr,
     plan: Vec<(Address, usize, u8)>,
