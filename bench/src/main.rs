@@ -13,7 +13,7 @@
 //! torsion-bench pipelined [--quick] [--servers a,b,...]
 //! torsion-bench turns
 //! torsion-bench idle [CONNECTIONS]
-//! torsion-bench udp [--quick] [--servers a,b,...]
+//! torsion-bench udp [--quick] [--servers a,b,...] [--senders N] [--window N]
 //! torsion-bench fsevents [--quick]
 //! ```
 //!
@@ -173,6 +173,7 @@ fn serve(kind: &str) -> io::Result<()> {
         "lines-tokio" => pipelined::tokio(),
         "lines-mio" => pipelined::mio_loop(),
         "udp-torsion" => udp::torsion(),
+        "udp-torsion-nogso" => udp::torsion_without_gso(),
         "udp-tokio" => udp::tokio(),
         "udp-mio" => udp::mio_loop(),
         "tls-torsion" => tls::torsion(),

@@ -24,7 +24,7 @@ use torsion_protocol::{
 use crate::servers::announce;
 use crate::{median, pin, Server};
 
-const SERVERS: [&str; 3] = ["udp-torsion", "udp-tokio", "udp-mio"];
+const SERVERS: [&str; 4] = ["udp-torsion", "udp-torsion-nogso", "udp-tokio", "udp-mio"];
 const SENDERS: usize = 8;
 const WINDOW: usize = 16;
 const SIZE: usize = 64;
@@ -44,12 +44,24 @@ impl DatagramProtocol for Echo {
 
 /// Torsion's UDP echo on 127.0.0.1.
 pub fn torsion() -> io::Result<()> {
+    torsion_with(true)
+}
+
+/// Torsion's UDP echo with segmentation offload turned off.
+pub fn torsion_without_gso() -> io::Result<()> {
+    torsion_with(false)
+}
+
+fn torsion_with(gso: bool) -> io::Result<()> {
     let reactor = Reactor::new()?;
     let options = UdpOptions {
         interface: Ipv4Addr::LOCALHOST.into(),
         ..UdpOptions::default()
     };
     let port = reactor.listen_udp_with(0, Echo, options)?;
+    if !gso {
+        port.set_segmentation_offload(false);
+    }
     announce(port.get_host().port().unwrap_or(0));
     reactor.run().map_err(io::Error::other)
 }
@@ -99,16 +111,21 @@ pub fn mio_loop() -> io::Result<()> {
     }
 }
 
-/// Drives the server on `port` from `SENDERS` connected sockets, each
-/// keeping `WINDOW` datagrams in flight, for `warmup` then `duration`.
+/// Drives the server on `port` from `senders` connected sockets, each
+/// keeping `window` datagrams in flight, for `warmup` then `duration`.
 /// Returns the datagrams echoed in `duration` and the server's CPU time
 /// over it.
-fn drive(server: &Server, warmup: Duration, duration: Duration) -> io::Result<(u64, Duration)> {
+fn drive(
+    server: &Server,
+    (senders, window): (usize, usize),
+    warmup: Duration,
+    duration: Duration,
+) -> io::Result<(u64, Duration)> {
     use mio::{Events, Interest, Poll, Token};
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
     let mut poll = Poll::new()?;
-    let mut sockets = Vec::with_capacity(SENDERS);
-    for i in 0..SENDERS {
+    let mut sockets = Vec::with_capacity(senders);
+    for i in 0..senders {
         let mut socket = mio::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         socket.connect(target)?;
         poll.registry()
@@ -117,10 +134,10 @@ fn drive(server: &Server, warmup: Duration, duration: Duration) -> io::Result<(u
     }
     let payload = [0x5au8; SIZE];
     let mut buf = [0u8; 2 * SIZE];
-    let mut in_flight = [0usize; SENDERS];
+    let mut in_flight = vec![0usize; senders];
     let refill = |sockets: &[mio::net::UdpSocket], in_flight: &mut [usize]| {
         for (socket, count) in sockets.iter().zip(in_flight.iter_mut()) {
-            while *count < WINDOW {
+            while *count < window {
                 match socket.send(&payload) {
                     Ok(_) => *count += 1,
                     Err(_) => break,
@@ -129,7 +146,7 @@ fn drive(server: &Server, warmup: Duration, duration: Duration) -> io::Result<(u
         }
     };
     refill(&sockets, &mut in_flight);
-    let mut events = Events::with_capacity(SENDERS);
+    let mut events = Events::with_capacity(senders);
     let start = Instant::now();
     let mut measuring: Option<(Instant, Duration)> = None;
     let mut echoed = 0u64;
@@ -150,7 +167,7 @@ fn drive(server: &Server, warmup: Duration, duration: Duration) -> io::Result<(u
         poll.poll(&mut events, Some(Duration::from_millis(20)))?;
         if events.is_empty() {
             // Datagrams were lost: start every window afresh.
-            in_flight = [0; SENDERS];
+            in_flight.fill(0);
             refill(&sockets, &mut in_flight);
             continue;
         }
@@ -180,17 +197,24 @@ struct Sample {
     cpu_ns: f64,
 }
 
-fn measure(kind: &str, warmup: Duration, duration: Duration) -> io::Result<Sample> {
+fn measure(
+    kind: &str,
+    load: (usize, usize),
+    warmup: Duration,
+    duration: Duration,
+) -> io::Result<Sample> {
     let server = Server::start(kind)?;
     pin(server.child.id(), 0);
-    let (echoed, cpu) = drive(&server, warmup, duration)?;
+    let (echoed, cpu) = drive(&server, load, warmup, duration)?;
     Ok(Sample {
         per_second: echoed as f64 / duration.as_secs_f64(),
         cpu_ns: cpu.as_secs_f64() * 1e9 / (echoed.max(1) as f64),
     })
 }
 
-/// `torsion-bench udp [--quick] [--servers a,b]`.
+/// `torsion-bench udp [--quick] [--servers a,b] [--senders N] [--window N]`
+/// (default 8 senders x 16 in flight; `--senders 64 --window 1` is a
+/// load of many peers with one datagram each, where GSO finds no runs).
 pub fn run(args: &[String]) -> io::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let servers: Vec<String> = match args.iter().position(|a| a == "--servers") {
@@ -200,6 +224,13 @@ pub fn run(args: &[String]) -> io::Result<()> {
             .unwrap_or_default(),
         None => SERVERS.map(String::from).to_vec(),
     };
+    let number = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(default)
+    };
+    let (senders, window) = (number("--senders", SENDERS), number("--window", WINDOW));
     pin(0, 1);
     let (rounds, warmup, duration) = if quick { (1, 0.3, 1.0) } else { (3, 1.0, 3.0) };
     let (warmup, duration) = (
@@ -207,12 +238,12 @@ pub fn run(args: &[String]) -> io::Result<()> {
         Duration::from_secs_f64(duration),
     );
     println!(
-        "udp echo: {SENDERS} senders x {WINDOW} datagrams in flight, {SIZE} B, {rounds} round(s) of {duration:?} (after {warmup:?}), server on CPU 0, load on CPU 1"
+        "udp echo: {senders} senders x {window} datagrams in flight, {SIZE} B, {rounds} round(s) of {duration:?} (after {warmup:?}), server on CPU 0, load on CPU 1"
     );
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
     for round in 1..=rounds {
         for (i, kind) in servers.iter().enumerate() {
-            let sample = measure(kind, warmup, duration)?;
+            let sample = measure(kind, (senders, window), warmup, duration)?;
             eprintln!(
                 "round {round} {kind:>12}: {:>9.0} datagrams/s  server {:>6.0} ns/datagram",
                 sample.per_second, sample.cpu_ns

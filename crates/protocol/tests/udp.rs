@@ -878,3 +878,332 @@ fn a_port_stopped_from_send_failed_hears_no_more_failures() {
     assert!(port.is_closed());
     let _ = std::fs::remove_file(&dead_path);
 }
+
+/// The datagrams `Plan` writes to receiver `r` of `receivers`: sizes that
+/// form runs (equal sizes, then a shorter one), break them (a larger one,
+/// an empty one, one over the GSO segment limit), interleaved across the
+/// receivers; each starts with its receiver and sequence number.
+fn planned(r: usize) -> Vec<Vec<u8>> {
+    const SIZES: [usize; 16] = [
+        64, 64, 64, 20, 64, 64, 100, 100, 0, 100, 1500, 64, 64, 30, 30, 30,
+    ];
+    (0..48)
+        .map(|i| {
+            let size = SIZES[(i + r) % SIZES.len()] + r % 2;
+            let mut data = format!("{r}:{i}:").into_bytes();
+            data.resize(size.max(data.len()), b'a' + (i % 26) as u8);
+            if SIZES[(i + r) % SIZES.len()] == 0 {
+                data.clear();
+            }
+            data
+        })
+        .collect()
+}
+
+/// On "go", writes every receiver's planned datagrams, interleaved, in one
+/// turn, then stops the reactor. A send failure would fail the test.
+struct Plan {
+    receivers: Vec<Address>,
+}
+
+impl DatagramProtocol for Plan {
+    fn datagram_received(
+        &mut self,
+        transport: &DatagramTransportRef,
+        _data: &[u8],
+        _from: &Address,
+    ) {
+        let plans: Vec<Vec<Vec<u8>>> = (0..self.receivers.len()).map(planned).collect();
+        let count = plans[0].len();
+        for i in 0..count {
+            for (plan, to) in plans.iter().zip(&self.receivers) {
+                transport.write_to(&plan[i], to).unwrap();
+            }
+        }
+        transport.reactor().unwrap().stop().unwrap();
+    }
+    fn send_failed(
+        &mut self,
+        _transport: &DatagramTransportRef,
+        to: Option<&Address>,
+        error: &std::io::Error,
+    ) {
+        panic!("send to {to:?} failed: {error}");
+    }
+}
+
+/// Runs `Plan` on a port (set up by `prepare`) towards three receivers and
+/// checks that each got exactly its datagrams, whole and in order, and
+/// nothing more. Returns the port.
+fn run_plan(prepare: impl FnOnce(&DatagramTransportRef)) -> DatagramTransportRef {
+    let (_watchdog, reactor) = reactor();
+    let receivers = [client(), client(), client()];
+    let addresses = receivers
+        .iter()
+        .map(|r| Address::Udp(r.local_addr().unwrap()))
+        .collect();
+    let port = reactor
+        .listen_udp_with(
+            0,
+            Plan {
+                receivers: addresses,
+            },
+            local(),
+        )
+        .unwrap();
+    prepare(&port);
+    let addr = port.get_host().socket_addr().unwrap();
+    client().send_to(b"go", addr).unwrap();
+    reactor.run().unwrap();
+    let mut buf = [0u8; 2048];
+    for (r, receiver) in receivers.iter().enumerate() {
+        for (i, expected) in planned(r).iter().enumerate() {
+            let n = receiver.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &expected[..], "receiver {r}, datagram {i}");
+        }
+        // Everything was sent before `run` returned, and loopback delivers
+        // at once: anything more would be a duplicate.
+        receiver.set_nonblocking(true).unwrap();
+        let more = receiver.recv(&mut buf);
+        assert_eq!(
+            more.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "receiver {r} got more"
+        );
+    }
+    assert_eq!(port.send_queue_len(), 0);
+    port
+}
+
+#[test]
+fn datagrams_of_mixed_sizes_and_destinations_arrive_whole_and_in_order_per_destination() {
+    let _fds = DescriptorGuard::new();
+    let port = run_plan(|_| {});
+    // 144 datagrams in one turn: three `sendmmsg` of up to 64 messages.
+    assert!(port.send_calls() <= 3, "{} send calls", port.send_calls());
+    if cfg!(target_os = "linux") {
+        // Linux 4.18 and later: runs to one receiver went as GSO buffers.
+        assert!(port.segmentation_offload());
+        assert!(port.segmented_datagrams() > 0);
+    } else {
+        assert!(!port.segmentation_offload());
+        assert_eq!(port.segmented_datagrams(), 0);
+    }
+}
+
+#[test]
+fn datagrams_go_one_per_message_when_segmentation_is_turned_off() {
+    let _fds = DescriptorGuard::new();
+    let port = run_plan(|port| port.set_segmentation_offload(false));
+    assert!(!port.segmentation_offload());
+    assert_eq!(port.segmented_datagrams(), 0);
+    assert!(port.send_calls() <= 3, "{} send calls", port.send_calls());
+}
+
+/// A kernel that refuses GSO buffers: Linux refuses them (`EINVAL`) on a
+/// socket that sends without UDP checksums (`SO_NO_CHECK`), and takes the
+/// same datagrams one by one.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_kernel_that_refuses_gso_turns_it_off_and_loses_or_repeats_nothing() {
+    let _fds = DescriptorGuard::new();
+    let port = run_plan(|port| {
+        assert!(port.segmentation_offload());
+        let fd = port.fileno().unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a c_int option on the port's open socket.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    });
+    assert!(!port.segmentation_offload(), "still on after a refusal");
+    assert_eq!(port.segmented_datagrams(), 0);
+    // The refused buffer's call, its datagrams one per message, then the
+    // batches one datagram per message.
+    let calls = port.send_calls();
+    assert!((3..=5).contains(&calls), "{calls} send calls");
+}
+
+/// On "go", writes `plan` (destination, size, fill byte) in one turn, then
+/// stops the reactor; keeps the send failures it hears.
+#[cfg(target_os = "linux")]
+struct Review {
+    plan: Vec<(Address, usize, u8)>,
+    failures: Rc<RefCell<Vec<String>>>,
+}
+
+#[cfg(target_os = "linux")]
+impl DatagramProtocol for Review {
+    fn datagram_received(&mut self, t: &DatagramTransportRef, _: &[u8], _: &Address) {
+        for (to, size, fill) in &self.plan {
+            t.write_to(&vec![*fill; *size], to).unwrap();
+        }
+        t.reactor().unwrap().stop().unwrap();
+    }
+    fn send_failed(&mut self, _: &DatagramTransportRef, to: Option<&Address>, e: &std::io::Error) {
+        self.failures
+            .borrow_mut()
+            .push(format!("{to:?}: {}", e.raw_os_error().unwrap_or(0)));
+    }
+}
+
+/// Runs `Review` on a port bound on `host`: the port, the failures heard,
+/// and the datagrams the reactor counted as sent.
+#[cfg(target_os = "linux")]
+fn review_run(
+    host: std::net::IpAddr,
+    plan: Vec<(Address, usize, u8)>,
+) -> (DatagramTransportRef, Vec<String>, u64) {
+    let (_w, reactor) = reactor();
+    let failures: Rc<RefCell<Vec<String>>> = Rc::default();
+    let port = reactor
+        .listen_udp_with(
+            0,
+            Review {
+                plan,
+                failures: failures.clone(),
+            },
+            UdpOptions {
+                interface: host,
+                ..UdpOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(port.segmentation_offload());
+    UdpSocket::bind((host, 0))
+        .unwrap()
+        .send_to(b"go", port.get_host().socket_addr().unwrap())
+        .unwrap();
+    reactor.run().unwrap();
+    let sent = reactor.stats().datagrams_sent;
+    let f = failures.borrow().clone();
+    (port, f, sent)
+}
+
+/// Linux refuses a datagram to port 0 with `EINVAL`, as it refuses some GSO
+/// buffers: a run to port 0 must not turn GSO off for the other
+/// destinations.
+#[cfg(target_os = "linux")]
+#[test]
+fn einval_for_one_destination_leaves_gso_on_for_the_port() {
+    let _fds = DescriptorGuard::new();
+    let zero = Address::Udp("127.0.0.1:0".parse().unwrap());
+    let (port, failures, _) = review_run(
+        Ipv4Addr::LOCALHOST.into(),
+        vec![(zero.clone(), 64, b'z'), (zero, 64, b'z')],
+    );
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(
+        port.segmentation_offload(),
+        "one refused destination turned GSO off for the whole port"
+    );
+}
+
+/// A run to a destination the kernel refuses costs one refused call and
+/// then one call per datagram, as without GSO (not a refused buffer again
+/// for each of them).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_run_goes_one_per_message_until_settled() {
+    let _fds = DescriptorGuard::new();
+    let zero = Address::Udp("127.0.0.1:0".parse().unwrap());
+    let (port, failures, _) = review_run(Ipv4Addr::LOCALHOST.into(), vec![(zero, 64, b'z'); 4]);
+    assert_eq!(failures.len(), 4, "{failures:?}");
+    assert_eq!(port.send_calls(), 5);
+    assert!(port.segmentation_offload());
+}
+
+/// A datagram the kernel refuses in the middle of a batch: it alone fails,
+/// the runs before and after it go whole, once.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_datagram_in_a_batch_fails_alone_and_nothing_is_sent_twice() {
+    let _fds = DescriptorGuard::new();
+    let (a, b) = (client(), client());
+    let (ta, tb) = (
+        Address::Udp(a.local_addr().unwrap()),
+        Address::Udp(b.local_addr().unwrap()),
+    );
+    let zero = Address::Udp("127.0.0.1:0".parse().unwrap());
+    let plan = vec![
+        (ta.clone(), 100, b'a'),
+        (zero, 100, b'z'),
+        (tb.clone(), 100, b'b'),
+        (ta.clone(), 100, b'a'),
+        (tb.clone(), 100, b'b'),
+        (ta, 100, b'a'),
+        (tb, 100, b'b'),
+    ];
+    let (port, failures, sent) = review_run(Ipv4Addr::LOCALHOST.into(), plan);
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].contains(":0"));
+    let mut buf = [0u8; 2048];
+    for (s, fill) in [(&a, b'a'), (&b, b'b')] {
+        for _ in 0..3 {
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[fill; 100][..]);
+        }
+        s.set_nonblocking(true).unwrap();
+        assert!(s.recv(&mut buf).is_err(), "a duplicate");
+    }
+    assert_eq!(sent, 6);
+    assert_eq!(port.segmented_datagrams(), 6);
+    assert!(port.segmentation_offload());
+}
+
+/// Sends runs of four datagrams of each of `sizes` bytes from a port on
+/// `host` to a socket on `host`: none fails, each arrives whole and once,
+/// GSO stays on; returns the port's send calls.
+#[cfg(target_os = "linux")]
+fn mtu_run(host: std::net::IpAddr, sizes: &[usize]) -> u64 {
+    let _fds = DescriptorGuard::new();
+    let receiver = UdpSocket::bind((host, 0)).unwrap();
+    let to = Address::Udp(receiver.local_addr().unwrap());
+    let plan: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &size)| std::iter::repeat_n((to.clone(), size, b'a' + i as u8), 4))
+        .collect();
+    let (port, failures, sent) = review_run(host, plan.clone());
+    assert_eq!(failures, Vec::<String>::new());
+    assert_eq!(sent, plan.len() as u64);
+    let mut buf = vec![0u8; 65_536];
+    for (_, size, fill) in &plan {
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &vec![*fill; *size][..]);
+    }
+    receiver.set_nonblocking(true).unwrap();
+    assert!(receiver.recv(&mut buf).is_err(), "a duplicate");
+    assert!(port.segmentation_offload());
+    port.send_calls()
+}
+
+/// Full IPv6 segments over a 1,500-byte MTU: 1,452 bytes go as GSO
+/// buffers, 1,472 (too large for IPv6 headers) alone, nothing refused.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "needs lo with MTU 1500: ip netns exec <ns> (ip link set lo up mtu 1500), then --ignored"]
+fn ipv6_segments_fit_a_1500_byte_mtu() {
+    let calls = mtu_run(std::net::Ipv6Addr::LOCALHOST.into(), &[1452, 1472, 1452]);
+    assert_eq!(calls, 1, "a buffer was refused");
+}
+
+/// A route with a smaller MTU than the segment limit: the kernel refuses
+/// the buffer (`EMSGSIZE`), its datagrams go alone (fragmented), GSO stays
+/// on, and the port stops sending such segments as GSO buffers rather than
+/// being refused again.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "needs lo with MTU 1400: ip netns exec <ns> (ip link set lo up mtu 1400), then --ignored"]
+fn segments_above_the_route_mtu_are_refused_once_and_sent_alone() {
+    // One refused call, the four alone, then the rest in one batch.
+    let calls = mtu_run(Ipv4Addr::LOCALHOST.into(), &[1472, 1472, 1472, 1000]);
+    assert_eq!(calls, 3);
+}

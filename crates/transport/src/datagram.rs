@@ -114,7 +114,16 @@ pub enum DatagramEvent<'a> {
 /// callback, a timer, a task) is queued and sent together with the other
 /// datagrams the port was given in that turn: one `sendmmsg` per 64
 /// datagrams on Linux, one call per datagram elsewhere, before the loop
-/// next waits, so no datagram is delayed past the turn. A datagram written
+/// next waits, so no datagram is delayed past the turn. On Linux a UDP
+/// port sends a run of queued datagrams to one address, of one size (the
+/// last may be shorter, each at most 1,472 bytes to IPv4, 1,452 to
+/// IPv6), as one GSO buffer
+/// (`UDP_SEGMENT`) the kernel cuts into those datagrams: one message of
+/// the `sendmmsg`, one trip through the stack. Per destination datagrams
+/// leave in the order written; datagrams to different destinations may
+/// leave in another order. A kernel or device that cannot segment turns
+/// this off for the port, and nothing is lost or sent twice
+/// ([`DatagramTransport::segmentation_offload`]). A datagram written
 /// outside a turn (before the reactor runs) and one larger than 4 KiB are
 /// sent at once, after what was queued before them — unless the queue
 /// waits for a full socket (below): then they are queued too, and their
@@ -158,6 +167,8 @@ pub struct DatagramTransport {
     queue: RefCell<SendQueue>,
     /// System calls made to send.
     send_calls: Cell<u64>,
+    /// Datagrams sent as segments of GSO buffers.
+    segmented: Cell<u64>,
     host: Address,
     reactor: WeakReactor,
     /// A Unix socket file to remove when the socket closes.
@@ -188,11 +199,20 @@ impl DatagramTransport {
             receive_calls: Cell::new(0),
             queue: RefCell::default(),
             send_calls: Cell::new(0),
+            segmented: Cell::new(0),
             host,
             reactor: reactor.downgrade(),
             file: RefCell::new(None),
             counters: reactor.shared_counters(),
         });
+        #[cfg(target_os = "linux")]
+        if let Address::Udp(addr) = transport.host {
+            let gso = send::gso_supported(&socket);
+            transport
+                .queue
+                .borrow_mut()
+                .set_segmentation(gso, addr.is_ipv6());
+        }
         let handler = make_handler(transport.clone());
         let registration = reactor.register(socket, Interest::READABLE, handler)?;
         *transport.io.borrow_mut() = Some(registration);
@@ -327,6 +347,15 @@ impl DatagramTransport {
         }
         let flushed = queue.flush(registration.get_ref());
         self.send_calls.set(self.send_calls.get() + flushed.calls);
+        self.segmented
+            .set(self.segmented.get() + flushed.segmented as u64);
+        if let Some(code) = flushed.segmentation_refused {
+            tracing::debug!(
+                host = %self.host,
+                error = %io::Error::from_raw_os_error(code),
+                "the kernel cannot segment UDP (GSO) on this port: turned off (one datagram per message) until set_segmentation_offload(true)"
+            );
+        }
         if flushed.sent > 0 {
             self.counters
                 .datagrams_sent(flushed.sent, flushed.sent_bytes);
@@ -394,6 +423,54 @@ impl DatagramTransport {
     /// takes one call. For tests and benchmarks.
     pub fn send_calls(&self) -> u64 {
         self.send_calls.get()
+    }
+
+    /// True while the port sends runs of queued datagrams to one address
+    /// as one GSO buffer (`UDP_SEGMENT`, Linux 4.18 and later, UDP only;
+    /// see [Sending](DatagramTransport#sending)). Turned off for good when
+    /// the kernel or the device refuses one (a refusal that concerns one
+    /// destination or one segment size does not turn it off).
+    pub fn segmentation_offload(&self) -> bool {
+        self.queue.borrow().segmentation()
+    }
+
+    /// Turns segmentation offload off (or back on where the kernel has it):
+    /// for a path known to mishandle GSO, or to compare. Does nothing on
+    /// ports that cannot use it (Unix sockets, systems other than Linux,
+    /// kernels without `UDP_SEGMENT`).
+    pub fn set_segmentation_offload(&self, on: bool) {
+        #[cfg(target_os = "linux")]
+        {
+            if let Address::Udp(addr) = self.host {
+                let supported = matches!(
+                    self.with_socket(|socket| Ok(send::gso_supported(socket))),
+                    Ok(true)
+                );
+                self.queue
+                    .borrow_mut()
+                    .set_segmentation(on && supported, addr.is_ipv6());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = on;
+    }
+
+    /// How many datagrams this transport sent as segments of GSO buffers
+    /// (two or more datagrams to one address in one message). For tests
+    /// and benchmarks.
+    pub fn segmented_datagrams(&self) -> u64 {
+        self.segmented.get()
+    }
+
+    /// The socket's file descriptor (Twisted's `fileno`), to set options
+    /// Torsion has no method for; `None` once closed. The socket stays
+    /// owned by the transport: do not close it or read from it.
+    pub fn fileno(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.io
+            .borrow()
+            .as_ref()
+            .map(|registration| registration.get_ref().as_raw_fd())
     }
 
     /// Connects to one peer: only its datagrams are received, `write` sends

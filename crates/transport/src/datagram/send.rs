@@ -2,6 +2,13 @@
 //! dispatches wait here and go out together, in one `sendmmsg` per batch
 //! on Linux (one call per datagram elsewhere), before the loop waits.
 //!
+//! On Linux a UDP port also uses segmentation offload (GSO, the
+//! `UDP_SEGMENT` control message): queued datagrams to one address of one
+//! size (the last may be shorter) go down the stack as one buffer the
+//! kernel cuts into datagrams, one message of the `sendmmsg`. The queue is
+//! regrouped for that — per destination the order is kept; datagrams to
+//! different destinations may leave in another order than written.
+//!
 //! The queue is bounded (in datagrams and in bytes) and keeps its
 //! allocations between turns, so queueing a datagram allocates nothing
 //! once the port has warmed up. Errors the kernel reports for a queued
@@ -29,6 +36,39 @@ pub(super) const MAX_QUEUED_BYTES: usize = 256 * 1024;
 /// Most datagrams one `sendmmsg` call sends (Linux).
 #[cfg(target_os = "linux")]
 const SEND_BATCH: usize = 64;
+
+/// Largest datagram sent as a segment of a GSO buffer to an IPv4 address:
+/// one that fits an Ethernet frame (1,500 bytes less 28 of headers). A
+/// larger one is sent alone (a segment larger than the route's MTU makes
+/// the kernel refuse the whole buffer).
+#[cfg(target_os = "linux")]
+const MAX_SEGMENT: usize = 1472;
+
+/// The same to an IPv6 address (1,500 bytes less 48 of headers).
+#[cfg(target_os = "linux")]
+const MAX_SEGMENT_V6: usize = 1452;
+
+/// A segment size every path is taken to carry: the payload of the
+/// smallest IPv6 MTU (1,280 bytes). A buffer of larger segments refused
+/// with `EINVAL` whose datagrams then go alone lowers the port's limit to
+/// this; one of segments this small turns segmentation off.
+#[cfg(target_os = "linux")]
+const SAFE_SEGMENT: usize = 1232;
+
+/// How many datagrams in a row to other addresses (or already taken) a
+/// run looks past for one more of its own before it ends: keeps
+/// regrouping linear when every datagram goes somewhere else.
+#[cfg(target_os = "linux")]
+const MAX_LOOK_AHEAD: usize = 8;
+
+/// Most datagrams in one GSO buffer (the kernel's `UDP_MAX_SEGMENTS` was
+/// 64 before Linux 6.9).
+#[cfg(target_os = "linux")]
+const MAX_SEGMENTS: usize = 64;
+
+/// Most bytes in one GSO buffer: the largest UDP payload over IPv4.
+#[cfg(target_os = "linux")]
+const MAX_GSO_BYTES: usize = 65_507;
 
 /// Bytes and entries a queue keeps allocated after a burst that blocked
 /// it has drained (a burst grows it up to the bounds above).
@@ -72,6 +112,100 @@ pub(super) struct Flushed {
     pub(super) sent: usize,
     /// Their bytes.
     pub(super) sent_bytes: usize,
+    /// Of the datagrams sent, those that went as segments of a GSO buffer
+    /// of two or more.
+    pub(super) segmented: usize,
+    /// The kernel refused a GSO buffer in a way that says it cannot
+    /// segment (the error): segmentation is now off for the port, and the
+    /// buffer's datagrams were sent one by one.
+    pub(super) segmentation_refused: Option<i32>,
+}
+
+/// What one send step did.
+#[derive(Debug)]
+enum Sent {
+    /// The kernel took the first `count` queued datagrams (0: its buffer
+    /// is full), `segmented` of them inside GSO buffers.
+    Datagrams { count: usize, segmented: usize },
+    /// Nothing was sent and nothing settled: send again, one datagram per
+    /// message (a GSO buffer was refused; `refused`: with this error,
+    /// which turned segmentation off).
+    #[cfg(target_os = "linux")]
+    Again { refused: Option<i32> },
+}
+
+/// The control message of one GSO buffer: `UDP_SEGMENT` with the segment
+/// size, aligned as the kernel reads control messages.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SegmentControl([u8; SegmentControl::SPACE]);
+
+#[cfg(target_os = "linux")]
+impl SegmentControl {
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint) } as usize;
+    const LEN: usize = Self::SPACE;
+    const EMPTY: SegmentControl = SegmentControl([0; Self::SPACE]);
+
+    /// Writes the header and `size` (at most `MAX_SEGMENT`, so it fits).
+    fn set_segment_size(&mut self, size: usize) {
+        // SAFETY: CMSG_LEN only computes a size.
+        let len = unsafe { libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) };
+        let header = libc::cmsghdr {
+            cmsg_len: len as _,
+            cmsg_level: libc::SOL_UDP,
+            cmsg_type: libc::UDP_SEGMENT,
+        };
+        let size = size as u16;
+        // SAFETY: the buffer is 8-aligned and SPACE bytes long: a cmsghdr
+        // followed by the (aligned) room for a u16, which CMSG_DATA points
+        // at; both writes stay inside it.
+        unsafe {
+            let first = self.0.as_mut_ptr().cast::<libc::cmsghdr>();
+            first.write(header);
+            libc::CMSG_DATA(first).cast::<u16>().write_unaligned(size);
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
+/// True if the kernel under `socket` (a UDP socket) knows
+/// `UDP_SEGMENT` (Linux 4.18 and later): older ones refuse the option,
+/// and would ignore the control message, sending the run as one datagram.
+#[cfg(target_os = "linux")]
+pub(super) fn gso_supported(socket: &Socket) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a c_int and its length, alive for the call.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    result == 0
+}
+
+/// A refused GSO buffer being sent again one datagram per message.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct Split {
+    /// Its datagrams not yet settled (they are at the head of the queue).
+    left: usize,
+    /// The error that refused it.
+    code: i32,
+    /// Its segment size.
+    size: usize,
+    /// One of its datagrams failed alone too.
+    failed: bool,
 }
 
 /// The queue itself.
@@ -89,6 +223,24 @@ pub(super) struct SendQueue {
     /// Failures not kept because `failures` was full, since the port last
     /// logged them.
     lost_failures: u64,
+    /// Runs of datagrams to one address are sent as GSO buffers.
+    segmentation: bool,
+    /// A refused GSO buffer whose datagrams are being sent one per
+    /// message (the refusal may be one datagram's: each hears its own).
+    #[cfg(target_os = "linux")]
+    split: Option<Split>,
+    /// A segment size limit below the usual one, learnt from a refused
+    /// buffer (a route with a smaller MTU).
+    #[cfg(target_os = "linux")]
+    segment_limit: Option<usize>,
+    /// The socket is IPv6: the connected peer's segments are limited as
+    /// for an IPv6 address.
+    #[cfg(target_os = "linux")]
+    ipv6: bool,
+    /// Where the queue is regrouped (kept between flushes, so regrouping
+    /// allocates nothing once warm).
+    #[cfg(target_os = "linux")]
+    regrouped: Vec<Queued>,
 }
 
 impl SendQueue {
@@ -106,6 +258,21 @@ impl SendQueue {
     /// to become writable.
     pub(super) fn is_blocked(&self) -> bool {
         self.blocked
+    }
+
+    /// Turns segmentation offload on or off (and forgets a segment size
+    /// limit learnt before) for a UDP socket (`ipv6`: of that family)
+    /// whose kernel has it (see `gso_supported`).
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_segmentation(&mut self, on: bool, ipv6: bool) {
+        self.segmentation = on;
+        self.segment_limit = None;
+        self.ipv6 = ipv6;
+    }
+
+    /// True while runs of datagrams to one address go as GSO buffers.
+    pub(super) fn segmentation(&self) -> bool {
+        self.segmentation
     }
 
     /// True if a datagram of `len` bytes does not fit.
@@ -157,6 +324,10 @@ impl SendQueue {
         self.clear();
         self.failures.clear();
         self.blocked = false;
+        #[cfg(target_os = "linux")]
+        {
+            self.split = None;
+        }
         dropped
     }
 
@@ -231,18 +402,29 @@ impl SendQueue {
             match self.send_some(socket) {
                 // Nothing sent without an error: wait for room rather
                 // than ask again at once.
-                Ok(0) => {
+                Ok(Sent::Datagrams { count: 0, .. }) => {
                     self.blocked = true;
                     self.compact();
                     return flushed;
                 }
-                Ok(sent) => {
-                    for _ in 0..sent {
+                Ok(Sent::Datagrams { count, segmented }) => {
+                    for _ in 0..count {
                         flushed.sent_bytes += self.entries[self.head].len;
                         self.settle_head(None);
                     }
-                    flushed.sent += sent;
-                    flushed.settled += sent;
+                    flushed.sent += count;
+                    flushed.settled += count;
+                    flushed.segmented += segmented;
+                    #[cfg(target_os = "linux")]
+                    if let Some(code) = self.split_settled(count, false) {
+                        flushed.segmentation_refused = Some(code);
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                Ok(Sent::Again { refused }) => {
+                    if refused.is_some() {
+                        flushed.segmentation_refused = refused;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.blocked = true;
@@ -265,6 +447,8 @@ impl SendQueue {
                     };
                     self.settle_head(Some(failure));
                     flushed.settled += 1;
+                    #[cfg(target_os = "linux")]
+                    self.split_settled(1, true);
                 }
             }
         }
@@ -277,16 +461,17 @@ impl SendQueue {
         flushed
     }
 
-    /// Keeps a failure for a datagram the kernel took only `sent` bytes of
-    /// (never seen for datagrams; reported rather than assumed away).
-    fn check_whole(&mut self, index: usize, sent: usize) {
-        let entry = &self.entries[index];
-        if sent != entry.len {
+    /// Keeps a failure for a message (the `count` datagrams from `index`)
+    /// the kernel took only `sent` bytes of (never seen for datagrams;
+    /// reported rather than assumed away).
+    fn check_whole(&mut self, index: usize, count: usize, sent: usize) {
+        let entries = &self.entries[index..index + count];
+        let len: usize = entries.iter().map(|entry| entry.len).sum();
+        if sent != len {
             let failure = SendFailure::Failed {
-                to: entry.to.as_ref().map(super::datagram_address),
+                to: entries[0].to.as_ref().map(super::datagram_address),
                 error: io::Error::other(format!(
-                    "only {sent} of the datagram's {} bytes were sent",
-                    entry.len
+                    "only {sent} of the {count} datagram(s)' {len} bytes were sent"
                 )),
             };
             self.keep_failure(failure);
@@ -299,7 +484,13 @@ impl SendQueue {
         if self.head == 0 {
             return;
         }
-        let offset = self.entries[self.head].start;
+        // Regrouping may have put a later-written datagram first: keep
+        // the bytes from the earliest one still queued.
+        let offset = self.entries[self.head..]
+            .iter()
+            .map(|entry| entry.start)
+            .min()
+            .unwrap_or(self.bytes.len());
         self.bytes.drain(..offset);
         self.entries.drain(..self.head);
         for entry in &mut self.entries {
@@ -308,69 +499,300 @@ impl SendQueue {
         self.head = 0;
     }
 
-    /// One `sendmmsg` of up to `SEND_BATCH` datagrams from the head;
-    /// returns how many were sent. An error is the head datagram's.
+    /// One `sendmmsg` of up to `SEND_BATCH` datagrams from the head,
+    /// regrouped into GSO buffers when segmentation is on; returns how
+    /// many datagrams were sent. An error is the head message's.
     ///
-    /// When a later datagram of the batch fails, the kernel returns the
-    /// count sent before it and keeps the error for the socket's next
-    /// call, which the next flush step makes at once for that datagram: so
-    /// the error is reported for it. (A kernel that did not keep it would
-    /// have that datagram simply sent again.)
+    /// When a later message of the batch fails, the kernel returns the
+    /// count sent before it (and drops the error), so the next flush step
+    /// starts with that message and hears its error at once.
+    ///
+    /// A GSO buffer is all or nothing: the kernel takes it whole or
+    /// refuses it whole, and nothing is sent twice. See `buffer_refused`.
     #[cfg(target_os = "linux")]
-    fn send_some(&mut self, socket: &Socket) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &Socket) -> io::Result<Sent> {
         use std::os::fd::AsRawFd;
-        let pending = &self.entries[self.head..];
-        let count = pending.len().min(SEND_BATCH);
+        let mut pending = self.len().min(SEND_BATCH);
+        let mut counts = [1u8; SEND_BATCH];
+        if let Some(split) = &self.split {
+            // Only the refused buffer's datagrams go one per message.
+            pending = pending.min(split.left);
+        }
+        let grouped = self.segmentation && self.split.is_none();
+        let messages = if grouped {
+            self.regroup(pending, &mut counts)
+        } else {
+            pending
+        };
+        let pending = &self.entries[self.head..self.head + pending];
         let mut iovecs = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; SEND_BATCH];
-        // SAFETY: mmsghdr is plain data (pointers, lengths, flags); all
-        // zeros is a valid, empty header.
-        let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        for ((header, iovec), entry) in headers.iter_mut().zip(&mut iovecs).zip(pending) {
+        for (iovec, entry) in iovecs.iter_mut().zip(pending) {
             let data = &self.bytes[entry.start..entry.start + entry.len];
             iovec.iov_base = data.as_ptr().cast_mut().cast();
             iovec.iov_len = data.len();
+        }
+        let mut controls = [SegmentControl::EMPTY; SEND_BATCH];
+        // SAFETY: mmsghdr is plain data (pointers, lengths, flags); all
+        // zeros is a valid, empty header.
+        let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        // One pointer for all the headers' iovecs (not one borrow of the
+        // array per header, which would invalidate the earlier ones).
+        let iovec_base = iovecs.as_mut_ptr();
+        let mut first = 0;
+        for ((header, control), &count) in headers
+            .iter_mut()
+            .zip(&mut controls)
+            .zip(&counts)
+            .take(messages)
+        {
+            let count = usize::from(count);
+            let entry = &pending[first];
             if let Some(to) = &entry.to {
                 header.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
                 header.msg_hdr.msg_namelen = to.len();
             }
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
+            // SAFETY: `first + count <= pending <= SEND_BATCH`: inside
+            // `iovecs`.
+            header.msg_hdr.msg_iov = unsafe { iovec_base.add(first) };
+            header.msg_hdr.msg_iovlen = count as _;
+            if count > 1 {
+                control.set_segment_size(entry.len);
+                header.msg_hdr.msg_control = control.as_mut_ptr();
+                header.msg_hdr.msg_controllen = SegmentControl::LEN as _;
+            }
+            first += count;
         }
-        // SAFETY: the first `count` headers each point at one iovec over
-        // bytes of `self.bytes` and at an address owned by its entry, all
-        // alive and unchanged for the call; sendmmsg only reads them (and
-        // writes each header's msg_len).
+        // SAFETY: the first `messages` headers each point at `count`
+        // consecutive iovecs (over bytes of `self.bytes`, through the one
+        // pointer `iovec_base`, which stays valid: `iovecs` is not touched
+        // again until the call returns), at an address
+        // owned by an entry and, for a GSO buffer, at its control message,
+        // all alive and unchanged for the call; sendmmsg only reads them
+        // (and writes each header's msg_len).
         let sent = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                count as libc::c_uint,
+                messages as libc::c_uint,
                 crate::sys::SEND_FLAGS,
             )
         };
         if sent < 0 {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            if counts[0] > 1 {
+                let run = usize::from(counts[0]);
+                let size = self.entries[self.head].len;
+                return self.buffer_refused(error, run, size);
+            }
+            return Err(error);
         }
-        let sent = sent as usize;
-        for (i, header) in headers.iter().take(sent).enumerate() {
-            self.check_whole(self.head + i, header.msg_len as usize);
+        let mut count = 0;
+        let mut segmented = 0;
+        for (header, &segments) in headers.iter().zip(&counts).take(sent as usize) {
+            let segments = usize::from(segments);
+            self.check_whole(self.head + count, segments, header.msg_len as usize);
+            if segments > 1 {
+                segmented += segments;
+            }
+            count += segments;
         }
-        Ok(sent)
+        Ok(Sent::Datagrams { count, segmented })
+    }
+
+    /// What to do when the kernel refused a whole GSO buffer (at the
+    /// head: `run` datagrams of `size` bytes, the last maybe shorter).
+    ///
+    /// - `EIO`, `ENOPROTOOPT`, `EOPNOTSUPP`: the kernel or the device
+    ///   cannot segment: segmentation is turned off for the port.
+    /// - A full buffer waits, an interrupted call is made again, and the
+    ///   connected peer's refusal (reported once by the kernel) settles the
+    ///   head datagram, as without GSO.
+    /// - Anything else (`EINVAL` for a destination port 0 or, on older
+    ///   kernels, a segment above the route's MTU; `EMSGSIZE` for the
+    ///   latter on current ones; an unreachable network): the buffer's
+    ///   datagrams go one per message until they are all settled, each
+    ///   hearing its own error. `EMSGSIZE` also lowers the port's segment
+    ///   limit below `size`. `EINVAL` whose datagrams then all go alone was
+    ///   about segmentation: see `split_settled`.
+    #[cfg(target_os = "linux")]
+    fn buffer_refused(&mut self, error: io::Error, run: usize, size: usize) -> io::Result<Sent> {
+        match error.raw_os_error() {
+            Some(code @ (libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
+                self.segmentation = false;
+                Ok(Sent::Again {
+                    refused: Some(code),
+                })
+            }
+            _ if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+            {
+                Err(error)
+            }
+            Some(libc::ECONNREFUSED) if self.entries[self.head].to.is_none() => Err(error),
+            code => {
+                if code == Some(libc::EMSGSIZE) {
+                    self.lower_segment_limit(size);
+                }
+                self.split = Some(Split {
+                    left: run,
+                    code: code.unwrap_or(0),
+                    size,
+                    failed: false,
+                });
+                Ok(Sent::Again { refused: None })
+            }
+        }
+    }
+
+    /// Counts `settled` datagrams (`failed`: one failed) against a refused
+    /// buffer being sent one per message. When its last is settled and
+    /// none failed although the kernel said `EINVAL` for the buffer, the
+    /// refusal was the segmentation's: segments above `SAFE_SEGMENT` lower
+    /// the port's limit to it (an older kernel's answer to a segment
+    /// above the route's MTU), smaller ones turn segmentation off, and the
+    /// error is returned.
+    #[cfg(target_os = "linux")]
+    fn split_settled(&mut self, settled: usize, failed: bool) -> Option<i32> {
+        let split = self.split.as_mut()?;
+        split.failed |= failed;
+        split.left = split.left.saturating_sub(settled);
+        if split.left > 0 {
+            return None;
+        }
+        let split = self.split.take()?;
+        if split.failed || split.code != libc::EINVAL {
+            return None;
+        }
+        if split.size > SAFE_SEGMENT {
+            self.lower_segment_limit(SAFE_SEGMENT + 1);
+            None
+        } else {
+            self.segmentation = false;
+            Some(split.code)
+        }
+    }
+
+    /// Sends no more segments of `refused` bytes or more in GSO buffers
+    /// (until segmentation is turned on again).
+    #[cfg(target_os = "linux")]
+    fn lower_segment_limit(&mut self, refused: usize) {
+        let limit = refused.saturating_sub(1);
+        self.segment_limit = Some(self.segment_limit.map_or(limit, |old| old.min(limit)));
+        tracing::debug!(
+            limit,
+            "UDP GSO buffer refused: segments above {limit} bytes go alone on this port"
+        );
+    }
+
+    /// The largest segment in a GSO buffer to `to` (`None`: the connected
+    /// peer).
+    #[cfg(target_os = "linux")]
+    fn segment_limit_for(&self, to: Option<&SockAddr>) -> usize {
+        let ipv6 = to.map_or(self.ipv6, SockAddr::is_ipv6);
+        let family = if ipv6 { MAX_SEGMENT_V6 } else { MAX_SEGMENT };
+        self.segment_limit.map_or(family, |limit| limit.min(family))
+    }
+
+    /// Regroups the first `pending` queued datagrams (at most
+    /// `SEND_BATCH`) into messages: each a run of datagrams to one address,
+    /// of one size but the last, which may be shorter, at most
+    /// `MAX_SEGMENTS` and `MAX_GSO_BYTES`. The runs are put one after
+    /// another in the queue, in the order of their first datagram, and
+    /// their lengths written to `counts`; returns how many there are.
+    ///
+    /// Per destination the order stays the order of writing: a run takes
+    /// datagrams to its address in order and ends at the first that cannot
+    /// join it, which starts a later run. A run also ends after
+    /// `MAX_LOOK_AHEAD` datagrams in a row that are not its own, so a batch
+    /// to as many addresses as datagrams costs a few comparisons each.
+    #[cfg(target_os = "linux")]
+    fn regroup(&mut self, pending: usize, counts: &mut [u8; SEND_BATCH]) -> usize {
+        let window = &self.entries[self.head..self.head + pending];
+        let mut order = [0u8; SEND_BATCH];
+        let mut taken = [false; SEND_BATCH];
+        let mut placed = 0;
+        let mut messages = 0;
+        let mut moved = false;
+        for i in 0..pending {
+            if taken[i] {
+                continue;
+            }
+            taken[i] = true;
+            moved |= placed != i;
+            order[placed] = i as u8;
+            placed += 1;
+            let size = window[i].len;
+            let mut count = 1;
+            if (1..=self.segment_limit_for(window[i].to.as_ref())).contains(&size) {
+                let mut total = size;
+                let mut misses = 0;
+                for j in i + 1..pending {
+                    if taken[j] || window[j].to != window[i].to {
+                        misses += 1;
+                        if misses == MAX_LOOK_AHEAD {
+                            break;
+                        }
+                        continue;
+                    }
+                    misses = 0;
+                    let len = window[j].len;
+                    if len == 0
+                        || len > size
+                        || count == MAX_SEGMENTS
+                        || total + len > MAX_GSO_BYTES
+                    {
+                        break;
+                    }
+                    taken[j] = true;
+                    moved |= placed != j;
+                    order[placed] = j as u8;
+                    placed += 1;
+                    count += 1;
+                    total += len;
+                    if len < size {
+                        break;
+                    }
+                }
+            }
+            counts[messages] = count as u8;
+            messages += 1;
+        }
+        if moved {
+            let window = &mut self.entries[self.head..self.head + pending];
+            self.regrouped.clear();
+            for &i in &order[..pending] {
+                let entry = &mut window[usize::from(i)];
+                self.regrouped.push(Queued {
+                    start: entry.start,
+                    len: entry.len,
+                    to: entry.to.take(),
+                });
+            }
+            for (slot, entry) in window.iter_mut().zip(self.regrouped.drain(..)) {
+                *slot = entry;
+            }
+        }
+        messages
     }
 
     /// One datagram per call elsewhere.
     #[cfg(not(target_os = "linux"))]
-    fn send_some(&mut self, socket: &Socket) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &Socket) -> io::Result<Sent> {
         let entry = &self.entries[self.head];
         let data = &self.bytes[entry.start..entry.start + entry.len];
         let sent = match &entry.to {
             Some(to) => socket.send_to_with_flags(data, to, crate::sys::SEND_FLAGS),
             None => socket.send_with_flags(data, crate::sys::SEND_FLAGS),
         }?;
-        self.check_whole(self.head, sent);
-        Ok(1)
+        self.check_whole(self.head, 1, sent);
+        Ok(Sent::Datagrams {
+            count: 1,
+            segmented: 0,
+        })
     }
 }
