@@ -17,6 +17,9 @@
 //! full ones. Each scenario prints one line of figures;
 //! `docs/reliability.md` quotes them.
 
+// Namespaces, veth pairs and setns are Linux's.
+#![cfg(target_os = "linux")]
+
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -10,6 +10,9 @@
 //! the role of `net_child`), so the resident set and descriptor count
 //! sampled here are the server's.
 
+// Namespaces, veth pairs and setns are Linux's.
+#![cfg(target_os = "linux")]
+
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
