@@ -116,10 +116,10 @@ impl<F: Factory> Port<F> {
 
     fn accept_batch(&self, reactor: &Reactor) {
         let _span = self.span.enter();
-        // Whether this event took anything off the backlog, and the last
-        // refusal (`EPERM`).
+        // Whether this event accepted a connection, and the last error that
+        // let it go on to the next one.
         let mut took_any = false;
-        let mut refused = None;
+        let mut skipped = None;
         for _ in 0..ACCEPT_BATCH {
             let accepted = match &*self.registration.borrow() {
                 Some(registration) => net::accept(registration.get_ref()),
@@ -132,20 +132,20 @@ impl<F: Factory> Port<F> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if net::is_connection_failed_before_accept(&e) => {
-                    // That connection left the backlog; go on to the next.
-                    took_any = true;
+                Err(e)
+                    if net::is_connection_failed_before_accept(&e)
+                        || e.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    // The connection failed before it was accepted and
+                    // left the backlog (the peer aborted, a network error
+                    // passed on), or a firewall dropped it (`EPERM`): the
+                    // next accept finds the next one. But a security policy
+                    // (seccomp, an LSM) can refuse accept with any of these
+                    // and leave the connection queued, so go on only
+                    // within this event's batch.
                     reactor.counters().accept_failed(net::accept_error_kind(&e));
-                }
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    // `EPERM` (or `EACCES`): a firewall (netfilter) may
-                    // have dropped that connection, and the next accept
-                    // finds another; or a security policy (seccomp, an
-                    // LSM) refuses every accept and the connection stays
-                    // queued. Try the next one, within this event's batch.
-                    reactor.counters().accept_failed(net::accept_error_kind(&e));
-                    tracing::debug!(host = %self.host, error = %e, "accept refused");
-                    refused = Some(e);
+                    tracing::debug!(host = %self.host, error = %e, "accept failed; trying the next connection");
+                    skipped = Some(e);
                 }
                 Err(e) => {
                     // Out of descriptors or memory, or an error that
@@ -157,10 +157,11 @@ impl<F: Factory> Port<F> {
                 }
             }
         }
-        // The batch found nothing but refusals: the connection stays
-        // queued, the listener readable, and trying again at once would
-        // spin.
-        if let (false, Some(e)) = (took_any, refused) {
+        // A whole batch of failures and never "nothing more": the same
+        // connection is likely refused over and over, the listener stays
+        // readable, and trying again at once would spin. (Connections that
+        // really failed drain to "nothing more" long before.)
+        if let (false, Some(e)) = (took_any, skipped) {
             self.back_off(reactor, &e);
         }
     }

@@ -1,11 +1,13 @@
 //! Every accept refused (`EPERM`, as a seccomp filter or a security
-//! module can make it): the connection stays queued and the listener
-//! readable, so the port backs off as it does when out of descriptors,
-//! instead of spinning and logging a warning every turn.
+//! module can make it, or an error that usually means the connection
+//! already failed, such as `EOPNOTSUPP`): the connection stays queued and
+//! the listener readable, so the port backs off as it does when out of
+//! descriptors, instead of spinning and logging a warning every turn.
 //!
 //! The refusal comes from a seccomp filter that makes `accept4` (and
-//! `accept`) fail with `EPERM`, installed on the reactor's own thread only:
-//! the other threads of the process, and other tests, are not affected.
+//! `accept`) fail with a given error, installed on the reactor's own
+//! thread only: the other threads of the process, and other tests, are
+//! not affected.
 #![cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -39,10 +41,10 @@ const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xC000_00B7;
 
-/// Makes `accept4` and `accept` fail with `EPERM` on the calling thread
+/// Makes `accept4` and `accept` fail with `errno` on the calling thread
 /// (and threads it starts later), for the rest of its life. False if the
 /// kernel does not support seccomp filters.
-fn refuse_accepts_on_this_thread() -> bool {
+fn refuse_accepts_on_this_thread(errno: i32) -> bool {
     let load = |offset: usize| libc::sock_filter {
         code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
         jt: 0,
@@ -61,7 +63,7 @@ fn refuse_accepts_on_this_thread() -> bool {
         jf: 0,
         k: value,
     };
-    let refuse = libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA);
+    let refuse = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
     let mut program = [
         // 0: another architecture's system call numbers mean something
         // else: allow them.
@@ -170,15 +172,16 @@ struct Watched {
     cpu_share: f64,
     /// Ticks of a 10 ms looping call.
     ticks: u32,
-    /// Accepts that failed, of kind "other".
+    /// Accepts that failed, of any kind.
     refusals: u64,
     /// Warnings logged about accepting.
     warnings: usize,
 }
 
-/// On a thread of its own (the filter stays with it): listen, refuse every
-/// accept, queue a connection, and watch the loop for [`WATCH`].
-fn watch_refused_listener() -> Option<Watched> {
+/// On a thread of its own (the filter stays with it): listen, fail every
+/// accept with `errno`, queue a connection, and watch the loop for
+/// [`WATCH`].
+fn watch_refused_listener(errno: i32) -> Option<Watched> {
     let warnings = Arc::new(AtomicUsize::new(0));
     let subscriber = AcceptWarnings(warnings.clone());
     tracing::subscriber::with_default(subscriber, || {
@@ -191,7 +194,7 @@ fn watch_refused_listener() -> Option<Watched> {
                 ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
             )
             .unwrap();
-        if !refuse_accepts_on_this_thread() {
+        if !refuse_accepts_on_this_thread(errno) {
             eprintln!("seccomp filters are not supported here; test skipped");
             return None;
         }
@@ -219,16 +222,22 @@ fn watch_refused_listener() -> Option<Watched> {
             turns: turns - start.0,
             cpu_share: (cpu - start.1).as_secs_f64() / (wall - start.2).as_secs_f64(),
             ticks: ticks.get(),
-            refusals: stats.accept_errors.other,
+            refusals: stats.accept_errors.other
+                + stats.accept_errors.peer_aborted
+                + stats.accept_errors.out_of_memory
+                + stats.accept_errors.out_of_descriptors,
             warnings: warnings.load(Ordering::Relaxed),
         })
     })
 }
 
-#[test]
-fn refused_accepts_back_off_without_spinning() {
-    let _fds = DescriptorGuard::new();
-    let Some(watched) = std::thread::spawn(watch_refused_listener).join().unwrap() else {
+/// Watches a listener whose every accept fails with `errno`, and checks
+/// it backed off instead of spinning.
+fn backs_off_without_spinning(errno: i32) {
+    let Some(watched) = std::thread::spawn(move || watch_refused_listener(errno))
+        .join()
+        .unwrap()
+    else {
         return;
     };
     eprintln!("{watched:?}");
@@ -252,4 +261,21 @@ fn refused_accepts_back_off_without_spinning() {
     assert!(watched.refusals > watched.warnings as u64, "{watched:?}");
     // Timers still run on time meanwhile.
     assert!(watched.ticks >= 10, "{watched:?}");
+}
+
+#[test]
+fn refused_accepts_back_off_without_spinning() {
+    let _fds = DescriptorGuard::new();
+    backs_off_without_spinning(libc::EPERM);
+}
+
+/// Errors that mean the pending connection already failed and left the
+/// backlog (so the port goes straight on) can also come from a policy that
+/// leaves it queued: the port must not spin on them either.
+#[test]
+fn accepts_failing_as_if_the_connection_had_failed_back_off_without_spinning() {
+    let _fds = DescriptorGuard::new();
+    for errno in [libc::EOPNOTSUPP, libc::ECONNABORTED] {
+        backs_off_without_spinning(errno);
+    }
 }

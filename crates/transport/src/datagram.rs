@@ -427,9 +427,12 @@ impl DatagramTransport {
 
     /// True while the port sends runs of queued datagrams to one address
     /// as one GSO buffer (`UDP_SEGMENT`, Linux 4.18 and later, UDP only;
-    /// see [Sending](DatagramTransport#sending)). Turned off for good when
-    /// the kernel or the device refuses one (a refusal that concerns one
-    /// destination or one segment size does not turn it off).
+    /// see [Sending](DatagramTransport#sending)). Turned off when the
+    /// kernel or the device cannot segment (until
+    /// [`set_segmentation_offload(true)`](Self::set_segmentation_offload));
+    /// a refusal that concerns one destination or one segment size does
+    /// not turn it off, though a segment size above a route's MTU lowers
+    /// the largest segment grouped.
     pub fn segmentation_offload(&self) -> bool {
         self.queue.borrow().segmentation()
     }

@@ -501,8 +501,9 @@ impl Namespace {
 }
 
 /// Moves the calling thread into the network namespace at `path`
-/// (`/run/netns/NAME`). Network namespaces are Linux's: elsewhere the
-/// harness never gets this far (it reports the tests as skipped).
+/// (`/run/netns/NAME`). Network namespaces are Linux's: the network
+/// suites are compiled on Linux only, and elsewhere this file is built for
+/// the measuring helpers the loopback soak shares (`support/mod.rs`).
 #[cfg(target_os = "linux")]
 pub fn enter_path(path: &str) {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
