@@ -378,6 +378,10 @@ impl SendQueue {
                 "the receiver's queue stayed full; the datagram was dropped",
             ),
         }));
+        // A datagram of a refused run being split failed: the refusal was
+        // not (only) about segmentation.
+        #[cfg(target_os = "linux")]
+        let _ = self.split_settled(1, true);
         if self.is_empty() {
             self.clear();
             self.blocked = false;
