@@ -33,10 +33,9 @@ setup:
 # The doc tests include every Rust block of README.md and docs/*.md
 # (compiled as doc tests of torsion-examples). Then the reactor, transport
 # and protocol tests run again on the portable `polling` backend. Last,
-# `cargo package` checks each publishable crate: about a minute in a fresh
-# target dir (each packaged crate builds against the packaged crates
-# below it, and their dependencies build once more with the features of
-# the crates alone), about 12 s when warm.
+# `cargo package` checks each publishable crate, in a target dir of its
+# own that starts empty each run (each packaged crate builds against the
+# packaged crates below it, with their dependencies): a minute or two.
 #
 # Lint, then every test: unit, loopback, Twisted interop, doc tests.
 test: setup lint
@@ -66,7 +65,17 @@ test: setup lint
     fi
     publishable=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json, sys
     print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"] if p["publish"] != []))')
-    cargo package --quiet --allow-dirty $publishable 2>&1 | tee -a target/test.log
+    # Cargo treats the packaged crates as registry crates, which it takes
+    # to never change: it unpacks them (from a temporary local registry)
+    # into CARGO_HOME/registry/src/-HASH/ and builds them in the target dir
+    # under names that depend on the version only, and reuses both when
+    # they change. So a second run in the same checkout would check the
+    # first run's sources. Each run starts from a fresh unpacking (local
+    # registries' directories start with "-"; crates.io's are untouched)
+    # and target dir of its own.
+    rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/torsion-* target/package-check
+    CARGO_TARGET_DIR=target/package-check \
+        cargo package --quiet --allow-dirty $publishable 2>&1 | tee -a target/test.log
     # Network tests that could not build their namespaces print SKIPPED
     # (they fail instead under TORSION_REQUIRE_NETNS=1, which reaches them
     # from the environment, as .ci/run sets it when root).
