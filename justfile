@@ -35,7 +35,7 @@ setup:
 # and protocol tests run again on the portable `polling` backend. Last,
 # `cargo package` checks each publishable crate, in a target dir of its
 # own that starts empty each run (each packaged crate builds against the
-# packaged crates below it, with their dependencies): a minute or two.
+# packaged crates below it, with their dependencies): about 30 s here.
 #
 # Lint, then every test: unit, loopback, Twisted interop, doc tests.
 test: setup lint
