@@ -108,8 +108,10 @@ pub enum Opening {
 /// transport wakes its own handler through [`Pipe::wake`]). So a turn
 /// makes at most one send per connection in the common case, however
 /// many replies a protocol writes, and no reply waits past the turn it
-/// was written in. A write made outside a turn (before the reactor runs),
-/// or one larger than 16 KiB, tries the pipe at once.
+/// was written in. A write made outside a turn (before the reactor runs)
+/// tries the pipe at once, and so does one larger than 4 KiB, after what
+/// was gathered before it is sent (past that size the copy into the queue
+/// costs more than the system call it would save).
 ///
 /// What is queued is kept as [`Bytes`] as given (never copied) or, from a
 /// `&[u8]`, copied once into a buffer from a per-thread pool. The queue is
