@@ -29,6 +29,14 @@ use crate::slab::Slab;
 /// [`Interest::NONE`] are the exception the reactor handles itself: it
 /// stops watching the source until the interest changes.
 ///
+/// A source registered with [`Reactor::register_edge`] is watched
+/// edge-triggered where the poller can (epoll): readiness is reported
+/// when it arises, not again on every turn while it lasts. Its handler
+/// must go on reading (or writing) until the kernel says there is nothing
+/// more for now, or remember what it left and wake itself
+/// ([`Registration::wake`]) to finish it; a change of interest reports
+/// whatever is ready at that moment again.
+///
 /// A panic in a handler is caught, logged and counted (see
 /// [`Reactor::caught_panic_count`]); the reactor then stops watching that
 /// source (as for [`Interest::NONE`] after an error) and carries on.
@@ -74,6 +82,8 @@ pub(crate) struct Source {
     /// hang-up with nothing wanted, or after its handler panicked. A
     /// change of interest puts it back.
     parked: bool,
+    /// Registered edge-triggered ([`Reactor::register_edge`]).
+    edge: bool,
     /// Tells this registration from a later one that reuses the key.
     id: u64,
 }
@@ -105,7 +115,7 @@ impl Source {
         if self.process.is_some() {
             return Ok(());
         }
-        shared.with_poller(|poller| poller.modify(self.fd(), key, self.interest))
+        shared.with_poller(|poller| poller.modify(self.fd(), key, self.interest, self.edge))
     }
 
     /// Takes the source out of the poller.
@@ -199,6 +209,50 @@ impl Reactor {
     where
         S: AsFd + 'static,
     {
+        self.register_with(source, interest, false, handler)
+    }
+
+    /// Registers `source` as [`Reactor::register`] does, but watched
+    /// edge-triggered where the poller supports it (epoll on Linux; see
+    /// [`Registration::is_edge_triggered`]): readiness is reported when it
+    /// arises, and not again on each turn while it lasts. A wait then
+    /// costs the kernel no second look at each source it reported the
+    /// time before, which a level-triggered source costs whether or not
+    /// it is still ready.
+    ///
+    /// The handler takes on the rule in [`Handler`]'s documentation:
+    /// consume readiness until the kernel reports nothing more (a read
+    /// that returns `WouldBlock`, or a stream socket's read shorter than
+    /// its buffer), or wake itself to go on later. Where the poller has no
+    /// edge-triggered mode the source is watched as `register` watches it,
+    /// which reports at least as often, so such a handler is correct
+    /// everywhere.
+    ///
+    /// # Errors
+    /// If the poller refuses the source.
+    pub fn register_edge<S>(
+        &self,
+        source: S,
+        interest: Interest,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<Registration<S>>
+    where
+        S: AsFd + 'static,
+    {
+        self.register_with(source, interest, true, handler)
+    }
+
+    fn register_with<S>(
+        &self,
+        source: S,
+        interest: Interest,
+        edge: bool,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<Registration<S>>
+    where
+        S: AsFd + 'static,
+    {
+        let edge = edge && crate::sys::Poller::EDGE_TRIGGERED;
         let inner = self.inner();
         let fd = source.as_fd().as_raw_fd();
         let (key, id) = {
@@ -218,6 +272,7 @@ impl Reactor {
                 process: None,
                 interest,
                 parked: false,
+                edge,
                 id,
             });
             (key, id)
@@ -228,7 +283,7 @@ impl Reactor {
             // `Drop` deletes the source from the poller before the source
             // itself is dropped. If the reactor goes first, the poller is
             // closed and forgets the source by itself.
-            unsafe { poller.add(fd, key, interest) }
+            unsafe { poller.add(fd, key, interest, edge) }
         });
         if let Err(e) = added {
             let source = inner.sources.borrow_mut().slab.remove(key);
@@ -239,6 +294,7 @@ impl Reactor {
             source,
             key,
             id,
+            edge,
             interest: Cell::new(interest),
             shared: inner.shared.clone(),
             reactor: self.downgrade(),
@@ -259,6 +315,8 @@ pub struct Registration<S: AsFd> {
     source: S,
     key: usize,
     id: u64,
+    /// Watched edge-triggered (asked for, and the poller can).
+    edge: bool,
     interest: Cell<Interest>,
     shared: Arc<Shared>,
     reactor: WeakReactor,
@@ -278,6 +336,14 @@ impl<S: AsFd> Registration<S> {
     /// The current interest.
     pub fn interest(&self) -> Interest {
         self.interest.get()
+    }
+
+    /// True if the poller watches this source edge-triggered: it was
+    /// registered with [`Reactor::register_edge`] and the poller has that
+    /// mode (epoll). False for [`Reactor::register`], and on the portable
+    /// backend, which watches every source as `register` does.
+    pub fn is_edge_triggered(&self) -> bool {
+        self.edge
     }
 
     /// Changes what the source is watched for. Does nothing (and makes no
@@ -305,13 +371,13 @@ impl<S: AsFd> Registration<S> {
                 // the descriptor and deletes it from the poller before
                 // closing it.
                 self.shared.with_poller(|poller| unsafe {
-                    poller.add(fd.as_raw_fd(), self.key, interest)
+                    poller.add(fd.as_raw_fd(), self.key, interest, self.edge)
                 })?;
                 source.parked = false;
             }
         } else {
             self.shared
-                .with_poller(|poller| poller.modify(fd, self.key, interest))?;
+                .with_poller(|poller| poller.modify(fd, self.key, interest, self.edge))?;
         }
         // Only what the poller accepted is recorded.
         source.interest = interest;
@@ -363,6 +429,7 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
             .field("source", &self.source)
             .field("key", &self.key)
             .field("interest", &self.interest.get())
+            .field("edge", &self.edge)
             .finish()
     }
 }
@@ -476,6 +543,7 @@ mod kqueue_process {
                     process: Some(pid),
                     interest: Interest::READABLE,
                     parked: false,
+                    edge: false,
                     id,
                 });
                 (key, id)

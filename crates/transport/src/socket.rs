@@ -70,7 +70,10 @@ impl SocketTransport {
         make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
     ) -> io::Result<Rc<SocketTransport>> {
         StreamTransport::new(reactor, peer, opening, |transport, interest| {
-            reactor.register(socket, interest, make_handler(transport.clone()))
+            // Edge-triggered: the loop's wait need not look at every
+            // socket it reported the time before again (see
+            // `Pipe::edge_triggered` for how the transport keeps up).
+            reactor.register_edge(socket, interest, make_handler(transport.clone()))
         })
     }
 }
@@ -104,6 +107,10 @@ impl Pipe for Registration<Socket> {
 
     fn wake(&self) {
         Registration::wake(self);
+    }
+
+    fn edge_triggered(&self) -> bool {
+        self.is_edge_triggered()
     }
 
     fn finish_connect(&self) -> io::Result<()> {

@@ -242,8 +242,10 @@ impl<P: Pipe> StreamTransport<P> {
                 if readiness.is_writable() {
                     self.flush();
                 }
-                if readiness.is_readable() {
-                    self.read(on_data);
+                // An edge-triggered pipe's read that stopped before the pipe
+                // was drained goes on whatever woke us (see `ReadPending`).
+                if readiness.is_readable() || self.flags.has(Flag::ReadPending) {
+                    self.read(readiness, on_data);
                 }
                 // An error that no read will surface now (reading paused,
                 // stopped, or never wanted): take it, after the data that
@@ -270,6 +272,7 @@ impl<P: Pipe> StreamTransport<P> {
                 self.wake();
             }
         }
+        self.come_back_for_pending_read();
         self.check_state();
         progress
     }
@@ -387,6 +390,11 @@ impl<P: Pipe> StreamTransport<P> {
             "{}",
             state()
         );
+        assert!(
+            !has(Flag::ReadToEnd) || has(Flag::ReadPending),
+            "{}",
+            state()
+        );
         // Every step ends having sent what was gathered.
         assert!(!has(Flag::Gathered), "{}", state());
     }
@@ -453,7 +461,9 @@ impl<P: Pipe> Transport for StreamTransport<P> {
 
     fn resume_reading(&self) {
         if self.flags.replace(Flag::ReadingPaused, false) {
-            // Level-triggered readiness reports data that arrived meanwhile.
+            // The poller reports data that arrived meanwhile (the change
+            // of interest has it look again); what a read left on an
+            // edge-triggered pipe, the transport comes back for.
             self.update_interest();
         }
     }

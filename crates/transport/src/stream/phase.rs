@@ -230,6 +230,22 @@ impl<P: Pipe> StreamTransport<P> {
         };
         if let Err(e) = result {
             self.fail(e);
+        } else if !self.flags.has(Flag::Processing) {
+            // Reading again, as from `resume_reading` (inside a step,
+            // `process` does this once at its end).
+            self.come_back_for_pending_read();
+        }
+    }
+
+    /// Wakes the handler if an edge-triggered pipe may hold bytes its
+    /// last read left ([`Flag::ReadPending`]) and the transport reads: the
+    /// poller will not report them again, and the wake's step reads them.
+    /// Without this, reading paused and resumed within one step (no change
+    /// of interest reaches the poller), or a read stopped at its bound,
+    /// would strand them.
+    pub(super) fn come_back_for_pending_read(&self) {
+        if self.flags.has(Flag::ReadPending) && self.reads() {
+            self.wake();
         }
     }
 

@@ -98,6 +98,17 @@ pub trait Pipe {
     /// an aborted connection's pipe is dropped. The default does nothing.
     fn reset_on_close(&self) {}
 
+    /// True if the reactor reports this pipe's readiness only when it
+    /// arises, not again while it lasts (an edge-triggered registration:
+    /// [`Reactor::register_edge`](torsion_reactor::Reactor::register_edge)).
+    /// The transport then remembers a read it stopped before the pipe
+    /// said it was drained (at its per-event bound, or because reading was
+    /// paused meanwhile) and wakes itself to finish it once it reads
+    /// again. The default: false (what is left is reported again).
+    fn edge_triggered(&self) -> bool {
+        false
+    }
+
     /// The address of this end
     /// ([`Transport::get_host`](crate::Transport::get_host)).
     ///
