@@ -181,10 +181,12 @@ impl Readiness {
     }
 
     /// True if the source reported urgent data (epoll's `EPOLLPRI`; for a
-    /// TCP socket, data the peer sent out of band). Reported as readable
-    /// too, only with readable interest, and only where the platform
-    /// tells (Linux's direct backend). A TCP read stops short at the
-    /// urgent byte, so a short read does not mean the socket is drained.
+    /// TCP socket, data the peer sent out of band), with the readable
+    /// flag set as well. Asked for only by sources registered with
+    /// [`Reactor::register_edge`](crate::Reactor::register_edge), with
+    /// readable interest, on Linux's direct backend. A TCP read stops
+    /// short at the urgent byte, so a short read then does not mean the
+    /// socket is drained.
     pub fn is_priority(self) -> bool {
         self.has(PRIORITY)
     }

@@ -550,10 +550,11 @@ impl Reactor {
         // This may be the last reference (the handler dropped its own
         // registration), and a drop runs user code too.
         panics::isolate(self, "dropping an I/O handler", move || drop(handler));
-        // Level-triggered, an error or hang-up is reported again on every
-        // wait until the source is closed. If its handler panicked, or
-        // heard one and still wants nothing, nobody will consume it: take
-        // the source out of the poller until its interest changes.
+        // A level-triggered source's error or hang-up is reported again on
+        // every wait until the source is closed (an edge-triggered one's
+        // once). If its handler panicked, or heard one and still wants
+        // nothing, nobody will consume it: take the source out of the
+        // poller until its interest changes (adding it back looks again).
         let unconsumed = (readiness.is_error() || readiness.is_hangup())
             && inner
                 .sources

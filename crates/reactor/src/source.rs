@@ -22,9 +22,9 @@ use crate::slab::Slab;
 /// reactor freely from inside the call: schedule timers, register or drop
 /// other sources, drop its own registration, stop the reactor.
 ///
-/// Sources are watched level-triggered: whatever the handler leaves
-/// unconsumed (unread data, a pending error) is reported again on the next
-/// turn. A handler must therefore consume what it is told about or lower
+/// Sources registered with [`Reactor::register`] are watched
+/// level-triggered: whatever the handler leaves unconsumed (unread data, a
+/// pending error) is reported again on the next turn. A handler must therefore consume what it is told about or lower
 /// its interest. Errors and hang-ups reported while the interest is
 /// [`Interest::NONE`] are the exception the reactor handles itself: it
 /// stops watching the source until the interest changes.
@@ -221,9 +221,15 @@ impl Reactor {
     /// it is still ready.
     ///
     /// The handler takes on the rule in [`Handler`]'s documentation:
-    /// consume readiness until the kernel reports nothing more (a read
-    /// that returns `WouldBlock`, or a stream socket's read shorter than
-    /// its buffer), or wake itself to go on later. Where the poller has no
+    /// consume readiness until the kernel reports nothing more, or wake
+    /// itself to go on later. A read that returns `WouldBlock` shows
+    /// that; so does a TCP read shorter than its buffer, unless the
+    /// readiness also told of the peer's end of stream, an error or
+    /// urgent data ([`Readiness::is_read_closed`], [`Readiness::is_hangup`],
+    /// [`Readiness::is_error`], [`Readiness::is_priority`]), which a read
+    /// stops short before. (A Unix stream read also stops short after a
+    /// message that carried descriptors, with nothing in the readiness to
+    /// say so: Torsion watches Unix connections level-triggered.) Where the poller has no
     /// edge-triggered mode the source is watched as `register` watches it,
     /// which reports at least as often, so such a handler is correct
     /// everywhere.

@@ -69,11 +69,21 @@ impl SocketTransport {
         opening: Opening,
         make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
     ) -> io::Result<Rc<SocketTransport>> {
+        // TCP connections are watched edge-triggered: the loop's wait need
+        // not look again at every socket it reported the time before (see
+        // `Pipe::edge_triggered` for how the transport keeps up). Unix
+        // stream sockets stay level-triggered: their read also stops short
+        // after a message that carried descriptors or, with `SO_PASSCRED`,
+        // where the sender's credentials change, and nothing in the
+        // readiness tells that apart from "drained".
+        let edge = matches!(peer, Address::Tcp(_));
         StreamTransport::new(reactor, peer, opening, |transport, interest| {
-            // Edge-triggered: the loop's wait need not look at every
-            // socket it reported the time before again (see
-            // `Pipe::edge_triggered` for how the transport keeps up).
-            reactor.register_edge(socket, interest, make_handler(transport.clone()))
+            let handler = make_handler(transport.clone());
+            if edge {
+                reactor.register_edge(socket, interest, handler)
+            } else {
+                reactor.register(socket, interest, handler)
+            }
         })
     }
 }

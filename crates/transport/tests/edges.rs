@@ -10,10 +10,14 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
-use torsion_reactor::testing::guarded_reactor;
+mod support;
+
+use torsion_reactor::testing::{guarded_reactor, DescriptorGuard};
 use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration};
 use torsion_transport::driver::{Opening, Pipe, StreamTransport};
 use torsion_transport::{Address, Transport};
+
+use support::Drive;
 
 /// Bytes the pipe holds, served in reads as large as the reader's buffer.
 type Held = Rc<RefCell<VecDeque<u8>>>;
@@ -61,27 +65,13 @@ impl Pipe for Scripted {
     }
 }
 
-type OnData = Box<dyn Fn(&StreamTransport<Scripted>, &[u8])>;
-
-struct Drive {
-    transport: RefCell<Option<Rc<StreamTransport<Scripted>>>>,
-    on_data: OnData,
-}
-
-impl Handler for Drive {
-    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
-        let transport = self.transport.borrow().clone();
-        if let Some(transport) = transport {
-            transport.process(readiness, &mut |data| (self.on_data)(&transport, data));
-        }
-    }
-}
+type OnData = support::OnData<Scripted>;
 
 struct Connection {
     transport: Rc<StreamTransport<Scripted>>,
     held: Held,
     wakes: Rc<Cell<usize>>,
-    drive: Rc<Drive>,
+    drive: Rc<Drive<Scripted>>,
     _peer: UnixStream,
 }
 
@@ -90,10 +80,7 @@ fn connect(reactor: &Reactor, edge: bool, on_data: OnData) -> Connection {
     ours.set_nonblocking(true).unwrap();
     let held: Held = Rc::default();
     let wakes = Rc::new(Cell::new(0));
-    let drive = Rc::new(Drive {
-        transport: RefCell::new(None),
-        on_data,
-    });
+    let drive = Drive::new(on_data);
     let transport =
         StreamTransport::new(reactor, Address::Unknown, Opening::Open, |_, interest| {
             Ok(Scripted {
@@ -128,6 +115,7 @@ fn counter() -> (Rc<Cell<usize>>, OnData) {
 
 #[test]
 fn a_read_stopped_at_its_bound_comes_back_for_the_rest() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let (received, on_data) = counter();
     let connection = connect(&reactor, true, on_data);
@@ -167,6 +155,7 @@ fn a_read_stopped_at_its_bound_comes_back_for_the_rest() {
 
 #[test]
 fn a_level_triggered_pipe_is_left_to_the_poller() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let (received, on_data) = counter();
     let connection = connect(&reactor, false, on_data);
@@ -182,6 +171,7 @@ fn a_level_triggered_pipe_is_left_to_the_poller() {
 
 #[test]
 fn bytes_left_when_reading_paused_are_read_once_it_resumes() {
+    let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
     let received = Rc::new(Cell::new(0));
     let count = received.clone();

@@ -14,8 +14,10 @@ use super::state::{Flag, Phase, WriteShutdown};
 use super::{StreamTransport, READ_BUFFER_SIZE};
 use crate::queue::WriteQueue;
 
-/// Reads per readiness event before yielding to other sources. Level
-/// triggering reports what is left on the next turn.
+/// Reads per readiness event before yielding to other sources. What is
+/// left is reported again on the next turn (level-triggered pipes) or read
+/// on the transport's own wake-up at the end of this one (edge-triggered:
+/// see `Flag::ReadPending`).
 const MAX_READS_PER_EVENT: usize = 8;
 
 /// Slices per vectored write (well under every platform's `IOV_MAX`).
