@@ -232,3 +232,23 @@ fn bytes_behind_a_message_carrying_a_descriptor_are_not_stranded() {
         log.borrow()
     );
 }
+
+#[test]
+fn a_socket_that_is_not_a_stream_is_not_adopted_as_one() {
+    use std::net::UdpSocket;
+    use torsion_protocol::ReactorSocket;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = support::reactor();
+    // A connected UDP socket reads a datagram at a time: as a stream its
+    // short reads would not mean "drained" (and an IP connection is
+    // watched edge-triggered), so it is refused rather than half-served.
+    let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let theirs = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ours.connect(theirs.local_addr().unwrap()).unwrap();
+    let log: Log = Rc::default();
+    let record = log.clone();
+    let error = reactor
+        .adopt_stream_connection(ours, &support::Build(move || Record(record.clone())))
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+}

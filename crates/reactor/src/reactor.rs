@@ -628,12 +628,10 @@ impl Reactor {
             return;
         }
         let mut woken = std::mem::take(&mut *inner.woken.borrow_mut());
-        let mut last = None;
         for &key in &woken {
-            if last != Some(key) {
-                self.dispatch(key, Readiness::WOKEN);
-            }
-            last = Some(key);
+            // From here a wake queues the source again, for the next turn.
+            inner.sources.borrow_mut().clear_woken(key);
+            self.dispatch(key, Readiness::WOKEN);
         }
         // The list's allocation is kept for the next turn's wakes, unless
         // sources woke during this phase (their list is kept instead).

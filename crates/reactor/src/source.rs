@@ -24,8 +24,8 @@ use crate::slab::Slab;
 ///
 /// Sources registered with [`Reactor::register`] are watched
 /// level-triggered: whatever the handler leaves unconsumed (unread data, a
-/// pending error) is reported again on the next turn. A handler must therefore consume what it is told about or lower
-/// its interest. Errors and hang-ups reported while the interest is
+/// pending error) is reported again on the next turn. A handler must
+/// therefore consume what it is told about or lower its interest. Errors and hang-ups reported while the interest is
 /// [`Interest::NONE`] are the exception the reactor handles itself: it
 /// stops watching the source until the interest changes.
 ///
@@ -84,6 +84,9 @@ pub(crate) struct Source {
     parked: bool,
     /// Registered edge-triggered ([`Reactor::register_edge`]).
     edge: bool,
+    /// In the reactor's woken list, not dispatched yet: a second wake
+    /// before that dispatch adds nothing (see [`Sources::wake`]).
+    woken: bool,
     /// Tells this registration from a later one that reuses the key.
     id: u64,
 }
@@ -173,6 +176,24 @@ impl Sources {
         self.slab.drain()
     }
 
+    /// Marks registration `key`/`id` woken; true if it was not already
+    /// (then the caller queues it). A source is in the woken list at most
+    /// once, however often it is woken before its dispatch: a handler
+    /// that wakes itself at each step cannot make the list, or a turn,
+    /// grow.
+    pub(crate) fn wake(&mut self, key: usize, id: u64) -> bool {
+        self.get_mut(key, id)
+            .is_some_and(|source| !std::mem::replace(&mut source.woken, true))
+    }
+
+    /// Clears the woken mark of `key` (its dispatch is about to run), so
+    /// that a wake from now on queues it again.
+    pub(crate) fn clear_woken(&mut self, key: usize) {
+        if let Some(source) = self.slab.get_mut(key) {
+            source.woken = false;
+        }
+    }
+
     /// Takes registration `key`/`id` out of the poller, if it is still
     /// there, until its interest changes. Returns true if it did.
     pub(crate) fn park(&mut self, shared: &Shared, key: usize, id: u64) -> bool {
@@ -191,6 +212,21 @@ impl Sources {
 }
 
 impl Reactor {
+    /// Queues source `key`/`id` for a [`Readiness::WOKEN`] dispatch, unless
+    /// it is queued already.
+    fn wake_source(&self, key: usize, id: u64) {
+        let inner = self.inner();
+        // The table is never borrowed while user code runs; should it be
+        // here, queue anyway (a second dispatch is harmless).
+        let first = inner
+            .sources
+            .try_borrow_mut()
+            .map_or(true, |mut sources| sources.wake(key, id));
+        if first {
+            inner.woken.borrow_mut().push(key);
+        }
+    }
+
     /// Registers `source` with the poller and routes its readiness to
     /// `handler` until the returned [`Registration`] is dropped.
     ///
@@ -279,6 +315,7 @@ impl Reactor {
                 interest,
                 parked: false,
                 edge,
+                woken: false,
                 id,
             });
             (key, id)
@@ -401,7 +438,7 @@ impl<S: AsFd> Registration<S> {
     /// gathered. Costs no system call.
     pub fn wake(&self) {
         if let Some(reactor) = self.reactor.upgrade() {
-            reactor.inner().woken.borrow_mut().push(self.key);
+            reactor.wake_source(self.key, self.id);
         }
     }
 }
@@ -489,7 +526,7 @@ mod kqueue_process {
         /// and not every system reports that). Costs no system call.
         pub fn wake(&self) {
             if let Some(reactor) = self.reactor.upgrade() {
-                reactor.inner().woken.borrow_mut().push(self.key);
+                reactor.wake_source(self.key, self.id);
             }
         }
     }
@@ -550,6 +587,7 @@ mod kqueue_process {
                     interest: Interest::READABLE,
                     parked: false,
                     edge: false,
+                    woken: false,
                     id,
                 });
                 (key, id)

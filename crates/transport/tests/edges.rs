@@ -72,7 +72,7 @@ struct Connection {
     held: Held,
     wakes: Rc<Cell<usize>>,
     drive: Rc<Drive<Scripted>>,
-    _peer: UnixStream,
+    peer: UnixStream,
 }
 
 fn connect(reactor: &Reactor, edge: bool, on_data: OnData) -> Connection {
@@ -97,7 +97,7 @@ fn connect(reactor: &Reactor, edge: bool, on_data: OnData) -> Connection {
         held,
         wakes,
         drive,
-        _peer: peer,
+        peer,
     }
 }
 
@@ -202,4 +202,83 @@ fn bytes_left_when_reading_paused_are_read_once_it_resumes() {
         reactor.iterate(Duration::ZERO).unwrap();
     }
     assert_eq!(received.get(), total);
+}
+
+#[test]
+fn busy_connections_read_a_bounded_amount_per_turn() {
+    use std::io::Write;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(60));
+    let (first_read, on_first) = counter();
+    let (second_read, on_second) = counter();
+    let mut first = connect(&reactor, true, on_first);
+    let mut second = connect(&reactor, true, on_second);
+    for connection in [&mut first, &mut second] {
+        connection.held.borrow_mut().extend(vec![0u8; 400 * READ]);
+        // A byte nobody reads: the registration (level-triggered) reports
+        // the pipe readable on every turn, as a fire hose's new data would.
+        connection.peer.write_all(b"!").unwrap();
+    }
+    for _ in 0..6 {
+        let before = (first_read.get(), second_read.get());
+        reactor.iterate(Duration::ZERO).unwrap();
+        let read = (
+            (first_read.get() - before.0) / READ,
+            (second_read.get() - before.1) / READ,
+        );
+        // Eight buffers per event, eight more in the turn's wake-up step
+        // (before, each connection was queued once more every turn, and
+        // the reads of a turn grew 16, 24, 32, ...).
+        assert!(
+            read.0 <= 16 && read.1 <= 16,
+            "buffers read in one turn: {read:?}"
+        );
+        assert!(read.0 > 0 && read.1 > 0, "both make progress: {read:?}");
+    }
+}
+
+/// A connected TCP socket pair, the server's end non-blocking, and the
+/// client's address.
+fn tcp_pair() -> (
+    torsion_transport::socket2::Socket,
+    std::net::TcpStream,
+    std::net::SocketAddr,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, peer) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    (server.into(), client, peer)
+}
+
+#[test]
+fn tcp_connections_are_edge_triggered_where_the_poller_can_and_unix_ones_never() {
+    use torsion_transport::driver::SocketTransport;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = guarded_reactor(Duration::from_secs(30));
+    // What the poller can do: a probe registration.
+    let (probe, _other) = UnixStream::pair().unwrap();
+    let handler: Rc<dyn Handler> = Rc::new(Quiet);
+    let poller_can = reactor
+        .register_edge(probe, Interest::READABLE, handler.clone())
+        .unwrap()
+        .is_edge_triggered();
+    let (server, _client, peer) = tcp_pair();
+    let tcp = SocketTransport::accepted(&reactor, server, Address::Tcp(peer), |_| handler.clone())
+        .unwrap();
+    assert_eq!(tcp.is_edge_triggered(), poller_can);
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let unix = SocketTransport::accepted(&reactor, ours.into(), Address::Unix(None), |_| {
+        handler.clone()
+    })
+    .unwrap();
+    assert!(!unix.is_edge_triggered());
+}
+
+/// A handler that ignores what it hears.
+struct Quiet;
+
+impl Handler for Quiet {
+    fn ready(&self, _reactor: &Reactor, _readiness: Readiness) {}
 }

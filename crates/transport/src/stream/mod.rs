@@ -215,6 +215,16 @@ impl<P: Pipe> StreamTransport<P> {
         self.peer.get()
     }
 
+    /// True if the pipe is watched edge-triggered
+    /// ([`Pipe::edge_triggered`]): the transport then comes back itself
+    /// for what a read leaves. A diagnostic.
+    pub fn is_edge_triggered(&self) -> bool {
+        self.pipe
+            .borrow()
+            .as_ref()
+            .is_some_and(|pipe| pipe.edge_triggered())
+    }
+
     /// True once the pipe is closed.
     pub fn is_closed(&self) -> bool {
         self.phase.get() == Phase::Closed
@@ -363,7 +373,11 @@ impl<P: Pipe> StreamTransport<P> {
                 state()
             ),
             Phase::Closed => assert!(
-                !queued && has(Flag::WritesClosed) && self.pipe.borrow().is_none() && !producer,
+                !queued
+                    && has(Flag::WritesClosed)
+                    && !has(Flag::ReadPending)
+                    && self.pipe.borrow().is_none()
+                    && !producer,
                 "{}",
                 state()
             ),

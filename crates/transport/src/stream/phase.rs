@@ -276,6 +276,9 @@ impl<P: Pipe> StreamTransport<P> {
         self.flags.set(Flag::WritesClosed, true);
         self.flags.set(Flag::LoseAfterProducer, false);
         self.flags.set(Flag::Gathered, false);
+        // Nothing will be read any more.
+        self.flags.set(Flag::ReadPending, false);
+        self.flags.set(Flag::ReadToEnd, false);
         self.queue.borrow_mut().clear();
         // Dropping the pipe removes it from the reactor and closes it.
         let pipe = self.pipe.borrow_mut().take();

@@ -48,8 +48,8 @@
 //! only with `HalfCloseable`; `ProducerPaused` only with a streaming
 //! producer registered; `PullPending` only with a pull producer
 //! registered; `Processing` and `InterestStale` only while `process`
-//! runs; `ReadPending` only on an edge-triggered pipe, and `ReadToEnd`
-//! only with `ReadPending`. Outside a step, interest follows
+//! runs; `ReadPending` only on an edge-triggered pipe and not once
+//! `Closed`, and `ReadToEnd` only with `ReadPending`. Outside a step, interest follows
 //! from the state (`update_interest`): readable exactly when the table
 //! says the transport reads, writable exactly when it is `Open` or
 //! `Draining` with something queued that is not `Gathered` (gathered

@@ -254,12 +254,7 @@ impl<P: Pipe> StreamTransport<P> {
         // this readiness: until a read shows the pipe drained, bytes may
         // be pending (`process` comes back for them). A short read shows
         // it, unless the readiness told of something a read stops before.
-        let edge = self
-            .pipe
-            .borrow()
-            .as_ref()
-            .is_some_and(|pipe| pipe.edge_triggered());
-        if edge {
+        if self.is_edge_triggered() {
             self.flags.set(Flag::ReadPending, true);
             if readiness.is_read_closed()
                 || readiness.is_hangup()
