@@ -29,10 +29,11 @@ pub trait ReactorSocket {
     /// closed).
     ///
     /// # Errors
-    /// `InvalidInput` if the socket is not a stream socket (on Linux, an
-    /// IP socket must be TCP: TCP connections are watched edge-triggered,
-    /// which is right only for TCP's reads); otherwise if it is not
-    /// connected or cannot be registered. The socket is closed.
+    /// If the socket is not connected; `InvalidInput` if it is connected
+    /// but not a stream socket (on Linux, an IP socket must be TCP or
+    /// Multipath TCP: connections with an IP peer are watched
+    /// edge-triggered, which is right for their reads only); if it cannot
+    /// be registered. The socket is closed.
     #[doc(alias = "adoptStreamConnection")]
     fn adopt_stream_connection<F: Factory>(
         &self,
@@ -57,13 +58,20 @@ impl ReactorSocket for Reactor {
 
 /// Refuses a socket that is not a stream socket: its reads would stop at
 /// each message, which a stream transport is not built for. On Linux an
-/// IP socket must be TCP (one `getsockopt`, `SO_PROTOCOL`): the transport
-/// watches connections with an IP peer edge-triggered, and takes a short
-/// read as "drained", which holds for TCP (not for SCTP's streams).
+/// IP socket must be TCP or Multipath TCP (one `getsockopt`,
+/// `SO_PROTOCOL`): the transport watches connections with an IP peer
+/// edge-triggered, and takes a short read as "drained", which holds for
+/// those (not for SCTP's streams). Elsewhere only the type is checked:
+/// the portable backend watches every socket level-triggered.
 fn check_stream(socket: &Socket, peer: &Address) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     let stream = if matches!(peer, Address::Tcp(_)) {
-        socket.protocol()? == Some(torsion_transport::socket2::Protocol::TCP)
+        use torsion_transport::socket2::Protocol;
+        // Linux's IPPROTO_MPTCP.
+        let mptcp = Protocol::from(262);
+        socket
+            .protocol()?
+            .is_some_and(|protocol| protocol == Protocol::TCP || protocol == mptcp)
     } else {
         socket.r#type()? == torsion_transport::socket2::Type::STREAM
     };

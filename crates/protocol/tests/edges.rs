@@ -252,3 +252,35 @@ fn a_socket_that_is_not_a_stream_is_not_adopted_as_one() {
         .unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
 }
+
+#[test]
+fn a_multipath_tcp_connection_is_adopted_and_served() {
+    use torsion_protocol::socket2::{Domain, Protocol as SocketProtocol, SockAddr, Socket, Type};
+    use torsion_protocol::ReactorSocket;
+    let _fds = DescriptorGuard::new();
+    let (_watchdog, reactor) = support::reactor();
+    // Linux's IPPROTO_MPTCP (5.6 and later, when net.mptcp.enabled).
+    let mptcp = SocketProtocol::from(262);
+    let Ok(listener) = Socket::new(Domain::IPV4, Type::STREAM, Some(mptcp)) else {
+        println!("\nSKIPPED a_multipath_tcp_connection_is_adopted_and_served: no MPTCP here\n");
+        return;
+    };
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&SockAddr::from(loopback)).unwrap();
+    listener.listen(8).unwrap();
+    let client = Socket::new(Domain::IPV4, Type::STREAM, Some(mptcp)).unwrap();
+    client.connect(&listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let log: Log = Rc::default();
+    let record = log.clone();
+    let adopted =
+        reactor.adopt_stream_connection(server, &support::Build(move || Record(record.clone())));
+    assert!(matches!(adopted, Ok(true)), "{adopted:?}");
+    (&client).write_all(b"hello").unwrap();
+    let seen = log.clone();
+    assert!(
+        turn_until(&reactor, || received(&seen) == "hello"),
+        "{:?}",
+        log.borrow()
+    );
+}

@@ -81,7 +81,9 @@ pub(crate) struct Inner {
     pub(crate) sources: RefCell<Sources>,
     timers: RefCell<TimerQueue>,
     soon: RefCell<VecDeque<Callback>>,
-    pub(crate) woken: RefCell<Vec<usize>>,
+    /// Sources to dispatch with `Readiness::WOKEN` at the end of the turn:
+    /// `(key, registration id)`, each registration at most once.
+    pub(crate) woken: RefCell<Vec<(usize, u64)>>,
     continuations: RefCell<Slab<Continuation>>,
     pub(crate) tasks: Executor,
     pool: ThreadPool,
@@ -628,10 +630,11 @@ impl Reactor {
             return;
         }
         let mut woken = std::mem::take(&mut *inner.woken.borrow_mut());
-        for &key in &woken {
+        for &(key, id) in &woken {
             // From here a wake queues the source again, for the next turn.
-            inner.sources.borrow_mut().clear_woken(key);
-            self.dispatch(key, Readiness::WOKEN);
+            if inner.sources.borrow_mut().take_woken(key, id) {
+                self.dispatch(key, Readiness::WOKEN);
+            }
         }
         // The list's allocation is kept for the next turn's wakes, unless
         // sources woke during this phase (their list is kept instead).
@@ -889,7 +892,11 @@ mod tests {
     fn woken_list_keeps_its_allocation_across_turns() {
         let reactor = Reactor::new().unwrap();
         // Keys with no source behind them are skipped by the dispatch.
-        reactor.inner().woken.borrow_mut().extend([7, 7, 9]);
+        reactor
+            .inner()
+            .woken
+            .borrow_mut()
+            .extend([(7, 0), (7, 0), (9, 1)]);
         let capacity = reactor.inner().woken.borrow().capacity();
         assert!(capacity >= 3);
         reactor.iterate(Duration::ZERO).unwrap();

@@ -25,9 +25,10 @@ use crate::slab::Slab;
 /// Sources registered with [`Reactor::register`] are watched
 /// level-triggered: whatever the handler leaves unconsumed (unread data, a
 /// pending error) is reported again on the next turn. A handler must
-/// therefore consume what it is told about or lower its interest. Errors and hang-ups reported while the interest is
-/// [`Interest::NONE`] are the exception the reactor handles itself: it
-/// stops watching the source until the interest changes.
+/// therefore consume what it is told about or lower its interest. Errors
+/// and hang-ups reported while the interest is [`Interest::NONE`] are the
+/// exception the reactor handles itself: it stops watching the source
+/// until the interest changes.
 ///
 /// A source registered with [`Reactor::register_edge`] is watched
 /// edge-triggered where the poller can (epoll): readiness is reported
@@ -186,11 +187,17 @@ impl Sources {
             .is_some_and(|source| !std::mem::replace(&mut source.woken, true))
     }
 
-    /// Clears the woken mark of `key` (its dispatch is about to run), so
-    /// that a wake from now on queues it again.
-    pub(crate) fn clear_woken(&mut self, key: usize) {
-        if let Some(source) = self.slab.get_mut(key) {
-            source.woken = false;
+    /// Clears the woken mark of registration `key`/`id` (its dispatch is
+    /// about to run, and a wake from now on queues it again); false if
+    /// that registration is gone (its key may have gone to another one,
+    /// which must not get its wake-up).
+    pub(crate) fn take_woken(&mut self, key: usize, id: u64) -> bool {
+        match self.get_mut(key, id) {
+            Some(source) => {
+                source.woken = false;
+                true
+            }
+            None => false,
         }
     }
 
@@ -223,7 +230,7 @@ impl Reactor {
             .try_borrow_mut()
             .map_or(true, |mut sources| sources.wake(key, id));
         if first {
-            inner.woken.borrow_mut().push(key);
+            inner.woken.borrow_mut().push((key, id));
         }
     }
 

@@ -25,10 +25,10 @@ use crate::transport::{Keepalive, PeerCredentials};
 /// Make one with [`SocketTransport::accepted`] or
 /// [`SocketTransport::connecting`]; the handler those register calls
 /// [`StreamTransport::process`] with each readiness event. A socket whose
-/// `peer` is a TCP address must be a TCP socket: it is registered
-/// edge-triggered ([`Reactor::register_edge`]), which relies on TCP's
-/// reads stopping short only when drained or before what the readiness
-/// reports; every other socket is registered level-triggered.
+/// `peer` is a TCP address must be a TCP (or Multipath TCP) socket: it is
+/// registered edge-triggered ([`Reactor::register_edge`]), which relies
+/// on TCP's reads stopping short only when drained or before what the
+/// readiness reports; every other socket is registered level-triggered.
 pub type SocketTransport = StreamTransport<Registration<Socket>>;
 
 impl SocketTransport {
