@@ -29,8 +29,11 @@ pub trait ReactorSocket {
     /// closed).
     ///
     /// # Errors
-    /// If the socket is not connected or cannot be registered; it is
-    /// closed.
+    /// If the socket is not connected; `InvalidInput` if it is connected
+    /// but not a stream socket (on Linux, an IP socket must be TCP or
+    /// Multipath TCP: connections with an IP peer are watched
+    /// edge-triggered, which is right for their reads only); if it cannot
+    /// be registered. The socket is closed.
     #[doc(alias = "adoptStreamConnection")]
     fn adopt_stream_connection<F: Factory>(
         &self,
@@ -46,8 +49,43 @@ impl ReactorSocket for Reactor {
         factory: &F,
     ) -> io::Result<bool> {
         let socket = socket.into();
-        socket.set_nonblocking(true)?;
         let peer = Address::from_sockaddr(&socket.peer_addr()?);
+        check_stream(&socket, &peer)?;
+        socket.set_nonblocking(true)?;
         port::serve(self, factory, socket, peer)
+    }
+}
+
+/// Refuses a socket that is not a stream socket: its reads would stop at
+/// each message, which a stream transport is not built for. On Linux an
+/// IP socket must be TCP or Multipath TCP (one `getsockopt`,
+/// `SO_PROTOCOL`): the transport watches connections with an IP peer
+/// edge-triggered, and takes a short read as "drained", which holds for
+/// those (not for SCTP's streams). Elsewhere only the type is checked:
+/// the portable backend watches every socket level-triggered.
+fn check_stream(socket: &Socket, peer: &Address) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    let stream = if matches!(peer, Address::Tcp(_)) {
+        use torsion_transport::socket2::Protocol;
+        // Linux's IPPROTO_MPTCP.
+        let mptcp = Protocol::from(262);
+        socket
+            .protocol()?
+            .is_some_and(|protocol| protocol == Protocol::TCP || protocol == mptcp)
+    } else {
+        socket.r#type()? == torsion_transport::socket2::Type::STREAM
+    };
+    #[cfg(not(target_os = "linux"))]
+    let stream = {
+        let _ = peer;
+        socket.r#type()? == torsion_transport::socket2::Type::STREAM
+    };
+    if stream {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "adopt_stream_connection: not a TCP or Unix stream socket",
+        ))
     }
 }

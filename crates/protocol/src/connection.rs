@@ -92,12 +92,12 @@ impl<P: Protocol, T: Pipe + 'static> Driver<P, T> {
     /// Handles readiness; returns what the transport reported.
     pub(crate) fn ready(&self, readiness: Readiness) -> Progress {
         let _span = self.span.as_deref().map(tracing::Span::enter);
-        let progress = self.transport.process(readiness, &mut |data| {
+        let mut on_data = |data: &[u8]| {
             self.call("data_received", |protocol, transport| {
                 protocol.data_received(transport, data);
             });
-        });
-        let mut progress = progress;
+        };
+        let mut progress = self.transport.process(readiness, &mut on_data);
         loop {
             let events = self.transport.take_half_close_events();
             if !events.read_closed && !events.write_closed {
@@ -115,7 +115,9 @@ impl<P: Protocol, T: Pipe + 'static> Driver<P, T> {
             }
             // A half-close callback may have half-closed or closed in turn.
             if let Progress::Pending = progress {
-                progress = self.transport.process(Readiness::WOKEN, &mut |_| {});
+                // A step may read (an edge-triggered pipe's pending read):
+                // its data goes to the protocol as any other.
+                progress = self.transport.process(Readiness::WOKEN, &mut on_data);
             }
         }
     }

@@ -93,6 +93,7 @@ const ERROR: u8 = 1 << 2;
 const HANGUP: u8 = 1 << 3;
 const READ_CLOSED: u8 = 1 << 4;
 const WOKEN: u8 = 1 << 5;
+const PRIORITY: u8 = 1 << 6;
 
 impl Readiness {
     /// The source may be read (or accepted from) without blocking.
@@ -105,14 +106,16 @@ impl Readiness {
     pub const WOKEN: Readiness = Readiness(WOKEN);
 
     /// Readiness as a platform poller reports it: the two directions, an
-    /// error condition, a hang-up (both directions closed), and the peer
-    /// having closed its writing side (not reported by every platform).
+    /// error condition, a hang-up (both directions closed), the peer
+    /// having closed its writing side, and urgent data (the last two not
+    /// reported by every platform).
     pub(crate) fn from_poller(
         readable: bool,
         writable: bool,
         error: bool,
         hangup: bool,
         read_closed: bool,
+        priority: bool,
     ) -> Readiness {
         let bit = |on: bool, bit: u8| if on { bit } else { 0 };
         Readiness(
@@ -120,16 +123,18 @@ impl Readiness {
                 | bit(writable, WRITABLE)
                 | bit(error, ERROR)
                 | bit(hangup, HANGUP)
-                | bit(read_closed, READ_CLOSED),
+                | bit(read_closed, READ_CLOSED)
+                | bit(priority, PRIORITY),
         )
     }
 
     /// Keeps only the directions `interest` asks for (the peer's end of
-    /// stream goes with reading); errors, hang-ups and wake-ups stay.
+    /// stream and urgent data go with reading); errors, hang-ups and
+    /// wake-ups stay.
     pub(crate) fn masked(self, interest: Interest) -> Readiness {
-        let mut keep = !(READABLE | WRITABLE | READ_CLOSED);
+        let mut keep = !(READABLE | WRITABLE | READ_CLOSED | PRIORITY);
         if interest.is_readable() {
-            keep |= READABLE | READ_CLOSED;
+            keep |= READABLE | READ_CLOSED | PRIORITY;
         }
         if interest.is_writable() {
             keep |= WRITABLE;
@@ -175,6 +180,17 @@ impl Readiness {
         self.has(READ_CLOSED)
     }
 
+    /// True if the source reported urgent data (epoll's `EPOLLPRI`; for a
+    /// TCP socket, data the peer sent out of band), with the readable
+    /// flag set as well. Asked for only by sources registered with
+    /// [`Reactor::register_edge`](crate::Reactor::register_edge), with
+    /// readable interest, on Linux's direct backend. A TCP read stops
+    /// short at the urgent byte, so a short read then does not mean the
+    /// socket is drained.
+    pub fn is_priority(self) -> bool {
+        self.has(PRIORITY)
+    }
+
     /// True if the handler was woken by
     /// [`Registration::wake`](crate::Registration::wake).
     pub fn is_woken(self) -> bool {
@@ -198,6 +214,7 @@ impl std::fmt::Debug for Readiness {
             (HANGUP, "HANGUP"),
             (READ_CLOSED, "READ_CLOSED"),
             (WOKEN, "WOKEN"),
+            (PRIORITY, "PRIORITY"),
         ];
         let mut first = true;
         f.write_str("Readiness(")?;
@@ -220,12 +237,14 @@ mod tests {
 
     #[test]
     fn masking_keeps_errors_and_hangups_whatever_the_interest() {
-        let all = Readiness::from_poller(true, true, true, true, true);
+        let all = Readiness::from_poller(true, true, true, true, true, true);
         let none = all.masked(Interest::NONE);
         assert!(!none.is_readable() && !none.is_writable());
         assert!(none.is_error() && none.is_hangup() && !none.is_read_closed());
+        assert!(!none.is_priority());
         let read = all.masked(Interest::READABLE);
         assert!(read.is_readable() && !read.is_writable() && read.is_read_closed());
+        assert!(read.is_priority());
         assert_eq!(
             format!("{:?}", Readiness::READABLE | Readiness::WOKEN),
             "Readiness(READABLE | WOKEN)"

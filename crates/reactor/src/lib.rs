@@ -9,7 +9,8 @@
 //!
 //! - **I/O readiness** of registered sockets ([`Reactor::register`],
 //!   routed to a [`Handler`]). Sources are watched level-triggered where the
-//!   platform allows, so no re-arming system call is spent per event.
+//!   platform allows, so no re-arming system call is spent per event, or
+//!   edge-triggered ([`Reactor::register_edge`], used for connections).
 //! - **Timers**: [`Reactor::call_later`] returns a [`DelayedCall`] that can
 //!   be cancelled, reset or delayed; [`Reactor::call_soon`] runs work on the
 //!   next turn; a [`LoopingCall`] repeats work at an interval.

@@ -81,7 +81,9 @@ pub(crate) struct Inner {
     pub(crate) sources: RefCell<Sources>,
     timers: RefCell<TimerQueue>,
     soon: RefCell<VecDeque<Callback>>,
-    pub(crate) woken: RefCell<Vec<usize>>,
+    /// Sources to dispatch with `Readiness::WOKEN` at the end of the turn:
+    /// `(key, registration id)`, each registration at most once.
+    pub(crate) woken: RefCell<Vec<(usize, u64)>>,
     continuations: RefCell<Slab<Continuation>>,
     pub(crate) tasks: Executor,
     pool: ThreadPool,
@@ -550,10 +552,11 @@ impl Reactor {
         // This may be the last reference (the handler dropped its own
         // registration), and a drop runs user code too.
         panics::isolate(self, "dropping an I/O handler", move || drop(handler));
-        // Level-triggered, an error or hang-up is reported again on every
-        // wait until the source is closed. If its handler panicked, or
-        // heard one and still wants nothing, nobody will consume it: take
-        // the source out of the poller until its interest changes.
+        // A level-triggered source's error or hang-up is reported again on
+        // every wait until the source is closed (an edge-triggered one's
+        // once). If its handler panicked, or heard one and still wants
+        // nothing, nobody will consume it: take the source out of the
+        // poller until its interest changes (adding it back looks again).
         let unconsumed = (readiness.is_error() || readiness.is_hangup())
             && inner
                 .sources
@@ -627,12 +630,11 @@ impl Reactor {
             return;
         }
         let mut woken = std::mem::take(&mut *inner.woken.borrow_mut());
-        let mut last = None;
-        for &key in &woken {
-            if last != Some(key) {
+        for &(key, id) in &woken {
+            // From here a wake queues the source again, for the next turn.
+            if inner.sources.borrow_mut().take_woken(key, id) {
                 self.dispatch(key, Readiness::WOKEN);
             }
-            last = Some(key);
         }
         // The list's allocation is kept for the next turn's wakes, unless
         // sources woke during this phase (their list is kept instead).
@@ -890,7 +892,11 @@ mod tests {
     fn woken_list_keeps_its_allocation_across_turns() {
         let reactor = Reactor::new().unwrap();
         // Keys with no source behind them are skipped by the dispatch.
-        reactor.inner().woken.borrow_mut().extend([7, 7, 9]);
+        reactor
+            .inner()
+            .woken
+            .borrow_mut()
+            .extend([(7, 0), (7, 0), (9, 1)]);
         let capacity = reactor.inner().woken.borrow().capacity();
         assert!(capacity >= 3);
         reactor.iterate(Duration::ZERO).unwrap();

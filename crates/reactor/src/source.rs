@@ -22,12 +22,21 @@ use crate::slab::Slab;
 /// reactor freely from inside the call: schedule timers, register or drop
 /// other sources, drop its own registration, stop the reactor.
 ///
-/// Sources are watched level-triggered: whatever the handler leaves
-/// unconsumed (unread data, a pending error) is reported again on the next
-/// turn. A handler must therefore consume what it is told about or lower
-/// its interest. Errors and hang-ups reported while the interest is
-/// [`Interest::NONE`] are the exception the reactor handles itself: it
-/// stops watching the source until the interest changes.
+/// Sources registered with [`Reactor::register`] are watched
+/// level-triggered: whatever the handler leaves unconsumed (unread data, a
+/// pending error) is reported again on the next turn. A handler must
+/// therefore consume what it is told about or lower its interest. Errors
+/// and hang-ups reported while the interest is [`Interest::NONE`] are the
+/// exception the reactor handles itself: it stops watching the source
+/// until the interest changes.
+///
+/// A source registered with [`Reactor::register_edge`] is watched
+/// edge-triggered where the poller can (epoll): readiness is reported
+/// when it arises, not again on every turn while it lasts. Its handler
+/// must go on reading (or writing) until the kernel says there is nothing
+/// more for now, or remember what it left and wake itself
+/// ([`Registration::wake`]) to finish it; a change of interest reports
+/// whatever is ready at that moment again.
 ///
 /// A panic in a handler is caught, logged and counted (see
 /// [`Reactor::caught_panic_count`]); the reactor then stops watching that
@@ -74,6 +83,11 @@ pub(crate) struct Source {
     /// hang-up with nothing wanted, or after its handler panicked. A
     /// change of interest puts it back.
     parked: bool,
+    /// Registered edge-triggered ([`Reactor::register_edge`]).
+    edge: bool,
+    /// In the reactor's woken list, not dispatched yet: a second wake
+    /// before that dispatch adds nothing (see [`Sources::wake`]).
+    woken: bool,
     /// Tells this registration from a later one that reuses the key.
     id: u64,
 }
@@ -105,7 +119,7 @@ impl Source {
         if self.process.is_some() {
             return Ok(());
         }
-        shared.with_poller(|poller| poller.modify(self.fd(), key, self.interest))
+        shared.with_poller(|poller| poller.modify(self.fd(), key, self.interest, self.edge))
     }
 
     /// Takes the source out of the poller.
@@ -163,6 +177,30 @@ impl Sources {
         self.slab.drain()
     }
 
+    /// Marks registration `key`/`id` woken; true if it was not already
+    /// (then the caller queues it). A source is in the woken list at most
+    /// once, however often it is woken before its dispatch: a handler
+    /// that wakes itself at each step cannot make the list, or a turn,
+    /// grow.
+    pub(crate) fn wake(&mut self, key: usize, id: u64) -> bool {
+        self.get_mut(key, id)
+            .is_some_and(|source| !std::mem::replace(&mut source.woken, true))
+    }
+
+    /// Clears the woken mark of registration `key`/`id` (its dispatch is
+    /// about to run, and a wake from now on queues it again); false if
+    /// that registration is gone (its key may have gone to another one,
+    /// which must not get its wake-up).
+    pub(crate) fn take_woken(&mut self, key: usize, id: u64) -> bool {
+        match self.get_mut(key, id) {
+            Some(source) => {
+                source.woken = false;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Takes registration `key`/`id` out of the poller, if it is still
     /// there, until its interest changes. Returns true if it did.
     pub(crate) fn park(&mut self, shared: &Shared, key: usize, id: u64) -> bool {
@@ -181,6 +219,21 @@ impl Sources {
 }
 
 impl Reactor {
+    /// Queues source `key`/`id` for a [`Readiness::WOKEN`] dispatch, unless
+    /// it is queued already.
+    fn wake_source(&self, key: usize, id: u64) {
+        let inner = self.inner();
+        // The table is never borrowed while user code runs; should it be
+        // here, queue anyway (a second dispatch is harmless).
+        let first = inner
+            .sources
+            .try_borrow_mut()
+            .map_or(true, |mut sources| sources.wake(key, id));
+        if first {
+            inner.woken.borrow_mut().push((key, id));
+        }
+    }
+
     /// Registers `source` with the poller and routes its readiness to
     /// `handler` until the returned [`Registration`] is dropped.
     ///
@@ -199,6 +252,56 @@ impl Reactor {
     where
         S: AsFd + 'static,
     {
+        self.register_with(source, interest, false, handler)
+    }
+
+    /// Registers `source` as [`Reactor::register`] does, but watched
+    /// edge-triggered where the poller supports it (epoll on Linux; see
+    /// [`Registration::is_edge_triggered`]): readiness is reported when it
+    /// arises, and not again on each turn while it lasts. A wait then
+    /// costs the kernel no second look at each source it reported the
+    /// time before, which a level-triggered source costs whether or not
+    /// it is still ready.
+    ///
+    /// The handler takes on the rule in [`Handler`]'s documentation:
+    /// consume readiness until the kernel reports nothing more, or wake
+    /// itself to go on later. A read that returns `WouldBlock` shows
+    /// that; so does a TCP read shorter than its buffer, unless the
+    /// readiness also told of the peer's end of stream, an error or
+    /// urgent data ([`Readiness::is_read_closed`], [`Readiness::is_hangup`],
+    /// [`Readiness::is_error`], [`Readiness::is_priority`]), which a read
+    /// stops short before. (A Unix stream read also stops short after a
+    /// message that carried descriptors, with nothing in the readiness to
+    /// say so: Torsion watches Unix connections level-triggered.) Where the poller has no
+    /// edge-triggered mode the source is watched as `register` watches it,
+    /// which reports at least as often, so such a handler is correct
+    /// everywhere.
+    ///
+    /// # Errors
+    /// If the poller refuses the source.
+    pub fn register_edge<S>(
+        &self,
+        source: S,
+        interest: Interest,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<Registration<S>>
+    where
+        S: AsFd + 'static,
+    {
+        self.register_with(source, interest, true, handler)
+    }
+
+    fn register_with<S>(
+        &self,
+        source: S,
+        interest: Interest,
+        edge: bool,
+        handler: Rc<dyn Handler>,
+    ) -> io::Result<Registration<S>>
+    where
+        S: AsFd + 'static,
+    {
+        let edge = edge && crate::sys::Poller::EDGE_TRIGGERED;
         let inner = self.inner();
         let fd = source.as_fd().as_raw_fd();
         let (key, id) = {
@@ -218,6 +321,8 @@ impl Reactor {
                 process: None,
                 interest,
                 parked: false,
+                edge,
+                woken: false,
                 id,
             });
             (key, id)
@@ -228,7 +333,7 @@ impl Reactor {
             // `Drop` deletes the source from the poller before the source
             // itself is dropped. If the reactor goes first, the poller is
             // closed and forgets the source by itself.
-            unsafe { poller.add(fd, key, interest) }
+            unsafe { poller.add(fd, key, interest, edge) }
         });
         if let Err(e) = added {
             let source = inner.sources.borrow_mut().slab.remove(key);
@@ -239,6 +344,7 @@ impl Reactor {
             source,
             key,
             id,
+            edge,
             interest: Cell::new(interest),
             shared: inner.shared.clone(),
             reactor: self.downgrade(),
@@ -259,6 +365,8 @@ pub struct Registration<S: AsFd> {
     source: S,
     key: usize,
     id: u64,
+    /// Watched edge-triggered (asked for, and the poller can).
+    edge: bool,
     interest: Cell<Interest>,
     shared: Arc<Shared>,
     reactor: WeakReactor,
@@ -278,6 +386,14 @@ impl<S: AsFd> Registration<S> {
     /// The current interest.
     pub fn interest(&self) -> Interest {
         self.interest.get()
+    }
+
+    /// True if the poller watches this source edge-triggered: it was
+    /// registered with [`Reactor::register_edge`] and the poller has that
+    /// mode (epoll). False for [`Reactor::register`], and on the portable
+    /// backend, which watches every source as `register` does.
+    pub fn is_edge_triggered(&self) -> bool {
+        self.edge
     }
 
     /// Changes what the source is watched for. Does nothing (and makes no
@@ -305,13 +421,13 @@ impl<S: AsFd> Registration<S> {
                 // the descriptor and deletes it from the poller before
                 // closing it.
                 self.shared.with_poller(|poller| unsafe {
-                    poller.add(fd.as_raw_fd(), self.key, interest)
+                    poller.add(fd.as_raw_fd(), self.key, interest, self.edge)
                 })?;
                 source.parked = false;
             }
         } else {
             self.shared
-                .with_poller(|poller| poller.modify(fd, self.key, interest))?;
+                .with_poller(|poller| poller.modify(fd, self.key, interest, self.edge))?;
         }
         // Only what the poller accepted is recorded.
         source.interest = interest;
@@ -329,7 +445,7 @@ impl<S: AsFd> Registration<S> {
     /// gathered. Costs no system call.
     pub fn wake(&self) {
         if let Some(reactor) = self.reactor.upgrade() {
-            reactor.inner().woken.borrow_mut().push(self.key);
+            reactor.wake_source(self.key, self.id);
         }
     }
 }
@@ -363,6 +479,7 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for Registration<S> {
             .field("source", &self.source)
             .field("key", &self.key)
             .field("interest", &self.interest.get())
+            .field("edge", &self.edge)
             .finish()
     }
 }
@@ -416,7 +533,7 @@ mod kqueue_process {
         /// and not every system reports that). Costs no system call.
         pub fn wake(&self) {
             if let Some(reactor) = self.reactor.upgrade() {
-                reactor.inner().woken.borrow_mut().push(self.key);
+                reactor.wake_source(self.key, self.id);
             }
         }
     }
@@ -476,6 +593,8 @@ mod kqueue_process {
                     process: Some(pid),
                     interest: Interest::READABLE,
                     parked: false,
+                    edge: false,
+                    woken: false,
                     id,
                 });
                 (key, id)

@@ -24,7 +24,11 @@ use crate::transport::{Keepalive, PeerCredentials};
 ///
 /// Make one with [`SocketTransport::accepted`] or
 /// [`SocketTransport::connecting`]; the handler those register calls
-/// [`StreamTransport::process`] with each readiness event.
+/// [`StreamTransport::process`] with each readiness event. A socket whose
+/// `peer` is a TCP address must be a TCP (or Multipath TCP) socket: it is
+/// registered edge-triggered ([`Reactor::register_edge`]), which relies
+/// on TCP's reads stopping short only when drained or before what the
+/// readiness reports; every other socket is registered level-triggered.
 pub type SocketTransport = StreamTransport<Registration<Socket>>;
 
 impl SocketTransport {
@@ -69,8 +73,21 @@ impl SocketTransport {
         opening: Opening,
         make_handler: impl FnOnce(Rc<SocketTransport>) -> Rc<dyn Handler>,
     ) -> io::Result<Rc<SocketTransport>> {
+        // TCP connections are watched edge-triggered: the loop's wait need
+        // not look again at every socket it reported the time before (see
+        // `Pipe::edge_triggered` for how the transport keeps up). Unix
+        // stream sockets stay level-triggered: their read also stops short
+        // after a message that carried descriptors or, with `SO_PASSCRED`,
+        // where the sender's credentials change, and nothing in the
+        // readiness tells that apart from "drained".
+        let edge = matches!(peer, Address::Tcp(_));
         StreamTransport::new(reactor, peer, opening, |transport, interest| {
-            reactor.register(socket, interest, make_handler(transport.clone()))
+            let handler = make_handler(transport.clone());
+            if edge {
+                reactor.register_edge(socket, interest, handler)
+            } else {
+                reactor.register(socket, interest, handler)
+            }
         })
     }
 }
@@ -104,6 +121,10 @@ impl Pipe for Registration<Socket> {
 
     fn wake(&self) {
         Registration::wake(self);
+    }
+
+    fn edge_triggered(&self) -> bool {
+        self.is_edge_triggered()
     }
 
     fn finish_connect(&self) -> io::Result<()> {

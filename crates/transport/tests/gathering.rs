@@ -9,11 +9,15 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod support;
+
 use bytes::Bytes;
 use torsion_reactor::testing::{guarded_reactor, DescriptorGuard};
-use torsion_reactor::{Handler, Interest, Reactor, Readiness, Registration};
+use torsion_reactor::{Interest, Reactor, Registration};
 use torsion_transport::driver::{Opening, Pipe, StreamTransport};
 use torsion_transport::{Address, Transport};
+
+use support::Drive;
 
 /// A registered Unix stream that counts the send calls made on it, and
 /// the interest changes asked of it.
@@ -54,22 +58,7 @@ impl Pipe for Counted {
     }
 }
 
-type OnData = Box<dyn Fn(&StreamTransport<Counted>, &[u8])>;
-
-/// Hands what the transport reads to `on_data`.
-struct Drive {
-    transport: RefCell<Option<Rc<StreamTransport<Counted>>>>,
-    on_data: OnData,
-}
-
-impl Handler for Drive {
-    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
-        let transport = self.transport.borrow().clone();
-        if let Some(transport) = transport {
-            transport.process(readiness, &mut |data| (self.on_data)(&transport, data));
-        }
-    }
-}
+type OnData = support::OnData<Counted>;
 
 struct Connection {
     transport: Rc<StreamTransport<Counted>>,
@@ -84,10 +73,7 @@ fn connect(reactor: &Reactor, on_data: OnData) -> Connection {
     peer.set_nonblocking(true).unwrap();
     let sends = Rc::new(Cell::new(0));
     let interest_changes = Rc::new(Cell::new(0));
-    let drive = Rc::new(Drive {
-        transport: RefCell::new(None),
-        on_data,
-    });
+    let drive = Drive::new(on_data);
     let transport =
         StreamTransport::new(reactor, Address::Unknown, Opening::Open, |_, interest| {
             Ok(Counted {

@@ -1,5 +1,6 @@
-//! Direct epoll: level-triggered registrations, one system call per wait,
-//! and an eventfd for wake-ups that is read only when it fired.
+//! Direct epoll: level-triggered registrations (edge-triggered where the
+//! caller asks), one system call per wait, and an eventfd for wake-ups that
+//! is read only when it fired.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -26,13 +27,20 @@ fn check(result: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn flags(interest: Interest) -> u32 {
-    let mut flags = 0;
+fn flags(interest: Interest, edge: bool) -> u32 {
+    let mut flags = if edge { libc::EPOLLET as u32 } else { 0 };
     if interest.is_readable() {
         // The peer's end of stream is asked for with reading only: level-
         // triggered, it stays set once the peer has closed, so a source
         // that is not reading must not hear it.
         flags |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        if edge {
+            // Urgent data stops a TCP read short before the rest: an
+            // edge-triggered reader must know to read on (see
+            // `Readiness::is_priority`). Level-triggered, the next wait
+            // reports the rest anyway.
+            flags |= libc::EPOLLPRI as u32;
+        }
     }
     if interest.is_writable() {
         flags |= libc::EPOLLOUT as u32;
@@ -68,6 +76,9 @@ impl Poller {
         Ok(poller)
     }
 
+    /// Edge-triggered registrations are honoured (`EPOLLET`).
+    pub(crate) const EDGE_TRIGGERED: bool = true;
+
     /// Level-triggered registrations never need re-arming.
     pub(crate) fn needs_rearm(&self) -> bool {
         false
@@ -84,12 +95,18 @@ impl Poller {
         Ok(())
     }
 
-    /// Registers `fd` under `key`.
+    /// Registers `fd` under `key`, edge-triggered if `edge`.
     ///
     /// # Safety
     /// `fd` must stay open until it is removed with [`Poller::delete`].
-    pub(crate) unsafe fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, key as u64, flags(interest))
+    pub(crate) unsafe fn add(
+        &self,
+        fd: RawFd,
+        key: usize,
+        interest: Interest,
+        edge: bool,
+    ) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, key as u64, flags(interest, edge))
     }
 
     pub(crate) fn modify(
@@ -97,12 +114,15 @@ impl Poller {
         fd: BorrowedFd<'_>,
         key: usize,
         interest: Interest,
+        edge: bool,
     ) -> io::Result<()> {
+        // The kernel checks the descriptor's state again on a change, so
+        // an edge-triggered source that is ready now is reported once more.
         self.ctl(
             libc::EPOLL_CTL_MOD,
             fd.as_raw_fd(),
             key as u64,
-            flags(interest),
+            flags(interest, edge),
         )
     }
 
@@ -196,6 +216,7 @@ impl Events {
                     flags & libc::EPOLLERR as u32 != 0,
                     flags & libc::EPOLLHUP as u32 != 0,
                     flags & libc::EPOLLRDHUP as u32 != 0,
+                    flags & libc::EPOLLPRI as u32 != 0,
                 );
                 (event.u64 as usize, readiness)
             })

@@ -37,6 +37,11 @@ impl Poller {
         Ok(Poller { poller, mode })
     }
 
+    /// Edge-triggered registrations are watched in the poller's one mode
+    /// (level or oneshot), which reports at least as often: a handler
+    /// written for edges is correct under it.
+    pub(crate) const EDGE_TRIGGERED: bool = false;
+
     pub(crate) fn needs_rearm(&self) -> bool {
         self.mode == PollMode::Oneshot
     }
@@ -45,7 +50,13 @@ impl Poller {
     ///
     /// # Safety
     /// `fd` must stay open until it is removed with [`Poller::delete`].
-    pub(crate) unsafe fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
+    pub(crate) unsafe fn add(
+        &self,
+        fd: RawFd,
+        key: usize,
+        interest: Interest,
+        _edge: bool,
+    ) -> io::Result<()> {
         // SAFETY: forwarded from this function's contract.
         unsafe {
             self.poller
@@ -58,6 +69,7 @@ impl Poller {
         fd: BorrowedFd<'_>,
         key: usize,
         interest: Interest,
+        _edge: bool,
     ) -> io::Result<()> {
         self.poller
             .modify_with_mode(fd, event(key, interest), self.mode)
@@ -138,6 +150,7 @@ impl Events {
                 event.writable || error || hangup,
                 error,
                 hangup,
+                false,
                 false,
             );
             (event.key, readiness)

@@ -200,7 +200,8 @@ impl<P: Pipe> StreamTransport<P> {
                 conn = self.id,
                 "write buffer below low watermark; reading resumed"
             );
-            // Level-triggered readiness reports data that arrived meanwhile.
+            // The poller reports data that arrived meanwhile (see
+            // `resume_reading`).
             self.update_interest();
         }
         let Some(producer) = self.producer.get() else {

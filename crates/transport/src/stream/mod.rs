@@ -217,6 +217,16 @@ impl<P: Pipe> StreamTransport<P> {
         self.peer.get()
     }
 
+    /// True if the pipe is watched edge-triggered
+    /// ([`Pipe::edge_triggered`]): the transport then comes back itself
+    /// for what a read leaves. A diagnostic.
+    pub fn is_edge_triggered(&self) -> bool {
+        self.pipe
+            .borrow()
+            .as_ref()
+            .is_some_and(|pipe| pipe.edge_triggered())
+    }
+
     /// True once the pipe is closed.
     pub fn is_closed(&self) -> bool {
         self.phase.get() == Phase::Closed
@@ -244,8 +254,10 @@ impl<P: Pipe> StreamTransport<P> {
                 if readiness.is_writable() {
                     self.flush();
                 }
-                if readiness.is_readable() {
-                    self.read(on_data);
+                // An edge-triggered pipe's read that stopped before the pipe
+                // was drained goes on whatever woke us (see `ReadPending`).
+                if readiness.is_readable() || self.flags.has(Flag::ReadPending) {
+                    self.read(readiness, on_data);
                 }
                 // An error that no read will surface now (reading paused,
                 // stopped, or never wanted): take it, after the data that
@@ -272,6 +284,7 @@ impl<P: Pipe> StreamTransport<P> {
                 self.wake();
             }
         }
+        self.come_back_for_pending_read();
         self.check_state();
         progress
     }
@@ -362,7 +375,11 @@ impl<P: Pipe> StreamTransport<P> {
                 state()
             ),
             Phase::Closed => assert!(
-                !queued && has(Flag::WritesClosed) && self.pipe.borrow().is_none() && !producer,
+                !queued
+                    && has(Flag::WritesClosed)
+                    && !has(Flag::ReadPending)
+                    && self.pipe.borrow().is_none()
+                    && !producer,
                 "{}",
                 state()
             ),
@@ -386,6 +403,11 @@ impl<P: Pipe> StreamTransport<P> {
         );
         assert!(
             !has(Flag::PullPending) || (producer && !has(Flag::Streaming)),
+            "{}",
+            state()
+        );
+        assert!(
+            !has(Flag::ReadToEnd) || has(Flag::ReadPending),
             "{}",
             state()
         );
@@ -455,7 +477,9 @@ impl<P: Pipe> Transport for StreamTransport<P> {
 
     fn resume_reading(&self) {
         if self.flags.replace(Flag::ReadingPaused, false) {
-            // Level-triggered readiness reports data that arrived meanwhile.
+            // The poller reports data that arrived meanwhile (the change
+            // of interest has it look again); what a read left on an
+            // edge-triggered pipe, the transport comes back for.
             self.update_interest();
         }
     }

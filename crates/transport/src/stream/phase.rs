@@ -230,6 +230,22 @@ impl<P: Pipe> StreamTransport<P> {
         };
         if let Err(e) = result {
             self.fail(e);
+        } else if !self.flags.has(Flag::Processing) {
+            // Reading again, as from `resume_reading` (inside a step,
+            // `process` does this once at its end).
+            self.come_back_for_pending_read();
+        }
+    }
+
+    /// Wakes the handler if an edge-triggered pipe may hold bytes its
+    /// last read left ([`Flag::ReadPending`]) and the transport reads: the
+    /// poller will not report them again, and the wake's step reads them.
+    /// Without this, reading paused and resumed within one step (no change
+    /// of interest reaches the poller), or a read stopped at its bound,
+    /// would strand them.
+    pub(super) fn come_back_for_pending_read(&self) {
+        if self.flags.has(Flag::ReadPending) && self.reads() {
+            self.wake();
         }
     }
 
@@ -260,6 +276,9 @@ impl<P: Pipe> StreamTransport<P> {
         self.flags.set(Flag::WritesClosed, true);
         self.flags.set(Flag::LoseAfterProducer, false);
         self.flags.set(Flag::Gathered, false);
+        // Nothing will be read any more.
+        self.flags.set(Flag::ReadPending, false);
+        self.flags.set(Flag::ReadToEnd, false);
         self.queue.borrow_mut().clear();
         // Dropping the pipe removes it from the reactor and closes it.
         let pipe = self.pipe.borrow_mut().take();

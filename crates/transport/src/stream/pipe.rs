@@ -98,6 +98,22 @@ pub trait Pipe {
     /// an aborted connection's pipe is dropped. The default does nothing.
     fn reset_on_close(&self) {}
 
+    /// True if the reactor reports this pipe's readiness only when it
+    /// arises, not again while it lasts (an edge-triggered registration:
+    /// [`Reactor::register_edge`](torsion_reactor::Reactor::register_edge)).
+    /// The transport then remembers a read it stopped before the pipe
+    /// said it was drained (at its per-event bound, or because reading was
+    /// paused meanwhile) and wakes itself to finish it once it reads
+    /// again. It takes a read shorter than its buffer as "drained" unless
+    /// the readiness also reported the end of stream, an error or urgent
+    /// data: say true only for a medium whose short reads mean that (a TCP
+    /// socket does; a Unix stream socket does not, since its read also
+    /// stops after a message that carried descriptors). The default: false
+    /// (what is left is reported again).
+    fn edge_triggered(&self) -> bool {
+        false
+    }
+
     /// The address of this end
     /// ([`Transport::get_host`](crate::Transport::get_host)).
     ///

@@ -48,7 +48,8 @@
 //! only with `HalfCloseable`; `ProducerPaused` only with a streaming
 //! producer registered; `PullPending` only with a pull producer
 //! registered; `Processing` and `InterestStale` only while `process`
-//! runs. Outside a step, interest follows
+//! runs; `ReadPending` only on an edge-triggered pipe and not once
+//! `Closed`, and `ReadToEnd` only with `ReadPending`. Outside a step, interest follows
 //! from the state (`update_interest`): readable exactly when the table
 //! says the transport reads, writable exactly when it is `Open` or
 //! `Draining` with something queued that is not `Gathered` (gathered
@@ -139,6 +140,17 @@ pub(super) enum Flag {
     /// Inside `process`, the interest no longer matches the state; it is
     /// brought up to date once, at the end of the step.
     InterestStale,
+    /// An edge-triggered pipe may hold bytes nobody will report again:
+    /// the last read stopped before the pipe said it was drained (at the
+    /// per-event bound, or reading was paused or throttled meanwhile).
+    /// While it is set and the transport reads, it wakes itself and reads
+    /// on the wake.
+    ReadPending,
+    /// With `ReadPending`: the readiness that started the read reported
+    /// more than data (the peer's end of stream, an error, urgent data).
+    /// A stream read stops short before those, so only a read that finds
+    /// nothing, the end, or the error shows the pipe drained.
+    ReadToEnd,
 }
 
 /// The [`Flag`]s, packed into one `u16`.
@@ -146,7 +158,7 @@ pub(super) enum Flag {
 pub(super) struct Flags(Cell<u16>);
 
 impl Flag {
-    const ALL: [Flag; 13] = [
+    const ALL: [Flag; 15] = [
         Flag::WritesClosed,
         Flag::LoseAfterProducer,
         Flag::Processing,
@@ -160,6 +172,8 @@ impl Flag {
         Flag::PullPending,
         Flag::Gathered,
         Flag::InterestStale,
+        Flag::ReadPending,
+        Flag::ReadToEnd,
     ];
 }
 

@@ -7,13 +7,17 @@
 use std::cell::Cell;
 use std::io::{self, IoSlice};
 
+use torsion_reactor::Readiness;
+
 use super::pipe::Pipe;
 use super::state::{Flag, Phase, WriteShutdown};
 use super::{StreamTransport, READ_BUFFER_SIZE};
 use crate::queue::WriteQueue;
 
-/// Reads per readiness event before yielding to other sources. Level
-/// triggering reports what is left on the next turn.
+/// Reads per readiness event before yielding to other sources. What is
+/// left is reported again on the next turn (level-triggered pipes) or read
+/// on the transport's own wake-up at the end of this one (edge-triggered:
+/// see `Flag::ReadPending`).
 const MAX_READS_PER_EVENT: usize = 8;
 
 /// Slices per vectored write (well under every platform's `IOV_MAX`).
@@ -245,7 +249,25 @@ impl<P: Pipe> StreamTransport<P> {
     /// Reads what is available, handing each chunk to `on_data`, until
     /// the pipe is drained for now, reading stops, or the per-event bound
     /// is reached.
-    pub(super) fn read(&self, on_data: &mut dyn FnMut(&[u8])) {
+    pub(super) fn read(&self, readiness: Readiness, on_data: &mut dyn FnMut(&[u8])) {
+        // An edge-triggered pipe does not report again what is left of
+        // this readiness: until a read shows the pipe drained, bytes may
+        // be pending (`process` comes back for them). A short read shows
+        // it, unless the readiness told of something a read stops before.
+        if self.is_edge_triggered() {
+            self.flags.set(Flag::ReadPending, true);
+            if readiness.is_read_closed()
+                || readiness.is_hangup()
+                || readiness.is_error()
+                || readiness.is_priority()
+            {
+                self.flags.set(Flag::ReadToEnd, true);
+            }
+        }
+        let drained = || {
+            self.flags.set(Flag::ReadPending, false);
+            self.flags.set(Flag::ReadToEnd, false);
+        };
         with_read_buffer(|buf| {
             for _ in 0..MAX_READS_PER_EVENT {
                 if !self.reads() {
@@ -253,13 +275,18 @@ impl<P: Pipe> StreamTransport<P> {
                 }
                 let n = match self.with_pipe(|pipe| pipe.recv(buf)) {
                     Ok(0) => {
+                        drained();
                         self.peer_closed();
                         return;
                     }
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        drained();
+                        return;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
+                        drained();
                         self.fail(e);
                         return;
                     }
@@ -268,9 +295,12 @@ impl<P: Pipe> StreamTransport<P> {
                 // unwinds loses no count.
                 self.counters.bytes_read(n);
                 on_data(&buf[..n]);
-                if n < buf.len() {
-                    // Drained for now; level triggering tells us if more
-                    // arrives.
+                if n < buf.len() && !self.flags.has(Flag::ReadToEnd) {
+                    // Drained for now (a stream read stops short when
+                    // nothing more is there, or before an end, error or
+                    // urgent byte, which `ReadToEnd` watches for); the
+                    // poller tells us if more arrives.
+                    drained();
                     return;
                 }
             }
