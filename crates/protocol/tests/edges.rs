@@ -53,6 +53,20 @@ fn turn_until(reactor: &Reactor, done: impl Fn() -> bool) -> bool {
     done()
 }
 
+/// A server on a loopback port whose connections record what they hear
+/// into the returned log, and its address.
+fn recording_server(reactor: &Reactor) -> (Log, std::net::SocketAddr) {
+    let log: Log = Rc::default();
+    let record = log.clone();
+    let addr = support::listen(reactor, move || Record(record.clone()));
+    (log, addr)
+}
+
+/// True once a connection that records into `log` was lost.
+fn lost(log: &Log) -> bool {
+    log.borrow().iter().any(|entry| entry.starts_with("lost"))
+}
+
 fn received(log: &Log) -> String {
     log.borrow()
         .iter()
@@ -65,21 +79,15 @@ fn received(log: &Log) -> String {
 fn a_request_and_the_end_of_stream_behind_it_are_both_read() {
     let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = support::reactor();
-    let log: Log = Rc::default();
-    let record = log.clone();
-    let addr = support::listen(&reactor, move || Record(record.clone()));
+    let (log, addr) = recording_server(&reactor);
     // The request and the end of stream are both queued before the server
     // accepts: one readiness event tells of both, and the read of the
     // request stops short before the end.
     let mut client = TcpStream::connect(addr).unwrap();
     client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    let lost = log.clone();
     assert!(
-        turn_until(&reactor, || lost
-            .borrow()
-            .iter()
-            .any(|entry| entry.starts_with("lost"))),
+        turn_until(&reactor, || lost(&log)),
         "the end of stream behind the request was never read: {:?}",
         log.borrow()
     );
@@ -90,9 +98,7 @@ fn a_request_and_the_end_of_stream_behind_it_are_both_read() {
 fn bytes_behind_an_urgent_byte_are_not_stranded() {
     let _fds = DescriptorGuard::new();
     let (_watchdog, reactor) = support::reactor();
-    let log: Log = Rc::default();
-    let record = log.clone();
-    let addr = support::listen(&reactor, move || Record(record.clone()));
+    let (log, addr) = recording_server(&reactor);
     // "abc", an urgent byte, "def", all queued before the server reads. A
     // TCP read stops short at the urgent mark; the urgent byte itself is
     // out of band (not in the stream) and the read after it goes on.
@@ -100,18 +106,13 @@ fn bytes_behind_an_urgent_byte_are_not_stranded() {
     client.write_all(b"abc").unwrap();
     SockRef::from(&client).send_out_of_band(b"!").unwrap();
     client.write_all(b"def").unwrap();
-    let seen = log.clone();
     assert!(
-        turn_until(&reactor, || received(&seen) == "abcdef"),
+        turn_until(&reactor, || received(&log) == "abcdef"),
         "bytes behind the urgent byte were stranded: {:?}",
         log.borrow()
     );
     drop(client);
-    let lost = log.clone();
-    assert!(turn_until(&reactor, || lost
-        .borrow()
-        .iter()
-        .any(|entry| entry.starts_with("lost"))));
+    assert!(turn_until(&reactor, || lost(&log)));
 }
 
 /// Half-closes its writing side at the first data and pauses reading,
@@ -164,9 +165,8 @@ fn bytes_read_by_the_step_after_a_half_close_callback_reach_the_protocol() {
         }
     }
     assert!(total > 64 * 1024, "queued only {total}");
-    let seen = log.clone();
     assert!(
-        turn_until(&reactor, || received(&seen).len() == total),
+        turn_until(&reactor, || received(&log).len() == total),
         "received {} of {total}",
         received(&log).len()
     );
@@ -225,9 +225,8 @@ fn bytes_behind_a_message_carrying_a_descriptor_are_not_stranded() {
     let mut client = UnixStream::connect(&path).unwrap();
     send_with_descriptor(&client, b"abc", client.as_raw_fd());
     client.write_all(b"def").unwrap();
-    let seen = log.clone();
     assert!(
-        turn_until(&reactor, || received(&seen) == "abcdef"),
+        turn_until(&reactor, || received(&log) == "abcdef"),
         "bytes behind the descriptor-carrying message were stranded: {:?}",
         log.borrow()
     );
@@ -277,9 +276,8 @@ fn a_multipath_tcp_connection_is_adopted_and_served() {
         reactor.adopt_stream_connection(server, &support::Build(move || Record(record.clone())));
     assert!(matches!(adopted, Ok(true)), "{adopted:?}");
     (&client).write_all(b"hello").unwrap();
-    let seen = log.clone();
     assert!(
-        turn_until(&reactor, || received(&seen) == "hello"),
+        turn_until(&reactor, || received(&log) == "hello"),
         "{:?}",
         log.borrow()
     );

@@ -3,25 +3,17 @@
 //! as `register` does on the portable one; either way a change of interest
 //! reports again what is ready.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod support;
+
 use torsion_reactor::testing::{DescriptorGuard, Watchdog};
 use torsion_reactor::{Handler, Interest, Reactor, Readiness};
 
-#[derive(Default)]
-struct Recorder {
-    heard: RefCell<Vec<Readiness>>,
-}
-
-impl Handler for Recorder {
-    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
-        self.heard.borrow_mut().push(readiness);
-    }
-}
+use support::Recorder;
 
 #[test]
 fn an_edge_registration_reports_unread_data_once_and_again_after_a_change_of_interest() {

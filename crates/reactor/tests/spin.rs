@@ -2,7 +2,7 @@
 //! reported once, and the source leaves the poller until its interest
 //! changes.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -10,20 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod support;
+
 use torsion_reactor::testing::{DescriptorGuard, Watchdog};
 use torsion_reactor::{Handler, Interest, Reactor, Readiness};
 
-/// Records every readiness it hears.
-#[derive(Default)]
-struct Recorder {
-    heard: RefCell<Vec<Readiness>>,
-}
-
-impl Handler for Recorder {
-    fn ready(&self, _reactor: &Reactor, readiness: Readiness) {
-        self.heard.borrow_mut().push(readiness);
-    }
-}
+use support::Recorder;
 
 /// Runs the reactor for `window` of real time (a timer stops it) and
 /// returns how many turns it made meanwhile.
