@@ -533,6 +533,22 @@ fn peak_heap<T>(base: isize, body: impl FnOnce() -> T) -> (T, isize) {
     (result, peak)
 }
 
+/// Runs `swarm` from `client` against the server at `addr` over a link of
+/// `kbit`, sampling the server's heap above `base`: the swarm's report,
+/// the peak heap, and the seconds it took.
+fn swarm_over_link(
+    client: &Namespace,
+    addr: SocketAddr,
+    swarm: Swarm,
+    kbit: u32,
+    base: isize,
+) -> (String, isize, f64) {
+    let started = Instant::now();
+    let deadline = deadline_for(swarm, kbit);
+    let (report, peak) = peak_heap(base, || run_swarm(client, addr, swarm, deadline));
+    (report, peak, started.elapsed().as_secs_f64())
+}
+
 /// Three times what a `kbit` kbit/s link needs to carry `swarm`'s bytes
 /// one way, at least the usual deadline.
 fn deadline_for(swarm: Swarm, kbit: u32) -> Duration {
@@ -590,12 +606,8 @@ fn a_slow_link_with_many_connections_keeps_the_server_bounded() {
         // All connections are made before any sends (see above).
         connect_first: true,
     };
-    let started = Instant::now();
-    let deadline = deadline_for(swarm, kbit);
-    let (report, peak) = peak_heap(scenario.heap, || {
-        run_swarm(&pair.client, server.addr, swarm, deadline)
-    });
-    let seconds = started.elapsed().as_secs_f64();
+    let (report, peak, seconds) =
+        swarm_over_link(&pair.client, server.addr, swarm, kbit, scenario.heap);
     let total = swarm.connections * swarm.bytes;
     finish(
         scenario,
@@ -665,12 +677,8 @@ fn a_slow_return_link_pushes_back_on_fast_senders() {
         half_close: false,
         connect_first: true,
     };
-    let started = Instant::now();
-    let deadline = deadline_for(swarm, kbit);
-    let (report, peak) = peak_heap(scenario.heap, || {
-        run_swarm(&pair.client, server.addr, swarm, deadline)
-    });
-    let seconds = started.elapsed().as_secs_f64();
+    let (report, peak, seconds) =
+        swarm_over_link(&pair.client, server.addr, swarm, kbit, scenario.heap);
     let total = swarm.connections * swarm.bytes;
     // Per connection: a write queue up to the watermark, plus the read
     // that crossed it; and a little for the connection's own state.

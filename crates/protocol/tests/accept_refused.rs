@@ -13,6 +13,8 @@
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 
+mod support;
+
 use std::cell::Cell;
 use std::net::{Ipv4Addr, TcpStream};
 use std::rc::Rc;
@@ -101,18 +103,6 @@ fn refuse_accepts_on_this_thread(errno: i32) -> bool {
         return false;
     }
     true
-}
-
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct it is given.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    assert_eq!(status, 0);
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// Counts the warnings logged about accepting (on the thread it is the
@@ -206,11 +196,15 @@ fn watch_refused_listener(errno: i32) -> Option<Watched> {
         let counted = ticks.clone();
         let ticker = LoopingCall::new(&reactor, move |_| counted.set(counted.get() + 1));
         ticker.start(Duration::from_millis(10), false).unwrap();
-        let start = (reactor.turn_count(), thread_cpu(), Instant::now());
+        let start = (reactor.turn_count(), support::thread_cpu(), Instant::now());
         let end = Rc::new(Cell::new(None));
         let ended = end.clone();
         reactor.call_later(WATCH, move |reactor| {
-            ended.set(Some((reactor.turn_count(), thread_cpu(), Instant::now())));
+            ended.set(Some((
+                reactor.turn_count(),
+                support::thread_cpu(),
+                Instant::now(),
+            )));
             reactor.stop().unwrap();
         });
         reactor.run().unwrap();

@@ -5,6 +5,8 @@
 //! The clients run in a child process (this same test binary, in the
 //! role of `client_role`), so they do not count against our limit.
 
+mod support;
+
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -49,18 +51,6 @@ impl Factory for Counting {
         self.0.set(self.0.get() + 1);
         Some(Echo)
     }
-}
-
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct it is given.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    assert_eq!(status, 0);
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn limit() -> libc::rlimit {
@@ -136,13 +126,15 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
         match s.get() {
             None if same_for >= 3 && a.get() > 0 && a.get() < CLIENTS => {
                 s.set(Some((reactor.turn_count(), 0)));
-                began.set((thread_cpu(), Instant::now()));
+                began.set((support::thread_cpu(), Instant::now()));
             }
             Some((turns, ticks)) if t.get().is_none() => {
                 if ticks == 10 {
                     t.set(Some(reactor.turn_count() - turns));
                     let (cpu, wall) = began.get();
-                    share.set((thread_cpu() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64());
+                    share.set(
+                        (support::thread_cpu() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64(),
+                    );
                     set_soft_limit(original);
                 } else {
                     s.set(Some((turns, ticks + 1)));

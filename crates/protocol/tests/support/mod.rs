@@ -36,3 +36,15 @@ pub fn listen<P: Protocol>(reactor: &Reactor, build: impl Fn() -> P + 'static) -
         .unwrap();
     port.get_host().socket_addr().unwrap()
 }
+
+/// CPU time this thread has used.
+pub fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
