@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use torsion_protocol::testing::{guarded_reactor, DescriptorGuard, Echo};
+use torsion_protocol::testing::{guarded_reactor, DescriptorGuard};
 use torsion_protocol::LoopingCall;
-use torsion_protocol::{Address, Factory, ListenOptions, ReactorTcp};
+use torsion_protocol::{ListenOptions, ReactorTcp};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -142,15 +142,6 @@ impl Subscriber for AcceptWarnings {
     fn exit(&self, _span: &Id) {}
 }
 
-struct Counting(Rc<Cell<usize>>);
-impl Factory for Counting {
-    type Protocol = Echo;
-    fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
-        self.0.set(self.0.get() + 1);
-        Some(Echo)
-    }
-}
-
 /// What the reactor's thread saw while its accepts were refused.
 #[derive(Debug)]
 struct Watched {
@@ -180,7 +171,7 @@ fn watch_refused_listener(errno: i32) -> Option<Watched> {
         let port = reactor
             .listen_tcp_with(
                 0,
-                Counting(accepted.clone()),
+                support::Counting(accepted.clone()),
                 ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
             )
             .unwrap();

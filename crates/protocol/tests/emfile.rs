@@ -13,11 +13,10 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use torsion_protocol::testing::Echo;
 use torsion_protocol::testing::Watchdog;
 
 use torsion_protocol::LoopingCall;
-use torsion_protocol::{Address, Factory, ListenOptions, Reactor, ReactorTcp};
+use torsion_protocol::{ListenOptions, Reactor, ReactorTcp};
 
 const CLIENTS: usize = 60;
 const CLIENT_ENV: &str = "TORSION_EMFILE_CLIENT";
@@ -41,15 +40,6 @@ fn client_role() {
     for stream in &mut streams {
         let mut echo = [0u8; 1];
         stream.read_exact(&mut echo).unwrap();
-    }
-}
-
-struct Counting(Rc<Cell<usize>>);
-impl Factory for Counting {
-    type Protocol = Echo;
-    fn build_protocol(&self, _peer: &Address) -> Option<Echo> {
-        self.0.set(self.0.get() + 1);
-        Some(Echo)
     }
 }
 
@@ -84,7 +74,7 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     let port = reactor
         .listen_tcp_with(
             0,
-            Counting(accepted.clone()),
+            support::Counting(accepted.clone()),
             ListenOptions::interface(Ipv4Addr::LOCALHOST.into()),
         )
         .unwrap();

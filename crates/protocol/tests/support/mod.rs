@@ -48,3 +48,14 @@ pub fn thread_cpu() -> Duration {
     assert_eq!(status, 0);
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
+
+/// An echo factory that counts the connections it serves.
+pub struct Counting(pub std::rc::Rc<std::cell::Cell<usize>>);
+
+impl Factory for Counting {
+    type Protocol = torsion_protocol::testing::Echo;
+    fn build_protocol(&self, _peer: &Address) -> Option<Self::Protocol> {
+        self.0.set(self.0.get() + 1);
+        Some(torsion_protocol::testing::Echo)
+    }
+}
